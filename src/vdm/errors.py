@@ -1,0 +1,142 @@
+"""The gateway's one error tree.
+
+Every failure a client can see is one of these; each protocol renders it once
+(``protocols.anthropic.encode_error``, ...).  Upstream failures are translated
+at the provider boundary (``providers.http.upstream_errors``) with
+``raise ... from exc``::
+
+    GatewayError                      status, kind, message
+    ├── InvalidRequest                400  bad body, unknown provider/model
+    ├── AuthenticationFailed          401  missing/wrong proxy key
+    ├── PermissionDenied              403
+    ├── NotFound                      404  unknown path
+    ├── PayloadTooLarge               413
+    └── UpstreamError                 an upstream said no, or could not be reached
+        ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
+        ├── UpstreamTimeout           504  no answer in time
+        ├── UpstreamUnreachable       502  connection refused / reset / DNS
+        └── UpstreamProtocolError     502  upstream answered something unparseable
+
+``kind`` is the protocol-neutral error class; each protocol maps it to its own
+type names.  ``retryable`` says whether the same request may be tried again
+(before any byte reached the client).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ErrorKind = Literal[
+    "invalid_request",
+    "authentication",
+    "permission",
+    "not_found",
+    "too_large",
+    "rate_limit",
+    "api_error",
+    "overloaded",
+    "timeout",
+]
+
+
+class GatewayError(Exception):
+    status: int = 500
+    kind: ErrorKind = "api_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    kind = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    kind = "authentication"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    kind = "permission"
+
+
+class NotFound(GatewayError):
+    status = 404
+    kind = "not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    kind = "too_large"
+
+
+class UpstreamError(GatewayError):
+    """Something went wrong talking to provider ``provider``."""
+
+    status = 502
+    kind = "api_error"
+
+    def __init__(
+        self, message: str, *, provider: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.provider = provider
+
+
+_STATUS_KIND: dict[int, ErrorKind] = {
+    400: "invalid_request",
+    401: "authentication",
+    403: "permission",
+    404: "not_found",
+    408: "timeout",
+    413: "too_large",
+    422: "invalid_request",
+    429: "rate_limit",
+    529: "overloaded",
+}
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; ``body`` is what it said."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, headers=headers)
+        self.upstream_status = upstream_status
+        self.body = body
+        self.kind = _STATUS_KIND.get(upstream_status, "api_error")
+        self.status = upstream_status if upstream_status in _STATUS_KIND else 502
+        if upstream_status == 408:
+            self.status = 504
+        self.retryable = upstream_status in RETRYABLE_STATUSES
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "timeout"
+    retryable = True
+
+
+class UpstreamUnreachable(UpstreamError):
+    status = 502
+    kind = "api_error"
+    retryable = True
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    kind = "api_error"

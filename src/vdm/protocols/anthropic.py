@@ -1,0 +1,551 @@
+"""Anthropic Messages API <-> IR.  Pure functions, no I/O.
+
+Decoding validates at the edge: a wrong type is an ``InvalidRequest`` naming
+the JSON path; a field the gateway does not know is never an error (it is
+kept for Anthropic-native upstreams, which get the original body, and dropped
+for others).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, assert_never
+
+import msgspec
+
+from vdm import ir
+from vdm.errors import GatewayError, InvalidRequest
+from vdm.protocols.sse import SSEParser, frame
+
+_decoder = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+
+# ---------------------------------------------------------------- ids
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def tool_use_id(upstream_id: str | None) -> str:
+    """An id of the ``toolu_`` form, stable for a given upstream id."""
+    if not upstream_id:
+        return "toolu_" + secrets.token_hex(12)
+    if upstream_id.startswith("toolu_"):
+        return upstream_id
+    return "toolu_" + upstream_id
+
+
+# ---------------------------------------------------------------- request decoding
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a request body that must be one JSON object."""
+    if not body:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        value = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return value
+
+
+def _fail(path: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(f"{path}: expected {expected}, got {_type_name(value)}")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _str(obj: dict[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{path}.{key}: field required")
+        return None
+    if not isinstance(value, str):
+        raise _fail(f"{path}.{key}", "string", value)
+    return value
+
+
+def _number(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(key, "number", value)
+    return float(value)
+
+
+def _int(obj: dict[str, Any], key: str, path: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{path}.{key}" if path else key, "integer", value)
+    return value
+
+
+def validate_request_fields(body: dict[str, Any]) -> str:
+    """The checks every /v1/messages request gets, passthrough included.
+
+    Returns the requested model name.
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        if model is None:
+            raise InvalidRequest("model: field required")
+        raise _fail("model", "non-empty string", model)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("messages: field required")
+    if not isinstance(messages, list):
+        raise _fail("messages", "array", messages)
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidRequest("max_tokens: field required")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _fail("max_tokens", "positive integer", max_tokens)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _fail("stream", "boolean", stream)
+    return model
+
+
+def validate_count_tokens_fields(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: field required") if model is None else _fail(
+            "model", "non-empty string", model
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages: field required") if messages is None else _fail(
+            "messages", "array", messages
+        )
+    return model
+
+
+def decode_request(body: dict[str, Any], *, count_only: bool = False) -> ir.ChatRequest:
+    """Anthropic request JSON (already parsed) -> IR."""
+    model = (
+        validate_count_tokens_fields(body) if count_only else validate_request_fields(body)
+    )
+    messages = [_decode_message(m, f"messages.{i}") for i, m in enumerate(body["messages"])]
+    request = ir.ChatRequest(
+        model=model,
+        messages=messages,
+        max_tokens=body.get("max_tokens"),
+        system=_decode_system(body.get("system")),
+        stream=bool(body.get("stream", False)),
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        top_k=_int(body, "top_k", ""),
+        stop=_decode_stop(body.get("stop_sequences")),
+        tools=_decode_tools(body.get("tools")),
+        tool_choice=_decode_tool_choice(body.get("tool_choice")),
+        thinking=_decode_thinking(body.get("thinking")),
+        effort=_decode_effort(body.get("output_config")),
+        user=_decode_user(body.get("metadata")),
+    )
+    return request
+
+
+def _decode_system(value: Any) -> list[ir.TextPart]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [ir.TextPart(value)] if value else []
+    if not isinstance(value, list):
+        raise _fail("system", "string or array of text blocks", value)
+    parts = []
+    for i, block in enumerate(value):
+        if not isinstance(block, dict):
+            raise _fail(f"system.{i}", "object", block)
+        text = _str(block, "text", f"system.{i}", required=True)
+        parts.append(ir.TextPart(text or ""))
+    return parts
+
+
+def _decode_message(value: Any, path: str) -> ir.Message:
+    if not isinstance(value, dict):
+        raise _fail(path, "object", value)
+    role = value.get("role")
+    if role not in ("user", "assistant", "system"):
+        raise InvalidRequest(f"{path}.role: expected 'user', 'assistant' or 'system', got {role!r}")
+    content = value.get("content")
+    if isinstance(content, str):
+        return ir.Message(role, [ir.TextPart(content)])
+    if not isinstance(content, list):
+        if content is None:
+            raise InvalidRequest(f"{path}.content: field required")
+        raise _fail(f"{path}.content", "string or array of content blocks", content)
+    parts: list[ir.Part] = []
+    for i, block in enumerate(content):
+        part = _decode_block(block, f"{path}.content.{i}")
+        if part is not None:
+            parts.append(part)
+    return ir.Message(role, parts)
+
+
+def _decode_block(block: Any, path: str) -> ir.Part | None:
+    if not isinstance(block, dict):
+        raise _fail(path, "object", block)
+    kind = block.get("type")
+    if kind == "text":
+        return ir.TextPart(_str(block, "text", path, required=True) or "")
+    if kind == "image":
+        return _decode_image(block, path)
+    if kind == "tool_use":
+        tool_input = block.get("input", {})
+        if not isinstance(tool_input, dict):
+            raise _fail(f"{path}.input", "object", tool_input)
+        return ir.ToolUsePart(
+            id=_str(block, "id", path, required=True) or "",
+            name=_str(block, "name", path, required=True) or "",
+            input=tool_input,
+        )
+    if kind == "tool_result":
+        return _decode_tool_result(block, path)
+    if kind == "thinking":
+        return ir.ThinkingPart(
+            thinking=_str(block, "thinking", path) or "",
+            signature=_str(block, "signature", path),
+        )
+    if kind == "redacted_thinking":
+        return ir.RedactedThinkingPart(_str(block, "data", path) or "")
+    if kind == "document":
+        return _decode_document(block, path)
+    if not isinstance(kind, str):
+        raise InvalidRequest(f"{path}.type: field required")
+    # Block types without a neutral meaning (server tool results, search
+    # results, ...) reach Anthropic-native upstreams untouched; others drop them.
+    return None
+
+
+def _decode_image(block: dict[str, Any], path: str) -> ir.ImagePart:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _fail(f"{path}.source", "object", source)
+    kind = source.get("type")
+    if kind == "base64":
+        return ir.ImagePart(
+            media_type=_str(source, "media_type", f"{path}.source", required=True) or "",
+            data=_str(source, "data", f"{path}.source", required=True),
+        )
+    if kind == "url":
+        return ir.ImagePart(url=_str(source, "url", f"{path}.source", required=True))
+    raise InvalidRequest(f"{path}.source.type: expected 'base64' or 'url', got {kind!r}")
+
+
+def _decode_document(block: dict[str, Any], path: str) -> ir.Part | None:
+    """Plain-text documents become text; other documents have no neutral form."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "text":
+        return ir.TextPart(_str(source, "data", f"{path}.source") or "")
+    return None
+
+
+def _decode_tool_result(block: dict[str, Any], path: str) -> ir.ToolResultPart:
+    content = block.get("content")
+    parts: list[ir.TextPart | ir.ImagePart] = []
+    if isinstance(content, str):
+        parts.append(ir.TextPart(content))
+    elif isinstance(content, list):
+        for i, inner in enumerate(content):
+            part = _decode_block(inner, f"{path}.content.{i}")
+            if isinstance(part, ir.TextPart | ir.ImagePart):
+                parts.append(part)
+    elif content is not None:
+        raise _fail(f"{path}.content", "string or array", content)
+    is_error = block.get("is_error", False)
+    if not isinstance(is_error, bool):
+        raise _fail(f"{path}.is_error", "boolean", is_error)
+    return ir.ToolResultPart(
+        tool_use_id=_str(block, "tool_use_id", path, required=True) or "",
+        content=parts,
+        is_error=is_error,
+    )
+
+
+def _decode_stop(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise _fail("stop_sequences", "array of strings", value)
+    return value
+
+
+def _decode_tools(value: Any) -> list[ir.Tool]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail("tools", "array", value)
+    tools = []
+    for i, tool in enumerate(value):
+        if not isinstance(tool, dict):
+            raise _fail(f"tools.{i}", "object", tool)
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            # Server tools (web_search_..., bash_..., text_editor_...) run on
+            # Anthropic's side; they have no meaning for other upstreams.
+            continue
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            raise _fail(f"tools.{i}.input_schema", "object", schema)
+        tools.append(
+            ir.Tool(
+                name=_str(tool, "name", f"tools.{i}", required=True) or "",
+                description=_str(tool, "description", f"tools.{i}"),
+                input_schema=schema,
+            )
+        )
+    return tools
+
+
+def _decode_tool_choice(value: Any) -> ir.ToolChoice | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail("tool_choice", "object", value)
+    mode = value.get("type")
+    if mode not in ("auto", "any", "tool", "none"):
+        raise InvalidRequest(
+            f"tool_choice.type: expected 'auto', 'any', 'tool' or 'none', got {mode!r}"
+        )
+    name = _str(value, "name", "tool_choice", required=mode == "tool")
+    disable = value.get("disable_parallel_tool_use", False)
+    if not isinstance(disable, bool):
+        raise _fail("tool_choice.disable_parallel_tool_use", "boolean", disable)
+    return ir.ToolChoice(mode=mode, name=name, disable_parallel=disable)
+
+
+def _decode_thinking(value: Any) -> ir.Thinking | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail("thinking", "object", value)
+    mode = value.get("type")
+    if mode == "enabled":
+        return ir.Thinking("enabled", _int(value, "budget_tokens", "thinking"))
+    if mode == "adaptive":
+        return ir.Thinking("adaptive")
+    if mode == "disabled":
+        return ir.Thinking("disabled")
+    raise InvalidRequest(
+        f"thinking.type: expected 'enabled', 'adaptive' or 'disabled', got {mode!r}"
+    )
+
+
+_EFFORTS = ("minimal", "low", "medium", "high", "max")
+
+
+def _decode_effort(value: Any) -> ir.Effort | None:
+    if not isinstance(value, dict):
+        return None
+    effort = value.get("effort")
+    return effort if effort in _EFFORTS else None
+
+
+def _decode_user(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    user = value.get("user_id")
+    return user if isinstance(user, str) else None
+
+
+# ---------------------------------------------------------------- response encoding
+
+
+def _usage_dict(usage: ir.Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+    if usage.cache_read_input_tokens is not None:
+        out["cache_read_input_tokens"] = usage.cache_read_input_tokens
+    if usage.cache_creation_input_tokens is not None:
+        out["cache_creation_input_tokens"] = usage.cache_creation_input_tokens
+    return out
+
+
+def _part_dict(part: ir.Part) -> dict[str, Any]:
+    match part:
+        case ir.TextPart(text=text):
+            return {"type": "text", "text": text}
+        case ir.ToolUsePart(id=id_, name=name, input=tool_input):
+            return {"type": "tool_use", "id": id_, "name": name, "input": tool_input}
+        case ir.ThinkingPart(thinking=thinking, signature=signature):
+            return {"type": "thinking", "thinking": thinking, "signature": signature or ""}
+        case ir.RedactedThinkingPart(data=data):
+            return {"type": "redacted_thinking", "data": data}
+        case ir.ImagePart() | ir.ToolResultPart():
+            raise ValueError(f"{part.kind} cannot appear in an assistant response")
+        case _:
+            assert_never(part)
+
+
+def encode_response(response: ir.ChatResponse) -> bytes:
+    return _encode(
+        {
+            "id": response.id,
+            "type": "message",
+            "role": "assistant",
+            "model": response.model,
+            "content": [_part_dict(p) for p in response.content],
+            "stop_reason": response.stop_reason,
+            "stop_sequence": response.stop_sequence,
+            "usage": _usage_dict(response.usage),
+        }
+    )
+
+
+# ---------------------------------------------------------------- stream encoding
+
+_PING = frame("ping", b'{"type":"ping"}')
+_MESSAGE_STOP = frame("message_stop", b'{"type":"message_stop"}')
+
+
+def encode_event(event: ir.Event) -> bytes:
+    """One IR stream event -> one Anthropic SSE frame."""
+    match event:
+        case ir.TextDelta(index=i, text=text):
+            return frame("content_block_delta", _encode(
+                {"type": "content_block_delta", "index": i,
+                 "delta": {"type": "text_delta", "text": text}}))
+        case ir.ToolInputDelta(index=i, partial_json=pj):
+            return frame("content_block_delta", _encode(
+                {"type": "content_block_delta", "index": i,
+                 "delta": {"type": "input_json_delta", "partial_json": pj}}))
+        case ir.ThinkingDelta(index=i, thinking=thinking):
+            return frame("content_block_delta", _encode(
+                {"type": "content_block_delta", "index": i,
+                 "delta": {"type": "thinking_delta", "thinking": thinking}}))
+        case ir.SignatureDelta(index=i, signature=sig):
+            return frame("content_block_delta", _encode(
+                {"type": "content_block_delta", "index": i,
+                 "delta": {"type": "signature_delta", "signature": sig}}))
+        case ir.TextStart(index=i):
+            return _block_start(i, {"type": "text", "text": ""})
+        case ir.ToolUseStart(index=i, id=id_, name=name):
+            return _block_start(i, {"type": "tool_use", "id": id_, "name": name, "input": {}})
+        case ir.ThinkingStart(index=i):
+            return _block_start(i, {"type": "thinking", "thinking": "", "signature": ""})
+        case ir.RedactedThinkingStart(index=i, data=data):
+            return _block_start(i, {"type": "redacted_thinking", "data": data})
+        case ir.BlockStop(index=i):
+            return frame("content_block_stop", _encode({"type": "content_block_stop", "index": i}))
+        case ir.MessageStart(id=id_, model=model, usage=usage):
+            return frame("message_start", _encode({
+                "type": "message_start",
+                "message": {"id": id_, "type": "message", "role": "assistant", "model": model,
+                            "content": [], "stop_reason": None, "stop_sequence": None,
+                            "usage": _usage_dict(usage)}}))
+        case ir.MessageDelta(stop_reason=reason, usage=usage, stop_sequence=seq):
+            return frame("message_delta", _encode({
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": seq},
+                "usage": _usage_dict(usage)}))
+        case ir.MessageStop():
+            return _MESSAGE_STOP
+        case ir.Ping():
+            return _PING
+        case _:
+            assert_never(event)
+
+
+def _block_start(index: int, block: dict[str, Any]) -> bytes:
+    return frame("content_block_start", _encode(
+        {"type": "content_block_start", "index": index, "content_block": block}))
+
+
+# ---------------------------------------------------------------- errors
+
+_ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "too_large": "request_too_large",
+    "rate_limit": "rate_limit_error",
+    "api_error": "api_error",
+    "overloaded": "overloaded_error",
+    "timeout": "api_error",
+}
+
+
+def error_body(error: GatewayError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": _ERROR_TYPES[error.kind], "message": error.message}}
+
+
+def encode_error(error: GatewayError) -> bytes:
+    return _encode(error_body(error))
+
+
+def encode_stream_error(error: GatewayError) -> bytes:
+    """The error event that ends a stream whose first bytes already went out."""
+    return frame("error", encode_error(error))
+
+
+def encode_count(input_tokens: int) -> bytes:
+    return _encode({"input_tokens": input_tokens})
+
+
+# ---------------------------------------------------------------- passthrough tap
+
+
+class UsageTap:
+    """Reads usage out of an Anthropic SSE stream relayed as bytes.
+
+    Only frames that carry usage (``message_start``, ``message_delta``) are
+    decoded; text deltas pass by with a cheap substring test.
+    """
+
+    __slots__ = ("_parser", "stop_reason", "usage")
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.usage = ir.Usage()
+        self.stop_reason: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for event, data in self._parser.feed(chunk):
+            if event == "message_start" or event == "message_delta":
+                self._read(event, data)
+
+    def _read(self, event: str, data: bytes) -> None:
+        try:
+            value = _decoder.decode(data)
+        except msgspec.DecodeError:
+            return
+        if not isinstance(value, dict):
+            return
+        if event == "message_start":
+            message = value.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+        else:
+            usage = value.get("usage")
+            delta = value.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.stop_reason = delta["stop_reason"]
+        if isinstance(usage, dict):
+            self.usage = ir.merge_usage(self.usage, usage_from_dict(usage))
+
+
+def usage_from_dict(usage: dict[str, Any]) -> ir.Usage:
+    def num(key: str) -> int | None:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return ir.Usage(
+        input_tokens=num("input_tokens") or 0,
+        output_tokens=num("output_tokens") or 0,
+        cache_read_input_tokens=num("cache_read_input_tokens"),
+        cache_creation_input_tokens=num("cache_creation_input_tokens"),
+    )

@@ -1,0 +1,398 @@
+"""OpenAI Chat Completions <-> IR.  Pure functions, no I/O.
+
+Upstream direction (the gateway calling an OpenAI-compatible provider):
+
+* :func:`encode_request` — IR request -> chat.completions body;
+* :func:`response_events` — a non-streaming chat.completion -> IR events;
+* :class:`ChunkDecoder` — streamed chat.completion.chunk objects -> IR events.
+
+Both response paths produce the same events for the same answer, and the
+non-streaming message is their fold (``ir.MessageBuilder``), so a streamed and
+a non-streamed answer always render identically.
+
+Mapping notes (documented in README "Conversion"):
+
+* system text, and ``system`` turns in mid-conversation, become ``system``
+  messages at their position;
+* a user turn's ``tool_result`` blocks become ``tool`` messages placed first
+  (they must follow the assistant's ``tool_calls``), then the rest of the turn
+  as one user message; ``is_error`` results are prefixed ``Error: ``; images
+  inside tool results follow in a user message (tool messages carry text only);
+* thinking blocks in the history are dropped (OpenAI-compatible upstreams do
+  not take them back); ``thinking``/``effort`` become ``reasoning_effort`` on
+  providers that declare reasoning support, and are dropped otherwise;
+* ``metadata.user_id`` becomes ``user`` (hashed when longer than 64 chars,
+  since upstreams bound its length); ``top_k`` and ``cache_control`` drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any, assert_never
+
+import msgspec
+
+from vdm import ir
+from vdm.protocols.anthropic import new_message_id, tool_use_id
+
+_encode = msgspec.json.Encoder().encode
+
+FINISH_REASON_MAP: dict[str, ir.StopReason] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+_EFFORT_MAP: dict[str, str] = {
+    "minimal": "minimal",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "high",
+}
+
+
+class RequestOptions(msgspec.Struct, frozen=True):
+    """How one OpenAI-compatible endpoint wants its requests shaped."""
+
+    max_tokens_field: str = "max_tokens"
+    supports_reasoning: bool = False
+    max_tokens_limit: int | None = None
+
+
+# ---------------------------------------------------------------- request
+
+
+def encode_request(
+    request: ir.ChatRequest, model: str, options: RequestOptions
+) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": _join_text(request.system)})
+    for message in request.messages:
+        _append_message(messages, message)
+
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if request.max_tokens is not None:
+        limit = options.max_tokens_limit
+        body[options.max_tokens_field] = (
+            min(request.max_tokens, limit) if limit else request.max_tokens
+        )
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = request.stop
+    if request.user:
+        body["user"] = _user_id(request.user)
+    if request.tools:
+        body["tools"] = [_tool(t) for t in request.tools]
+        choice = request.tool_choice
+        if choice is not None:
+            body["tool_choice"] = _tool_choice(choice)
+            if choice.disable_parallel:
+                body["parallel_tool_calls"] = False
+    elif request.tool_choice is not None and request.tool_choice.mode == "none":
+        pass  # no tools, nothing to forbid
+    effort = reasoning_effort(request)
+    if effort is not None and options.supports_reasoning:
+        body["reasoning_effort"] = effort
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def reasoning_effort(request: ir.ChatRequest) -> str | None:
+    """The reasoning effort a request asks for, in OpenAI's words."""
+    if request.effort is not None:
+        return _EFFORT_MAP[request.effort]
+    thinking = request.thinking
+    if thinking is None or thinking.mode == "disabled":
+        return None
+    budget = thinking.budget_tokens
+    if budget is None:
+        return "medium"
+    if budget < 4096:
+        return "low"
+    if budget < 16384:
+        return "medium"
+    return "high"
+
+
+def _user_id(user: str) -> str:
+    if len(user) <= 64:
+        return user
+    return "sha256:" + hashlib.sha256(user.encode()).hexdigest()[:40]
+
+
+def _join_text(parts: list[ir.TextPart]) -> str:
+    return "\n\n".join(p.text for p in parts)
+
+
+def _tool(tool: ir.Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": tool.input_schema}
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ir.ToolChoice) -> Any:
+    if choice.mode == "auto":
+        return "auto"
+    if choice.mode == "any":
+        return "required"
+    if choice.mode == "none":
+        return "none"
+    return {"type": "function", "function": {"name": choice.name}}
+
+
+def _image_url(part: ir.ImagePart) -> dict[str, Any]:
+    url = part.url if part.url is not None else f"data:{part.media_type};base64,{part.data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _user_content(parts: list[ir.TextPart | ir.ImagePart]) -> str | list[dict[str, Any]]:
+    """Plain string when the turn is text only (the most widely accepted form)."""
+    if all(isinstance(p, ir.TextPart) for p in parts):
+        return "\n\n".join(p.text for p in parts)  # type: ignore[union-attr]
+    return [
+        {"type": "text", "text": p.text} if isinstance(p, ir.TextPart) else _image_url(p)
+        for p in parts
+    ]
+
+
+def _append_message(out: list[dict[str, Any]], message: ir.Message) -> None:
+    if message.role == "system":
+        text = "\n\n".join(p.text for p in message.content if isinstance(p, ir.TextPart))
+        out.append({"role": "system", "content": text})
+        return
+    if message.role == "assistant":
+        _append_assistant(out, message.content)
+        return
+    rest: list[ir.TextPart | ir.ImagePart] = []
+    late_images: list[ir.TextPart | ir.ImagePart] = []
+    for part in message.content:
+        match part:
+            case ir.ToolResultPart():
+                out.append(_tool_message(part))
+                late_images.extend(p for p in part.content if isinstance(p, ir.ImagePart))
+            case ir.TextPart() | ir.ImagePart():
+                rest.append(part)
+            case ir.ToolUsePart() | ir.ThinkingPart() | ir.RedactedThinkingPart():
+                pass  # not meaningful in a user turn for OpenAI upstreams
+            case _:
+                assert_never(part)
+    rest = late_images + rest
+    if rest:
+        out.append({"role": "user", "content": _user_content(rest)})
+
+
+def _tool_message(part: ir.ToolResultPart) -> dict[str, Any]:
+    text = "\n\n".join(p.text for p in part.content if isinstance(p, ir.TextPart))
+    if part.is_error:
+        text = "Error: " + text
+    return {"role": "tool", "tool_call_id": part.tool_use_id, "content": text}
+
+
+def _append_assistant(out: list[dict[str, Any]], parts: list[ir.Part]) -> None:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in parts:
+        match part:
+            case ir.TextPart(text=text):
+                texts.append(text)
+            case ir.ToolUsePart(id=id_, name=name, input=tool_input):
+                calls.append({
+                    "id": id_, "type": "function",
+                    "function": {"name": name, "arguments": _encode(tool_input).decode()},
+                })
+            case ir.ThinkingPart() | ir.RedactedThinkingPart():
+                pass  # see module notes
+            case ir.ImagePart() | ir.ToolResultPart():
+                pass  # not meaningful in an assistant turn
+            case _:
+                assert_never(part)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    if texts or calls:
+        out.append(message)
+
+
+# ---------------------------------------------------------------- response
+
+
+def usage_from_openai(usage: Any) -> ir.Usage:
+    """OpenAI usage -> IR usage, Anthropic semantics (cached reads apart)."""
+    if not isinstance(usage, dict):
+        return ir.Usage()
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return ir.Usage(
+        input_tokens=max(prompt - cached, 0),
+        output_tokens=completion,
+        cache_read_input_tokens=cached if cached else None,
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def stop_reason(finish_reason: Any, saw_tool_call: bool) -> ir.StopReason:
+    if isinstance(finish_reason, str) and finish_reason in FINISH_REASON_MAP:
+        reason = FINISH_REASON_MAP[finish_reason]
+        # Some upstreams say "stop" after tool calls.
+        if reason == "end_turn" and saw_tool_call:
+            return "tool_use"
+        return reason
+    return "tool_use" if saw_tool_call else "end_turn"
+
+
+def response_events(body: Any, model: str) -> Iterator[ir.Event]:
+    """A non-streaming chat.completion -> the IR events of the same answer."""
+    decoder = ChunkDecoder(model)
+    choices = body.get("choices") if isinstance(body, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        message = {}
+    delta = dict(message)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        delta["tool_calls"] = [
+            dict(c, index=i) for i, c in enumerate(calls) if isinstance(c, dict)
+        ]
+    chunk = {
+        "choices": [{"delta": delta, "finish_reason": choice.get("finish_reason")}],
+        "usage": body.get("usage") if isinstance(body, dict) else None,
+    }
+    yield from decoder.feed(chunk)
+    yield from decoder.finish()
+
+
+class _ToolCall:
+    __slots__ = ("block", "id", "name")
+
+    def __init__(self, block: int, id_: str, name: str) -> None:
+        self.block, self.id, self.name = block, id_, name
+
+
+class ChunkDecoder:
+    """Per-stream state: chat.completion.chunk objects -> IR events.
+
+    Blocks are opened lazily as their first fragment arrives and closed when
+    another kind of block starts, so the Anthropic rule "one block at a time,
+    in index order" holds for any split of the upstream's fragments.
+    """
+
+    __slots__ = (
+        "_finish_reason", "_next_index", "_open", "_open_kind", "_started",
+        "_tools", "_usage", "model", "saw_finish",
+    )
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._started = False
+        self._next_index = 0
+        self._open: int | None = None  # index of the open block
+        self._open_kind = ""
+        self._tools: dict[int, _ToolCall] = {}
+        self._finish_reason: Any = None
+        self._usage = ir.Usage()
+        self.saw_finish = False
+
+    def start(self) -> Iterator[ir.Event]:
+        if not self._started:
+            self._started = True
+            yield ir.MessageStart(new_message_id(), self.model, ir.Usage())
+            yield ir.Ping()
+
+    def feed(self, chunk: Any) -> Iterator[ir.Event]:
+        yield from self.start()
+        if not isinstance(chunk, dict):
+            return
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage_from_openai(usage)
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            return
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                yield from self._open_block("thinking")
+                yield ir.ThinkingDelta(self._open, reasoning)  # type: ignore[arg-type]
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                yield from self._open_block("text")
+                yield ir.TextDelta(self._open, content)  # type: ignore[arg-type]
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                for call in calls:
+                    if isinstance(call, dict):
+                        yield from self._tool_fragment(call)
+        finish = choice.get("finish_reason")
+        if finish:
+            self._finish_reason = finish
+            self.saw_finish = True
+
+    def _open_block(self, kind: str) -> Iterator[ir.Event]:
+        if self._open is not None and self._open_kind == kind:
+            return
+        yield from self._close()
+        index = self._next_index
+        self._next_index += 1
+        self._open, self._open_kind = index, kind
+        yield ir.TextStart(index) if kind == "text" else ir.ThinkingStart(index)
+
+    def _close(self) -> Iterator[ir.Event]:
+        if self._open is not None:
+            yield ir.BlockStop(self._open)
+            self._open, self._open_kind = None, ""
+
+    def _tool_fragment(self, call: dict[str, Any]) -> Iterator[ir.Event]:
+        position = call.get("index")
+        if not isinstance(position, int):
+            position = len(self._tools) if call.get("id") else max(len(self._tools) - 1, 0)
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        tool = self._tools.get(position)
+        if tool is None:
+            yield from self._close()
+            name = function.get("name")
+            tool = _ToolCall(
+                self._next_index, tool_use_id(call.get("id")), name if isinstance(name, str) else ""
+            )
+            self._next_index += 1
+            self._tools[position] = tool
+            self._open, self._open_kind = tool.block, "tool"
+            yield ir.ToolUseStart(tool.block, tool.id, tool.name)
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            # Interleaved fragments of an earlier call stay keyed by that
+            # call's own block index.
+            yield ir.ToolInputDelta(tool.block, arguments)
+
+    def finish(self) -> Iterator[ir.Event]:
+        """End of the upstream stream: close blocks, report stop and usage."""
+        yield from self.start()
+        if self._next_index == 0:
+            # An empty answer still renders as one (empty) text block.
+            yield ir.TextStart(0)
+            self._open, self._open_kind, self._next_index = 0, "text", 1
+        yield from self._close()
+        yield ir.MessageDelta(stop_reason(self._finish_reason, bool(self._tools)), self._usage)
+        yield ir.MessageStop()

@@ -1,0 +1,61 @@
+"""The small provider protocol.
+
+Separate *who we call* (``ProviderSettings``: base URL, keys, headers — data)
+from *how we speak* (the adapter classes: OpenAI-compatible, Anthropic-native,
+echo — code).  Every provider can turn an IR request into IR events; optional
+capabilities are separate protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from vdm import ir
+
+
+@dataclass(frozen=True, slots=True)
+class ClientContext:
+    """What a provider may use of the incoming request besides its body."""
+
+    client_key: str | None = None  # for !PASSTHRU providers only
+    headers: Mapping[str, str] | None = None  # incoming headers, lower-case names
+
+
+class Provider(Protocol):
+    name: str
+    api_format: str
+
+    def events(
+        self, request: ir.ChatRequest, model: str, ctx: ClientContext
+    ) -> AsyncIterator[ir.Event]:
+        """Answer ``request`` with upstream ``model``, as IR stream events.
+
+        Raises (before the first event) an ``UpstreamError`` when the upstream
+        refuses; the events of a non-streaming upstream call are the same as
+        those of a streaming one.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class RawResponse:
+    """An upstream answer relayed without decoding (passthrough)."""
+
+    status: int
+    headers: dict[str, str]
+    body: AsyncIterator[bytes]
+
+
+@runtime_checkable
+class AnthropicNative(Protocol):
+    """Providers that speak the Anthropic Messages API themselves."""
+
+    async def forward_messages(
+        self, body: bytes, model: str, ctx: ClientContext, *, stream: bool
+    ) -> RawResponse: ...
+
+    async def count_tokens(self, body: bytes, ctx: ClientContext) -> bytes: ...

@@ -1,0 +1,131 @@
+"""Upstream HTTP plumbing shared by every provider adapter.
+
+The only module that creates aiohttp sessions (ruff's banned-API rule keeps it
+so): one pooled session per provider, made at start-up, closed at shutdown.
+:func:`upstream_errors` translates transport failures into the gateway's
+error tree at this one boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from vdm.errors import (
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+_decoder = msgspec.json.Decoder()
+
+# Response headers never relayed to a client (hop-by-hop, or invalid once
+# aiohttp has decoded the body).
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
+    "content-encoding",
+})
+
+
+def make_session(request_timeout: float, *, limit: int = 256) -> aiohttp.ClientSession:
+    """A pooled session: keep-alive connections, no cookie jar, timeouts set.
+
+    ``request_timeout`` bounds connecting and every wait for upstream bytes
+    (first byte and between stream chunks), not the whole answer: a long
+    generation that keeps streaming is never cut.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=limit, limit_per_host=limit, ttl_dns_cache=300, enable_cleanup_closed=True
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=min(request_timeout, 30.0), sock_read=request_timeout
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        json_serialize=lambda o: msgspec.json.encode(o).decode(),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+@contextmanager
+def upstream_errors(provider: str) -> Iterator[None]:
+    """Translate aiohttp/asyncio failures into the gateway's error tree."""
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(
+            f"provider '{provider}' did not answer in time", provider=provider
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnreachable(
+            f"provider '{provider}' is unreachable: {exc.os_error or exc}", provider=provider
+        ) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamUnreachable(
+            f"provider '{provider}' closed the connection: {exc}", provider=provider
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable(
+            f"provider '{provider}' request failed: {type(exc).__name__}: {exc}",
+            provider=provider,
+        ) from exc
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an upstream error body (either protocol)."""
+    try:
+        value: Any = _decoder.decode(body)
+    except msgspec.DecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] if text else "(empty body)"
+    if isinstance(value, dict):
+        error = value.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+        if isinstance(value.get("message"), str):
+            return value["message"]
+        if isinstance(value.get("detail"), str):
+            return value["detail"]
+    return body.decode("utf-8", "replace")[:500]
+
+
+async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> None:
+    """Raise UpstreamStatusError for an error status, keeping what it said."""
+    if response.status < 400:
+        return
+    body = await response.read()
+    headers = {}
+    if "retry-after" in response.headers:
+        headers["retry-after"] = response.headers["retry-after"]
+    raise UpstreamStatusError(
+        f"provider '{provider}' returned HTTP {response.status}: {upstream_message(body)}",
+        provider=provider,
+        upstream_status=response.status,
+        body=body,
+        headers=headers,
+    )
+
+
+def decode_json(body: bytes, provider: str) -> Any:
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' sent a body that is not JSON: {body[:200]!r}",
+            provider=provider,
+        ) from exc
+
+
+def relay_headers(headers: Any) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
