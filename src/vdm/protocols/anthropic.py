@@ -9,6 +9,7 @@ for others).
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any, assert_never
 
 import msgspec
@@ -549,3 +550,21 @@ def usage_from_dict(usage: dict[str, Any]) -> ir.Usage:
         cache_read_input_tokens=num("cache_read_input_tokens"),
         cache_creation_input_tokens=num("cache_creation_input_tokens"),
     )
+
+
+# ---------------------------------------------------------------- model list
+
+
+def model_list(models: list[tuple[str, str]], created: float) -> dict[str, Any]:
+    """``GET /v1/models`` in Anthropic's list shape (one page, no cursor)."""
+    created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    data = [
+        {"type": "model", "id": id_, "display_name": name, "created_at": created_at}
+        for id_, name in models
+    ]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }

@@ -13,7 +13,7 @@ import aiohttp
 
 from vdm.config import ProviderSettings
 from vdm.providers.base import ClientContext, RawResponse
-from vdm.providers.http import raise_for_status, relay_headers, upstream_errors
+from vdm.providers.http import Session, raise_for_status, relay_headers, upstream_errors
 from vdm.providers.keys import KeyPool
 
 DEFAULT_VERSION = "2023-06-01"
@@ -24,7 +24,7 @@ _FORWARDED = ("anthropic-version", "anthropic-beta", "x-stainless-helper-method"
 class AnthropicProvider:
     api_format = "anthropic"
 
-    def __init__(self, settings: ProviderSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: ProviderSettings, session: Session) -> None:
         self.name = settings.name
         self.settings = settings
         self._session = session

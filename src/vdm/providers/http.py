@@ -8,7 +8,6 @@ error tree at this one boundary.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,7 +33,10 @@ HOP_BY_HOP = frozenset({
 })
 
 
-def make_session(request_timeout: float, *, limit: int = 256) -> aiohttp.ClientSession:
+Session = aiohttp.ClientSession  # the type other modules name; only this module creates one
+
+
+def make_session(request_timeout: float, *, limit: int = 256) -> Session:
     """A pooled session: keep-alive connections, no cookie jar, timeouts set.
 
     ``request_timeout`` bounds connecting and every wait for upstream bytes
@@ -61,7 +63,7 @@ def upstream_errors(provider: str) -> Iterator[None]:
     """Translate aiohttp/asyncio failures into the gateway's error tree."""
     try:
         yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(
             f"provider '{provider}' did not answer in time", provider=provider
         ) from exc

@@ -15,7 +15,7 @@ from vdm.errors import UpstreamProtocolError
 from vdm.protocols import openai as wire
 from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext
-from vdm.providers.http import decode_json, raise_for_status, upstream_errors
+from vdm.providers.http import Session, decode_json, raise_for_status, upstream_errors
 from vdm.providers.keys import KeyPool
 
 _encode = msgspec.json.Encoder().encode
@@ -28,7 +28,7 @@ class OpenAIProvider:
     def __init__(
         self,
         settings: ProviderSettings,
-        session: aiohttp.ClientSession,
+        session: Session,
         *,
         max_tokens_limit: int | None = None,
     ) -> None:

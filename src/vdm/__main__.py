@@ -1,0 +1,3 @@
+from vdm.cli.main import app
+
+app(prog_name="vdm")

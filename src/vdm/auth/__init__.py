@@ -1,0 +1,1 @@
+"""Who is calling: the proxy key today; virtual tokens and JWT later."""

@@ -1,0 +1,251 @@
+"""The one pipeline: decode -> route -> provider call -> encode.
+
+Transport-free: the HTTP layer hands in the body and headers it received and
+gets back a :class:`Reply` (status, headers, and either bytes or a byte
+stream).  Two ways through:
+
+* **passthrough** — Anthropic client, Anthropic-native provider: the body goes
+  up with only model (and, when ``MAX_TOKENS_LIMIT`` is set, ``max_tokens``)
+  rewritten; the answer comes back as bytes while a tap reads usage;
+* **conversion** — everything else: the request is decoded into the IR, the
+  provider answers with IR events, and those are rendered either as SSE
+  frames or (non-streaming) folded into one message: one code path, two
+  renderings.
+
+The first event is awaited before the reply is returned, so an upstream that
+refuses (4xx/5xx, timeout, refused connection) becomes a proper HTTP error
+status; after that, a failure ends the stream with an SSE ``error`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from vdm import ir
+from vdm.config import Settings
+from vdm.errors import GatewayError, UpstreamProtocolError
+from vdm.protocols import anthropic
+from vdm.protocols.body import rewrite
+from vdm.providers import build
+from vdm.providers.base import AnthropicNative, ClientContext, Provider
+from vdm.routing import Route, Router
+
+log = logging.getLogger("vdm.pipeline")
+
+_JSON = "application/json"
+_SSE = "text/event-stream; charset=utf-8"
+
+
+class _UsageOnly(msgspec.Struct):
+    usage: dict[str, Any] = {}
+    stop_reason: str | None = None
+
+
+_usage_decoder = msgspec.json.Decoder(_UsageOnly)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened, for the access log and (later) metrics and audit."""
+
+    provider: str = ""
+    model: str = ""
+    usage: ir.Usage | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    outcome: Outcome | None = None
+
+
+def new_request_id() -> str:
+    return "req_vdm_" + secrets.token_hex(12)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, providers: Mapping[str, Provider]) -> None:
+        self.settings = settings
+        self.providers = dict(providers)
+        self.router = Router(
+            list(settings.providers),
+            settings.default_provider,
+            settings.aliases,
+            settings.fallback_aliases,
+        )
+        self._native = {n: isinstance(p, AnthropicNative) for n, p in self.providers.items()}
+        self._max_tokens_limit = settings.server.max_tokens_limit
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Gateway:
+        """Build every provider (one pooled session each).  Call inside the loop."""
+        return cls(settings, {n: build(p, settings.server) for n, p in settings.providers.items()})
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()
+
+    def _route(self, model: str) -> tuple[Route, Provider]:
+        route = self.router.resolve(model)
+        return route, self.providers[route.provider]
+
+    # ------------------------------------------------------------ /v1/messages
+
+    async def messages(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+    ) -> Reply:
+        parsed = anthropic.decode_json_object(body)
+        model = anthropic.validate_request_fields(parsed)
+        route, provider = self._route(model)
+        outcome = Outcome(provider=route.provider, model=route.model)
+        ctx = ClientContext(client_key=client_key, headers=headers)
+        reply_headers = {"x-vdm-provider": route.provider, "x-vdm-model": route.model}
+        if self._native[route.provider]:
+            return await self._passthrough(
+                provider, parsed, body, route, ctx, reply_headers, outcome  # type: ignore[arg-type]
+            )
+        request = anthropic.decode_request(parsed)
+        events = provider.events(request, route.model, ctx)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise UpstreamProtocolError(
+                f"provider '{route.provider}' returned no answer", provider=route.provider
+            ) from None
+        except BaseException:
+            await events.aclose()
+            raise
+        if request.stream:
+            reply_headers["content-type"] = _SSE
+            reply_headers["cache-control"] = "no-cache"
+            return Reply(200, reply_headers, stream=_render_stream(first, events, outcome),
+                         outcome=outcome)
+        builder = ir.MessageBuilder()
+        builder.feed(first)
+        try:
+            async for event in events:
+                builder.feed(event)
+        finally:
+            await events.aclose()
+        response = builder.build()
+        outcome.usage, outcome.stop_reason = response.usage, response.stop_reason
+        reply_headers["content-type"] = _JSON
+        return Reply(200, reply_headers, body=anthropic.encode_response(response), outcome=outcome)
+
+    def _upstream_body(self, parsed: dict[str, Any], body: bytes, model: str) -> bytes:
+        changes: dict[str, Any] = {"model": model}
+        limit = self._max_tokens_limit
+        max_tokens = parsed.get("max_tokens")
+        if limit is not None and isinstance(max_tokens, int) and max_tokens > limit:
+            changes["max_tokens"] = limit
+        return rewrite(body, parsed, changes)
+
+    async def _passthrough(
+        self,
+        provider: AnthropicNative,
+        parsed: dict[str, Any],
+        body: bytes,
+        route: Route,
+        ctx: ClientContext,
+        reply_headers: dict[str, str],
+        outcome: Outcome,
+    ) -> Reply:
+        stream = parsed.get("stream") is True
+        upstream_body = self._upstream_body(parsed, body, route.model)
+        raw = await provider.forward_messages(upstream_body, route.model, ctx, stream=stream)
+        headers = {**raw.headers, **reply_headers}
+        if stream:
+            return Reply(raw.status, headers, stream=_tap_stream(raw.body, outcome),
+                         outcome=outcome)
+        chunks = [chunk async for chunk in raw.body]
+        data = b"".join(chunks)
+        try:
+            tapped = _usage_decoder.decode(data)
+            outcome.usage = anthropic.usage_from_dict(tapped.usage)
+            outcome.stop_reason = tapped.stop_reason
+        except msgspec.DecodeError:
+            pass  # relayed as it is; the client sees what the upstream sent
+        return Reply(raw.status, headers, body=data, outcome=outcome)
+
+    # ------------------------------------------------------------ count_tokens
+
+    async def count_tokens(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+    ) -> Reply:
+        parsed = anthropic.decode_json_object(body)
+        model = anthropic.validate_count_tokens_fields(parsed)
+        route, provider = self._route(model)
+        reply_headers = {
+            "content-type": _JSON, "x-vdm-provider": route.provider, "x-vdm-model": route.model,
+        }
+        if self._native[route.provider]:
+            ctx = ClientContext(client_key=client_key, headers=headers)
+            upstream_body = rewrite(body, parsed, {"model": route.model})
+            data = await provider.count_tokens(upstream_body, ctx)  # type: ignore[attr-defined]
+            return Reply(200, reply_headers, body=data)
+        from vdm.tokens import count_request_tokens
+
+        request = anthropic.decode_request(parsed, count_only=True)
+        return Reply(200, reply_headers, body=anthropic.encode_count(count_request_tokens(request)))
+
+    # ------------------------------------------------------------ model lists
+
+    def models(self) -> list[tuple[str, str]]:
+        """(id, display name) of every model a client can name: aliases by provider."""
+        out: list[tuple[str, str]] = []
+        default = self.settings.default_provider
+        active = self.router.active_aliases()
+        for provider, table in active.items():
+            for alias, target in table.items():
+                if provider == default:
+                    out.append((alias, f"{alias} ({provider}:{target})"))
+                out.append((f"{provider}:{alias}", f"{alias} ({provider}:{target})"))
+        if "echo" in self.providers:
+            out.append(("echo:echo", "echo (built-in offline provider)"))
+        return out
+
+
+async def _render_stream(
+    first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outcome
+) -> AsyncIterator[bytes]:
+    encode = anthropic.encode_event
+    try:
+        yield encode(first)
+        async for event in events:
+            if type(event) is ir.MessageDelta:
+                outcome.usage, outcome.stop_reason = event.usage, event.stop_reason
+            yield encode(event)
+    except GatewayError as exc:
+        outcome.error = exc.message
+        log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
+        yield anthropic.encode_stream_error(exc)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _tap_stream(body: AsyncIterator[bytes], outcome: Outcome) -> AsyncIterator[bytes]:
+    tap = anthropic.UsageTap()
+    try:
+        async for chunk in body:
+            tap.feed(chunk)
+            yield chunk
+    except GatewayError as exc:
+        outcome.error = exc.message
+        log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
+        yield anthropic.encode_stream_error(exc)
+    finally:
+        outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
+        await body.aclose()  # type: ignore[attr-defined]

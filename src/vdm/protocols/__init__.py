@@ -1,0 +1,1 @@
+"""Wire formats: pure functions between client/provider protocols and the IR."""

@@ -1,0 +1,1 @@
+"""The HTTP front door: a thin ASGI layer over :mod:`vdm.pipeline`."""

@@ -1,0 +1,137 @@
+"""Minimal ASGI plumbing: read a bounded body, send bytes, relay a stream.
+
+The hot routes are plain ASGI callables (no framework request objects): a
+request costs a dict of headers and one body read.  A stream runs under a
+watcher that cancels it when the client goes away, which in turn cancels the
+upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from vdm.errors import InvalidRequest, PayloadTooLarge
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    """Request headers as a dict of lower-case names (ASGI lower-cases them)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    length = headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise InvalidRequest("content-length is not a number") from None
+        if declared > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _raw_headers(headers: Mapping[str, str], length: int | None) -> list[tuple[bytes, bytes]]:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if length is not None:
+        raw.append((b"content-length", str(length).encode()))
+    return raw
+
+
+async def send_bytes(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": _raw_headers(headers, len(body))})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Watch:
+    """Set by :func:`cancel_on_disconnect`: did the client go away?"""
+
+    __slots__ = ("gone",)
+
+    def __init__(self) -> None:
+        self.gone = False
+
+
+@contextlib.asynccontextmanager
+async def cancel_on_disconnect(receive: Receive) -> AsyncIterator[Watch]:
+    """Cancel the enclosed work (and so the upstream call) if the client leaves.
+
+    The cancellation is absorbed here: the block simply ends early.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    watch = Watch()
+
+    async def watcher() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                watch.gone = True
+                task.cancel()
+                return
+
+    waiting = asyncio.create_task(watcher())
+    try:
+        yield watch
+    except asyncio.CancelledError:
+        if not watch.gone:
+            raise
+        task.uncancel()
+    finally:
+        waiting.cancel()
+
+
+async def send_stream(
+    send: Send,
+    status: int,
+    headers: Mapping[str, str],
+    body: AsyncIterator[bytes],
+    on_error: Callable[[Exception], bytes],
+) -> None:
+    """Relay ``body`` as the response; ``on_error`` renders a failure (a bug
+    below us) as the stream's last frame, since the status is already sent."""
+    try:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": _raw_headers(headers, None)})
+        try:
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (asyncio.CancelledError, OSError):
+            raise
+        except Exception as exc:
+            await send({"type": "http.response.body", "body": on_error(exc), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        with contextlib.suppress(Exception):
+            await body.aclose()  # type: ignore[attr-defined]
