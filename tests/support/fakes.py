@@ -1,0 +1,323 @@
+"""Fake upstreams on loopback that record what they receive.
+
+Each fake runs an aiohttp server on its own thread and event loop, so
+synchronous tests (the official SDKs' sync clients) can drive the gateway
+process while the fake answers it.  A test scripts the answers in order
+(``fake.reply(...)``) or installs a responder function; every request is
+recorded as :class:`Recorded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class JSONReply:
+    body: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class SSEReply:
+    """Raw SSE: each item is sent as its own network write."""
+
+    chunks: list[bytes]
+    status: int = 200
+    delay: float = 0.0  # before each chunk
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RawReply:
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Hang:
+    """Accept the request and never answer (until the client leaves)."""
+
+    seconds: float = 3600.0
+
+
+@dataclass
+class Drop:
+    """Close the connection without answering."""
+
+
+Reply = JSONReply | SSEReply | RawReply | Hang | Drop
+Responder = Callable[[Recorded], Reply]
+
+
+class FakeUpstream:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requests: list[Recorded] = []
+        self.cancelled = 0  # streams/requests whose client went away
+        self._script: deque[Reply] = deque()
+        self.responder: Responder | None = None
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fake-{name}", daemon=True)
+
+    # ------------------------------------------------------------ control
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeUpstream:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"fake upstream {self.name} did not start")
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self._script.clear()
+        self.responder = None
+        self.cancelled = 0
+
+    def reply(self, *replies: Reply) -> None:
+        self._script.extend(replies)
+
+    @property
+    def last(self) -> Recorded:
+        assert self.requests, f"fake upstream {self.name} received no request"
+        return self.requests[-1]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    # ------------------------------------------------------------ server
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def _next(self, recorded: Recorded) -> Reply:
+        if self._script:
+            return self._script.popleft()
+        if self.responder is not None:
+            return self.responder(recorded)
+        return JSONReply(
+            {"error": {"message": f"fake {self.name}: no scripted reply", "type": "test"}},
+            status=599,
+        )
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        recorded = Recorded(
+            request.method, request.path, request.query_string,
+            {k.lower(): v for k, v in request.headers.items()}, body,
+        )
+        self.requests.append(recorded)
+        answer = self._next(recorded)
+        try:
+            return await self._answer(request, answer)
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled += 1
+            raise
+
+    async def _answer(self, request: web.Request, answer: Reply) -> web.StreamResponse:
+        match answer:
+            case JSONReply(body=body, status=status, headers=headers, delay=delay):
+                if delay:
+                    await asyncio.sleep(delay)
+                return web.json_response(body, status=status, headers=headers)
+            case RawReply(body=body, status=status, content_type=ctype, headers=headers):
+                return web.Response(body=body, status=status, headers={
+                    "content-type": ctype, **headers})
+            case SSEReply(chunks=chunks, status=status, delay=delay, headers=headers):
+                response = web.StreamResponse(status=status, headers={
+                    "content-type": "text/event-stream", **headers})
+                await response.prepare(request)
+                for chunk in chunks:
+                    if delay:
+                        await asyncio.sleep(delay)
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+            case Hang(seconds=seconds):
+                await asyncio.sleep(seconds)
+                return web.Response(status=204)
+            case Drop():
+                transport = request.transport
+                if transport is not None:
+                    transport.close()
+                raise ConnectionResetError("dropped by test")
+        raise AssertionError(f"unknown reply {answer!r}")
+
+
+# ---------------------------------------------------------------- OpenAI answers
+
+USAGE = {"prompt_tokens": 25, "completion_tokens": 20, "total_tokens": 45}
+
+
+def completion(
+    content: str | None = "Hello!",
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    reasoning: str | None = None,
+    finish: str = "stop",
+    usage: dict[str, Any] | None = None,
+    model: str = "upstream-model",
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return {
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage if usage is not None else USAGE,
+    }
+
+
+def tool_call(id_: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def sse(*objects: Any, done: bool = True) -> list[bytes]:
+    chunks = [b"data: " + json.dumps(o).encode() + b"\n\n" for o in objects]
+    if done:
+        chunks.append(b"data: [DONE]\n\n")
+    return chunks
+
+
+def chunk(delta: dict[str, Any] | None = None, finish: str | None = None,
+          usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1,
+        "model": "upstream-model",
+        "choices": [] if delta is None and finish is None else [
+            {"index": 0, "delta": delta or {}, "finish_reason": finish}],
+    }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def stream_of(completion_body: dict[str, Any], *, pieces: int = 3) -> list[bytes]:
+    """The streaming rendering of a chat.completion: content, reasoning and
+    tool-call arguments split into ``pieces`` fragments each, then the finish
+    chunk and a usage chunk."""
+    message = completion_body["choices"][0]["message"]
+    out = [chunk({"role": "assistant", "content": ""})]
+    if message.get("reasoning_content"):
+        for part in _split(message["reasoning_content"], pieces):
+            out.append(chunk({"reasoning_content": part}))
+    if message.get("content"):
+        for part in _split(message["content"], pieces):
+            out.append(chunk({"content": part}))
+    for i, call in enumerate(message.get("tool_calls") or []):
+        function = call["function"]
+        out.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                          "function": {"name": function["name"],
+                                                       "arguments": ""}}]}))
+        for part in _split(function["arguments"], pieces):
+            out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+    out.append(chunk({}, finish=completion_body["choices"][0]["finish_reason"]))
+    out.append(chunk(None, usage=completion_body["usage"]))
+    return sse(*out)
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    if not text:
+        return []
+    size = max(1, -(-len(text) // pieces))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+# ---------------------------------------------------------------- Anthropic answers
+
+
+def anthropic_message(text: str = "Hi from Anthropic", *, model: str = "claude-upstream",
+                      content: list[dict[str, Any]] | None = None,
+                      stop_reason: str = "end_turn") -> dict[str, Any]:
+    return {
+        "id": "msg_upstream123", "type": "message", "role": "assistant", "model": model,
+        "content": content if content is not None else [{"type": "text", "text": text}],
+        "stop_reason": stop_reason, "stop_sequence": None,
+        "usage": {"input_tokens": 25, "output_tokens": 20, "cache_read_input_tokens": 3},
+    }
+
+
+def anthropic_stream(text_pieces: list[str], *, model: str = "claude-upstream") -> list[bytes]:
+    def ev(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    out = [
+        ev("message_start", {"type": "message_start", "message": {
+            "id": "msg_upstream123", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+        ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}}),
+        ev("ping", {"type": "ping"}),
+    ]
+    for piece in text_pieces:
+        out.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                              "delta": {"type": "text_delta", "text": piece}}))
+    out += [
+        ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ev("message_delta", {"type": "message_delta",
+                             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                             "usage": {"output_tokens": 20}}),
+        ev("message_stop", {"type": "message_stop"}),
+    ]
+    return out

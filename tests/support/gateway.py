@@ -1,0 +1,83 @@
+"""Start the real gateway process (``python -m vdm server start``) for a test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    """The test process's environment without anything that configures vdm."""
+    keep = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def run_gateway(
+    env: Mapping[str, str], tmp: Path, *, cwd: Path | None = None, timeout: float = 20.0
+) -> Iterator[Gateway]:
+    """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends."""
+    port = free_port()
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    work = cwd or tmp / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = tmp / f"gateway-{port}.log"
+    full_env = {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                "LOG_LEVEL": "INFO", **env}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vdm", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=full_env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+        )
+    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_ready(gateway, timeout)
+        yield gateway
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _wait_ready(gateway: Gateway, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gateway.process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {gateway.process.returncode}:\n{gateway.log()}")
+        try:
+            with urllib.request.urlopen(gateway.url + "/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"gateway not ready after {timeout}s:\n{gateway.log()}")
