@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import hypothesis  # noqa: F401  (imported early: a lazy import at session end trips CPython 3.11.7's gh-106905)
 import pytest
 
 from tests.support.fakes import FakeUpstream
