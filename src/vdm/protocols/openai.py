@@ -279,10 +279,25 @@ def response_events(body: Any, model: str) -> Iterator[ir.Event]:
 
 
 class _ToolCall:
-    __slots__ = ("block", "id", "name")
+    __slots__ = ("arguments", "block", "closed", "id", "name")
 
     def __init__(self, block: int, id_: str, name: str) -> None:
         self.block, self.id, self.name = block, id_, name
+        self.arguments: list[str] = []
+        self.closed = False
+
+    def input_json(self) -> str:
+        """The arguments as one JSON object text.
+
+        Buffered until the call ends, so a client always gets parseable input
+        (an upstream's malformed JSON is kept under ``_raw_arguments``), and
+        the streamed and non-streamed renderings agree.
+        """
+        raw = "".join(self.arguments)
+        if not raw.strip():
+            return ""
+        parsed = ir.parse_tool_input(raw)
+        return raw if "_raw_arguments" not in parsed else _encode(parsed).decode()
 
 
 class ChunkDecoder:
@@ -294,7 +309,7 @@ class ChunkDecoder:
     """
 
     __slots__ = (
-        "_finish_reason", "_next_index", "_open", "_open_kind", "_started",
+        "_finish_reason", "_next_index", "_open", "_open_kind", "_open_tool", "_started",
         "_tools", "_usage", "model", "saw_finish",
     )
 
@@ -304,6 +319,7 @@ class ChunkDecoder:
         self._next_index = 0
         self._open: int | None = None  # index of the open block
         self._open_kind = ""
+        self._open_tool: _ToolCall | None = None
         self._tools: dict[int, _ToolCall] = {}
         self._finish_reason: Any = None
         self._usage = ir.Usage()
@@ -359,6 +375,13 @@ class ChunkDecoder:
 
     def _close(self) -> Iterator[ir.Event]:
         if self._open is not None:
+            if self._open_kind == "tool":
+                tool = self._open_tool
+                assert tool is not None
+                tool.closed = True
+                arguments = tool.input_json()
+                if arguments:
+                    yield ir.ToolInputDelta(tool.block, arguments)
             yield ir.BlockStop(self._open)
             self._open, self._open_kind = None, ""
 
@@ -378,13 +401,12 @@ class ChunkDecoder:
             )
             self._next_index += 1
             self._tools[position] = tool
-            self._open, self._open_kind = tool.block, "tool"
+            self._open, self._open_kind, self._open_tool = tool.block, "tool", tool
             yield ir.ToolUseStart(tool.block, tool.id, tool.name)
         arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            # Interleaved fragments of an earlier call stay keyed by that
-            # call's own block index.
-            yield ir.ToolInputDelta(tool.block, arguments)
+        if isinstance(arguments, str) and arguments and not tool.closed:
+            # (fragments of a call whose block already closed cannot be sent)
+            tool.arguments.append(arguments)
 
     def finish(self) -> Iterator[ir.Event]:
         """End of the upstream stream: close blocks, report stop and usage."""
