@@ -112,18 +112,19 @@ def user_config_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "vdm" / "vdm.toml"
 
 
-def _read_toml(path: Path, source: str) -> dict[str, Any]:
+def _read_toml(path: Path, source: str, problems: list[str]) -> dict[str, Any]:
+    """One TOML layer; its problems are added to ``problems`` (all are reported)."""
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([f"{source}: cannot read: {exc}"]) from exc
-    problems = _check_toml_keys(data, source)
-    if problems:
-        raise ConfigError(problems)
-    return data
+        problems.append(f"{source}: cannot read: {exc}")
+        return {}
+    found = _check_toml_keys(data, source)
+    problems += found
+    return {} if found else data
 
 
 def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
@@ -172,20 +173,20 @@ def load_settings(
         dotenv = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
         env = {**dotenv, **os.environ}
     sources: dict[str, str] = {}
+    problems: list[str] = []
 
     defaults_text = resources.files("vdm").joinpath("defaults.toml").read_text()
     layers: list[tuple[str, dict[str, Any]]] = [("defaults.toml", tomllib.loads(defaults_text))]
     user_path = user_config_path(env)
-    layers.append((str(user_path), _read_toml(user_path, str(user_path))))
+    layers.append((str(user_path), _read_toml(user_path, str(user_path), problems)))
     local_path = cwd / "vdm.toml"
-    layers.append((str(local_path), _read_toml(local_path, str(local_path))))
+    layers.append((str(local_path), _read_toml(local_path, str(local_path), problems)))
 
     merged: dict[str, Any] = {}
     for source, layer in layers:
         _record_sources(layer, source, sources)
         merged = _merge(merged, layer)
 
-    problems: list[str] = []
     server = _server_settings(merged.get("server", {}), env, sources, problems)
     providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)

@@ -19,7 +19,7 @@ server_app = typer.Typer(help="Run the gateway.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _settings() -> Settings:
