@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -161,10 +162,8 @@ def test_client_disconnect_cancels_a_waiting_non_streaming_request(
     gateway: Gateway, fake_openai: FakeUpstream
 ) -> None:
     fake_openai.reply(Hang())
-    try:
+    with contextlib.suppress(httpx.TimeoutException):
         httpx.post(gateway.url + "/v1/messages", timeout=0.5, json={
             "model": "openai:m", "max_tokens": 20, "messages": ASK})
-    except httpx.TimeoutException:
-        pass
     assert fake_openai.wait_for(lambda: fake_openai.cancelled == 1), \
         "the upstream request kept waiting after the client left"
