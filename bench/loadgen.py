@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -48,6 +48,8 @@ class LoadResult:
     failed: int = 0  # requests with at least one error
     bytes_received: int = 0
     client_cpu: float = 0.0  # this process's CPU seconds during the timed section
+    sample_failure: str | None = None  # the first failing body (truncated)
+    probes: dict[str, float] = field(default_factory=dict)  # probe deltas over the timed section
 
     @property
     def error_count(self) -> int:
@@ -79,6 +81,8 @@ class LoadResult:
             "errors": dict(self.errors.most_common(20)),
             "bytes_received": self.bytes_received,
             "client_cpu_s": round(self.client_cpu, 4),
+            "probes": {k: round(v, 4) for k, v in self.probes.items()},
+            "sample_failure": self.sample_failure,
         }
 
 
@@ -126,18 +130,21 @@ async def run_load(
     stream: bool = False,
     validator: Validator | None = None,
     warmup: int = 0,
-    timeout: float = 60.0,
-    keep_bodies: bool = False,
+    request_timeout: float = 60.0,
+    probes: Mapping[str, Callable[[], float]] | None = None,
 ) -> LoadResult:
     """Send ``n`` POSTs at ``concurrency``; ``warmup`` untimed requests first
-    (they open the connections) are validated too."""
+    (they open the connections) are validated too.  Each probe (e.g. a server
+    process's CPU seconds) is read right before and after the timed section;
+    ``result.probes`` holds the differences."""
+    probes = probes or {}
     hdrs = dict(headers or {})
     hdrs.setdefault("content-type", "application/json")
     result = LoadResult(requests=n, concurrency=concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     responses: list[_Response] = []
     async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+        connector=connector, timeout=aiohttp.ClientTimeout(total=request_timeout)
     ) as session:
 
         async def batch(count: int, record: bool) -> None:
@@ -158,11 +165,13 @@ async def run_load(
 
         if warmup:
             await batch(warmup, record=False)
+        before = {k: f() for k, f in probes.items()}
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         await batch(n, record=True)
         result.elapsed = time.perf_counter() - t0
         result.client_cpu = time.process_time() - cpu0
+        result.probes = {k: f() - before[k] for k, f in probes.items()}
 
     for resp in responses:
         if isinstance(resp, str):
@@ -175,8 +184,10 @@ async def run_load(
         if errs:
             result.failed += 1
             result.errors.update(errs)
-    if keep_bodies:
-        result.bodies = responses  # type: ignore[attr-defined]
+            if result.sample_failure is None:
+                result.sample_failure = (
+                    resp if isinstance(resp, str) else resp[2][:4000].decode("utf-8", "replace")
+                )
     return result
 
 

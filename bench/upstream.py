@@ -183,7 +183,11 @@ def _ant_events() -> list[tuple[bytes, ...]]:
         ),
         _ant_event(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
         ),
         _ant_event("ping", {"type": "ping"}),
     ]
@@ -191,7 +195,11 @@ def _ant_events() -> list[tuple[bytes, ...]]:
         ev.append(
             _ant_event(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": text},
+                },
             )
         )
     ev.append(_ant_event("content_block_stop", {"type": "content_block_stop", "index": 0}))

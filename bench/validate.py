@@ -230,7 +230,9 @@ def validate_anthropic_sse(status: int, content_type: str, body: bytes) -> list[
     if message.get("type") != "message":
         errors.append(f"{w}: message_start type={_short(message.get('type'))}, expected 'message'")
     if message.get("role") != "assistant":
-        errors.append(f"{w}: message_start role={_short(message.get('role'))}, expected 'assistant'")
+        errors.append(
+            f"{w}: message_start role={_short(message.get('role'))}, expected 'assistant'"
+        )
     if message.get("content") != []:
         errors.append(f"{w}: message_start content={_short(message.get('content'))}, expected []")
     if not isinstance(message.get("id"), str) or not message.get("id"):
