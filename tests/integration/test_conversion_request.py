@@ -175,14 +175,15 @@ def test_tool_use_and_tool_result_round_trip(
     assistant = messages[1]
     assert assistant["role"] == "assistant"
     assert assistant["content"] == "Let me check."
-    assert [c["id"] for c in assistant["tool_calls"]] == ["toolu_A", "toolu_B"]
+    # the toolu_ prefix the gateway adds to upstream ids is taken off again
+    assert [c["id"] for c in assistant["tool_calls"]] == ["A", "B"]
     assert assistant["tool_calls"][0]["function"] == {
         "name": "get_weather", "arguments": json.dumps({"city": "Paris"}, separators=(",", ":"))}
     assert json.loads(assistant["tool_calls"][1]["function"]["arguments"]) == {
         "file_path": "/tmp/x", "content": "y"}
     # tool messages come right after the assistant turn, ids matching, then the text
-    assert messages[2] == {"role": "tool", "tool_call_id": "toolu_A", "content": "18C sunny"}
-    assert messages[3]["role"] == "tool" and messages[3]["tool_call_id"] == "toolu_B"
+    assert messages[2] == {"role": "tool", "tool_call_id": "A", "content": "18C sunny"}
+    assert messages[3]["role"] == "tool" and messages[3]["tool_call_id"] == "B"
     assert "permission denied" in messages[3]["content"]
     assert messages[3]["content"].startswith("Error")
     assert messages[4] == {"role": "user", "content": "Also, thanks!"}

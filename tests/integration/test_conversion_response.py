@@ -95,9 +95,10 @@ def test_tool_use_id_survives_the_round_trip(client: anthropic.Anthropic,
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                       "content": "-3C"}]},
     ])
+    assert use.id == "toolu_call_abc"
     sent = fake_openai.last.json["messages"]
-    call_id = sent[1]["tool_calls"][0]["id"]
-    assert sent[2] == {"role": "tool", "tool_call_id": call_id, "content": "-3C"}
+    assert sent[1]["tool_calls"][0]["id"] == "call_abc"  # the upstream sees its own id
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_abc", "content": "-3C"}
 
 
 def test_malformed_tool_arguments_do_not_crash(client: anthropic.Anthropic,

@@ -37,6 +37,13 @@ def tool_use_id(upstream_id: str | None) -> str:
     return "toolu_" + upstream_id
 
 
+def upstream_tool_id(tool_use_id: str) -> str:
+    """The inverse of :func:`tool_use_id`: the id to send to a non-Anthropic
+    upstream, so it sees the call ids it issued (consistent for any input)."""
+    return tool_use_id[6:] if tool_use_id.startswith("toolu_") and len(tool_use_id) > 6 \
+        else tool_use_id
+
+
 # ---------------------------------------------------------------- request decoding
 
 

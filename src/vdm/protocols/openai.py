@@ -34,7 +34,7 @@ from typing import Any, assert_never
 import msgspec
 
 from vdm import ir
-from vdm.protocols.anthropic import new_message_id, tool_use_id
+from vdm.protocols.anthropic import new_message_id, tool_use_id, upstream_tool_id
 
 _encode = msgspec.json.Encoder().encode
 
@@ -196,7 +196,7 @@ def _tool_message(part: ir.ToolResultPart) -> dict[str, Any]:
     text = "\n\n".join(p.text for p in part.content if isinstance(p, ir.TextPart))
     if part.is_error:
         text = "Error: " + text
-    return {"role": "tool", "tool_call_id": part.tool_use_id, "content": text}
+    return {"role": "tool", "tool_call_id": upstream_tool_id(part.tool_use_id), "content": text}
 
 
 def _append_assistant(out: list[dict[str, Any]], parts: list[ir.Part]) -> None:
@@ -208,7 +208,7 @@ def _append_assistant(out: list[dict[str, Any]], parts: list[ir.Part]) -> None:
                 texts.append(text)
             case ir.ToolUsePart(id=id_, name=name, input=tool_input):
                 calls.append({
-                    "id": id_, "type": "function",
+                    "id": upstream_tool_id(id_), "type": "function",
                     "function": {"name": name, "arguments": _encode(tool_input).decode()},
                 })
             case ir.ThinkingPart() | ir.RedactedThinkingPart():
