@@ -37,7 +37,7 @@ _encode = msgspec.json.Encoder().encode
 _JSON = {"content-type": "application/json"}
 
 # Paths that answer without the proxy key (probes).
-OPEN_PATHS = frozenset({"/live", "/ready"})
+OPEN_PATHS = frozenset({"/", "/live", "/ready"})
 
 
 class MethodNotAllowed(GatewayError):
@@ -220,6 +220,12 @@ async def health(app: App, scope: Scope, receive: Receive, send: Send,
     })
 
 
+async def root(app: App, scope: Scope, receive: Receive, send: Send,
+               headers: dict[str, str], request_id: str) -> None:
+    # Claude Code sends HEAD / before its first request.
+    await _json(send, request_id, {"name": "vdm", "version": __version__})
+
+
 async def ready(app: App, scope: Scope, receive: Receive, send: Send,
                 headers: dict[str, str], request_id: str) -> None:
     if app.gateway is None:
@@ -234,6 +240,7 @@ async def live(app: App, scope: Scope, receive: Receive, send: Send,
 
 
 ROUTES: dict[str, dict[str, Handler]] = {
+    "/": {"GET": root, "HEAD": root},
     "/v1/messages": {"POST": messages},
     "/v1/messages/count_tokens": {"POST": count_tokens},
     "/v1/models": {"GET": models},
