@@ -119,9 +119,15 @@ class UpstreamStatusError(UpstreamError):
         self.upstream_status = upstream_status
         self.body = body
         self.kind = _STATUS_KIND.get(upstream_status, "api_error")
-        self.status = upstream_status if upstream_status in _STATUS_KIND else 502
-        if upstream_status == 408:
+        # Client errors the upstream named keep their status; its own 5xx
+        # failures keep theirs (clients retry on them); anything else (an
+        # unexpected 3xx/4xx, a status outside HTTP) is a bad gateway.
+        if upstream_status in _STATUS_KIND or 500 <= upstream_status <= 599:
+            self.status = upstream_status
+        elif upstream_status == 408:
             self.status = 504
+        else:
+            self.status = 502
         self.retryable = upstream_status in RETRYABLE_STATUSES
 
 
