@@ -3,6 +3,7 @@ Anthropic message as the non-streaming answer, through a valid event order."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -60,7 +61,7 @@ def split(draw: st.DrawFn, text: str) -> list[str]:
     cuts = sorted(draw(st.sets(st.integers(1, max(len(text) - 1, 1)), max_size=5)))
     cuts = [c for c in cuts if 0 < c < len(text)]
     bounds = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if text[a:b]]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if text[a:b]]
 
 
 @st.composite
