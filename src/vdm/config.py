@@ -404,7 +404,7 @@ def _aliases(
     prefix = f"{name.upper()}_ALIAS_"
     for var, model in env.items():
         if var.startswith(prefix) and len(var) > len(prefix) and model:
-            alias = var[len(prefix):]
+            alias = var[len(prefix):].lower()  # env names are upper-case by habit
             out[alias] = model
             sources[f"providers.{name}.aliases.{alias}"] = f"env {var}"
     return out

@@ -39,7 +39,7 @@ def test_start_up_summary_shows_providers_and_key_prefixes_only(tmp_path: Path) 
     assert any(line.split()[:2] == ["zed", "anthropic"] and "http://127.0.0.1:9" in line
                for line in lines if line.strip())
     assert any(line.split()[:2] == ["openai", "openai"] for line in lines if line.strip())
-    assert "fast → gpt-fast" in out.lower()
+    assert "fast → gpt-fast" in out
     assert "sonnet → gpt-4o" in out  # package fallback alias
 
 
