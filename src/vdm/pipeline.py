@@ -22,25 +22,26 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from vdm import ir
 from vdm.config import Settings
 from vdm.errors import GatewayError, UpstreamProtocolError
-from vdm.protocols import anthropic
+from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
+from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.providers import build
-from vdm.providers.base import AnthropicNative, ClientContext, Provider
+from vdm.providers.base import AnthropicNative, ClientContext, OpenAIChatNative, Provider
 from vdm.routing import Route, Router
 
 log = logging.getLogger("vdm.pipeline")
 
 _JSON = "application/json"
-_SSE = "text/event-stream; charset=utf-8"
+_SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 
 
 class _UsageOnly(msgspec.Struct):
@@ -87,6 +88,9 @@ class Gateway:
             settings.fallback_aliases,
         )
         self._native = {n: isinstance(p, AnthropicNative) for n, p in self.providers.items()}
+        self._openai_native = {
+            n: isinstance(p, OpenAIChatNative) for n, p in self.providers.items()
+        }
         self._max_tokens_limit = settings.server.max_tokens_limit
 
     @classmethod
@@ -118,32 +122,52 @@ class Gateway:
                 provider, parsed, body, route, ctx, reply_headers, outcome  # type: ignore[arg-type]
             )
         request = anthropic.decode_request(parsed)
-        events = provider.events(request, route.model, ctx)
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            raise UpstreamProtocolError(
-                f"provider '{route.provider}' returned no answer", provider=route.provider
-            ) from None
-        except BaseException:
-            await events.aclose()
-            raise
+        first, events = await _first_event(provider, request, route, ctx)
         if request.stream:
-            reply_headers["content-type"] = _SSE
-            reply_headers["cache-control"] = "no-cache"
-            return Reply(200, reply_headers, stream=_render_stream(first, events, outcome),
-                         outcome=outcome)
-        builder = ir.MessageBuilder()
-        builder.feed(first)
-        try:
-            async for event in events:
-                builder.feed(event)
-        finally:
-            await events.aclose()
-        response = builder.build()
-        outcome.usage, outcome.stop_reason = response.usage, response.stop_reason
+            reply_headers.update(_SSE_HEADERS)
+            body = _render_stream(first, events, outcome, anthropic.encode_event,
+                                  anthropic.encode_stream_error)
+            return Reply(200, reply_headers, stream=body, outcome=outcome)
+        response = await _fold(first, events, outcome)
         reply_headers["content-type"] = _JSON
         return Reply(200, reply_headers, body=anthropic.encode_response(response), outcome=outcome)
+
+    # ------------------------------------------------------------ /v1/chat/completions
+
+    async def chat_completions(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+    ) -> Reply:
+        parsed = anthropic.decode_json_object(body)
+        model = openai_ingress.validate_request_fields(parsed)
+        route, provider = self._route(model)
+        outcome = Outcome(provider=route.provider, model=route.model)
+        ctx = ClientContext(client_key=client_key, headers=headers)
+        reply_headers = {"x-vdm-provider": route.provider, "x-vdm-model": route.model}
+        if self._openai_native[route.provider]:
+            upstream_body = rewrite(body, parsed, {"model": route.model})
+            raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
+            headers_out = {**raw.headers, **reply_headers}
+            if parsed.get("stream") is True:
+                return Reply(raw.status, headers_out, outcome=outcome,
+                             stream=_tap_stream(raw.body, outcome, _OpenAITap(),
+                                                openai_ingress.encode_stream_error))
+            data = b"".join([chunk async for chunk in raw.body])
+            tap = _OpenAITap()
+            tap.read(data)
+            outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
+            return Reply(raw.status, headers_out, body=data, outcome=outcome)
+        request, options = openai_ingress.decode_request(parsed)
+        first, events = await _first_event(provider, request, route, ctx)
+        if request.stream:
+            reply_headers.update(_SSE_HEADERS)
+            encoder = openai_ingress.ChunkEncoder(model, options)
+            stream = _render_stream(first, events, outcome, encoder.encode,
+                                    openai_ingress.encode_stream_error)
+            return Reply(200, reply_headers, stream=stream, outcome=outcome)
+        response = await _fold(first, events, outcome)
+        reply_headers["content-type"] = _JSON
+        return Reply(200, reply_headers, body=openai_ingress.encode_response(response, model),
+                     outcome=outcome)
 
     def _upstream_body(self, parsed: dict[str, Any], body: bytes, model: str) -> bytes:
         changes: dict[str, Any] = {"model": model}
@@ -168,8 +192,9 @@ class Gateway:
         raw = await provider.forward_messages(upstream_body, route.model, ctx, stream=stream)
         headers = {**raw.headers, **reply_headers}
         if stream:
-            return Reply(raw.status, headers, stream=_tap_stream(raw.body, outcome),
-                         outcome=outcome)
+            return Reply(raw.status, headers, outcome=outcome,
+                         stream=_tap_stream(raw.body, outcome, anthropic.UsageTap(),
+                                            anthropic.encode_stream_error))
         chunks = [chunk async for chunk in raw.body]
         data = b"".join(chunks)
         try:
@@ -218,26 +243,71 @@ class Gateway:
         return out
 
 
+async def _first_event(
+    provider: Provider, request: ir.ChatRequest, route: Route, ctx: ClientContext
+) -> tuple[ir.Event, AsyncIterator[ir.Event]]:
+    """Start the provider call and wait for its first event, so a refusal
+    becomes an HTTP error status rather than a broken stream."""
+    events = provider.events(request, route.model, ctx)
+    try:
+        return await anext(events), events
+    except StopAsyncIteration:
+        raise UpstreamProtocolError(
+            f"provider '{route.provider}' returned no answer", provider=route.provider
+        ) from None
+    except BaseException:
+        await events.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+async def _fold(first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outcome
+                ) -> ir.ChatResponse:
+    builder = ir.MessageBuilder()
+    builder.feed(first)
+    try:
+        async for event in events:
+            builder.feed(event)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    response = builder.build()
+    outcome.usage, outcome.stop_reason = response.usage, response.stop_reason
+    return response
+
+
 async def _render_stream(
-    first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outcome
+    first: ir.Event,
+    events: AsyncIterator[ir.Event],
+    outcome: Outcome,
+    encode: Callable[[ir.Event], bytes],
+    encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
-    encode = anthropic.encode_event
     try:
         yield encode(first)
         async for event in events:
             if type(event) is ir.MessageDelta:
                 outcome.usage, outcome.stop_reason = event.usage, event.stop_reason
-            yield encode(event)
+            data = encode(event)
+            if data:
+                yield data
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
-        yield anthropic.encode_stream_error(exc)
+        yield encode_error(exc)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-async def _tap_stream(body: AsyncIterator[bytes], outcome: Outcome) -> AsyncIterator[bytes]:
-    tap = anthropic.UsageTap()
+class _Tap(Protocol):
+    usage: ir.Usage | None
+    stop_reason: str | None
+
+    def feed(self, chunk: bytes) -> None: ...
+
+
+async def _tap_stream(
+    body: AsyncIterator[bytes], outcome: Outcome, tap: _Tap,
+    encode_error: Callable[[GatewayError], bytes],
+) -> AsyncIterator[bytes]:
     try:
         async for chunk in body:
             tap.feed(chunk)
@@ -245,7 +315,7 @@ async def _tap_stream(body: AsyncIterator[bytes], outcome: Outcome) -> AsyncIter
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
-        yield anthropic.encode_stream_error(exc)
+        yield encode_error(exc)
     finally:
         outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
         await body.aclose()  # type: ignore[attr-defined]

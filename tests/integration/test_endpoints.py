@@ -35,7 +35,8 @@ def test_models_list_in_anthropic_shape(client: anthropic.Anthropic) -> None:
     ids = [m.id for m in page.data]
     assert all(m.type == "model" for m in page.data)
     assert {"fast", "openai:fast", "ant:claude", "sonnet", "openai:sonnet", "echo:echo"} <= set(ids)
-    raw = httpx.get(str(client.base_url.join("/v1/models"))).json()
+    raw = httpx.get(str(client.base_url.join("/v1/models")),
+                    headers={"anthropic-version": "2023-06-01"}).json()
     assert raw["has_more"] is False
     assert raw["first_id"] == ids[0] and raw["last_id"] == ids[-1]
 

@@ -35,8 +35,10 @@ import msgspec
 
 from vdm import ir
 from vdm.protocols.anthropic import new_message_id, tool_use_id, upstream_tool_id
+from vdm.protocols.sse import SSEParser
 
 _encode = msgspec.json.Encoder().encode
+_json_decoder = msgspec.json.Decoder()
 
 FINISH_REASON_MAP: dict[str, ir.StopReason] = {
     "stop": "end_turn",
@@ -418,3 +420,39 @@ class ChunkDecoder:
         yield from self._close()
         yield ir.MessageDelta(stop_reason(self._finish_reason, bool(self._tools)), self._usage)
         yield ir.MessageStop()
+
+
+# ---------------------------------------------------------------- passthrough tap
+
+
+class UsageTap:
+    """Reads usage out of a chat-completion SSE stream relayed as bytes; only
+    frames that mention usage are decoded."""
+
+    __slots__ = ("_parser", "stop_reason", "usage")
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.usage: ir.Usage | None = None
+        self.stop_reason: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for _, data in self._parser.feed(chunk):
+            if b'"usage"' in data or b'"finish_reason":"' in data:
+                self.read(data)
+
+    def read(self, data: bytes) -> None:
+        """One chunk, or a whole non-streaming body."""
+        try:
+            value = _json_decoder.decode(data)
+        except msgspec.DecodeError:
+            return
+        if not isinstance(value, dict):
+            return
+        if isinstance(value.get("usage"), dict):
+            self.usage = usage_from_openai(value["usage"])
+        choices = value.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            reason = choices[0].get("finish_reason")
+            if isinstance(reason, str):
+                self.stop_reason = reason

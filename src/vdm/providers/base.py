@@ -59,3 +59,10 @@ class AnthropicNative(Protocol):
     ) -> RawResponse: ...
 
     async def count_tokens(self, body: bytes, ctx: ClientContext) -> bytes: ...
+
+
+@runtime_checkable
+class OpenAIChatNative(Protocol):
+    """Providers that speak OpenAI Chat Completions themselves."""
+
+    async def forward_chat(self, body: bytes, ctx: ClientContext) -> RawResponse: ...

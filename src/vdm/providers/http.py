@@ -8,7 +8,7 @@ error tree at this one boundary.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from vdm.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from vdm.providers.base import RawResponse
 
 _decoder = msgspec.json.Decoder()
 
@@ -131,3 +132,30 @@ def decode_json(body: bytes, provider: str) -> Any:
 
 def relay_headers(headers: Any) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+
+
+async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
+    """An upstream body as it arrives; the connection is pooled again when it
+    completes, dropped when the relay is cancelled or fails."""
+    try:
+        with upstream_errors(provider):
+            async for chunk in response.content.iter_any():
+                yield chunk
+    except BaseException:
+        response.close()
+        raise
+    response.release()
+
+
+async def post_raw(
+    session: Session, url: str, body: bytes, headers: dict[str, str], provider: str
+) -> RawResponse:
+    """POST and hand back the answer undecoded (passthrough); error statuses raise."""
+    with upstream_errors(provider):
+        response = await session.post(url, data=body, headers=headers)
+        try:
+            await raise_for_status(response, provider)
+        except BaseException:
+            response.release()
+            raise
+    return RawResponse(response.status, relay_headers(response.headers), relay(response, provider))

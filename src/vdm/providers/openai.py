@@ -14,8 +14,14 @@ from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import openai as wire
 from vdm.protocols.sse import SSEParser
-from vdm.providers.base import ClientContext
-from vdm.providers.http import Session, decode_json, raise_for_status, upstream_errors
+from vdm.providers.base import ClientContext, RawResponse
+from vdm.providers.http import (
+    Session,
+    decode_json,
+    post_raw,
+    raise_for_status,
+    upstream_errors,
+)
 from vdm.providers.keys import KeyPool
 
 _encode = msgspec.json.Encoder().encode
@@ -48,6 +54,11 @@ class OpenAIProvider:
         headers = dict(self._headers)
         headers["authorization"] = "Bearer " + self._keys.pick(ctx.client_key)
         return headers
+
+    async def forward_chat(self, body: bytes, ctx: ClientContext) -> RawResponse:
+        """Passthrough: an OpenAI client's body (model already rewritten)."""
+        return await post_raw(self._session, self._url, body, self._request_headers(ctx),
+                              self.name)
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -18,7 +18,7 @@ from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
 from vdm.errors import GatewayError, NotFound
 from vdm.pipeline import Gateway, Reply, new_request_id
-from vdm.protocols import anthropic
+from vdm.protocols import anthropic, openai_ingress
 from vdm.server.asgi import (
     ClientGone,
     Receive,
@@ -109,9 +109,18 @@ class App:
             return
 
 
-async def send_error(send: Send, exc: GatewayError, request_id: str) -> None:
+class Door(Protocol):
+    """A client protocol's error rendering (the protocol modules are doors)."""
+
+    def encode_error(self, error: GatewayError) -> bytes: ...
+
+    def encode_stream_error(self, error: GatewayError) -> bytes: ...
+
+
+async def send_error(send: Send, exc: GatewayError, request_id: str,
+                     door: Door = anthropic) -> None:  # type: ignore[assignment]
     headers = {**_JSON, **exc.headers, "request-id": request_id}
-    await send_bytes(send, exc.status, headers, anthropic.encode_error(exc))
+    await send_bytes(send, exc.status, headers, door.encode_error(exc))
 
 
 def _internal(exc: BaseException) -> GatewayError:
@@ -122,6 +131,7 @@ def _internal(exc: BaseException) -> GatewayError:
 async def _reply(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
     request_id: str, call: Callable[[bytes, dict[str, str], str | None], Awaitable[Reply]],
+    door: Door = anthropic,  # type: ignore[assignment]
 ) -> None:
     """Read the body, run the pipeline, send its reply; cancel if the client leaves."""
     body = await read_body(receive, headers, app.max_body)
@@ -132,15 +142,15 @@ async def _reply(
             reply = await call(body, headers, client_key)
         except GatewayError as exc:
             _log_failure(scope, exc)
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, request_id, door)
             return
         except Exception as exc:
-            await send_error(send, _internal(exc), request_id)
+            await send_error(send, _internal(exc), request_id, door)
             return
         reply.headers["request-id"] = request_id
         if reply.stream is not None:
             await send_stream(send, reply.status, reply.headers, reply.stream,
-                              lambda exc: anthropic.encode_stream_error(_internal(exc)))
+                              lambda exc: door.encode_stream_error(_internal(exc)))
         else:
             await send_bytes(send, reply.status, reply.headers, reply.body)
     if reply is not None and reply.outcome is not None and access.isEnabledFor(logging.INFO):
@@ -180,6 +190,13 @@ async def count_tokens(app: App, scope: Scope, receive: Receive, send: Send,
     await _reply(app, scope, receive, send, headers, request_id, app.gateway.count_tokens)
 
 
+async def chat_completions(app: App, scope: Scope, receive: Receive, send: Send,
+                           headers: dict[str, str], request_id: str) -> None:
+    assert app.gateway is not None
+    await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions,
+                 openai_ingress)  # type: ignore[arg-type]
+
+
 async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> None:
     await send_bytes(send, status, {**_JSON, "request-id": request_id}, _encode(value))
 
@@ -187,7 +204,11 @@ async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> N
 async def models(app: App, scope: Scope, receive: Receive, send: Send,
                  headers: dict[str, str], request_id: str) -> None:
     assert app.gateway is not None
-    await _json(send, request_id, anthropic.model_list(app.gateway.models(), app.started))
+    entries = app.gateway.models()
+    if "anthropic-version" in headers:
+        await _json(send, request_id, anthropic.model_list(entries, app.started))
+    else:  # OpenAI-style clients send no anthropic-version
+        await _json(send, request_id, openai_ingress.model_list(entries, app.started))
 
 
 async def aliases(app: App, scope: Scope, receive: Receive, send: Send,
@@ -243,6 +264,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/": {"GET": root, "HEAD": root},
     "/v1/messages": {"POST": messages},
     "/v1/messages/count_tokens": {"POST": count_tokens},
+    "/v1/chat/completions": {"POST": chat_completions},
     "/v1/models": {"GET": models},
     "/v1/aliases": {"GET": aliases},
     "/health": {"GET": health},
