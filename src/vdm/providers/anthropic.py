@@ -7,13 +7,11 @@ the model and auth rewritten, and the answer comes back as bytes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-
-import aiohttp
+from collections.abc import Mapping
 
 from vdm.config import ProviderSettings
 from vdm.providers.base import ClientContext, RawResponse
-from vdm.providers.http import Session, raise_for_status, relay_headers, upstream_errors
+from vdm.providers.http import Session, post_raw, raise_for_status, upstream_errors
 from vdm.providers.keys import KeyPool
 
 DEFAULT_VERSION = "2023-06-01"
@@ -47,25 +45,9 @@ class AnthropicProvider:
     async def forward_messages(
         self, body: bytes, model: str, ctx: ClientContext, *, stream: bool
     ) -> RawResponse:
-        headers = self._request_headers(ctx)
-        with upstream_errors(self.name):
-            response = await self._session.post(self._messages_url, data=body, headers=headers)
-            try:
-                await raise_for_status(response, self.name)
-            except BaseException:
-                response.release()
-                raise
-        return RawResponse(response.status, relay_headers(response.headers), self._relay(response))
-
-    async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        try:
-            with upstream_errors(self.name):
-                async for chunk in response.content.iter_any():
-                    yield chunk
-        except BaseException:
-            response.close()  # cancelled or failed: drop the connection
-            raise
-        response.release()  # complete: the connection goes back to the pool
+        return await post_raw(
+            self._session, self._messages_url, body, self._request_headers(ctx), self.name
+        )
 
     async def count_tokens(self, body: bytes, ctx: ClientContext) -> bytes:
         headers = self._request_headers(ctx)
