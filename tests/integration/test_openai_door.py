@@ -137,6 +137,15 @@ def test_bad_requests_raise_bad_request_in_openai_shape(oai: openai.OpenAI, kwar
     assert {"message", "type", "code", "param"} <= set(body)
 
 
+def test_anthropic_native_provider_is_a_clear_400_not_a_crash(oai: openai.OpenAI,
+                                                               fake_anthropic: FakeUpstream) -> None:
+    # (conversion to Anthropic-native upstreams is the next step of this door)
+    with pytest.raises(openai.BadRequestError) as raised:
+        oai.chat.completions.create(model="ant:claude-x", messages=ASK)
+    assert "/v1/messages" in raised.value.message
+    assert fake_anthropic.requests == []
+
+
 @pytest.mark.parametrize(("status", "exception"), [
     (401, openai.AuthenticationError), (403, openai.PermissionDeniedError),
     (404, openai.NotFoundError), (429, openai.RateLimitError),
