@@ -1,0 +1,348 @@
+"""load_settings: defaults < user TOML < ./vdm.toml < (.env <) environment,
+provider discovery, validation errors that name their source, default
+provider precedence."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vdm.config import ConfigError, Settings, load_settings, user_config_path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **extra}
+
+
+def user_toml(home: Path, text: str) -> Path:
+    path = home / ".config" / "vdm" / "vdm.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def load(home: Path, cwd: Path, **env: str) -> Settings:
+    return load_settings(env=base_env(home, **env), cwd=cwd)
+
+
+def problems(home: Path, cwd: Path, **env: str) -> str:
+    with pytest.raises(ConfigError) as raised:
+        load(home, cwd, **env)
+    assert raised.value.problems
+    return str(raised.value)
+
+
+# ---------------------------------------------------------------- paths
+
+
+def test_user_config_path() -> None:
+    assert user_config_path({"XDG_CONFIG_HOME": "/x/cfg", "HOME": "/h"}) == Path(
+        "/x/cfg/vdm/vdm.toml")
+    assert user_config_path({"HOME": "/h"}) == Path("/h/.config/vdm/vdm.toml")
+
+
+# ---------------------------------------------------------------- layering
+
+
+def test_package_defaults(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd)
+    server = settings.server
+    assert (server.host, server.port, server.log_level) == ("127.0.0.1", 8082, "INFO")
+    assert server.request_timeout == 90.0
+    assert server.max_body_size == 32 * 1024 * 1024
+    assert server.max_tokens_limit is None and server.proxy_api_key is None
+
+
+def test_layers_user_then_local_then_env(home: Path, cwd: Path) -> None:
+    user_toml(home, '[server]\nport = 9001\nlog-level = "debug"\nrequest-timeout = 11\n'
+                    'max-tokens-limit = 1000\n')
+    assert load(home, cwd).server.port == 9001
+    (cwd / "vdm.toml").write_text("[server]\nport = 9002\nrequest-timeout = 12.5\n")
+    settings = load(home, cwd)
+    assert settings.server.port == 9002
+    assert settings.server.request_timeout == 12.5
+    assert settings.server.log_level == "DEBUG"  # from the user file, untouched by ./vdm.toml
+    assert settings.server.max_tokens_limit == 1000
+    settings = load(home, cwd, PORT="9003", MAX_TOKENS_LIMIT="77", LOG_LEVEL="warning")
+    assert settings.server.port == 9003
+    assert settings.server.max_tokens_limit == 77
+    assert settings.server.log_level == "WARNING"
+    assert settings.server.request_timeout == 12.5
+    assert settings.sources["server.port"] == "env PORT"
+
+
+def test_provider_tables_merge_across_layers(home: Path, cwd: Path) -> None:
+    user_toml(home, '[providers.foo]\napi-key = "user-key"\nbase-url = "https://user.example/v1"\n'
+                    '[providers.foo.aliases]\nfast = "foo-fast"\n')
+    (cwd / "vdm.toml").write_text('[providers.foo]\nbase-url = "https://local.example/v1"\n'
+                                  '[providers.foo.aliases]\nslow = "foo-slow"\n')
+    settings = load(home, cwd)
+    foo = settings.providers["foo"]
+    assert foo.api_keys == ("user-key",)
+    assert foo.base_url == "https://local.example/v1"
+    assert settings.aliases["foo"] == {"fast": "foo-fast", "slow": "foo-slow"}
+    settings = load(home, cwd, FOO_BASE_URL="https://env.example/v1", FOO_API_KEY="env-key",
+                    FOO_ALIAS_FAST="env-fast")
+    assert settings.providers["foo"].base_url == "https://env.example/v1"
+    assert settings.providers["foo"].api_keys == ("env-key",)
+    assert settings.aliases["foo"]["fast"] == "env-fast"
+
+
+# ---------------------------------------------------------------- .env
+
+
+@pytest.fixture
+def bare_environ(monkeypatch: pytest.MonkeyPatch, home: Path, cwd: Path) -> None:
+    """os.environ holds nothing that configures vdm; cwd is the work dir."""
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.chdir(cwd)
+
+
+@pytest.mark.usefixtures("bare_environ")
+def test_dotenv_is_read_only_when_env_is_not_given(
+    home: Path, cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (cwd / ".env").write_text("DOT_API_KEY=from-dotenv\nDOT_BASE_URL=https://dot.example/v1\n"
+                              "PORT=9100\n")
+    settings = load_settings(env=None, cwd=cwd)
+    assert settings.providers["dot"].api_keys == ("from-dotenv",)
+    assert settings.server.port == 9100
+    # cwd defaults to the current directory
+    assert load_settings().providers["dot"].base_url == "https://dot.example/v1"
+    # an explicit env means exactly that env: no .env
+    explicit = load_settings(env=base_env(home), cwd=cwd)
+    assert "dot" not in explicit.providers
+    assert explicit.server.port == 8082
+    # the real environment wins over .env
+    monkeypatch.setenv("PORT", "9200")
+    monkeypatch.setenv("DOT_API_KEY", "from-environ")
+    settings = load_settings(env=None, cwd=cwd)
+    assert settings.server.port == 9200
+    assert settings.providers["dot"].api_keys == ("from-environ",)
+
+
+# ---------------------------------------------------------------- provider discovery
+
+
+def test_provider_from_environment(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd,
+                    FOO_API_KEY="k-foo", FOO_BASE_URL="https://foo.example/api/",
+                    FOO_API_FORMAT="Anthropic", FOO_API_VERSION="2024-01-01",
+                    FOO_CUSTOM_HEADER_X_FOO="bar", FOO_CUSTOM_HEADER_X_TWO_WORDS="baz")
+    foo = settings.providers["foo"]
+    assert foo.api_format == "anthropic"
+    assert foo.base_url == "https://foo.example/api"  # trailing slash dropped
+    assert foo.api_version == "2024-01-01"
+    assert dict(foo.headers) == {"x-foo": "bar", "x-two-words": "baz"}
+    assert foo.api_keys == ("k-foo",)
+    assert foo.has_key
+    assert list(settings.providers)[-1] == "echo"
+
+
+def test_well_known_providers_need_only_a_key(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, OPENAI_API_KEY="a", GROQ_API_KEY="b", ANTHROPIC_API_KEY="c",
+                    GEMINI_API_KEY="d", OLLAMA_API_KEY="e")
+    p = settings.providers
+    assert p["openai"].base_url == "https://api.openai.com/v1"
+    assert p["openai"].api_format == "openai"
+    assert p["openai"].max_tokens_field == "max_completion_tokens"
+    assert p["openai"].supports_reasoning
+    assert p["groq"].base_url == "https://api.groq.com/openai/v1"
+    assert p["anthropic"].base_url == "https://api.anthropic.com"
+    assert p["anthropic"].api_format == "anthropic"
+    assert p["gemini"].base_url == "https://generativelanguage.googleapis.com/v1beta/openai"
+    assert p["ollama"].base_url == "http://127.0.0.1:11434/v1"
+    assert settings.fallback_aliases["openai"]["sonnet"] == "gpt-4o"
+    # known but without a key: not configured
+    assert "openrouter" not in p and "deepseek" not in p
+
+
+def test_unknown_provider_without_base_url_is_an_error(home: Path, cwd: Path) -> None:
+    message = problems(home, cwd, MYSTERY_API_KEY="k")
+    assert "mystery" in message and "MYSTERY_BASE_URL" in message
+
+
+def test_not_providers_and_empty_keys_are_ignored(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, PROXY_API_KEY="p", VDM_API_KEY="v", EMPTY_API_KEY="  ")
+    assert list(settings.providers) == ["echo"]
+    assert settings.server.proxy_api_key == "p"
+
+
+def test_discovery_order_follows_the_environment(home: Path, cwd: Path) -> None:
+    env = {"ZED_API_KEY": "1", "ZED_BASE_URL": "http://z.example",
+           "ALPHA_API_KEY": "2", "ALPHA_BASE_URL": "http://a.example"}
+    settings = load(home, cwd, **env)
+    assert list(settings.providers) == ["zed", "alpha", "echo"]
+
+
+def test_provider_from_toml_table(home: Path, cwd: Path) -> None:
+    (cwd / "vdm.toml").write_text(
+        '[providers.local]\napi-key = "k1 k2"\nbase-url = "http://localhost:8000/v1"\n'
+        'max-tokens-field = "max_completion_tokens"\nsupports-reasoning = true\n'
+        '[providers.local.headers]\nx-team = "blue"\n')
+    local = load(home, cwd).providers["local"]
+    assert local.api_keys == ("k1", "k2")
+    assert dict(local.headers) == {"x-team": "blue"}
+    assert local.max_tokens_field == "max_completion_tokens"
+    assert local.supports_reasoning is True
+
+
+def test_key_pool_is_whitespace_separated(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, OPENAI_API_KEY=" k1 k2\tk3\n k4 ")
+    assert settings.providers["openai"].api_keys == ("k1", "k2", "k3", "k4")
+    fingerprints = settings.providers["openai"].key_fingerprints
+    assert len(fingerprints) == 4 and all(f.startswith("sha256:") for f in fingerprints)
+    assert not any(k in "".join(fingerprints) for k in ("k1", "k2", "k3", "k4"))
+
+
+# ---------------------------------------------------------------- errors name their source
+
+
+def test_bad_api_format_from_env_names_the_variable(home: Path, cwd: Path) -> None:
+    message = problems(home, cwd, FOO_API_KEY="k", FOO_BASE_URL="http://f.example",
+                       FOO_API_FORMAT="grpc")
+    assert "FOO_API_FORMAT" in message and "grpc" in message
+
+
+def test_bad_api_format_from_toml_names_file_and_key(home: Path, cwd: Path) -> None:
+    path = cwd / "vdm.toml"
+    path.write_text('[providers.foo]\napi-key = "k"\nbase-url = "http://f.example"\n'
+                    'api-format = "soap"\n')
+    message = problems(home, cwd)
+    assert str(path) in message and "providers.foo.api-format" in message
+
+
+@pytest.mark.parametrize("url", ["ftp://x.example", "not a url", "http://", "localhost:8000"])
+def test_bad_base_url_from_env(home: Path, cwd: Path, url: str) -> None:
+    message = problems(home, cwd, FOO_API_KEY="k", FOO_BASE_URL=url)
+    assert "FOO_BASE_URL" in message and "URL" in message
+
+
+def test_bad_base_url_from_user_toml_names_file_and_key(home: Path, cwd: Path) -> None:
+    path = user_toml(home, '[providers.foo]\napi-key = "k"\nbase-url = "file:///etc"\n')
+    message = problems(home, cwd)
+    assert str(path) in message and "providers.foo.base-url" in message
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("colour = 1\n", "'colour'"),
+    ("[server]\nprot = 1\n", "'server.prot'"),
+    ('[providers.foo]\napi-key = "k"\nbase_url = "http://x.example"\n',
+     "'providers.foo.base_url'"),
+])
+@pytest.mark.parametrize("where", ["user", "local"])
+def test_unknown_toml_key_names_file_and_key(home: Path, cwd: Path, text: str, key: str,
+                                             where: str) -> None:
+    if where == "user":
+        path = user_toml(home, text)
+    else:
+        path = cwd / "vdm.toml"
+        path.write_text(text)
+    message = problems(home, cwd)
+    assert str(path) in message and key in message and "unknown key" in message
+
+
+def test_broken_toml_names_the_file(home: Path, cwd: Path) -> None:
+    path = cwd / "vdm.toml"
+    path.write_text("[server\nport = 1\n")
+    assert str(path) in problems(home, cwd)
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"PORT": "eighty"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"REQUEST_TIMEOUT": "-1"}, "REQUEST_TIMEOUT"),
+    ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+    ({"MAX_BODY_SIZE": "10"}, "MAX_BODY_SIZE"),
+])
+def test_bad_server_values_from_env(home: Path, cwd: Path, env: dict[str, str],
+                                    needle: str) -> None:
+    assert needle in problems(home, cwd, **env)
+
+
+def test_bad_server_value_from_toml_names_file_and_key(home: Path, cwd: Path) -> None:
+    path = cwd / "vdm.toml"
+    path.write_text('[server]\nport = "high"\n')
+    message = problems(home, cwd)
+    assert str(path) in message and "server.port" in message
+
+
+def test_every_problem_is_reported_at_once(home: Path, cwd: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(home, cwd, PORT="x", FOO_API_KEY="k", FOO_BASE_URL="nope",
+             BAR_API_KEY="k", BAR_BASE_URL="http://b.example", BAR_API_FORMAT="x")
+    assert len(raised.value.problems) == 3
+
+
+def test_echo_is_reserved(home: Path, cwd: Path) -> None:
+    assert "reserved" in problems(home, cwd, ECHO_API_KEY="k")
+
+
+# ---------------------------------------------------------------- default provider
+
+
+TWO = {"FIRST_API_KEY": "1", "FIRST_BASE_URL": "http://first.example",
+       "SECOND_API_KEY": "2", "SECOND_BASE_URL": "http://second.example",
+       "THIRD_API_KEY": "3", "THIRD_BASE_URL": "http://third.example"}
+
+
+def test_default_provider_precedence(home: Path, cwd: Path) -> None:
+    # package default "openai" has no key: the first configured provider
+    settings = load(home, cwd, **TWO)
+    assert settings.default_provider == "first"
+    # with a key, the package default applies
+    assert load(home, cwd, **TWO, OPENAI_API_KEY="k").default_provider == "openai"
+    user_toml(home, 'default-provider = "second"\n')
+    assert load(home, cwd, **TWO, OPENAI_API_KEY="k").default_provider == "second"
+    (cwd / "vdm.toml").write_text('default-provider = "third"\n')
+    settings = load(home, cwd, **TWO, OPENAI_API_KEY="k")
+    assert settings.default_provider == "third"
+    assert str(cwd / "vdm.toml") in settings.default_provider_source
+    settings = load(home, cwd, **TWO, VDM_DEFAULT_PROVIDER="First")
+    assert settings.default_provider == "first"
+    assert settings.default_provider_source == "env VDM_DEFAULT_PROVIDER"
+
+
+@pytest.mark.parametrize("where", ["env", "user", "local"])
+def test_explicit_default_must_be_configured(home: Path, cwd: Path, where: str) -> None:
+    env = dict(TWO)
+    if where == "env":
+        env["VDM_DEFAULT_PROVIDER"] = "groq"
+    elif where == "user":
+        user_toml(home, 'default-provider = "groq"\n')
+    else:
+        (cwd / "vdm.toml").write_text('default-provider = "groq"\n')
+    message = problems(home, cwd, **env)
+    assert "groq" in message and "not configured" in message
+    assert "GROQ_API_KEY" in message
+
+
+def test_no_keys_at_all_means_echo(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd)
+    assert list(settings.providers) == ["echo"]
+    assert settings.default_provider == "echo"
+    assert settings.providers["echo"].has_key
+    assert settings.aliases["echo"] == {}
+
+
+def test_echo_may_be_named_as_default(home: Path, cwd: Path) -> None:
+    assert load(home, cwd, **TWO, VDM_DEFAULT_PROVIDER="echo").default_provider == "echo"
