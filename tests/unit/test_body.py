@@ -1,0 +1,142 @@
+"""protocols.body.rewrite: the passthrough body keeps every byte but the model;
+anything the splice cannot do safely re-encodes, and the result is always
+the same JSON with the change applied."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from vdm.protocols.body import rewrite
+
+# A Claude Code style body written by hand: odd spacing, key order, unicode
+# escapes, cache_control, a thinking signature, fields the gateway never heard of.
+BODY = (
+    b'{\n  "max_tokens" :  4096,\n'
+    b'  "messages":[{"role":"user","content":[{"type":"text","text":"caf\\u00e9 \\ud83d\\ude00 '
+    b'\\"quoted\\" \\\\ back\\/slash","cache_control":{"type":"ephemeral","ttl":"1h"}}]},'
+    b'{"role":"assistant","content":[{"type":"thinking","thinking":"hmm","signature":'
+    b'"EqQBCkYIBxgCKkA+/=="},{"type":"text","text":"ok"}]}],\n'
+    b'  "model"   :   "claude-sonnet-4-5",\n'
+    b'  "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},\n'
+    b'  "output_config": {"effort": "high"}, "temperature": 1.0, "big": 12345678901234567890,\n'
+    b'  "stream":true}'
+)
+
+
+def parsed_of(body: bytes) -> dict[str, Any]:
+    return json.loads(body)
+
+
+def splice_parts(body: bytes, old: str) -> tuple[bytes, bytes]:
+    """The bytes before the model key and after its value."""
+    key = body.index(b'"model"')
+    value = body.index(json.dumps(old).encode(), key)
+    return body[:key], body[value + len(json.dumps(old)):]
+
+
+def test_unchanged_model_returns_the_same_bytes_object() -> None:
+    parsed = parsed_of(BODY)
+    assert rewrite(BODY, parsed, {"model": "claude-sonnet-4-5"}) is BODY
+    assert rewrite(BODY, parsed, {}) is BODY
+    assert rewrite(BODY, parsed, {"model": "claude-sonnet-4-5", "max_tokens": 4096}) is BODY
+
+
+@pytest.mark.parametrize("new", ["claude-x", "a", "x" * 300, "modèle-ü", 'we"ird\\name',
+                                 "claude-sonnet-4-5-long-suffix"])
+def test_model_splice_keeps_every_other_byte(new: str) -> None:
+    out = rewrite(BODY, parsed_of(BODY), {"model": new})
+    before, after = splice_parts(BODY, "claude-sonnet-4-5")
+    assert out.startswith(before)
+    assert out.endswith(after)
+    middle = out[len(before): len(out) - len(after)]
+    assert json.loads(b"{" + middle + b"}") == {"model": new}
+    assert json.loads(out) == {**parsed_of(BODY), "model": new}
+    # everything the gateway does not understand is there verbatim
+    for piece in (b'"signature":"EqQBCkYIBxgCKkA+/=="', b'"ttl":"1h"', b"\\u00e9",
+                  b"\\ud83d\\ude00", b"\\/slash", b'"max_tokens" :  4096',
+                  b'"context_management": {"edits"', b"12345678901234567890"):
+        assert piece in out
+
+
+def test_model_key_first_last_and_compact() -> None:
+    for body in (b'{"model":"m1","max_tokens":1}', b'{"max_tokens":1,"model":"m1"}',
+                 b'{ "model" : "m1" }', b'{"messages":[],"model":\n\t"m1"\n}'):
+        out = rewrite(body, parsed_of(body), {"model": "m2"})
+        assert json.loads(out) == {**parsed_of(body), "model": "m2"}
+        before, after = splice_parts(body, "m1")
+        assert out.startswith(before) and out.endswith(after)
+
+
+def test_model_string_inside_message_text_is_left_alone() -> None:
+    # the model name, and even '"model": "<name>"', appear JSON-escaped in a text
+    body = (b'{"messages":[{"role":"user","content":"use {\\"model\\": \\"claude-x\\"} '
+            b'and \\"model\\":\\"claude-x\\""}],"model":"claude-x","max_tokens":5}')
+    parsed = parsed_of(body)
+    out = rewrite(body, parsed, {"model": "gpt-4o"})
+    assert json.loads(out) == {**parsed, "model": "gpt-4o"}
+    assert json.loads(out)["messages"] == parsed["messages"]
+
+
+def test_nested_model_key_with_the_same_value() -> None:
+    # a real second "model" key, inside a tool input in the history
+    body = (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "assistant", '
+            b'"content": [{"type": "tool_use", "id": "t1", "name": "Task", '
+            b'"input": {"model": "claude-x", "prompt": "p"}}]}]}')
+    parsed = parsed_of(body)
+    out = rewrite(body, parsed, {"model": "gpt-4o"})
+    result = json.loads(out)
+    assert result["model"] == "gpt-4o"
+    assert result["messages"][0]["content"][0]["input"] == {"model": "claude-x", "prompt": "p"}
+    assert result == {**parsed, "model": "gpt-4o"}
+
+
+@pytest.mark.parametrize("top", [
+    b'"model": "claude\\u002dx"',     # the value written with an escape
+    b'"mod\\u0065l": "claude-x"',     # the key written with an escape
+    b'"model": "\\u0063laude-x"',
+])
+@pytest.mark.parametrize("nested_first", [True, False])
+def test_top_level_model_written_with_escapes_and_a_nested_plain_one(
+    top: bytes, nested_first: bool
+) -> None:
+    """Only one '"model": "claude-x"' is in the bytes, and it is the nested one:
+    splicing it would change the wrong field and forward the old model."""
+    nested = b'"metadata": {"model": "claude-x"}'
+    inner = [nested, top] if nested_first else [top, nested]
+    body = b"{" + b", ".join([*inner, b'"max_tokens": 5', b'"messages": []']) + b"}"
+    parsed = parsed_of(body)
+    assert parsed["model"] == "claude-x" and parsed["metadata"] == {"model": "claude-x"}
+    out = rewrite(body, parsed, {"model": "gpt-4o"})
+    assert json.loads(out) == {**parsed, "model": "gpt-4o"}
+
+
+def test_non_ascii_model_written_escaped_by_the_client() -> None:
+    body = json.dumps({"model": "modèle", "max_tokens": 5, "messages": []}).encode()
+    assert b"\\u00e8" in body  # Python's json escapes it; msgspec would not
+    out = rewrite(body, parsed_of(body), {"model": "m"})
+    assert json.loads(out) == {"model": "m", "max_tokens": 5, "messages": []}
+
+
+def test_max_tokens_change_re_encodes() -> None:
+    parsed = parsed_of(BODY)
+    out = rewrite(BODY, parsed, {"model": "claude-x", "max_tokens": 1024})
+    assert json.loads(out) == {**parsed, "model": "claude-x", "max_tokens": 1024}
+    out = rewrite(BODY, parsed, {"model": "claude-sonnet-4-5", "max_tokens": 1024})
+    assert json.loads(out) == {**parsed, "max_tokens": 1024}
+    assert out != BODY
+
+
+def test_new_top_level_key_is_added() -> None:
+    body = b'{"model":"m","messages":[]}'
+    out = rewrite(body, parsed_of(body), {"max_tokens": 7})
+    assert json.loads(out) == {"model": "m", "messages": [], "max_tokens": 7}
+
+
+def test_duplicate_top_level_model_keys() -> None:
+    body = b'{"model":"a","messages":[],"model":"a"}'
+    out = rewrite(body, parsed_of(body), {"model": "b"})
+    assert json.loads(out)["model"] == "b"
+    assert b'"a"' not in out
