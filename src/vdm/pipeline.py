@@ -30,7 +30,7 @@ import msgspec
 
 from vdm import ir
 from vdm.config import Settings
-from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
+from vdm.errors import GatewayError, UpstreamProtocolError
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
@@ -156,11 +156,6 @@ class Gateway:
             tap.read(data)
             outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
             return Reply(raw.status, headers_out, body=data, outcome=outcome)
-        if not hasattr(provider, "events"):
-            raise InvalidRequest(
-                f"provider '{route.provider}' speaks only the Anthropic Messages API here; "
-                "send this request to /v1/messages, or route it to an OpenAI-format provider"
-            )
         request, options = openai_ingress.decode_request(parsed)
         first, events = await _first_event(provider, request, route, ctx)
         if request.stream:

@@ -137,13 +137,22 @@ def test_bad_requests_raise_bad_request_in_openai_shape(oai: openai.OpenAI, kwar
     assert {"message", "type", "code", "param"} <= set(body)
 
 
-def test_anthropic_native_provider_is_a_clear_400_not_a_crash(oai: openai.OpenAI,
-                                                               fake_anthropic: FakeUpstream) -> None:
-    # (conversion to Anthropic-native upstreams is the next step of this door)
-    with pytest.raises(openai.BadRequestError) as raised:
-        oai.chat.completions.create(model="ant:claude-x", messages=ASK)
-    assert "/v1/messages" in raised.value.message
-    assert fake_anthropic.requests == []
+def test_conversion_to_an_anthropic_native_provider(oai: openai.OpenAI,
+                                                    fake_anthropic: FakeUpstream) -> None:
+    from tests.support.fakes import anthropic_message, anthropic_stream
+
+    fake_anthropic.reply(JSONReply(anthropic_message("Bonjour")))
+    answer = oai.chat.completions.create(model="ant:claude-x", max_tokens=50, messages=[
+        {"role": "system", "content": "Be French."}, *ASK])
+    assert answer.choices[0].message.content == "Bonjour"
+    assert answer.choices[0].finish_reason == "stop"
+    sent = fake_anthropic.last.json
+    assert sent["model"] == "claude-x" and sent["system"] == "Be French."
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}] \
+        or sent["messages"] == [{"role": "user", "content": "Hi"}]
+    fake_anthropic.reply(SSEReply(anthropic_stream(["Sa", "lut"])))
+    chunks = list(oai.chat.completions.create(model="ant:claude-x", messages=ASK, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Salut"
 
 
 @pytest.mark.parametrize(("status", "exception"), [

@@ -22,7 +22,7 @@ def build(settings: ProviderSettings, server: ServerSettings) -> Provider:
     if settings.api_format == "anthropic":
         from vdm.providers.anthropic import AnthropicProvider
 
-        return AnthropicProvider(settings, session)
+        return AnthropicProvider(settings, session, max_tokens_limit=server.max_tokens_limit)
     from vdm.providers.openai import OpenAIProvider
 
     return OpenAIProvider(settings, session, max_tokens_limit=server.max_tokens_limit)

@@ -2,27 +2,56 @@
 endpoints, Z.ai, ...).
 
 Anthropic clients get the passthrough fast path: the body goes up with only
-the model and auth rewritten, and the answer comes back as bytes.
+the model and auth rewritten, and the answer comes back as bytes.  Clients of
+other protocols go through the IR (:meth:`AnthropicProvider.events`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
+import aiohttp
+import msgspec
+
+from vdm import ir
 from vdm.config import ProviderSettings
+from vdm.errors import UpstreamProtocolError
+from vdm.protocols import anthropic as wire
+from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse
-from vdm.providers.http import Session, post_raw, raise_for_status, upstream_errors
+from vdm.providers.http import (
+    Session,
+    decode_json,
+    post_raw,
+    raise_for_status,
+    upstream_errors,
+)
 from vdm.providers.keys import KeyPool
+
+_encode = msgspec.json.Encoder().encode
 
 DEFAULT_VERSION = "2023-06-01"
 # Client headers forwarded as they are.
 _FORWARDED = ("anthropic-version", "anthropic-beta", "x-stainless-helper-method")
+# How a finished Anthropic stream ends: message_stop, or an error event.
+_STREAM_ENDS = (
+    b"event: message_stop", b"event:message_stop", b'"type":"message_stop"',
+    b'"type": "message_stop"', b"event: error", b"event:error",
+)
+_TAIL = max(len(end) for end in _STREAM_ENDS)
 
 
 class AnthropicProvider:
     api_format = "anthropic"
 
-    def __init__(self, settings: ProviderSettings, session: Session) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        session: Session,
+        *,
+        max_tokens_limit: int | None = None,
+    ) -> None:
         self.name = settings.name
         self.settings = settings
         self._session = session
@@ -30,6 +59,7 @@ class AnthropicProvider:
         self._messages_url = settings.base_url + "/v1/messages"
         self._count_url = settings.base_url + "/v1/messages/count_tokens"
         self._version = settings.api_version or DEFAULT_VERSION
+        self._max_tokens_limit = max_tokens_limit
 
     def _request_headers(self, ctx: ClientContext) -> dict[str, str]:
         headers = {"content-type": "application/json", "anthropic-version": self._version}
@@ -45,9 +75,58 @@ class AnthropicProvider:
     async def forward_messages(
         self, body: bytes, model: str, ctx: ClientContext, *, stream: bool
     ) -> RawResponse:
-        return await post_raw(
+        raw = await post_raw(
             self._session, self._messages_url, body, self._request_headers(ctx), self.name
         )
+        if stream and _is_event_stream(raw.headers):
+            raw.body = _require_end(raw.body, self.name)
+        return raw
+
+    async def events(
+        self, request: ir.ChatRequest, model: str, ctx: ClientContext
+    ) -> AsyncIterator[ir.Event]:
+        """IR in, Messages API on the wire, IR out (clients of other protocols)."""
+        payload = wire.encode_request(request, model, max_tokens_limit=self._max_tokens_limit)
+        headers = self._request_headers(ctx)
+        with upstream_errors(self.name):
+            async with self._session.post(
+                self._messages_url, data=_encode(payload), headers=headers
+            ) as response:
+                await raise_for_status(response, self.name)
+                if request.stream and _is_event_stream(response.headers):
+                    async for event in self._stream(response, request.model):
+                        yield event
+                    return
+                # (also an upstream that ignored ``stream`` and answered JSON)
+                message = self._message(decode_json(await response.read(), self.name))
+                for event in wire.response_events(message, model=request.model,
+                                                  provider=self.name):
+                    yield event
+
+    async def _stream(
+        self, response: aiohttp.ClientResponse, client_model: str
+    ) -> AsyncIterator[ir.Event]:
+        decoder = wire.EventDecoder(self.name, model=client_model)
+        parser = SSEParser()
+        async for chunk in response.content.iter_any():
+            for name, data in parser.feed(chunk):
+                for event in decoder.feed(name, data):
+                    yield event
+        for name, data in parser.flush():
+            for event in decoder.feed(name, data):
+                yield event
+        if not decoder.saw_stop:
+            raise UpstreamProtocolError(
+                f"provider '{self.name}' ended the stream before it finished", provider=self.name
+            )
+
+    def _message(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict) or not isinstance(value.get("content"), list):
+            raise UpstreamProtocolError(
+                f"provider '{self.name}' answered something that is not a message",
+                provider=self.name,
+            )
+        return value
 
     async def count_tokens(self, body: bytes, ctx: ClientContext) -> bytes:
         headers = self._request_headers(ctx)
@@ -58,3 +137,30 @@ class AnthropicProvider:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _is_event_stream(headers: Mapping[str, str]) -> bool:
+    return any(k.lower() == "content-type" and v.startswith("text/event-stream")
+               for k, v in headers.items())
+
+
+async def _require_end(body: AsyncIterator[bytes], provider: str) -> AsyncIterator[bytes]:
+    """Relay ``body``; if it ends before ``message_stop`` (or an error event),
+    raise, so the client gets an error event rather than a silently truncated
+    answer.  A cheap substring test per chunk, no SSE parsing."""
+    finished = False
+    tail = b""
+    try:
+        async for chunk in body:
+            if not finished:
+                window = tail + chunk
+                if b"message_stop" in window or b"error" in window:
+                    finished = any(end in window for end in _STREAM_ENDS)
+                tail = window[-_TAIL:]
+            yield chunk
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]
+    if not finished:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' ended the stream before it finished", provider=provider
+        )

@@ -87,7 +87,7 @@ def upstream_message(body: bytes) -> str:
     """The human message inside an upstream error body (either protocol)."""
     try:
         value: Any = _decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
         text = body.decode("utf-8", "replace").strip()
         return text[:500] if text else "(empty body)"
     if isinstance(value, dict):
@@ -123,7 +123,7 @@ async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> N
 def decode_json(body: bytes, provider: str) -> Any:
     try:
         return _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise UpstreamProtocolError(
             f"provider '{provider}' sent a body that is not JSON: {body[:200]!r}",
             provider=provider,
