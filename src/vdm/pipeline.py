@@ -201,7 +201,7 @@ class Gateway:
             tapped = _usage_decoder.decode(data)
             outcome.usage = anthropic.usage_from_dict(tapped.usage)
             outcome.stop_reason = tapped.stop_reason
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             pass  # relayed as it is; the client sees what the upstream sent
         return Reply(raw.status, headers, body=data, outcome=outcome)
 

@@ -54,7 +54,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
         value = _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
@@ -531,7 +531,7 @@ class UsageTap:
     def _read(self, event: str, data: bytes) -> None:
         try:
             value = _decoder.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return
         if not isinstance(value, dict):
             return
@@ -816,7 +816,7 @@ class EventDecoder:
             return None
         try:
             value = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise UpstreamProtocolError(
                 f"provider '{self.provider}' sent a stream event that is not JSON: "
                 f"{data[:200]!r}", provider=self.provider,

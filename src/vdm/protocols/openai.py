@@ -445,7 +445,7 @@ class UsageTap:
         """One chunk, or a whole non-streaming body."""
         try:
             value = _json_decoder.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return
         if not isinstance(value, dict):
             return

@@ -108,7 +108,7 @@ class OpenAIProvider:
     def _chunk(self, data: bytes) -> Any:
         try:
             value = _decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise UpstreamProtocolError(
                 f"provider '{self.name}' sent a stream chunk that is not JSON: {data[:200]!r}",
                 provider=self.name,
