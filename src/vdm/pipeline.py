@@ -106,6 +106,19 @@ class Gateway:
         route = self.router.resolve(model)
         return route, self.providers[route.provider]
 
+    def _begin(
+        self, model: str, headers: Mapping[str, str], client_key: str | None
+    ) -> tuple[Route, Provider, ClientContext, Outcome, dict[str, str]]:
+        """What every chat request starts with, whatever its door."""
+        route, provider = self._route(model)
+        return (
+            route,
+            provider,
+            ClientContext(client_key=client_key, headers=headers),
+            Outcome(provider=route.provider, model=route.model),
+            {"x-vdm-provider": route.provider, "x-vdm-model": route.model},
+        )
+
     # ------------------------------------------------------------ /v1/messages
 
     async def messages(
@@ -113,10 +126,7 @@ class Gateway:
     ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
-        route, provider = self._route(model)
-        outcome = Outcome(provider=route.provider, model=route.model)
-        ctx = ClientContext(client_key=client_key, headers=headers)
-        reply_headers = {"x-vdm-provider": route.provider, "x-vdm-model": route.model}
+        route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
         if self._native[route.provider]:
             return await self._passthrough(
                 provider, parsed, body, route, ctx, reply_headers, outcome  # type: ignore[arg-type]
@@ -139,10 +149,7 @@ class Gateway:
     ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
-        route, provider = self._route(model)
-        outcome = Outcome(provider=route.provider, model=route.model)
-        ctx = ClientContext(client_key=client_key, headers=headers)
-        reply_headers = {"x-vdm-provider": route.provider, "x-vdm-model": route.model}
+        route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
         if self._openai_native[route.provider]:
             upstream_body = rewrite(body, parsed, {"model": route.model})
             raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
