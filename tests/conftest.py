@@ -50,6 +50,10 @@ def upstream_env(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream) -> dic
         "OPENAI_ALIAS_FAST": "gpt-fast",
         "ANT_ALIAS_CLAUDE": "claude-x",
         "VDM_DEFAULT_PROVIDER": "openai",
+        # Deterministic protocol tests: one attempt, refused keys back at once.
+        # tests/integration/test_resilience*.py run gateways with the defaults.
+        "MAX_RETRIES": "0",
+        "KEY_COOLDOWN_MAX": "0.001",
     }
 
 

@@ -75,6 +75,19 @@ class ServerSettings:
     max_tokens_limit: int | None = None
     max_body_size: int = 32 * 1024 * 1024
     proxy_api_key: str | None = None
+    # Resilience (providers.keys, pipeline retries/fallbacks, server shutdown).
+    max_retries: int = 2
+    retry_backoff: float = 0.5  # first backoff, doubled per retry, full jitter
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 90.0
+    idle_timeout: float = 90.0
+    total_timeout: float | None = None
+    ping_interval: float = 10.0
+    shutdown_timeout: float = 30.0
+    key_auth_cooldown: float = 300.0
+    key_rate_limit_cooldown: float = 30.0
+    key_cooldown_max: float = 3600.0
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ class Settings:
     aliases: Mapping[str, Mapping[str, str]]  # provider -> alias -> model (user-defined)
     fallback_aliases: Mapping[str, Mapping[str, str]]  # provider -> alias -> model
     sources: Mapping[str, str] = field(default_factory=dict)
+    # model or alias -> ordered alternatives (model strings), tried when it fails
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def fingerprint(secret: str) -> str:
@@ -94,12 +109,19 @@ def fingerprint(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
+def key_id(provider: str, secret: str) -> str:
+    """A provider key's name in logs and shared state (Redis): a hash, never the key."""
+    return f"{provider}:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
 # ---------------------------------------------------------------- TOML layers
 
-_TOP_KEYS = {"default-provider", "server", "providers"}
+_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "request-timeout", "max-tokens-limit", "max-body-size",
-    "proxy-api-key",
+    "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
+    "idle-timeout", "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
+    "key-rate-limit-cooldown", "key-cooldown-max", "redis-url",
 }
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
@@ -190,6 +212,9 @@ def load_settings(
     server = _server_settings(merged.get("server", {}), env, sources, problems)
     providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)
+    model_fallbacks = _fallbacks(merged.get("fallbacks", {}), env, sources, problems)
+    if not problems:
+        _check_fallbacks(model_fallbacks, providers, default, aliases, fallbacks, problems)
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -200,6 +225,7 @@ def load_settings(
         aliases=aliases,
         fallback_aliases=fallbacks,
         sources=sources,
+        fallbacks=model_fallbacks,
     )
 
 
@@ -230,18 +256,43 @@ def _server_settings(
     level = str(level or "INFO").upper()
     if level not in _LOG_LEVELS:
         problems.append(f"{level_src}: log level must be one of {', '.join(_LOG_LEVELS)}")
-    timeout = _as_float(*pick("request-timeout", "REQUEST_TIMEOUT"), problems)
+    timeout = _as_float(*pick("request-timeout", "REQUEST_TIMEOUT"), problems) or 90.0
     limit = _as_int(*pick("max-tokens-limit", "MAX_TOKENS_LIMIT"), problems, low=1)
     body = _as_int(*pick("max-body-size", "MAX_BODY_SIZE"), problems, low=1024)
     proxy_key, _ = pick("proxy-api-key", "PROXY_API_KEY")
+    retries = _as_int(*pick("max-retries", "MAX_RETRIES"), problems, low=0, high=10)
+    seconds = {
+        name: _as_float(*pick(name, name.upper().replace("-", "_")), problems)
+        for name in ("retry-backoff", "connect-timeout", "first-byte-timeout", "idle-timeout",
+                     "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
+                     "key-rate-limit-cooldown", "key-cooldown-max")
+    }
+    redis_url, redis_src = pick("redis-url", "REDIS_URL")
+    if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
+        problems.append(f"{redis_src}: expected a redis://, rediss:// or unix:// URL")
+    defaults = ServerSettings()
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
         log_level=level,
-        request_timeout=timeout or 90.0,
+        request_timeout=timeout,
         max_tokens_limit=limit,
         max_body_size=body or 32 * 1024 * 1024,
         proxy_api_key=str(proxy_key) if proxy_key else None,
+        max_retries=defaults.max_retries if retries is None else retries,
+        retry_backoff=seconds["retry-backoff"] or defaults.retry_backoff,
+        connect_timeout=seconds["connect-timeout"] or min(timeout, defaults.connect_timeout),
+        first_byte_timeout=seconds["first-byte-timeout"] or timeout,
+        idle_timeout=seconds["idle-timeout"] or timeout,
+        total_timeout=seconds["total-timeout"],
+        ping_interval=seconds["ping-interval"] or defaults.ping_interval,
+        shutdown_timeout=seconds["shutdown-timeout"] or defaults.shutdown_timeout,
+        key_auth_cooldown=seconds["key-auth-cooldown"] or defaults.key_auth_cooldown,
+        key_rate_limit_cooldown=(
+            seconds["key-rate-limit-cooldown"] or defaults.key_rate_limit_cooldown
+        ),
+        key_cooldown_max=seconds["key-cooldown-max"] or defaults.key_cooldown_max,
+        redis_url=str(redis_url) if redis_url else None,
     )
 
 
@@ -408,6 +459,56 @@ def _aliases(
             out[alias] = model
             sources[f"providers.{name}.aliases.{alias}"] = f"env {var}"
     return out
+
+
+def _fallbacks(
+    table: Any, env: Mapping[str, str], sources: dict[str, str], problems: list[str]
+) -> dict[str, tuple[str, ...]]:
+    """``[fallbacks]`` (``"model" = ["alt", ...]``) overlaid by ``VDM_FALLBACKS``
+    (``model=alt1,alt2; other=alt3``)."""
+    out: dict[str, tuple[str, ...]] = {}
+    if not isinstance(table, dict):
+        problems.append("fallbacks: must be a table of model = [alternatives]")
+        table = {}
+    for model, alternatives in table.items():
+        source = f"{sources.get('fallbacks.' + model, 'config')}: fallbacks.{model}"
+        if not isinstance(alternatives, list) or not alternatives or not all(
+            isinstance(a, str) and a.strip() for a in alternatives
+        ):
+            problems.append(f"{source}: expected a non-empty list of model names")
+            continue
+        out[model.strip()] = tuple(a.strip() for a in alternatives)
+    spec = env.get("VDM_FALLBACKS", "").strip()
+    for entry in filter(None, (e.strip() for e in spec.split(";"))):
+        model, sep, rest = entry.partition("=")
+        alternatives = tuple(a.strip() for a in rest.split(",") if a.strip())
+        if not sep or not model.strip() or not alternatives:
+            problems.append(
+                f"environment variable VDM_FALLBACKS: {entry!r} is not "
+                "'model=alternative[,alternative...]' (entries separated by ';')"
+            )
+            continue
+        out[model.strip()] = alternatives
+        sources[f"fallbacks.{model.strip()}"] = "env VDM_FALLBACKS"
+    return out
+
+
+def _check_fallbacks(
+    fallbacks: Mapping[str, tuple[str, ...]], providers: Mapping[str, ProviderSettings],
+    default: str, aliases: Mapping[str, Mapping[str, str]],
+    fallback_aliases: Mapping[str, Mapping[str, str]], problems: list[str],
+) -> None:
+    """Every model named in a fallback chain must route somewhere."""
+    from vdm.errors import InvalidRequest
+    from vdm.routing import Router
+
+    router = Router(list(providers), default, aliases, fallback_aliases)
+    for model, alternatives in fallbacks.items():
+        for name in (model, *alternatives):
+            try:
+                router.resolve(name)
+            except InvalidRequest as exc:
+                problems.append(f"fallbacks.{model}: {exc.message}")
 
 
 def _default_provider(

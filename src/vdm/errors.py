@@ -11,6 +11,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── PermissionDenied              403
     ├── NotFound                      404  unknown path
     ├── PayloadTooLarge               413
+    ├── RateLimited                   429  every key of a provider is cooling down
     └── UpstreamError                 an upstream said no, or could not be reached
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
         ├── UpstreamTimeout           504  no answer in time
@@ -18,8 +19,11 @@ at the provider boundary (``providers.http.upstream_errors``) with
         └── UpstreamProtocolError     502  upstream answered something unparseable
 
 ``kind`` is the protocol-neutral error class; each protocol maps it to its own
-type names.  ``retryable`` says whether the same request may be tried again
-(before any byte reached the client).
+type names.  ``retryable`` says whether the same request may be tried again on
+the same provider (before any byte reached the client): connection failures,
+timeouts and 502/503/504/529.  ``may_fall_over`` says whether another
+provider may be tried instead: everything except a request the client got
+wrong (400/413/422), which would fail anywhere.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class GatewayError(Exception):
     status: int = 500
     kind: ErrorKind = "api_error"
     retryable: bool = False
+    may_fall_over: bool = False
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -75,11 +80,26 @@ class PayloadTooLarge(GatewayError):
     kind = "too_large"
 
 
+class RateLimited(GatewayError):
+    """No key of the provider may be used now; ``retry_after`` seconds until one may."""
+
+    status = 429
+    kind = "rate_limit"
+    may_fall_over = True
+
+    def __init__(self, message: str, *, provider: str, retry_after: float) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, headers={"retry-after": str(seconds)})
+        self.provider = provider
+        self.retry_after = retry_after
+
+
 class UpstreamError(GatewayError):
     """Something went wrong talking to provider ``provider``."""
 
     status = 502
     kind = "api_error"
+    may_fall_over = True
 
     def __init__(
         self, message: str, *, provider: str, headers: dict[str, str] | None = None
@@ -100,7 +120,11 @@ _STATUS_KIND: dict[int, ErrorKind] = {
     529: "overloaded",
 }
 
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+# Tried again on the same provider (with backoff).  429 is not here: the key
+# pool benches the key and moves on instead (providers.keys).
+RETRYABLE_STATUSES = frozenset({502, 503, 504, 529})
+# The client's own mistake: another provider would refuse it too.
+_NO_FALLOVER_STATUSES = frozenset({400, 413, 422})
 
 
 class UpstreamStatusError(UpstreamError):
@@ -129,6 +153,7 @@ class UpstreamStatusError(UpstreamError):
         else:
             self.status = 502
         self.retryable = upstream_status in RETRYABLE_STATUSES
+        self.may_fall_over = upstream_status not in _NO_FALLOVER_STATUSES
 
 
 class UpstreamTimeout(UpstreamError):

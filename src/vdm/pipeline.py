@@ -12,17 +12,28 @@ stream).  Two ways through:
   frames or (non-streaming) folded into one message: one code path, two
   renderings.
 
-The first event is awaited before the reply is returned, so an upstream that
-refuses (4xx/5xx, timeout, refused connection) becomes a proper HTTP error
-status; after that, a failure ends the stream with an SSE ``error`` event.
+The first event (passthrough: the first body chunk) is awaited before the
+reply is returned, so an upstream that refuses (4xx/5xx, timeout, refused
+connection) becomes a proper HTTP error status; after that, a failure ends
+the stream with an SSE ``error`` event.
+
+Until that first event, a failed attempt may be tried again (:meth:`Gateway.
+_serve`): the provider's key pool moves on from refused keys; connection
+failures, timeouts and 502/503/504/529 are retried with exponential backoff
+and full jitter up to ``MAX_RETRIES``; then the model's configured fallbacks
+are tried in order, across wire formats if need be.  Every reply names who
+served it (``x-vdm-provider``, ``x-vdm-model``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,12 +41,13 @@ import msgspec
 
 from vdm import ir
 from vdm.config import Settings
-from vdm.errors import GatewayError, UpstreamProtocolError
+from vdm.errors import AuthenticationFailed, GatewayError, UpstreamProtocolError, UpstreamTimeout
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.providers import build
 from vdm.providers.base import AnthropicNative, ClientContext, OpenAIChatNative, Provider
+from vdm.providers.cooldowns import Cooldowns, MemoryCooldowns
 from vdm.routing import Route, Router
 
 log = logging.getLogger("vdm.pipeline")
@@ -77,10 +89,20 @@ def new_request_id() -> str:
     return "req_vdm_" + secrets.token_hex(12)
 
 
+Attempt = Callable[[Route, Provider, ClientContext, Outcome], Awaitable[Reply]]
+_MAX_BACKOFF = 8.0
+
+
 class Gateway:
-    def __init__(self, settings: Settings, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Mapping[str, Provider],
+        cooldowns: Cooldowns | None = None,
+    ) -> None:
         self.settings = settings
         self.providers = dict(providers)
+        self.cooldowns = cooldowns if cooldowns is not None else MemoryCooldowns()
         self.router = Router(
             list(settings.providers),
             settings.default_provider,
@@ -91,33 +113,117 @@ class Gateway:
         self._openai_native = {
             n: isinstance(p, OpenAIChatNative) for n, p in self.providers.items()
         }
-        self._max_tokens_limit = settings.server.max_tokens_limit
+        server = settings.server
+        self._max_tokens_limit = server.max_tokens_limit
+        self._max_retries = server.max_retries
+        self._backoff = server.retry_backoff
+        self._first_byte_timeout = server.first_byte_timeout
+        self._fallbacks = {
+            _key(self.router.resolve(model)): tuple(self.router.resolve(a) for a in alternatives)
+            for model, alternatives in settings.fallbacks.items()
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
         """Build every provider (one pooled session each).  Call inside the loop."""
-        return cls(settings, {n: build(p, settings.server) for n, p in settings.providers.items()})
+        cooldowns: Cooldowns
+        if settings.server.redis_url:
+            from vdm.providers.cooldowns import RedisCooldowns
+
+            cooldowns = RedisCooldowns(settings.server.redis_url)
+        else:
+            cooldowns = MemoryCooldowns()
+        providers = {n: build(p, settings.server, cooldowns) for n, p in settings.providers.items()}
+        return cls(settings, providers, cooldowns)
+
+    async def start(self) -> None:
+        await self.cooldowns.start()
 
     async def close(self) -> None:
         for provider in self.providers.values():
             await provider.close()
+        await self.cooldowns.close()
 
     def _route(self, model: str) -> tuple[Route, Provider]:
         route = self.router.resolve(model)
         return route, self.providers[route.provider]
 
-    def _begin(
-        self, model: str, headers: Mapping[str, str], client_key: str | None
-    ) -> tuple[Route, Provider, ClientContext, Outcome, dict[str, str]]:
-        """What every chat request starts with, whatever its door."""
-        route, provider = self._route(model)
-        return (
-            route,
-            provider,
-            ClientContext(client_key=client_key, headers=headers),
-            Outcome(provider=route.provider, model=route.model),
-            {"x-vdm-provider": route.provider, "x-vdm-model": route.model},
-        )
+    # ------------------------------------------------------------ attempts
+
+    async def _serve(
+        self, model: str, headers: Mapping[str, str], client_key: str | None, attempt: Attempt
+    ) -> Reply:
+        """Run ``attempt`` on the model's route, retrying and falling back until
+        one starts an answer; raise the last failure when none does."""
+        primary = self.router.resolve(model)
+        candidates = (primary, *self._fallbacks.get(_key(primary), ()))
+        error: GatewayError | None = None
+        for index, route in enumerate(candidates):
+            provider = self.providers[route.provider]
+            # A client's own key is meant for the provider it routed to, never another.
+            key = client_key if route.provider == primary.provider else None
+            ctx = ClientContext(client_key=key, headers=headers)
+            for retry in range(self._max_retries + 1):
+                outcome = Outcome(provider=route.provider, model=route.model)
+                try:
+                    reply = await attempt(route, provider, ctx, outcome)
+                except AuthenticationFailed as exc:
+                    if index == 0:
+                        raise
+                    error = exc  # a !PASSTHRU-only fallback: no key of the client's to give it
+                    break
+                except GatewayError as exc:
+                    if not (exc.retryable or exc.may_fall_over):
+                        raise
+                    error = exc
+                    if exc.retryable and retry < self._max_retries:
+                        delay = random.uniform(0, min(self._backoff * 2**retry, _MAX_BACKOFF))
+                        log.warning("%s; retry %d of %d in %.2f s", exc.message, retry + 1,
+                                    self._max_retries, delay)
+                        await asyncio.sleep(delay)
+                        continue
+                    break
+                reply.headers["x-vdm-provider"] = route.provider
+                reply.headers["x-vdm-model"] = route.model
+                if index:
+                    log.warning("served by fallback %s:%s after: %s", route.provider,
+                                route.model, error.message if error else "")
+                return reply
+            if index + 1 < len(candidates):
+                nxt = candidates[index + 1]
+                log.warning("%s; falling back to %s:%s", error.message if error else "",
+                            nxt.provider, nxt.model)
+        assert error is not None
+        raise error
+
+    @contextlib.asynccontextmanager
+    async def _first_byte(self, provider: str) -> AsyncIterator[None]:
+        """Bound the wait for an attempt's first event (FIRST_BYTE_TIMEOUT)."""
+        try:
+            async with asyncio.timeout(self._first_byte_timeout):
+                yield
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"provider '{provider}' sent no first byte within "
+                f"{self._first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)", provider=provider,
+            ) from None
+
+    async def _convert(
+        self, request: ir.ChatRequest, route: Route, provider: Provider, ctx: ClientContext,
+        outcome: Outcome, encode_event: Callable[[ir.Event], bytes],
+        encode_error: Callable[[GatewayError], bytes],
+        encode_response: Callable[[ir.ChatResponse], bytes],
+    ) -> Reply:
+        """One attempt through the IR: wait for the first event, then render
+        the events as SSE or (non-streaming) their fold as one JSON body."""
+        async with self._first_byte(route.provider):
+            first, events = await _first_event(provider, request, route, ctx)
+        if request.stream:
+            stream = _render_stream(first, events, outcome, encode_event, encode_error)
+            return Reply(200, dict(_SSE_HEADERS), stream=stream, outcome=outcome)
+        response = await _fold(first, events, outcome)
+        return Reply(200, {"content-type": _JSON}, body=encode_response(response),
+                     outcome=outcome)
 
     # ------------------------------------------------------------ /v1/messages
 
@@ -126,21 +232,21 @@ class Gateway:
     ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
-        route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
-        if self._native[route.provider]:
-            return await self._passthrough(
-                provider, parsed, body, route, ctx, reply_headers, outcome  # type: ignore[arg-type]
-            )
-        request = anthropic.decode_request(parsed)
-        first, events = await _first_event(provider, request, route, ctx)
-        if request.stream:
-            reply_headers.update(_SSE_HEADERS)
-            body = _render_stream(first, events, outcome, anthropic.encode_event,
-                                  anthropic.encode_stream_error)
-            return Reply(200, reply_headers, stream=body, outcome=outcome)
-        response = await _fold(first, events, outcome)
-        reply_headers["content-type"] = _JSON
-        return Reply(200, reply_headers, body=anthropic.encode_response(response), outcome=outcome)
+        decoded: list[ir.ChatRequest] = []  # decoded once, by the first conversion attempt
+
+        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
+                          outcome: Outcome) -> Reply:
+            if self._native[route.provider]:
+                return await self._passthrough(
+                    provider, parsed, body, route, ctx, outcome  # type: ignore[arg-type]
+                )
+            if not decoded:
+                decoded.append(anthropic.decode_request(parsed))
+            return await self._convert(decoded[0], route, provider, ctx, outcome,
+                                       anthropic.encode_event, anthropic.encode_stream_error,
+                                       anthropic.encode_response)
+
+        return await self._serve(model, headers, client_key, attempt)
 
     # ------------------------------------------------------------ /v1/chat/completions
 
@@ -149,32 +255,36 @@ class Gateway:
     ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
-        route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
-        if self._openai_native[route.provider]:
-            upstream_body = rewrite(body, parsed, {"model": route.model})
-            raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
-            headers_out = {**raw.headers, **reply_headers}
-            if parsed.get("stream") is True:
-                return Reply(raw.status, headers_out, outcome=outcome,
-                             stream=_tap_stream(raw.body, outcome, _OpenAITap(),
-                                                openai_ingress.encode_stream_error))
-            data = b"".join([chunk async for chunk in raw.body])
-            tap = _OpenAITap()
-            tap.read(data)
-            outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
-            return Reply(raw.status, headers_out, body=data, outcome=outcome)
-        request, options = openai_ingress.decode_request(parsed)
-        first, events = await _first_event(provider, request, route, ctx)
-        if request.stream:
-            reply_headers.update(_SSE_HEADERS)
-            encoder = openai_ingress.ChunkEncoder(model, options)
-            stream = _render_stream(first, events, outcome, encoder.encode,
-                                    openai_ingress.encode_stream_error)
-            return Reply(200, reply_headers, stream=stream, outcome=outcome)
-        response = await _fold(first, events, outcome)
-        reply_headers["content-type"] = _JSON
-        return Reply(200, reply_headers, body=openai_ingress.encode_response(response, model),
-                     outcome=outcome)
+        decoded: list[tuple[ir.ChatRequest, openai_ingress.Options]] = []
+
+        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
+                          outcome: Outcome) -> Reply:
+            if self._openai_native[route.provider]:
+                upstream_body = rewrite(body, parsed, {"model": route.model})
+                async with self._first_byte(route.provider):
+                    raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
+                    if parsed.get("stream") is True:
+                        stream = await _primed(raw.body)
+                if parsed.get("stream") is True:
+                    return Reply(raw.status, raw.headers, outcome=outcome,
+                                 stream=_tap_stream(stream, outcome, _OpenAITap(),
+                                                    openai_ingress.encode_stream_error))
+                data = b"".join([chunk async for chunk in raw.body])
+                tap = _OpenAITap()
+                tap.read(data)
+                outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
+                return Reply(raw.status, raw.headers, body=data, outcome=outcome)
+            if not decoded:
+                decoded.append(openai_ingress.decode_request(parsed))
+            request, options = decoded[0]
+            return await self._convert(
+                request, route, provider, ctx, outcome,
+                openai_ingress.ChunkEncoder(model, options).encode,
+                openai_ingress.encode_stream_error,
+                lambda response: openai_ingress.encode_response(response, model),
+            )
+
+        return await self._serve(model, headers, client_key, attempt)
 
     def _upstream_body(self, parsed: dict[str, Any], body: bytes, model: str) -> bytes:
         changes: dict[str, Any] = {"model": model}
@@ -191,26 +301,26 @@ class Gateway:
         body: bytes,
         route: Route,
         ctx: ClientContext,
-        reply_headers: dict[str, str],
         outcome: Outcome,
     ) -> Reply:
         stream = parsed.get("stream") is True
         upstream_body = self._upstream_body(parsed, body, route.model)
-        raw = await provider.forward_messages(upstream_body, route.model, ctx, stream=stream)
-        headers = {**raw.headers, **reply_headers}
+        async with self._first_byte(route.provider):
+            raw = await provider.forward_messages(upstream_body, route.model, ctx, stream=stream)
+            if stream:
+                chunks = await _primed(raw.body)
         if stream:
-            return Reply(raw.status, headers, outcome=outcome,
-                         stream=_tap_stream(raw.body, outcome, anthropic.UsageTap(),
+            return Reply(raw.status, raw.headers, outcome=outcome,
+                         stream=_tap_stream(chunks, outcome, anthropic.UsageTap(),
                                             anthropic.encode_stream_error))
-        chunks = [chunk async for chunk in raw.body]
-        data = b"".join(chunks)
+        data = b"".join([chunk async for chunk in raw.body])
         try:
             tapped = _usage_decoder.decode(data)
             outcome.usage = anthropic.usage_from_dict(tapped.usage)
             outcome.stop_reason = tapped.stop_reason
         except (msgspec.DecodeError, UnicodeDecodeError):
             pass  # relayed as it is; the client sees what the upstream sent
-        return Reply(raw.status, headers, body=data, outcome=outcome)
+        return Reply(raw.status, raw.headers, body=data, outcome=outcome)
 
     # ------------------------------------------------------------ count_tokens
 
@@ -248,6 +358,30 @@ class Gateway:
         if "echo" in self.providers:
             out.append(("echo:echo", "echo (built-in offline provider)"))
         return out
+
+
+def _key(route: Route) -> tuple[str, str]:
+    return route.provider, route.model
+
+
+async def _primed(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Wait for the first chunk of ``body`` (so a failure before it can still be
+    retried) and return an iterator over all of it."""
+    try:
+        first = await anext(body)
+    except StopAsyncIteration:
+        first = b""
+
+    async def chained() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in body:
+                yield chunk
+        finally:
+            await body.aclose()  # type: ignore[attr-defined]
+
+    return chained()
 
 
 async def _first_event(

@@ -16,7 +16,7 @@ from tests.support.fakes import (
     anthropic_stream,
 )
 from vdm import ir
-from vdm.config import ProviderSettings
+from vdm.config import ProviderSettings, ServerSettings
 from vdm.errors import UpstreamProtocolError, UpstreamStatusError
 from vdm.providers.anthropic import AnthropicProvider
 from vdm.providers.base import ClientContext
@@ -30,7 +30,7 @@ def run_events(fake: FakeUpstream, request: ir.ChatRequest, *,
     async def go() -> list[ir.Event]:
         provider = AnthropicProvider(
             ProviderSettings("ant", "anthropic", fake.url, (KEY,), **settings),
-            make_session(10.0),  # inside the loop that uses it
+            make_session(ServerSettings(request_timeout=10.0)),  # inside the loop that uses it
             max_tokens_limit=1000,
         )
         try:

@@ -398,7 +398,7 @@ def test_body_over_max_body_size_is_413(limited: Gateway) -> None:
 def test_upstream_timeout_is_504_naming_the_provider(fake_openai: FakeUpstream,
                                                      tmp_path: Path) -> None:
     env = {"SLOW_API_KEY": "k", "SLOW_BASE_URL": fake_openai.url + "/v1",
-           "REQUEST_TIMEOUT": "1"}
+           "REQUEST_TIMEOUT": "1", "MAX_RETRIES": "0"}
     with run_gateway(env, tmp_path) as gateway:
         fake_openai.reply(Hang(10))
         message = error_of(post(gateway.url, request(model="slow:m")), 504, "api_error")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from vdm.config import ECHO, ProviderSettings, ServerSettings
 from vdm.providers.base import Provider
+from vdm.providers.cooldowns import Cooldowns
+from vdm.providers.keys import KeyPool
 
 
-def build(settings: ProviderSettings, server: ServerSettings) -> Provider:
+def build(settings: ProviderSettings, server: ServerSettings, cooldowns: Cooldowns) -> Provider:
     """The adapter for one configured provider, with its own pooled session.
 
     Must run inside the event loop that will use it (aiohttp binds sessions
@@ -18,11 +20,17 @@ def build(settings: ProviderSettings, server: ServerSettings) -> Provider:
         return EchoProvider()
     from vdm.providers.http import make_session
 
-    session = make_session(server.request_timeout)
+    session = make_session(server)
+    keys = KeyPool(
+        settings.name, settings.api_keys, cooldowns,
+        auth_cooldown=server.key_auth_cooldown,
+        rate_limit_cooldown=server.key_rate_limit_cooldown,
+        max_cooldown=server.key_cooldown_max,
+    )
     if settings.api_format == "anthropic":
         from vdm.providers.anthropic import AnthropicProvider
 
-        return AnthropicProvider(settings, session, max_tokens_limit=server.max_tokens_limit)
+        return AnthropicProvider(settings, session, keys, max_tokens_limit=server.max_tokens_limit)
     from vdm.providers.openai import OpenAIProvider
 
-    return OpenAIProvider(settings, session, max_tokens_limit=server.max_tokens_limit)
+    return OpenAIProvider(settings, session, keys, max_tokens_limit=server.max_tokens_limit)

@@ -23,8 +23,8 @@ from vdm.providers.base import ClientContext, RawResponse
 from vdm.providers.http import (
     Session,
     decode_json,
-    post_raw,
-    raise_for_status,
+    open_response,
+    raw_response,
     upstream_errors,
 )
 from vdm.providers.keys import KeyPool
@@ -49,13 +49,14 @@ class AnthropicProvider:
         self,
         settings: ProviderSettings,
         session: Session,
+        keys: KeyPool | None = None,
         *,
         max_tokens_limit: int | None = None,
     ) -> None:
         self.name = settings.name
         self.settings = settings
         self._session = session
-        self._keys = KeyPool(settings.name, settings.api_keys)
+        self._keys = keys or KeyPool(settings.name, settings.api_keys)
         self._messages_url = settings.base_url + "/v1/messages"
         self._count_url = settings.base_url + "/v1/messages/count_tokens"
         self._version = settings.api_version or DEFAULT_VERSION
@@ -69,15 +70,21 @@ class AnthropicProvider:
             if value:
                 headers[name] = value
         headers.update(self.settings.headers)
-        headers["x-api-key"] = self._keys.pick(ctx.client_key)
         return headers
+
+    async def _post(self, url: str, body: bytes, ctx: ClientContext) -> aiohttp.ClientResponse:
+        """POST to ``url``, moving through the key pool on refusals."""
+        base = self._request_headers(ctx)
+
+        def attempt(key: str) -> Any:
+            return open_response(self._session, url, body, {**base, "x-api-key": key}, self.name)
+
+        return await self._keys.call(ctx.client_key, attempt)
 
     async def forward_messages(
         self, body: bytes, model: str, ctx: ClientContext, *, stream: bool
     ) -> RawResponse:
-        raw = await post_raw(
-            self._session, self._messages_url, body, self._request_headers(ctx), self.name
-        )
+        raw = raw_response(await self._post(self._messages_url, body, ctx), self.name)
         if stream and _is_event_stream(raw.headers):
             raw.body = _require_end(raw.body, self.name)
         return raw
@@ -87,12 +94,9 @@ class AnthropicProvider:
     ) -> AsyncIterator[ir.Event]:
         """IR in, Messages API on the wire, IR out (clients of other protocols)."""
         payload = wire.encode_request(request, model, max_tokens_limit=self._max_tokens_limit)
-        headers = self._request_headers(ctx)
+        response = await self._post(self._messages_url, _encode(payload), ctx)
         with upstream_errors(self.name):
-            async with self._session.post(
-                self._messages_url, data=_encode(payload), headers=headers
-            ) as response:
-                await raise_for_status(response, self.name)
+            async with response:
                 if request.stream and _is_event_stream(response.headers):
                     async for event in self._stream(response, request.model):
                         yield event
@@ -129,10 +133,9 @@ class AnthropicProvider:
         return value
 
     async def count_tokens(self, body: bytes, ctx: ClientContext) -> bytes:
-        headers = self._request_headers(ctx)
+        response = await self._post(self._count_url, body, ctx)
         with upstream_errors(self.name):
-            async with self._session.post(self._count_url, data=body, headers=headers) as response:
-                await raise_for_status(response, self.name)
+            async with response:
                 return await response.read()
 
     async def close(self) -> None:

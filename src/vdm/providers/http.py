@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from vdm.config import ServerSettings
 from vdm.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -37,18 +38,21 @@ HOP_BY_HOP = frozenset({
 Session = aiohttp.ClientSession  # the type other modules name; only this module creates one
 
 
-def make_session(request_timeout: float, *, limit: int = 256) -> Session:
+def make_session(server: ServerSettings, *, limit: int = 256) -> Session:
     """A pooled session: keep-alive connections, no cookie jar, timeouts set.
 
-    ``request_timeout`` bounds connecting and every wait for upstream bytes
-    (first byte and between stream chunks), not the whole answer: a long
-    generation that keeps streaming is never cut.
+    ``CONNECT_TIMEOUT`` bounds connecting, ``IDLE_TIMEOUT`` every wait for
+    upstream bytes (so also the wait for the first one), ``TOTAL_TIMEOUT``
+    (unset by default) the whole answer.  ``FIRST_BYTE_TIMEOUT`` is enforced
+    by the pipeline around the start of each attempt, so a long generation
+    that keeps streaming is never cut.
     """
     connector = aiohttp.TCPConnector(
         limit=limit, limit_per_host=limit, ttl_dns_cache=300, enable_cleanup_closed=True
     )
     timeout = aiohttp.ClientTimeout(
-        total=None, connect=min(request_timeout, 30.0), sock_read=request_timeout
+        total=server.total_timeout, connect=server.connect_timeout,
+        sock_read=server.idle_timeout,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -64,9 +68,19 @@ def upstream_errors(provider: str) -> Iterator[None]:
     """Translate aiohttp/asyncio failures into the gateway's error tree."""
     try:
         yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise UpstreamTimeout(
+            f"provider '{provider}' could not be connected to in time (CONNECT_TIMEOUT)",
+            provider=provider,
+        ) from exc
+    except aiohttp.SocketTimeoutError as exc:
+        raise UpstreamTimeout(
+            f"provider '{provider}' sent nothing for longer than IDLE_TIMEOUT", provider=provider
+        ) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(
-            f"provider '{provider}' did not answer in time", provider=provider
+            f"provider '{provider}' did not finish its answer within TOTAL_TIMEOUT",
+            provider=provider,
         ) from exc
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamUnreachable(
@@ -147,10 +161,11 @@ async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterato
     response.release()
 
 
-async def post_raw(
+async def open_response(
     session: Session, url: str, body: bytes, headers: dict[str, str], provider: str
-) -> RawResponse:
-    """POST and hand back the answer undecoded (passthrough); error statuses raise."""
+) -> aiohttp.ClientResponse:
+    """POST and return the open response; an error status raises (body read,
+    connection released), so the caller only ever sees a good answer."""
     with upstream_errors(provider):
         response = await session.post(url, data=body, headers=headers)
         try:
@@ -158,4 +173,9 @@ async def post_raw(
         except BaseException:
             response.release()
             raise
+    return response
+
+
+def raw_response(response: aiohttp.ClientResponse, provider: str) -> RawResponse:
+    """An open response handed on undecoded (passthrough)."""
     return RawResponse(response.status, relay_headers(response.headers), relay(response, provider))

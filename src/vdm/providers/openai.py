@@ -18,8 +18,8 @@ from vdm.providers.base import ClientContext, RawResponse
 from vdm.providers.http import (
     Session,
     decode_json,
-    post_raw,
-    raise_for_status,
+    open_response,
+    raw_response,
     upstream_errors,
 )
 from vdm.providers.keys import KeyPool
@@ -35,13 +35,14 @@ class OpenAIProvider:
         self,
         settings: ProviderSettings,
         session: Session,
+        keys: KeyPool | None = None,
         *,
         max_tokens_limit: int | None = None,
     ) -> None:
         self.name = settings.name
         self.settings = settings
         self._session = session
-        self._keys = KeyPool(settings.name, settings.api_keys)
+        self._keys = keys or KeyPool(settings.name, settings.api_keys)
         self._url = settings.base_url + "/chat/completions"
         self._headers = {"content-type": "application/json", **settings.headers}
         self._options = wire.RequestOptions(
@@ -50,24 +51,27 @@ class OpenAIProvider:
             max_tokens_limit=max_tokens_limit,
         )
 
-    def _request_headers(self, ctx: ClientContext) -> dict[str, str]:
-        headers = dict(self._headers)
-        headers["authorization"] = "Bearer " + self._keys.pick(ctx.client_key)
-        return headers
+    async def _post(self, body: bytes, ctx: ClientContext) -> aiohttp.ClientResponse:
+        """POST to chat/completions, moving through the key pool on refusals."""
+
+        def attempt(key: str) -> Any:
+            headers = dict(self._headers)
+            headers["authorization"] = "Bearer " + key
+            return open_response(self._session, self._url, body, headers, self.name)
+
+        return await self._keys.call(ctx.client_key, attempt)
 
     async def forward_chat(self, body: bytes, ctx: ClientContext) -> RawResponse:
         """Passthrough: an OpenAI client's body (model already rewritten)."""
-        return await post_raw(self._session, self._url, body, self._request_headers(ctx),
-                              self.name)
+        return raw_response(await self._post(body, ctx), self.name)
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext
     ) -> AsyncIterator[ir.Event]:
         body = _encode(wire.encode_request(request, model, self._options))
-        headers = self._request_headers(ctx)
+        response = await self._post(body, ctx)
         with upstream_errors(self.name):
-            async with self._session.post(self._url, data=body, headers=headers) as response:
-                await raise_for_status(response, self.name)
+            async with response:
                 if not request.stream:
                     payload = decode_json(await response.read(), self.name)
                     for event in wire.response_events(payload, request.model):

@@ -73,6 +73,7 @@ class App:
             if message["type"] == "lifespan.startup":
                 try:
                     self.gateway = Gateway.from_settings(self.settings)
+                    await self.gateway.start()
                 except Exception as exc:  # pragma: no cover - reported to the server
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -1,0 +1,136 @@
+"""Key cooldowns: which API keys are benched, and until when.
+
+The hot path only ever reads an in-memory dict (``until(key_id)``).  Keys are
+known here by :func:`vdm.config.key_id` (a hash), never by their value.
+
+* :class:`MemoryCooldowns` — one process.
+* :class:`RedisCooldowns` — every gateway instance using the same Redis: a
+  bench is written as ``vdm:cooldown:{key_id}`` (expiring with the cooldown)
+  and published on ``vdm:cooldowns``; each instance loads the live ones at
+  start and applies what the others publish, so one instance's 429 benches
+  the key for all.  If Redis is unreachable the local view keeps working and
+  the failure is logged once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+log = logging.getLogger("vdm.keys")
+
+_PREFIX = "vdm:cooldown:"
+_CHANNEL = "vdm:cooldowns"
+
+
+class Cooldowns(Protocol):
+    def until(self, key_id: str) -> float:
+        """Wall-clock time (``time.time()``) until which the key is benched; 0 if not."""
+        ...
+
+    def bench(self, key_id: str, seconds: float, status: int) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCooldowns:
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def until(self, key_id: str) -> float:
+        return self._until.get(key_id, 0.0)
+
+    def _apply(self, key_id: str, until: float) -> None:
+        if until > self._until.get(key_id, 0.0):
+            self._until[key_id] = until
+
+    def bench(self, key_id: str, seconds: float, status: int) -> None:
+        self._apply(key_id, time.time() + seconds)
+        log.warning("key %s benched for %.0f s after HTTP %d", key_id, seconds, status)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisCooldowns(MemoryCooldowns):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis.asyncio as redis
+
+        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._url_note = url.split("@")[-1]  # never log a password
+        self._listener: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._healthy = True
+
+    async def start(self) -> None:
+        """Load the live cooldowns and follow the others' benches."""
+        try:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(_CHANNEL)
+            await self._load()
+        except Exception as exc:  # Redis down at start: run on the local view
+            self._trouble(exc)
+            return
+        self._listener = asyncio.create_task(self._listen(pubsub), name="vdm-cooldowns")
+
+    async def _load(self) -> None:
+        async for name in self._redis.scan_iter(match=_PREFIX + "*", count=500):
+            value = await self._redis.get(name)
+            if value is not None:
+                self._apply(name.decode()[len(_PREFIX):], float(value))
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None:
+                    key_id, _, until = message["data"].decode().partition(" ")
+                    self._apply(key_id, float(until))
+                    self._healthy = True
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except Exception as exc:
+                self._trouble(exc)
+                await asyncio.sleep(1.0)
+
+    def bench(self, key_id: str, seconds: float, status: int) -> None:
+        super().bench(key_id, seconds, status)
+        task = asyncio.get_running_loop().create_task(self._share(key_id, self.until(key_id)))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _share(self, key_id: str, until: float) -> None:
+        try:
+            ttl_ms = max(int((until - time.time()) * 1000), 1)
+            await self._redis.set(_PREFIX + key_id, repr(until), px=ttl_ms)
+            await self._redis.publish(_CHANNEL, f"{key_id} {until!r}")
+            self._healthy = True
+        except Exception as exc:
+            self._trouble(exc)
+
+    def _trouble(self, exc: Exception) -> None:
+        if self._healthy:
+            log.warning("redis at %s unavailable for key cooldowns (%s: %s); "
+                        "using this instance's view", self._url_note, type(exc).__name__, exc)
+        self._healthy = False
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
