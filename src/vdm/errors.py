@@ -12,6 +12,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── NotFound                      404  unknown path
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  every key of a provider is cooling down
+    ├── ShuttingDown                  503  the gateway ended the request to stop
     └── UpstreamError                 an upstream said no, or could not be reached
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
         ├── UpstreamTimeout           504  no answer in time
@@ -92,6 +93,15 @@ class RateLimited(GatewayError):
         super().__init__(message, headers={"retry-after": str(seconds)})
         self.provider = provider
         self.retry_after = retry_after
+
+
+class ShuttingDown(GatewayError):
+    status = 503
+    kind = "overloaded"
+
+    def __init__(self) -> None:
+        super().__init__("the gateway is shutting down; this request was ended before it "
+                         "finished (retry it)")
 
 
 class UpstreamError(GatewayError):

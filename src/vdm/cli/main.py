@@ -84,26 +84,11 @@ def start(
     summary(settings, host, port)
     sys.stdout.flush()
 
-    import uvicorn
-
     from vdm.logs import configure
+    from vdm.server.runner import serve
 
     configure(settings.server.log_level)
-    uvicorn.run(
-        "vdm.server.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        reload=reload,
-        loop="uvloop" if sys.platform != "win32" else "auto",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        log_level=settings.server.log_level.lower(),
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    serve(settings, host, port, reload=reload)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -497,6 +497,10 @@ def encode_error(error: GatewayError) -> bytes:
     return _encode(error_body(error))
 
 
+# Sent while a stream is silent (server.asgi.send_stream), as Anthropic does.
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
 def encode_stream_error(error: GatewayError) -> bytes:
     """The error event that ends a stream whose first bytes already went out."""
     return frame("error", encode_error(error))

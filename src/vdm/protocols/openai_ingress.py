@@ -434,6 +434,10 @@ def encode_error(error: GatewayError) -> bytes:
     return _encode(error_body(error))
 
 
+# Sent while a stream is silent: an SSE comment, which every SSE client skips.
+PING = b": ping\n\n"
+
+
 def encode_stream_error(error: GatewayError) -> bytes:
     """The last frame of a stream whose first bytes already went out."""
     return frame(None, encode_error(error))

@@ -6,6 +6,8 @@ pipeline and its modules.  Every error is Anthropic-shaped JSON.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +18,7 @@ import msgspec
 from vdm import __version__
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
-from vdm.errors import GatewayError, NotFound
+from vdm.errors import GatewayError, NotFound, ShuttingDown
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress
 from vdm.server.asgi import (
@@ -58,6 +60,7 @@ class App:
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
         self.max_body = settings.server.max_body_size
+        self.ping_interval = settings.server.ping_interval
         self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,6 +116,8 @@ class App:
 class Door(Protocol):
     """A client protocol's error rendering (the protocol modules are doors)."""
 
+    PING: bytes
+
     def encode_error(self, error: GatewayError) -> bytes: ...
 
     def encode_stream_error(self, error: GatewayError) -> bytes: ...
@@ -148,10 +153,17 @@ async def _reply(
         except Exception as exc:
             await send_error(send, _internal(exc), request_id, door)
             return
+        except asyncio.CancelledError:
+            if not watch.gone:  # the server is ending this request (shutdown)
+                with contextlib.suppress(Exception):
+                    await send_error(send, ShuttingDown(), request_id, door)
+            raise
         reply.headers["request-id"] = request_id
         if reply.stream is not None:
             await send_stream(send, reply.status, reply.headers, reply.stream,
-                              lambda exc: door.encode_stream_error(_internal(exc)))
+                              lambda exc: door.encode_stream_error(_internal(exc)),
+                              ping=door.PING, ping_interval=app.ping_interval,
+                              on_cancel=lambda: door.encode_stream_error(ShuttingDown()))
         else:
             await send_bytes(send, reply.status, reply.headers, reply.body)
     if reply is not None and reply.outcome is not None and access.isEnabledFor(logging.INFO):

@@ -112,26 +112,83 @@ async def cancel_on_disconnect(receive: Receive) -> AsyncIterator[Watch]:
         waiting.cancel()
 
 
+class _Beat:
+    """When the stream last sent something, and whether that ended an SSE frame."""
+
+    __slots__ = ("boundary", "last")
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+        self.boundary = True
+
+
+async def _heartbeat(send: Send, beat: _Beat, ping: bytes, interval: float) -> None:
+    """Send ``ping`` whenever the stream has been silent for ``interval`` seconds,
+    only between SSE frames (a relayed upstream chunk may end mid-frame)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        wait = beat.last + interval - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            continue
+        if beat.boundary:
+            await send({"type": "http.response.body", "body": ping, "more_body": True})
+        beat.last = loop.time()
+
+
+def _ends_frame(chunk: bytes) -> bool:
+    return chunk.endswith(b"\n\n") or chunk.endswith(b"\r\n\r\n")
+
+
 async def send_stream(
     send: Send,
     status: int,
     headers: Mapping[str, str],
     body: AsyncIterator[bytes],
     on_error: Callable[[Exception], bytes],
+    *,
+    ping: bytes | None = None,
+    ping_interval: float = 0.0,
+    on_cancel: Callable[[], bytes] | None = None,
 ) -> None:
     """Relay ``body`` as the response; ``on_error`` renders a failure (a bug
-    below us) as the stream's last frame, since the status is already sent."""
+    below us) as the stream's last frame, since the status is already sent.
+
+    With ``ping``, a silence of ``ping_interval`` seconds (a slow first token,
+    a long tool call being buffered) is filled with that frame, so proxies
+    and clients do not time out.  If the relay is cancelled (the server is
+    shutting down), ``on_cancel``'s frame ends the stream before it closes.
+    """
+    heart: asyncio.Task[None] | None = None
     try:
         await send({"type": "http.response.start", "status": status,
                     "headers": _raw_headers(headers, None)})
+        loop = asyncio.get_running_loop()
+        beat = _Beat(loop.time())
+        if ping is not None and ping_interval > 0:
+            heart = loop.create_task(_heartbeat(send, beat, ping, ping_interval))
         try:
             async for chunk in body:
+                beat.boundary = _ends_frame(chunk)  # before the send: a ping may run meanwhile
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (asyncio.CancelledError, OSError):
+                beat.last = loop.time()
+        except asyncio.CancelledError:
+            if heart is not None:
+                heart.cancel()
+            if on_cancel is not None:
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": on_cancel(),
+                                "more_body": False})
+            raise
+        except OSError:
             raise
         except Exception as exc:
             await send({"type": "http.response.body", "body": on_error(exc), "more_body": True})
+        if heart is not None:
+            heart.cancel()
         await send({"type": "http.response.body", "body": b""})
     finally:
+        if heart is not None:
+            heart.cancel()
         with contextlib.suppress(Exception):
             await body.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,61 @@
+"""Run the ASGI app under uvicorn, with vdm's shutdown rules.
+
+SIGTERM (or SIGINT): stop accepting, let in-flight requests and streams
+finish for up to ``SHUTDOWN_TIMEOUT`` seconds, then end what is left with a
+protocol-correct error (``ShuttingDown``: a 503, or an error event on a
+stream), close the upstream sessions and exit 0.  A second signal ends the
+rest at once, the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from types import FrameType
+
+import uvicorn
+
+from vdm.config import Settings
+
+_APP = "vdm.server.app:create_app"
+
+
+class GatewayServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not recorded as a captured signal: uvicorn would re-raise it after
+        # the shutdown and the process would die by it instead of exiting 0.
+        if self.should_exit and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._end_requests)
+        self.should_exit = True
+
+    def _end_requests(self) -> None:
+        for task in list(self.server_state.tasks):
+            task.cancel(msg="vdm: second shutdown signal")
+
+
+def serve(settings: Settings, host: str, port: int, *, reload: bool = False) -> None:
+    options = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "loop": "uvloop" if sys.platform != "win32" else "auto",
+        "http": "httptools",
+        "access_log": False,
+        "log_config": None,
+        "log_level": settings.server.log_level.lower(),
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout,
+    }
+    if reload:  # development: uvicorn's own supervisor restarts the process
+        uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]
+        return
+    GatewayServer(uvicorn.Config(_APP, **options)).run()  # type: ignore[arg-type]
