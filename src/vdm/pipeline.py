@@ -15,6 +15,11 @@ stream).  Two ways through:
 The first event is awaited before the reply is returned, so an upstream that
 refuses (4xx/5xx, timeout, refused connection) becomes a proper HTTP error
 status; after that, a failure ends the stream with an SSE ``error`` event.
+
+The middleware chain (``vdm.middleware``) sits around the provider call:
+``on_request`` before it and ``on_event`` on its events (conversion only),
+``on_start``/``on_response`` on every path.  With no middleware configured
+the only cost is one falsy check per request.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import msgspec
 from vdm import ir
 from vdm.config import Settings
 from vdm.errors import GatewayError, UpstreamProtocolError
+from vdm.logs import request_id as current_request_id
+from vdm.middleware import Call, build_chain
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
@@ -92,6 +99,7 @@ class Gateway:
             n: isinstance(p, OpenAIChatNative) for n, p in self.providers.items()
         }
         self._max_tokens_limit = settings.server.max_tokens_limit
+        self.chain = build_chain(settings.middleware)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -124,15 +132,29 @@ class Gateway:
     async def messages(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None
     ) -> Reply:
+        if self.chain:
+            call = Call(current_request_id.get(), "anthropic", headers)
+            return await self.chain.run(call, self._messages(body, headers, client_key, call))
+        return await self._messages(body, headers, client_key, None)
+
+    async def _messages(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
+    ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
         route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
+        if call is not None:
+            self.chain.start(call, model, route, provider, parsed, outcome)
         if self._native[route.provider]:
             return await self._passthrough(
                 provider, parsed, body, route, ctx, reply_headers, outcome  # type: ignore[arg-type]
             )
         request = anthropic.decode_request(parsed)
+        if call is not None:
+            request = await self.chain.request(call, request)
         first, events = await _first_event(provider, request, route, ctx)
+        if call is not None:
+            first, events = await self.chain.events(call, first, events)
         if request.stream:
             reply_headers.update(_SSE_HEADERS)
             body = _render_stream(first, events, outcome, anthropic.encode_event,
@@ -147,9 +169,20 @@ class Gateway:
     async def chat_completions(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None
     ) -> Reply:
+        if self.chain:
+            call = Call(current_request_id.get(), "openai", headers)
+            return await self.chain.run(
+                call, self._chat_completions(body, headers, client_key, call))
+        return await self._chat_completions(body, headers, client_key, None)
+
+    async def _chat_completions(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
+    ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
         route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
+        if call is not None:
+            self.chain.start(call, model, route, provider, parsed, outcome)
         if self._openai_native[route.provider]:
             upstream_body = rewrite(body, parsed, {"model": route.model})
             raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
@@ -164,7 +197,11 @@ class Gateway:
             outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
             return Reply(raw.status, headers_out, body=data, outcome=outcome)
         request, options = openai_ingress.decode_request(parsed)
+        if call is not None:
+            request = await self.chain.request(call, request)
         first, events = await _first_event(provider, request, route, ctx)
+        if call is not None:
+            first, events = await self.chain.events(call, first, events)
         if request.stream:
             reply_headers.update(_SSE_HEADERS)
             encoder = openai_ingress.ChunkEncoder(model, options)
