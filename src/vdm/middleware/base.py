@@ -45,7 +45,7 @@ class Call:
 
     request_id: str
     door: Door
-    headers: Mapping[str, str]  # the client's, lower-case names
+    headers: Mapping[str, str]  # the client's, lower-case names; holds its key: never log
     client_model: str = ""  # the model the client asked for
     provider: str = ""  # the route: provider, upstream model, alias that matched
     model: str = ""
