@@ -9,6 +9,10 @@ Providers are discovered from ``{NAME}_API_KEY`` (and ``api-key`` in TOML);
 their other settings come from ``{NAME}_BASE_URL``, ``{NAME}_API_FORMAT``,
 ``{NAME}_API_VERSION``, ``{NAME}_CUSTOM_HEADER_{HEADER}`` and
 ``{NAME}_ALIAS_{ALIAS}``, or the same keys under ``[providers.NAME]``.
+
+Middleware are named, in order, by ``MIDDLEWARE`` (comma-separated) or
+``[middleware] enabled``; ``GEMINI_THOUGHT_SIGNATURES_ENABLED=true`` adds
+``gemini-thought-signatures`` when it is not listed.
 """
 
 from __future__ import annotations
@@ -91,6 +95,13 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class MiddlewareSettings:
+    enabled: tuple[str, ...] = ()  # chain order
+    thought_signature_cache_ttl: float = 3600.0
+    thought_signature_max_cache_size: int = 10_000
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     providers: Mapping[str, ProviderSettings]  # in discovery order, echo last
@@ -101,6 +112,7 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     # model or alias -> ordered alternatives (model strings), tried when it fails
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    middleware: MiddlewareSettings = field(default_factory=MiddlewareSettings)
 
 
 def fingerprint(secret: str) -> str:
@@ -116,13 +128,14 @@ def key_id(provider: str, secret: str) -> str:
 
 # ---------------------------------------------------------------- TOML layers
 
-_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks"}
+_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "request-timeout", "max-tokens-limit", "max-body-size",
     "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
     "idle-timeout", "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
     "key-rate-limit-cooldown", "key-cooldown-max", "redis-url",
 }
+_MIDDLEWARE_KEYS = {"enabled", "thought-signature-cache-ttl", "thought-signature-max-cache-size"}
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
     "fallback-aliases", "max-tokens-field", "supports-reasoning",
@@ -156,6 +169,12 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
         problems.append(f"{source}: 'server' must be a table")
     else:
         problems += [f"{source}: unknown key 'server.{k}'" for k in server if k not in _SERVER_KEYS]
+    middleware = data.get("middleware", {})
+    if not isinstance(middleware, dict):
+        problems.append(f"{source}: 'middleware' must be a table")
+    else:
+        problems += [f"{source}: unknown key 'middleware.{k}'"
+                     for k in middleware if k not in _MIDDLEWARE_KEYS]
     providers = data.get("providers", {})
     if not isinstance(providers, dict):
         problems.append(f"{source}: 'providers' must be a table")
@@ -210,6 +229,7 @@ def load_settings(
         merged = _merge(merged, layer)
 
     server = _server_settings(merged.get("server", {}), env, sources, problems)
+    middleware = _middleware_settings(merged.get("middleware", {}), env, sources, problems)
     providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)
     model_fallbacks = _fallbacks(merged.get("fallbacks", {}), env, sources, problems)
@@ -226,6 +246,7 @@ def load_settings(
         fallback_aliases=fallbacks,
         sources=sources,
         fallbacks=model_fallbacks,
+        middleware=middleware,
     )
 
 
@@ -293,6 +314,55 @@ def _server_settings(
         ),
         key_cooldown_max=seconds["key-cooldown-max"] or defaults.key_cooldown_max,
         redis_url=str(redis_url) if redis_url else None,
+    )
+
+
+def _middleware_settings(
+    table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str], problems: list[str]
+) -> MiddlewareSettings:
+    from vdm.middleware.chain import FACTORIES  # the known names live with the factories
+
+    def source(key: str) -> str:
+        return f"{sources.get(f'middleware.{key}', 'defaults.toml')}: middleware.{key}"
+
+    names: list[str] = []
+    if env.get("MIDDLEWARE", "").strip():
+        where = "environment variable MIDDLEWARE"
+        names = [n.strip() for n in env["MIDDLEWARE"].split(",") if n.strip()]
+    else:
+        where = source("enabled")
+        raw = table.get("enabled", [])
+        if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+            names = list(raw)
+        else:
+            problems.append(f"{where}: expected a list of middleware names, got {raw!r}")
+    known = ", ".join(FACTORIES)
+    enabled: list[str] = []
+    for name in names:
+        if name not in FACTORIES:
+            problems.append(f"{where}: unknown middleware {name!r} (known: {known})")
+        elif name in enabled:
+            problems.append(f"{where}: middleware {name!r} is listed twice")
+        else:
+            enabled.append(name)
+    gemini = "gemini-thought-signatures"
+    flag = env.get("GEMINI_THOUGHT_SIGNATURES_ENABLED", "")
+    if flag and _bool(flag, "environment variable GEMINI_THOUGHT_SIGNATURES_ENABLED", problems) \
+            and gemini not in enabled:
+        enabled.append(gemini)
+
+    def pick(key: str, env_name: str) -> tuple[Any, str]:
+        if env.get(env_name):
+            return env[env_name], f"environment variable {env_name}"
+        return table.get(key), source(key)
+
+    ttl = _as_float(*pick("thought-signature-cache-ttl", "THOUGHT_SIGNATURE_CACHE_TTL"), problems)
+    size = _as_int(*pick("thought-signature-max-cache-size", "THOUGHT_SIGNATURE_MAX_CACHE_SIZE"),
+                   problems, low=1)
+    return MiddlewareSettings(
+        enabled=tuple(enabled),
+        thought_signature_cache_ttl=ttl or 3600.0,
+        thought_signature_max_cache_size=size or 10_000,
     )
 
 

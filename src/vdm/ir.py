@@ -51,6 +51,10 @@ class ToolUsePart(msgspec.Struct, tag="tool_use", tag_field="kind"):
     id: str
     name: str
     input: dict[str, Any]
+    # Provider extras of the call, keyed by their wire name (CONVENTIONS 4):
+    # e.g. ``{"extra_content": {"google": {"thought_signature": ...}}}`` from
+    # Gemini's OpenAI endpoint, which must go back on the same call.
+    provider_details: dict[str, Any] | None = None
 
 
 class ToolResultPart(msgspec.Struct, tag="tool_result", tag_field="kind"):
@@ -161,6 +165,7 @@ class ToolUseStart(msgspec.Struct, tag="tool_use_start", tag_field="kind"):
     index: int
     id: str
     name: str
+    provider_details: dict[str, Any] | None = None  # as on ToolUsePart
 
 
 class ThinkingStart(msgspec.Struct, tag="thinking_start", tag_field="kind"):
@@ -283,8 +288,8 @@ class MessageBuilder:
                 self._blocks[i][2] = s
             case TextStart(index=i):
                 self._blocks[i] = ["text", []]
-            case ToolUseStart(index=i, id=id_, name=name):
-                self._blocks[i] = ["tool_use", id_, name, []]
+            case ToolUseStart(index=i, id=id_, name=name, provider_details=details):
+                self._blocks[i] = ["tool_use", id_, name, [], details]
             case ThinkingStart(index=i):
                 self._blocks[i] = ["thinking", [], None]
             case RedactedThinkingStart(index=i, data=data):
@@ -307,7 +312,8 @@ class MessageBuilder:
             if kind == "text":
                 content.append(TextPart("".join(block[1])))
             elif kind == "tool_use":
-                content.append(ToolUsePart(block[1], block[2], parse_tool_input("".join(block[3]))))
+                content.append(ToolUsePart(block[1], block[2], parse_tool_input("".join(block[3])),
+                                           block[4]))
             elif kind == "thinking":
                 content.append(ThinkingPart("".join(block[1]), block[2]))
             else:

@@ -23,6 +23,11 @@ failures, timeouts and 502/503/504/529 are retried with exponential backoff
 and full jitter up to ``MAX_RETRIES``; then the model's configured fallbacks
 are tried in order, across wire formats if need be.  Every reply names who
 served it (``x-vdm-provider``, ``x-vdm-model``).
+
+The middleware chain (``vdm.middleware``) sits around the provider call:
+``on_request`` before it and ``on_event`` on its events (conversion only),
+``on_start``/``on_response`` on every path.  With no middleware configured
+the only cost is one falsy check per request.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import msgspec
 from vdm import ir
 from vdm.config import Settings
 from vdm.errors import AuthenticationFailed, GatewayError, UpstreamProtocolError, UpstreamTimeout
+from vdm.logs import request_id as current_request_id
+from vdm.middleware import Call, build_chain
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
@@ -122,6 +129,7 @@ class Gateway:
             _key(self.router.resolve(model)): tuple(self.router.resolve(a) for a in alternatives)
             for model, alternatives in settings.fallbacks.items()
         }
+        self.chain = build_chain(settings.middleware)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -151,7 +159,8 @@ class Gateway:
     # ------------------------------------------------------------ attempts
 
     async def _serve(
-        self, model: str, headers: Mapping[str, str], client_key: str | None, attempt: Attempt
+        self, model: str, parsed: dict[str, Any], headers: Mapping[str, str],
+        client_key: str | None, call: Call | None, attempt: Attempt,
     ) -> Reply:
         """Run ``attempt`` on the model's route, retrying and falling back until
         one starts an answer; raise the last failure when none does."""
@@ -165,6 +174,8 @@ class Gateway:
             ctx = ClientContext(client_key=key, headers=headers)
             for retry in range(self._max_retries + 1):
                 outcome = Outcome(provider=route.provider, model=route.model)
+                if call is not None:  # every attempt is seen (a retry or fallback is a new one)
+                    self.chain.start(call, model, route, provider, parsed, outcome)
                 try:
                     reply = await attempt(route, provider, ctx, outcome)
                 except AuthenticationFailed as exc:
@@ -210,14 +221,18 @@ class Gateway:
 
     async def _convert(
         self, request: ir.ChatRequest, route: Route, provider: Provider, ctx: ClientContext,
-        outcome: Outcome, encode_event: Callable[[ir.Event], bytes],
+        outcome: Outcome, call: Call | None, encode_event: Callable[[ir.Event], bytes],
         encode_error: Callable[[GatewayError], bytes],
         encode_response: Callable[[ir.ChatResponse], bytes],
     ) -> Reply:
         """One attempt through the IR: wait for the first event, then render
         the events as SSE or (non-streaming) their fold as one JSON body."""
+        if call is not None:
+            request = await self.chain.request(call, request)
         async with self._first_byte(route.provider):
             first, events = await _first_event(provider, request, route, ctx)
+        if call is not None:
+            first, events = await self.chain.events(call, first, events)
         if request.stream:
             stream = _render_stream(first, events, outcome, encode_event, encode_error)
             return Reply(200, dict(_SSE_HEADERS), stream=stream, outcome=outcome)
@@ -229,6 +244,14 @@ class Gateway:
 
     async def messages(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None
+    ) -> Reply:
+        if self.chain:
+            call = Call(current_request_id.get(), "anthropic", headers)
+            return await self.chain.run(call, self._messages(body, headers, client_key, call))
+        return await self._messages(body, headers, client_key, None)
+
+    async def _messages(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
     ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
@@ -242,16 +265,25 @@ class Gateway:
                 )
             if not decoded:
                 decoded.append(anthropic.decode_request(parsed))
-            return await self._convert(decoded[0], route, provider, ctx, outcome,
+            return await self._convert(decoded[0], route, provider, ctx, outcome, call,
                                        anthropic.encode_event, anthropic.encode_stream_error,
                                        anthropic.encode_response)
 
-        return await self._serve(model, headers, client_key, attempt)
+        return await self._serve(model, parsed, headers, client_key, call, attempt)
 
     # ------------------------------------------------------------ /v1/chat/completions
 
     async def chat_completions(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None
+    ) -> Reply:
+        if self.chain:
+            call = Call(current_request_id.get(), "openai", headers)
+            return await self.chain.run(
+                call, self._chat_completions(body, headers, client_key, call))
+        return await self._chat_completions(body, headers, client_key, None)
+
+    async def _chat_completions(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
     ) -> Reply:
         parsed = anthropic.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
@@ -278,13 +310,13 @@ class Gateway:
                 decoded.append(openai_ingress.decode_request(parsed))
             request, options = decoded[0]
             return await self._convert(
-                request, route, provider, ctx, outcome,
+                request, route, provider, ctx, outcome, call,
                 openai_ingress.ChunkEncoder(model, options).encode,
                 openai_ingress.encode_stream_error,
                 lambda response: openai_ingress.encode_response(response, model),
             )
 
-        return await self._serve(model, headers, client_key, attempt)
+        return await self._serve(model, parsed, headers, client_key, call, attempt)
 
     def _upstream_body(self, parsed: dict[str, Any], body: bytes, model: str) -> bytes:
         changes: dict[str, Any] = {"model": model}

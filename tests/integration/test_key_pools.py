@@ -118,9 +118,8 @@ def test_rate_limited_key_without_retry_after_uses_the_default(
 ) -> None:
     fake_openai.responder = by_key({keys[0]: (429, {})})
     env = pool_env(fake_openai, keys[:1], KEY_RATE_LIMIT_COOLDOWN="12")
-    with run_gateway(env, tmp_path) as gateway:
-        with pytest.raises(anthropic.RateLimitError) as raised:
-            ask(gateway)
+    with run_gateway(env, tmp_path) as gateway, pytest.raises(anthropic.RateLimitError) as raised:
+        ask(gateway)
     assert raised.value.response.headers["retry-after"] == "12"
 
 

@@ -23,6 +23,9 @@ Mapping notes (documented in README "Conversion"):
   providers that declare reasoning support, and are dropped otherwise;
 * ``metadata.user_id`` becomes ``user`` (hashed when longer than 64 chars,
   since upstreams bound its length); ``top_k`` and ``cache_control`` drop.
+* a tool call's ``extra_content`` (Gemini's thought signature) is kept in
+  ``provider_details`` of its ``ToolUseStart`` / ``ToolUsePart`` and sent back
+  on the same call (both directions, streaming or not).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ FINISH_REASON_MAP: dict[str, ir.StopReason] = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+
+# A tool call's provider extras (Gemini's thought signatures), kept verbatim
+# in ``provider_details`` under the same name.
+EXTRA_CONTENT = "extra_content"
 
 _EFFORT_MAP: dict[str, str] = {
     "minimal": "minimal",
@@ -208,11 +215,14 @@ def _append_assistant(out: list[dict[str, Any]], parts: list[ir.Part]) -> None:
         match part:
             case ir.TextPart(text=text):
                 texts.append(text)
-            case ir.ToolUsePart(id=id_, name=name, input=tool_input):
-                calls.append({
+            case ir.ToolUsePart(id=id_, name=name, input=tool_input, provider_details=details):
+                call: dict[str, Any] = {
                     "id": upstream_tool_id(id_), "type": "function",
                     "function": {"name": name, "arguments": _encode(tool_input).decode()},
-                })
+                }
+                if details is not None and EXTRA_CONTENT in details:
+                    call[EXTRA_CONTENT] = details[EXTRA_CONTENT]
+                calls.append(call)
             case ir.ThinkingPart() | ir.RedactedThinkingPart():
                 pass  # see module notes
             case ir.ImagePart() | ir.ToolResultPart():
@@ -278,6 +288,18 @@ def response_events(body: Any, model: str) -> Iterator[ir.Event]:
     }
     yield from decoder.feed(chunk)
     yield from decoder.finish()
+
+
+def tool_call_details(call: dict[str, Any]) -> dict[str, Any] | None:
+    """A tool call's provider extras for the IR (``provider_details``).
+
+    Gemini's OpenAI endpoint puts the call's thought signature in
+    ``extra_content`` (``{"google": {"thought_signature": ...}}``) and wants it
+    back on the same call; it comes with the call's first fragment (Gemini
+    sends a call whole), which is where it is read.
+    """
+    extra = call.get(EXTRA_CONTENT)
+    return {EXTRA_CONTENT: extra} if isinstance(extra, dict) and extra else None
 
 
 class _ToolCall:
@@ -404,7 +426,7 @@ class ChunkDecoder:
             self._next_index += 1
             self._tools[position] = tool
             self._open, self._open_kind, self._open_tool = tool.block, "tool", tool
-            yield ir.ToolUseStart(tool.block, tool.id, tool.name)
+            yield ir.ToolUseStart(tool.block, tool.id, tool.name, tool_call_details(call))
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments and not tool.closed:
             # (fragments of a call whose block already closed cannot be sent)

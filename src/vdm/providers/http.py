@@ -145,7 +145,14 @@ def decode_json(body: bytes, provider: str) -> Any:
 
 
 def relay_headers(headers: Any) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+    """Upstream headers to relay, with lower-case names so that the gateway's
+    own (``request-id``, ``x-request-id``, ``x-vdm-*``) replace, not duplicate, them."""
+    out = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in HOP_BY_HOP:
+            out[lower] = value
+    return out
 
 
 async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:

@@ -19,6 +19,8 @@ from vdm import __version__
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
 from vdm.errors import GatewayError, NotFound, ShuttingDown
+from vdm.logs import client_request_id
+from vdm.logs import request_id as current_request_id
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress
 from vdm.server.asgi import (
@@ -93,7 +95,8 @@ class App:
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         headers = header_map(scope)
-        request_id = new_request_id()
+        request_id = client_request_id(headers.get("x-request-id")) or new_request_id()
+        token = current_request_id.set(request_id)
         try:
             methods = ROUTES.get(path)
             if methods is None:
@@ -111,6 +114,14 @@ class App:
             await send_error(send, exc, request_id)
         except ClientGone:
             return
+        finally:
+            current_request_id.reset(token)
+
+
+def id_headers(request_id: str) -> dict[str, str]:
+    """Every response names its request (``request-id`` as Anthropic does,
+    ``x-request-id`` as most proxies and OpenAI do)."""
+    return {"request-id": request_id, "x-request-id": request_id}
 
 
 class Door(Protocol):
@@ -125,7 +136,7 @@ class Door(Protocol):
 
 async def send_error(send: Send, exc: GatewayError, request_id: str,
                      door: Door = anthropic) -> None:  # type: ignore[assignment]
-    headers = {**_JSON, **exc.headers, "request-id": request_id}
+    headers = {**_JSON, **exc.headers, **id_headers(request_id)}
     await send_bytes(send, exc.status, headers, door.encode_error(exc))
 
 
@@ -158,7 +169,7 @@ async def _reply(
                 with contextlib.suppress(Exception):
                     await send_error(send, ShuttingDown(), request_id, door)
             raise
-        reply.headers["request-id"] = request_id
+        reply.headers.update(id_headers(request_id))
         if reply.stream is not None:
             await send_stream(send, reply.status, reply.headers, reply.stream,
                               lambda exc: door.encode_stream_error(_internal(exc)),
@@ -211,7 +222,7 @@ async def chat_completions(app: App, scope: Scope, receive: Receive, send: Send,
 
 
 async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> None:
-    await send_bytes(send, status, {**_JSON, "request-id": request_id}, _encode(value))
+    await send_bytes(send, status, {**_JSON, **id_headers(request_id)}, _encode(value))
 
 
 async def models(app: App, scope: Scope, receive: Receive, send: Send,
