@@ -9,6 +9,11 @@ Providers are discovered from ``{NAME}_API_KEY`` (and ``api-key`` in TOML);
 their other settings come from ``{NAME}_BASE_URL``, ``{NAME}_API_FORMAT``,
 ``{NAME}_API_VERSION``, ``{NAME}_CUSTOM_HEADER_{HEADER}`` and
 ``{NAME}_ALIAS_{ALIAS}``, or the same keys under ``[providers.NAME]``.
+
+Azure OpenAI providers (``api-format = "azure"``, or an OpenAI-format base URL
+on an Azure host) also take ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (TOML
+``[providers.NAME.deployments]``); ``api-version`` is then Azure's
+``api-version`` query parameter.
 """
 
 from __future__ import annotations
@@ -26,8 +31,15 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
-ApiFormat = Literal["openai", "anthropic", "echo"]
-API_FORMATS = ("openai", "anthropic")
+ApiFormat = Literal["openai", "anthropic", "azure", "echo"]
+API_FORMATS = ("openai", "anthropic", "azure")
+AZURE = "azure"
+AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA dated api-version
+# Hosts that make an OpenAI-format provider (no explicit api-format) an Azure one.
+AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com",
+                       ".services.ai.azure.com")
+# Azure deployment names: letters, digits, '-', '_', '.'; they go into a URL path.
+AZURE_DEPLOYMENT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 PASSTHROUGH_KEY = "!PASSTHRU"
 ECHO = "echo"
 
@@ -55,6 +67,7 @@ class ProviderSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     max_tokens_field: str = "max_tokens"
     supports_reasoning: bool = False
+    deployments: Mapping[str, str] = field(default_factory=dict)  # azure: model -> deployment
 
     @property
     def has_key(self) -> bool:
@@ -75,6 +88,9 @@ class ServerSettings:
     max_tokens_limit: int | None = None
     max_body_size: int = 32 * 1024 * 1024
     proxy_api_key: str | None = None
+    models_cache_ttl: float = 600.0  # seconds a provider's model list is fresh
+    models_wait: float = 2.0  # longest /v1/models waits for a provider's list
+    models_prefetch: bool = True  # fetch the lists at start-up
 
 
 @dataclass(frozen=True)
@@ -99,11 +115,11 @@ def fingerprint(secret: str) -> str:
 _TOP_KEYS = {"default-provider", "server", "providers"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "request-timeout", "max-tokens-limit", "max-body-size",
-    "proxy-api-key",
+    "proxy-api-key", "models-cache-ttl", "models-wait", "models-prefetch",
 }
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
-    "fallback-aliases", "max-tokens-field", "supports-reasoning",
+    "fallback-aliases", "max-tokens-field", "supports-reasoning", "deployments",
 }
 
 
@@ -207,7 +223,7 @@ def _record_sources(layer: dict[str, Any], source: str, sources: dict[str, str])
     def walk(prefix: str, table: dict[str, Any]) -> None:
         for key, value in table.items():
             path = f"{prefix}{key}"
-            if isinstance(value, dict) and key not in ("headers",):
+            if isinstance(value, dict) and key not in ("headers", "deployments"):
                 walk(path + ".", value)
             else:
                 sources[path] = source
@@ -234,6 +250,10 @@ def _server_settings(
     limit = _as_int(*pick("max-tokens-limit", "MAX_TOKENS_LIMIT"), problems, low=1)
     body = _as_int(*pick("max-body-size", "MAX_BODY_SIZE"), problems, low=1024)
     proxy_key, _ = pick("proxy-api-key", "PROXY_API_KEY")
+    ttl = _as_float(*pick("models-cache-ttl", "MODELS_CACHE_TTL"), problems)
+    wait = _as_float(*pick("models-wait", "MODELS_WAIT"), problems)
+    prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
+    prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -242,6 +262,9 @@ def _server_settings(
         max_tokens_limit=limit,
         max_body_size=body or 32 * 1024 * 1024,
         proxy_api_key=str(proxy_key) if proxy_key else None,
+        models_cache_ttl=ttl or 600.0,
+        models_wait=wait or 2.0,
+        models_prefetch=prefetch,
     )
 
 
@@ -339,15 +362,18 @@ def _provider(
 
     raw_key, key_src = pick("api-key", "API_KEY")
     keys = tuple(str(raw_key).split()) if raw_key else ()
-    fmt, fmt_src = pick("api-format", "API_FORMAT")
-    fmt = str(fmt or "openai").lower()
+    fmt_raw, fmt_src = pick("api-format", "API_FORMAT")
+    fmt = str(fmt_raw or "openai").lower()
     if fmt not in API_FORMATS:
-        problems.append(f"{fmt_src}: api format must be 'openai' or 'anthropic', got {fmt!r}")
+        problems.append(
+            f"{fmt_src}: api format must be 'openai', 'anthropic' or 'azure', got {fmt!r}"
+        )
         return None
     base_url, url_src = pick("base-url", "BASE_URL")
     if not base_url:
+        example = " (https://RESOURCE.openai.azure.com)" if fmt == AZURE else ""
         problems.append(
-            f"provider '{name}': no base URL; set {upper}_BASE_URL "
+            f"provider '{name}': no base URL; set {upper}_BASE_URL{example} "
             f"(or base-url under [providers.{name}])"
         )
         return None
@@ -356,6 +382,8 @@ def _provider(
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         problems.append(f"{url_src}: not an http(s) URL: {base_url!r}")
         return None
+    if fmt_raw is None and is_azure_host(parsed.hostname or ""):
+        fmt = AZURE
     version, _ = pick("api-version", "API_VERSION")
     headers = {str(k): str(v) for k, v in (table.get("headers") or {}).items()}
     header_prefix = f"{upper}_CUSTOM_HEADER_"
@@ -371,6 +399,15 @@ def _provider(
             f"{field_src}: expected 'max_tokens' or 'max_completion_tokens', got {field_name!r}"
         )
     del key_src
+    deployments: dict[str, str] = {}
+    if fmt == AZURE:
+        version = version or AZURE_DEFAULT_API_VERSION
+        deployments = _deployments(name, table, env, sources, problems)
+    elif table.get("deployments") or env.get(f"{upper}_DEPLOYMENTS"):
+        problems.append(
+            f"provider '{name}': deployments apply only to Azure providers "
+            f"(set {upper}_API_FORMAT=azure)"
+        )
     return ProviderSettings(
         name=name,
         api_format=fmt,  # type: ignore[arg-type]
@@ -380,7 +417,62 @@ def _provider(
         headers=headers,
         max_tokens_field=field_name,
         supports_reasoning=reasoning,
+        deployments=deployments,
     )
+
+
+def is_azure_host(host: str) -> bool:
+    return host.lower().endswith(AZURE_HOST_SUFFIXES)
+
+
+def _deployments(
+    name: str, table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str],
+    problems: list[str],
+) -> dict[str, str]:
+    """model -> Azure deployment: TOML ``[providers.NAME.deployments]``, then
+    ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (env entries win per model).
+
+    One env variable rather than one per model: model names carry '.' and '-'
+    (``gpt-4.1-mini``), which no environment variable name can spell.
+    """
+    out: dict[str, str] = {}
+    src = f"{sources.get(f'providers.{name}.deployments', 'config')}: providers.{name}.deployments"
+    raw = table.get("deployments", {})
+    if not isinstance(raw, dict):
+        problems.append(f"{src}: must be a table of model = deployment")
+        raw = {}
+    for model, deployment in raw.items():
+        _add_deployment(out, str(model), deployment, f"{src}.{model}", problems)
+    var = f"{name.upper()}_DEPLOYMENTS"
+    if env.get(var, "").strip():
+        sources[f"providers.{name}.deployments"] = f"env {var}"
+        seen: set[str] = set()
+        for item in env[var].split(","):
+            model, sep, deployment = (part.strip() for part in item.partition("="))
+            where = f"environment variable {var}"
+            if not item.strip():
+                continue
+            if not sep or not model:
+                problems.append(f"{where}: expected model=deployment, got {item.strip()!r}")
+                continue
+            if model in seen:
+                problems.append(f"{where}: model {model!r} is mapped twice")
+                continue
+            seen.add(model)
+            _add_deployment(out, model, deployment, where, problems)
+    return out
+
+
+def _add_deployment(
+    out: dict[str, str], model: str, deployment: Any, where: str, problems: list[str]
+) -> None:
+    if not isinstance(deployment, str) or not AZURE_DEPLOYMENT_NAME.match(deployment):
+        problems.append(
+            f"{where}: deployment for {model!r} must be 1-64 letters, digits, '-', '_' "
+            f"or '.', got {deployment!r}"
+        )
+        return
+    out[model] = deployment
 
 
 def _alias_table(table: Any, provider: str, problems: list[str]) -> dict[str, str]:

@@ -31,11 +31,18 @@ import msgspec
 from vdm import ir
 from vdm.config import Settings
 from vdm.errors import GatewayError, UpstreamProtocolError
+from vdm.models import ModelCatalog, ModelEntry
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.providers import build
-from vdm.providers.base import AnthropicNative, ClientContext, OpenAIChatNative, Provider
+from vdm.providers.base import (
+    AnthropicNative,
+    ClientContext,
+    ModelLister,
+    OpenAIChatNative,
+    Provider,
+)
 from vdm.routing import Route, Router
 
 log = logging.getLogger("vdm.pipeline")
@@ -92,6 +99,15 @@ class Gateway:
             n: isinstance(p, OpenAIChatNative) for n, p in self.providers.items()
         }
         self._max_tokens_limit = settings.server.max_tokens_limit
+        server = settings.server
+        self.catalog = ModelCatalog(
+            {n: p for n, p in self.providers.items() if isinstance(p, ModelLister)},
+            self._alias_entries(),
+            settings.default_provider,
+            self._resolve_model,
+            ttl=server.models_cache_ttl,
+            wait=server.models_wait,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -99,6 +115,7 @@ class Gateway:
         return cls(settings, {n: build(p, settings.server) for n, p in settings.providers.items()})
 
     async def close(self) -> None:
+        await self.catalog.close()
         for provider in self.providers.values():
             await provider.close()
 
@@ -151,8 +168,9 @@ class Gateway:
         model = openai_ingress.validate_request_fields(parsed)
         route, provider, ctx, outcome, reply_headers = self._begin(model, headers, client_key)
         if self._openai_native[route.provider]:
-            upstream_body = rewrite(body, parsed, {"model": route.model})
-            raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
+            raw = await provider.forward_chat(  # type: ignore[attr-defined]
+                body, parsed, route.model, ctx
+            )
             headers_out = {**raw.headers, **reply_headers}
             if parsed.get("stream") is True:
                 return Reply(raw.status, headers_out, outcome=outcome,
@@ -235,19 +253,26 @@ class Gateway:
 
     # ------------------------------------------------------------ model lists
 
-    def models(self) -> list[tuple[str, str]]:
-        """(id, display name) of every model a client can name: aliases by provider."""
-        out: list[tuple[str, str]] = []
+    async def models(self, client_key: str | None) -> list[ModelEntry]:
+        """Every model a client can name: aliases, then the providers' own lists."""
+        return await self.catalog.entries(client_key)
+
+    def _alias_entries(self) -> list[ModelEntry]:
+        out: list[ModelEntry] = []
         default = self.settings.default_provider
-        active = self.router.active_aliases()
-        for provider, table in active.items():
+        for provider, table in self.router.active_aliases().items():
             for alias, target in table.items():
+                display = f"{alias} ({provider}:{target})"
                 if provider == default:
-                    out.append((alias, f"{alias} ({provider}:{target})"))
-                out.append((f"{provider}:{alias}", f"{alias} ({provider}:{target})"))
+                    out.append(ModelEntry(alias, display, provider))
+                out.append(ModelEntry(f"{provider}:{alias}", display, provider))
         if "echo" in self.providers:
-            out.append(("echo:echo", "echo (built-in offline provider)"))
+            out.append(ModelEntry("echo:echo", "echo (built-in offline provider)", "echo"))
         return out
+
+    def _resolve_model(self, model: str) -> tuple[str, str]:
+        route = self.router.resolve(model)
+        return route.provider, route.model
 
 
 async def _first_event(

@@ -18,11 +18,13 @@ from vdm import ir
 from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import anthropic as wire
+from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser
-from vdm.providers.base import ClientContext, RawResponse
+from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
 from vdm.providers.http import (
     Session,
     decode_json,
+    get_json,
     post_raw,
     raise_for_status,
     upstream_errors,
@@ -58,6 +60,7 @@ class AnthropicProvider:
         self._keys = KeyPool(settings.name, settings.api_keys)
         self._messages_url = settings.base_url + "/v1/messages"
         self._count_url = settings.base_url + "/v1/messages/count_tokens"
+        self._models_url = settings.base_url + "/v1/models?limit=1000"
         self._version = settings.api_version or DEFAULT_VERSION
         self._max_tokens_limit = max_tokens_limit
 
@@ -134,6 +137,12 @@ class AnthropicProvider:
             async with self._session.post(self._count_url, data=body, headers=headers) as response:
                 await raise_for_status(response, self.name)
                 return await response.read()
+
+    async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
+        headers = {"anthropic-version": self._version, **self.settings.headers,
+                   "x-api-key": self._keys.pick(client_key)}
+        payload = await get_json(self._session, self._models_url, headers, self.name)
+        return [UpstreamModel(id_, name) for id_, name in decode_model_list(payload, self.name)]
 
     async def close(self) -> None:
         await self._session.close()

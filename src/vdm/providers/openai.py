@@ -1,5 +1,11 @@
-"""OpenAI-compatible upstreams (OpenAI, OpenRouter, Groq, Gemini's OpenAI
-endpoint, Ollama, vLLM, ...): IR in, chat.completions on the wire, IR out."""
+"""OpenAI-compatible upstreams (OpenAI, Azure OpenAI, OpenRouter, Groq,
+Gemini's OpenAI endpoint, Ollama, vLLM, ...): IR in, chat.completions on the
+wire, IR out.
+
+One adapter for the whole family: what differs between vendors (URLs, the
+auth header, the body's model name) is an :mod:`~vdm.providers.endpoints`
+object, data rather than code.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,15 @@ from vdm import ir
 from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import openai as wire
+from vdm.protocols.body import rewrite
+from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser
-from vdm.providers.base import ClientContext, RawResponse
+from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
+from vdm.providers.endpoints import AzureEndpoint, endpoint_for
 from vdm.providers.http import (
     Session,
     decode_json,
+    get_json,
     post_raw,
     raise_for_status,
     upstream_errors,
@@ -29,8 +39,6 @@ _decoder = msgspec.json.Decoder()
 
 
 class OpenAIProvider:
-    api_format = "openai"
-
     def __init__(
         self,
         settings: ProviderSettings,
@@ -42,7 +50,8 @@ class OpenAIProvider:
         self.settings = settings
         self._session = session
         self._keys = KeyPool(settings.name, settings.api_keys)
-        self._url = settings.base_url + "/chat/completions"
+        self.endpoint = endpoint_for(settings)
+        self.api_format = settings.api_format  # "openai" or "azure"
         self._headers = {"content-type": "application/json", **settings.headers}
         self._options = wire.RequestOptions(
             max_tokens_field=settings.max_tokens_field,
@@ -51,22 +60,41 @@ class OpenAIProvider:
         )
 
     def _request_headers(self, ctx: ClientContext) -> dict[str, str]:
-        headers = dict(self._headers)
-        headers["authorization"] = "Bearer " + self._keys.pick(ctx.client_key)
+        return self._auth(dict(self._headers), ctx.client_key)
+
+    def _auth(self, headers: dict[str, str], client_key: str | None) -> dict[str, str]:
+        endpoint = self.endpoint
+        headers[endpoint.auth_header] = endpoint.auth_scheme + self._keys.pick(client_key)
         return headers
 
-    async def forward_chat(self, body: bytes, ctx: ClientContext) -> RawResponse:
-        """Passthrough: an OpenAI client's body (model already rewritten)."""
-        return await post_raw(self._session, self._url, body, self._request_headers(ctx),
+    async def forward_chat(
+        self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
+    ) -> RawResponse:
+        """Passthrough: an OpenAI client's body with only the model rewritten."""
+        endpoint = self.endpoint
+        url = endpoint.chat_url(model)
+        upstream_body = rewrite(body, parsed, {"model": endpoint.body_model(model)})
+        return await post_raw(self._session, url, upstream_body, self._request_headers(ctx),
                               self.name)
+
+    async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
+        endpoint = self.endpoint
+        if isinstance(endpoint, AzureEndpoint):  # no listing of deployments: the configured ones
+            return [UpstreamModel(m) for m in endpoint.models]
+        assert endpoint.models_url is not None
+        headers = self._auth(dict(self.settings.headers), client_key)
+        payload = await get_json(self._session, endpoint.models_url, headers, self.name)
+        return [UpstreamModel(id_) for id_, _ in decode_model_list(payload, self.name)]
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext
     ) -> AsyncIterator[ir.Event]:
-        body = _encode(wire.encode_request(request, model, self._options))
+        endpoint = self.endpoint
+        url = endpoint.chat_url(model)
+        body = _encode(wire.encode_request(request, endpoint.body_model(model), self._options))
         headers = self._request_headers(ctx)
         with upstream_errors(self.name):
-            async with self._session.post(self._url, data=body, headers=headers) as response:
+            async with self._session.post(url, data=body, headers=headers) as response:
                 await raise_for_status(response, self.name)
                 if not request.stream:
                     payload = decode_json(await response.read(), self.name)
