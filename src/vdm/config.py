@@ -369,20 +369,8 @@ def _provider(
             f"{fmt_src}: api format must be 'openai', 'anthropic' or 'azure', got {fmt!r}"
         )
         return None
-    base_url, url_src = pick("base-url", "BASE_URL")
-    if not base_url:
-        example = " (https://RESOURCE.openai.azure.com)" if fmt == AZURE else ""
-        problems.append(
-            f"provider '{name}': no base URL; set {upper}_BASE_URL{example} "
-            f"(or base-url under [providers.{name}])"
-        )
-        return None
-    base_url = str(base_url).rstrip("/")
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        problems.append(f"{url_src}: not an http(s) URL: {base_url!r}")
-        return None
-    if fmt_raw is None and is_azure_host(parsed.hostname or ""):
+    base_url = _base_url(name, fmt, *pick("base-url", "BASE_URL"), problems)
+    if base_url is not None and fmt_raw is None and is_azure_host(urlparse(base_url).hostname or ""):
         fmt = AZURE
     version, _ = pick("api-version", "API_VERSION")
     headers = {str(k): str(v) for k, v in (table.get("headers") or {}).items()}
@@ -408,6 +396,8 @@ def _provider(
             f"provider '{name}': deployments apply only to Azure providers "
             f"(set {upper}_API_FORMAT=azure)"
         )
+    if base_url is None:
+        return None  # (its other problems are reported all the same)
     return ProviderSettings(
         name=name,
         api_format=fmt,  # type: ignore[arg-type]
@@ -419,6 +409,22 @@ def _provider(
         supports_reasoning=reasoning,
         deployments=deployments,
     )
+
+
+def _base_url(name: str, fmt: str, value: Any, source: str, problems: list[str]) -> str | None:
+    if not value:
+        example = " (https://RESOURCE.openai.azure.com)" if fmt == AZURE else ""
+        problems.append(
+            f"provider '{name}': no base URL; set {name.upper()}_BASE_URL{example} "
+            f"(or base-url under [providers.{name}])"
+        )
+        return None
+    base_url = str(value).rstrip("/")
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        problems.append(f"{source}: not an http(s) URL: {base_url!r}")
+        return None
+    return base_url
 
 
 def is_azure_host(host: str) -> bool:
