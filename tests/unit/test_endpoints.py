@@ -35,7 +35,7 @@ def test_azure_deployment_urls(base: str) -> None:
     )
     assert endpoint.body_model("gpt-4o") == "gpt-4o"  # the URL names the deployment
     assert (endpoint.auth_header, endpoint.auth_scheme) == ("api-key", "")
-    assert endpoint.models_url is None and endpoint.models == ["gpt-4o"]
+    assert endpoint.models_url is None and endpoint.configured_models == ("gpt-4o",)
 
 
 def test_azure_v1_urls() -> None:

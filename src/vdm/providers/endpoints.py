@@ -27,7 +27,8 @@ from vdm.errors import InvalidRequest
 class Endpoint(Protocol):
     auth_header: str  # lower-case header name
     auth_scheme: str  # prefix of the key in that header ("Bearer " or "")
-    models_url: str | None  # where the upstream lists its models; None: not listable
+    models_url: str | None  # where the upstream lists its models; None: use configured_models
+    configured_models: tuple[str, ...]  # what to list when there is no models_url
 
     def chat_url(self, model: str) -> str: ...
 
@@ -37,6 +38,7 @@ class Endpoint(Protocol):
 class OpenAIEndpoint:
     auth_header = "authorization"
     auth_scheme = "Bearer "
+    configured_models: tuple[str, ...] = ()
 
     def __init__(self, base_url: str) -> None:
         self._chat_url = base_url + "/chat/completions"
@@ -52,7 +54,7 @@ class OpenAIEndpoint:
 class AzureEndpoint:
     """Azure OpenAI.  Its listing endpoints (``/openai/models``) name base
     models, not deployments, so there is no ``models_url``: the configured
-    deployments are what clients can call (see :attr:`models`)."""
+    deployments are what clients can call (:attr:`configured_models`)."""
 
     auth_header = "api-key"
     auth_scheme = ""
@@ -60,6 +62,7 @@ class AzureEndpoint:
 
     def __init__(self, base_url: str, api_version: str, deployments: Mapping[str, str]) -> None:
         self.deployments = dict(deployments)
+        self.configured_models = tuple(self.deployments)
         self.v1 = base_url.endswith("/openai/v1")
         if self.v1:
             self._chat_url = base_url + "/chat/completions"
@@ -69,10 +72,6 @@ class AzureEndpoint:
             self._suffix = "/chat/completions?api-version=" + quote(api_version, safe="")
             # URLs of the configured deployments, built once.
             self._urls = {m: self._url(d) for m, d in self.deployments.items()}
-
-    @property
-    def models(self) -> list[str]:
-        return list(self.deployments)
 
     def _url(self, deployment: str) -> str:
         return self._prefix + deployment + self._suffix

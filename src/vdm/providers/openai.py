@@ -23,7 +23,7 @@ from vdm.protocols.body import rewrite
 from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
-from vdm.providers.endpoints import AzureEndpoint, endpoint_for
+from vdm.providers.endpoints import endpoint_for
 from vdm.providers.http import (
     Session,
     decode_json,
@@ -79,9 +79,8 @@ class OpenAIProvider:
 
     async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
         endpoint = self.endpoint
-        if isinstance(endpoint, AzureEndpoint):  # no listing of deployments: the configured ones
-            return [UpstreamModel(m) for m in endpoint.models]
-        assert endpoint.models_url is not None
+        if endpoint.models_url is None:  # (Azure: the configured deployments, no request)
+            return [UpstreamModel(m) for m in endpoint.configured_models]
         headers = self._auth(dict(self.settings.headers), client_key)
         payload = await get_json(self._session, endpoint.models_url, headers, self.name)
         return [UpstreamModel(id_) for id_, _ in decode_model_list(payload, self.name)]
