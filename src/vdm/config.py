@@ -13,6 +13,11 @@ their other settings come from ``{NAME}_BASE_URL``, ``{NAME}_API_FORMAT``,
 Middleware are named, in order, by ``MIDDLEWARE`` (comma-separated) or
 ``[middleware] enabled``; ``GEMINI_THOUGHT_SIGNATURES_ENABLED=true`` adds
 ``gemini-thought-signatures`` when it is not listed.
+
+Azure OpenAI providers (``api-format = "azure"``, or an OpenAI-format base URL
+on an Azure host) also take ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (TOML
+``[providers.NAME.deployments]``); ``api-version`` is then Azure's
+``api-version`` query parameter.
 """
 
 from __future__ import annotations
@@ -30,8 +35,15 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
-ApiFormat = Literal["openai", "anthropic", "echo"]
-API_FORMATS = ("openai", "anthropic")
+ApiFormat = Literal["openai", "anthropic", "azure", "echo"]
+API_FORMATS = ("openai", "anthropic", "azure")
+AZURE = "azure"
+AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA dated api-version
+# Hosts that make an OpenAI-format provider (no explicit api-format) an Azure one.
+AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com",
+                       ".services.ai.azure.com")
+# Azure deployment names: letters, digits, '-', '_', '.'; they go into a URL path.
+AZURE_DEPLOYMENT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 PASSTHROUGH_KEY = "!PASSTHRU"
 ECHO = "echo"
 
@@ -59,6 +71,7 @@ class ProviderSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     max_tokens_field: str = "max_tokens"
     supports_reasoning: bool = False
+    deployments: Mapping[str, str] = field(default_factory=dict)  # azure: model -> deployment
 
     @property
     def has_key(self) -> bool:
@@ -92,6 +105,9 @@ class ServerSettings:
     key_rate_limit_cooldown: float = 30.0
     key_cooldown_max: float = 3600.0
     redis_url: str | None = None
+    models_cache_ttl: float = 600.0  # seconds a provider's model list is fresh
+    models_wait: float = 2.0  # longest /v1/models waits for a provider's list
+    models_prefetch: bool = True  # fetch the lists at start-up
 
 
 @dataclass(frozen=True)
@@ -134,11 +150,12 @@ _SERVER_KEYS = {
     "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
     "idle-timeout", "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
     "key-rate-limit-cooldown", "key-cooldown-max", "redis-url",
+    "models-cache-ttl", "models-wait", "models-prefetch",
 }
 _MIDDLEWARE_KEYS = {"enabled", "thought-signature-cache-ttl", "thought-signature-max-cache-size"}
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
-    "fallback-aliases", "max-tokens-field", "supports-reasoning",
+    "fallback-aliases", "max-tokens-field", "supports-reasoning", "deployments",
 }
 
 
@@ -254,7 +271,7 @@ def _record_sources(layer: dict[str, Any], source: str, sources: dict[str, str])
     def walk(prefix: str, table: dict[str, Any]) -> None:
         for key, value in table.items():
             path = f"{prefix}{key}"
-            if isinstance(value, dict) and key not in ("headers",):
+            if isinstance(value, dict) and key not in ("headers", "deployments"):
                 walk(path + ".", value)
             else:
                 sources[path] = source
@@ -292,6 +309,10 @@ def _server_settings(
     if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
         problems.append(f"{redis_src}: expected a redis://, rediss:// or unix:// URL")
     defaults = ServerSettings()
+    ttl = _as_float(*pick("models-cache-ttl", "MODELS_CACHE_TTL"), problems)
+    wait = _as_float(*pick("models-wait", "MODELS_WAIT"), problems)
+    prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
+    prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -314,6 +335,9 @@ def _server_settings(
         ),
         key_cooldown_max=seconds["key-cooldown-max"] or defaults.key_cooldown_max,
         redis_url=str(redis_url) if redis_url else None,
+        models_cache_ttl=ttl or 600.0,
+        models_wait=wait or 2.0,
+        models_prefetch=prefetch,
     )
 
 
@@ -460,23 +484,16 @@ def _provider(
 
     raw_key, key_src = pick("api-key", "API_KEY")
     keys = tuple(str(raw_key).split()) if raw_key else ()
-    fmt, fmt_src = pick("api-format", "API_FORMAT")
-    fmt = str(fmt or "openai").lower()
+    fmt_raw, fmt_src = pick("api-format", "API_FORMAT")
+    fmt = str(fmt_raw or "openai").lower()
     if fmt not in API_FORMATS:
-        problems.append(f"{fmt_src}: api format must be 'openai' or 'anthropic', got {fmt!r}")
-        return None
-    base_url, url_src = pick("base-url", "BASE_URL")
-    if not base_url:
         problems.append(
-            f"provider '{name}': no base URL; set {upper}_BASE_URL "
-            f"(or base-url under [providers.{name}])"
+            f"{fmt_src}: api format must be 'openai', 'anthropic' or 'azure', got {fmt!r}"
         )
         return None
-    base_url = str(base_url).rstrip("/")
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        problems.append(f"{url_src}: not an http(s) URL: {base_url!r}")
-        return None
+    base_url = _base_url(name, fmt, *pick("base-url", "BASE_URL"), problems)
+    if base_url is not None and fmt_raw is None and is_azure_host(urlparse(base_url).hostname or ""):
+        fmt = AZURE
     version, _ = pick("api-version", "API_VERSION")
     headers = {str(k): str(v) for k, v in (table.get("headers") or {}).items()}
     header_prefix = f"{upper}_CUSTOM_HEADER_"
@@ -492,6 +509,17 @@ def _provider(
             f"{field_src}: expected 'max_tokens' or 'max_completion_tokens', got {field_name!r}"
         )
     del key_src
+    deployments: dict[str, str] = {}
+    if fmt == AZURE:
+        version = version or AZURE_DEFAULT_API_VERSION
+        deployments = _deployments(name, table, env, sources, problems)
+    elif table.get("deployments") or env.get(f"{upper}_DEPLOYMENTS"):
+        problems.append(
+            f"provider '{name}': deployments apply only to Azure providers "
+            f"(set {upper}_API_FORMAT=azure)"
+        )
+    if base_url is None:
+        return None  # (its other problems are reported all the same)
     return ProviderSettings(
         name=name,
         api_format=fmt,  # type: ignore[arg-type]
@@ -501,7 +529,78 @@ def _provider(
         headers=headers,
         max_tokens_field=field_name,
         supports_reasoning=reasoning,
+        deployments=deployments,
     )
+
+
+def _base_url(name: str, fmt: str, value: Any, source: str, problems: list[str]) -> str | None:
+    if not value:
+        example = " (https://RESOURCE.openai.azure.com)" if fmt == AZURE else ""
+        problems.append(
+            f"provider '{name}': no base URL; set {name.upper()}_BASE_URL{example} "
+            f"(or base-url under [providers.{name}])"
+        )
+        return None
+    base_url = str(value).rstrip("/")
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        problems.append(f"{source}: not an http(s) URL: {base_url!r}")
+        return None
+    return base_url
+
+
+def is_azure_host(host: str) -> bool:
+    return host.lower().endswith(AZURE_HOST_SUFFIXES)
+
+
+def _deployments(
+    name: str, table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str],
+    problems: list[str],
+) -> dict[str, str]:
+    """model -> Azure deployment: TOML ``[providers.NAME.deployments]``, then
+    ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (env entries win per model).
+
+    One env variable rather than one per model: model names carry '.' and '-'
+    (``gpt-4.1-mini``), which no environment variable name can spell.
+    """
+    out: dict[str, str] = {}
+    src = f"{sources.get(f'providers.{name}.deployments', 'config')}: providers.{name}.deployments"
+    raw = table.get("deployments", {})
+    if not isinstance(raw, dict):
+        problems.append(f"{src}: must be a table of model = deployment")
+        raw = {}
+    for model, deployment in raw.items():
+        _add_deployment(out, str(model), deployment, f"{src}.{model}", problems)
+    var = f"{name.upper()}_DEPLOYMENTS"
+    if env.get(var, "").strip():
+        sources[f"providers.{name}.deployments"] = f"env {var}"
+        seen: set[str] = set()
+        for item in env[var].split(","):
+            model, sep, deployment = (part.strip() for part in item.partition("="))
+            where = f"environment variable {var}"
+            if not item.strip():
+                continue
+            if not sep or not model:
+                problems.append(f"{where}: expected model=deployment, got {item.strip()!r}")
+                continue
+            if model in seen:
+                problems.append(f"{where}: model {model!r} is mapped twice")
+                continue
+            seen.add(model)
+            _add_deployment(out, model, deployment, where, problems)
+    return out
+
+
+def _add_deployment(
+    out: dict[str, str], model: str, deployment: Any, where: str, problems: list[str]
+) -> None:
+    if not isinstance(deployment, str) or not AZURE_DEPLOYMENT_NAME.match(deployment):
+        problems.append(
+            f"{where}: deployment for {model!r} must be 1-64 letters, digits, '-', '_' "
+            f"or '.', got {deployment!r}"
+        )
+        return
+    out[model] = deployment
 
 
 def _alias_table(table: Any, provider: str, problems: list[str]) -> dict[str, str]:

@@ -49,11 +49,18 @@ from vdm.config import Settings
 from vdm.errors import AuthenticationFailed, GatewayError, UpstreamProtocolError, UpstreamTimeout
 from vdm.logs import request_id as current_request_id
 from vdm.middleware import Call, build_chain
+from vdm.models import ModelCatalog, ModelEntry
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.providers import build
-from vdm.providers.base import AnthropicNative, ClientContext, OpenAIChatNative, Provider
+from vdm.providers.base import (
+    AnthropicNative,
+    ClientContext,
+    ModelLister,
+    OpenAIChatNative,
+    Provider,
+)
 from vdm.providers.cooldowns import Cooldowns, MemoryCooldowns
 from vdm.routing import Route, Router
 
@@ -130,6 +137,14 @@ class Gateway:
             for model, alternatives in settings.fallbacks.items()
         }
         self.chain = build_chain(settings.middleware)
+        self.catalog = ModelCatalog(
+            {n: p for n, p in self.providers.items() if isinstance(p, ModelLister)},
+            self._alias_entries(),
+            settings.default_provider,
+            self._resolve_model,
+            ttl=server.models_cache_ttl,
+            wait=server.models_wait,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -148,6 +163,7 @@ class Gateway:
         await self.cooldowns.start()
 
     async def close(self) -> None:
+        await self.catalog.close()
         for provider in self.providers.values():
             await provider.close()
         await self.cooldowns.close()
@@ -292,9 +308,10 @@ class Gateway:
         async def attempt(route: Route, provider: Provider, ctx: ClientContext,
                           outcome: Outcome) -> Reply:
             if self._openai_native[route.provider]:
-                upstream_body = rewrite(body, parsed, {"model": route.model})
                 async with self._first_byte(route.provider):
-                    raw = await provider.forward_chat(upstream_body, ctx)  # type: ignore[attr-defined]
+                    raw = await provider.forward_chat(  # type: ignore[attr-defined]
+                        body, parsed, route.model, ctx
+                    )
                     if parsed.get("stream") is True:
                         stream = await _primed(raw.body)
                 if parsed.get("stream") is True:
@@ -377,19 +394,26 @@ class Gateway:
 
     # ------------------------------------------------------------ model lists
 
-    def models(self) -> list[tuple[str, str]]:
-        """(id, display name) of every model a client can name: aliases by provider."""
-        out: list[tuple[str, str]] = []
+    async def models(self, client_key: str | None) -> list[ModelEntry]:
+        """Every model a client can name: aliases, then the providers' own lists."""
+        return await self.catalog.entries(client_key)
+
+    def _alias_entries(self) -> list[ModelEntry]:
+        out: list[ModelEntry] = []
         default = self.settings.default_provider
-        active = self.router.active_aliases()
-        for provider, table in active.items():
+        for provider, table in self.router.active_aliases().items():
             for alias, target in table.items():
+                display = f"{alias} ({provider}:{target})"
                 if provider == default:
-                    out.append((alias, f"{alias} ({provider}:{target})"))
-                out.append((f"{provider}:{alias}", f"{alias} ({provider}:{target})"))
+                    out.append(ModelEntry(alias, display, provider))
+                out.append(ModelEntry(f"{provider}:{alias}", display, provider))
         if "echo" in self.providers:
-            out.append(("echo:echo", "echo (built-in offline provider)"))
+            out.append(ModelEntry("echo:echo", "echo (built-in offline provider)", "echo"))
         return out
+
+    def _resolve_model(self, model: str) -> tuple[str, str]:
+        route = self.router.resolve(model)
+        return route.provider, route.model
 
 
 def _key(route: Route) -> tuple[str, str]:

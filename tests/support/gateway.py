@@ -40,7 +40,12 @@ class Gateway:
 def run_gateway(
     env: Mapping[str, str], tmp: Path, *, cwd: Path | None = None, timeout: float = 20.0
 ) -> Iterator[Gateway]:
-    """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends."""
+    """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
+
+    ``MODELS_PREFETCH`` defaults to ``false`` here: a start-up fetch of the
+    providers' model lists would race with tests that inspect what a fake
+    upstream received.  Tests of the prefetch pass ``MODELS_PREFETCH=true``.
+    """
     port = free_port()
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -48,7 +53,7 @@ def run_gateway(
     work.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"gateway-{port}.log"
     full_env = {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                "LOG_LEVEL": "INFO", **env}
+                "LOG_LEVEL": "INFO", "MODELS_PREFETCH": "false", **env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "vdm", "server", "start", "--host", "127.0.0.1",

@@ -346,3 +346,23 @@ def test_no_keys_at_all_means_echo(home: Path, cwd: Path) -> None:
 
 def test_echo_may_be_named_as_default(home: Path, cwd: Path) -> None:
     assert load(home, cwd, **TWO, VDM_DEFAULT_PROVIDER="echo").default_provider == "echo"
+
+
+# ---------------------------------------------------------------- model lists
+
+
+def test_model_list_settings_defaults_and_overrides(home: Path, cwd: Path) -> None:
+    server = load(home, cwd).server
+    assert (server.models_cache_ttl, server.models_wait, server.models_prefetch) == (
+        600.0, 2.0, True)
+    (cwd / "vdm.toml").write_text("[server]\nmodels-cache-ttl = 60\nmodels-prefetch = false\n")
+    server = load(home, cwd, MODELS_WAIT="0.5").server
+    assert (server.models_cache_ttl, server.models_wait, server.models_prefetch) == (
+        60.0, 0.5, False)
+
+
+def test_bad_model_list_settings_name_their_variables(home: Path, cwd: Path) -> None:
+    message = problems(home, cwd, MODELS_CACHE_TTL="-1", MODELS_WAIT="soon",
+                       MODELS_PREFETCH="maybe")
+    assert "MODELS_CACHE_TTL" in message and "MODELS_WAIT" in message
+    assert "MODELS_PREFETCH" in message

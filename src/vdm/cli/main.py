@@ -53,6 +53,14 @@ def summary(settings: Settings, host: str, port: int) -> None:
         keys = ", ".join(provider.key_fingerprints) or ("built-in" if name == "echo" else "-")
         table.add_row(name, provider.api_format, provider.base_url, keys)
     console.print(table)
+    for name, provider in settings.providers.items():
+        if provider.api_format == "azure":
+            pairs = ", ".join(f"{m} → {d}" for m, d in provider.deployments.items())
+            console.print(
+                f"azure ({name}): api-version {provider.api_version}; "
+                f"deployments: {pairs or 'none (the model name is the deployment)'}",
+                markup=False,
+            )
     from vdm.routing import Router
 
     router = Router(

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, assert_never
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
 from vdm.protocols.sse import SSEParser, frame
+
+if TYPE_CHECKING:
+    from vdm.models import ModelEntry
 
 _decoder = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
@@ -567,12 +570,12 @@ def usage_from_dict(usage: dict[str, Any]) -> ir.Usage:
 # ---------------------------------------------------------------- model list
 
 
-def model_list(models: list[tuple[str, str]], created: float) -> dict[str, Any]:
+def model_list(models: Sequence[ModelEntry], created: float) -> dict[str, Any]:
     """``GET /v1/models`` in Anthropic's list shape (one page, no cursor)."""
     created_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
     data = [
-        {"type": "model", "id": id_, "display_name": name, "created_at": created_at}
-        for id_, name in models
+        {"type": "model", "id": m.id, "display_name": m.display_name, "created_at": created_at}
+        for m in models
     ]
     return {
         "data": data,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from typing import Any, assert_never
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
 
@@ -23,6 +24,9 @@ from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.protocols.anthropic import decode_json_object
 from vdm.protocols.sse import frame
+
+if TYPE_CHECKING:
+    from vdm.models import ModelEntry
 
 _encode = msgspec.json.Encoder().encode
 
@@ -446,10 +450,9 @@ def encode_stream_error(error: GatewayError) -> bytes:
 # ---------------------------------------------------------------- model list
 
 
-def model_list(models: list[tuple[str, str]], created: float) -> dict[str, Any]:
-    """``GET /v1/models`` in OpenAI's list shape."""
+def model_list(models: Sequence[ModelEntry], created: float) -> dict[str, Any]:
+    """``GET /v1/models`` in OpenAI's list shape (``owned_by``: the provider)."""
     return {"object": "list", "data": [
-        {"id": id_, "object": "model", "created": int(created),
-         "owned_by": id_.partition(":")[0] if ":" in id_ else "vdm"}
-        for id_, _ in models
+        {"id": m.id, "object": "model", "created": int(created), "owned_by": m.owned_by}
+        for m in models
     ]}

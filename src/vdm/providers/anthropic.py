@@ -18,11 +18,13 @@ from vdm import ir
 from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import anthropic as wire
+from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser
-from vdm.providers.base import ClientContext, RawResponse
+from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
 from vdm.providers.http import (
     Session,
     decode_json,
+    get_json,
     open_response,
     raw_response,
     upstream_errors,
@@ -59,6 +61,7 @@ class AnthropicProvider:
         self._keys = keys or KeyPool(settings.name, settings.api_keys)
         self._messages_url = settings.base_url + "/v1/messages"
         self._count_url = settings.base_url + "/v1/messages/count_tokens"
+        self._models_url = settings.base_url + "/v1/models?limit=1000"
         self._version = settings.api_version or DEFAULT_VERSION
         self._max_tokens_limit = max_tokens_limit
 
@@ -137,6 +140,12 @@ class AnthropicProvider:
         with upstream_errors(self.name):
             async with response:
                 return await response.read()
+
+    async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
+        headers = {"anthropic-version": self._version, **self.settings.headers,
+                   "x-api-key": self._keys.key_for(client_key)}
+        payload = await get_json(self._session, self._models_url, headers, self.name)
+        return [UpstreamModel(id_, name) for id_, name in decode_model_list(payload, self.name)]
 
     async def close(self) -> None:
         await self._session.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from vdm import ir
 
@@ -65,4 +65,27 @@ class AnthropicNative(Protocol):
 class OpenAIChatNative(Protocol):
     """Providers that speak OpenAI Chat Completions themselves."""
 
-    async def forward_chat(self, body: bytes, ctx: ClientContext) -> RawResponse: ...
+    async def forward_chat(
+        self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
+    ) -> RawResponse:
+        """Relay an OpenAI client's ``body`` (``parsed`` is its decoded form) for
+        upstream ``model``; the provider rewrites the body's model as its
+        endpoint needs (Azure's v1 API names the deployment there)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamModel:
+    id: str
+    display_name: str | None = None
+
+
+@runtime_checkable
+class ModelLister(Protocol):
+    """Providers that can say which models they serve (``GET /v1/models``)."""
+
+    async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
+        """The upstream's own list.  Raises ``AuthenticationFailed`` when only
+        the client's key would do (``!PASSTHRU``) and there is none, and an
+        ``UpstreamError`` when the upstream fails."""
+        ...

@@ -168,6 +168,19 @@ async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterato
     response.release()
 
 
+# A model listing is small: it gets a whole-answer bound, unlike chat.
+LIST_TIMEOUT = aiohttp.ClientTimeout(total=30.0)
+
+
+async def get_json(session: Session, url: str, headers: dict[str, str], provider: str) -> Any:
+    """GET a small JSON document (model lists); error statuses raise."""
+    with upstream_errors(provider):
+        async with session.get(url, headers=headers, timeout=LIST_TIMEOUT) as response:
+            await raise_for_status(response, provider)
+            body = await response.read()
+    return decode_json(body, provider)
+
+
 async def open_response(
     session: Session, url: str, body: bytes, headers: dict[str, str], provider: str
 ) -> aiohttp.ClientResponse:

@@ -75,6 +75,12 @@ class KeyPool:
             retry_after=max(soonest - now, 0.0),
         )
 
+    def key_for(self, client_key: str | None) -> str:
+        """The key for a side call (a model list) that does not fail over."""
+        if self.passthrough and client_key:
+            return client_key
+        return self.pick()[1]
+
     def bench(self, index: int, error: UpstreamStatusError) -> bool:
         """Cool key ``index`` down after ``error``; False if the error is not the key's fault."""
         status = error.upstream_status

@@ -1,5 +1,11 @@
-"""OpenAI-compatible upstreams (OpenAI, OpenRouter, Groq, Gemini's OpenAI
-endpoint, Ollama, vLLM, ...): IR in, chat.completions on the wire, IR out."""
+"""OpenAI-compatible upstreams (OpenAI, Azure OpenAI, OpenRouter, Groq,
+Gemini's OpenAI endpoint, Ollama, vLLM, ...): IR in, chat.completions on the
+wire, IR out.
+
+One adapter for the whole family: what differs between vendors (URLs, the
+auth header, the body's model name) is an :mod:`~vdm.providers.endpoints`
+object, data rather than code.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,15 @@ from vdm import ir
 from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import openai as wire
+from vdm.protocols.body import rewrite
+from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser
-from vdm.providers.base import ClientContext, RawResponse
+from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
+from vdm.providers.endpoints import endpoint_for
 from vdm.providers.http import (
     Session,
     decode_json,
+    get_json,
     open_response,
     raw_response,
     upstream_errors,
@@ -29,8 +39,6 @@ _decoder = msgspec.json.Decoder()
 
 
 class OpenAIProvider:
-    api_format = "openai"
-
     def __init__(
         self,
         settings: ProviderSettings,
@@ -43,7 +51,8 @@ class OpenAIProvider:
         self.settings = settings
         self._session = session
         self._keys = keys or KeyPool(settings.name, settings.api_keys)
-        self._url = settings.base_url + "/chat/completions"
+        self.endpoint = endpoint_for(settings)
+        self.api_format = settings.api_format  # "openai" or "azure"
         self._headers = {"content-type": "application/json", **settings.headers}
         self._options = wire.RequestOptions(
             max_tokens_field=settings.max_tokens_field,
@@ -51,25 +60,43 @@ class OpenAIProvider:
             max_tokens_limit=max_tokens_limit,
         )
 
-    async def _post(self, body: bytes, ctx: ClientContext) -> aiohttp.ClientResponse:
-        """POST to chat/completions, moving through the key pool on refusals."""
+    def _auth(self, headers: dict[str, str], key: str) -> dict[str, str]:
+        endpoint = self.endpoint
+        headers[endpoint.auth_header] = endpoint.auth_scheme + key
+        return headers
+
+    async def _post(self, url: str, body: bytes, ctx: ClientContext) -> aiohttp.ClientResponse:
+        """POST ``body`` to ``url``, moving through the key pool on refusals."""
 
         def attempt(key: str) -> Any:
-            headers = dict(self._headers)
-            headers["authorization"] = "Bearer " + key
-            return open_response(self._session, self._url, body, headers, self.name)
+            headers = self._auth(dict(self._headers), key)
+            return open_response(self._session, url, body, headers, self.name)
 
         return await self._keys.call(ctx.client_key, attempt)
 
-    async def forward_chat(self, body: bytes, ctx: ClientContext) -> RawResponse:
-        """Passthrough: an OpenAI client's body (model already rewritten)."""
-        return raw_response(await self._post(body, ctx), self.name)
+    async def forward_chat(
+        self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
+    ) -> RawResponse:
+        """Passthrough: an OpenAI client's body with only the model rewritten."""
+        endpoint = self.endpoint
+        upstream_body = rewrite(body, parsed, {"model": endpoint.body_model(model)})
+        response = await self._post(endpoint.chat_url(model), upstream_body, ctx)
+        return raw_response(response, self.name)
+
+    async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
+        endpoint = self.endpoint
+        if endpoint.models_url is None:  # (Azure: the configured deployments, no request)
+            return [UpstreamModel(m) for m in endpoint.configured_models]
+        headers = self._auth(dict(self.settings.headers), self._keys.key_for(client_key))
+        payload = await get_json(self._session, endpoint.models_url, headers, self.name)
+        return [UpstreamModel(id_) for id_, _ in decode_model_list(payload, self.name)]
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext
     ) -> AsyncIterator[ir.Event]:
-        body = _encode(wire.encode_request(request, model, self._options))
-        response = await self._post(body, ctx)
+        endpoint = self.endpoint
+        body = _encode(wire.encode_request(request, endpoint.body_model(model), self._options))
+        response = await self._post(endpoint.chat_url(model), body, ctx)
         with upstream_errors(self.name):
             async with response:
                 if not request.stream:

@@ -79,6 +79,8 @@ class App:
                 try:
                     self.gateway = Gateway.from_settings(self.settings)
                     await self.gateway.start()
+                    if self.settings.server.models_prefetch:
+                        self.gateway.catalog.start()
                 except Exception as exc:  # pragma: no cover - reported to the server
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -228,7 +230,7 @@ async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> N
 async def models(app: App, scope: Scope, receive: Receive, send: Send,
                  headers: dict[str, str], request_id: str) -> None:
     assert app.gateway is not None
-    entries = app.gateway.models()
+    entries = await app.gateway.models(presented_key(headers))
     if "anthropic-version" in headers:
         await _json(send, request_id, anthropic.model_list(entries, app.started))
     else:  # OpenAI-style clients send no anthropic-version
@@ -259,6 +261,8 @@ async def health(app: App, scope: Scope, receive: Receive, send: Send,
                 "base_url": p.base_url,
                 "api_key_configured": p.has_key,
                 "keys": len(p.api_keys),
+                **({"api_version": p.api_version, "deployments": dict(p.deployments)}
+                   if p.api_format == "azure" else {}),
             }
             for name, p in settings.providers.items()
         },
