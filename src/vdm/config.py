@@ -74,7 +74,10 @@ class ServerSettings:
     request_timeout: float = 90.0
     max_tokens_limit: int | None = None
     max_body_size: int = 32 * 1024 * 1024
+    max_upload_size: int = 512 * 1024 * 1024
     proxy_api_key: str | None = None
+    # vdm.passthrough.Rule entries; None: the package default allowlist.
+    passthrough_allow: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def fingerprint(secret: str) -> str:
 _TOP_KEYS = {"default-provider", "server", "providers"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "request-timeout", "max-tokens-limit", "max-body-size",
-    "proxy-api-key",
+    "max-upload-size", "proxy-api-key", "passthrough-allow",
 }
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
@@ -233,7 +236,9 @@ def _server_settings(
     timeout = _as_float(*pick("request-timeout", "REQUEST_TIMEOUT"), problems)
     limit = _as_int(*pick("max-tokens-limit", "MAX_TOKENS_LIMIT"), problems, low=1)
     body = _as_int(*pick("max-body-size", "MAX_BODY_SIZE"), problems, low=1024)
+    upload = _as_int(*pick("max-upload-size", "MAX_UPLOAD_SIZE"), problems, low=1024)
     proxy_key, _ = pick("proxy-api-key", "PROXY_API_KEY")
+    allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -241,8 +246,30 @@ def _server_settings(
         request_timeout=timeout or 90.0,
         max_tokens_limit=limit,
         max_body_size=body or 32 * 1024 * 1024,
+        max_upload_size=upload or 512 * 1024 * 1024,
         proxy_api_key=str(proxy_key) if proxy_key else None,
+        passthrough_allow=allow,
     )
+
+
+def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] | None:
+    """``passthrough-allow``: the syntax of :mod:`vdm.passthrough` as one string
+    (``;``-separated) or, in TOML, an array of entries."""
+    if value is None:
+        return None
+    from vdm.passthrough import parse_allowlist  # imports the provider layer
+
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = "; ".join(value)
+    if not isinstance(value, str):
+        problems.append(f"{source}: expected a string like 'GET,POST /v1/files; POST "
+                        f"/v1/embeddings' (or an array of such entries), got {value!r}")
+        return None
+    try:
+        return parse_allowlist(value)
+    except ValueError as exc:
+        problems.append(f"{source}: invalid passthrough allowlist: {exc}")
+        return None
 
 
 def _as_int(

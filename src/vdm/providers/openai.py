@@ -3,7 +3,7 @@ endpoint, Ollama, vLLM, ...): IR in, chat.completions on the wire, IR out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -16,10 +16,12 @@ from vdm.protocols import openai as wire
 from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse
 from vdm.providers.http import (
+    Body,
     Session,
     decode_json,
     post_raw,
     raise_for_status,
+    request_raw,
     upstream_errors,
 )
 from vdm.providers.keys import KeyPool
@@ -42,6 +44,7 @@ class OpenAIProvider:
         self.settings = settings
         self._session = session
         self._keys = KeyPool(settings.name, settings.api_keys)
+        self._base = settings.base_url
         self._url = settings.base_url + "/chat/completions"
         self._headers = {"content-type": "application/json", **settings.headers}
         self._options = wire.RequestOptions(
@@ -59,6 +62,19 @@ class OpenAIProvider:
         """Passthrough: an OpenAI client's body (model already rewritten)."""
         return await post_raw(self._session, self._url, body, self._request_headers(ctx),
                               self.name)
+
+    async def forward(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: Body,
+        ctx: ClientContext,
+    ) -> RawResponse:
+        """Passthrough of any other OpenAI endpoint: ``path`` is below ``/v1``
+        (the base URL already ends in it), ``headers`` are the client's, already
+        stripped of hop-by-hop ones and credentials; the provider's headers and
+        key are added.  The answer, error statuses included, is relayed as is."""
+        url = self._base + path + ("?" + query if query else "")
+        upstream = {**headers, **self.settings.headers,
+                    "authorization": "Bearer " + self._keys.pick(ctx.client_key)}
+        return await request_raw(self._session, method, url, body, upstream, self.name)
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext
