@@ -49,7 +49,11 @@ _ANTHROPIC_PATHS = ("/v1/messages",)
 # Client headers never forwarded: hop-by-hop ones, the client's credentials
 # (replaced by the provider's), and the gateway's own.
 _DROP_REQUEST = HOP_BY_HOP_REQUEST | {
-    "authorization", "x-api-key", "x-vdm-provider", "content-length", "expect",
+    "authorization",
+    "x-api-key",
+    "x-vdm-provider",
+    "content-length",
+    "expect",
 }
 PROVIDER_HEADER = "x-vdm-provider"
 
@@ -76,8 +80,10 @@ class Allowlist:
         return any(rule.covers(path) for rule in self.rules)
 
     def allows(self, method: str, path: str) -> bool:
-        return any(rule.covers(path) and (rule.methods is None or method in rule.methods)
-                   for rule in self.rules)
+        return any(
+            rule.covers(path) and (rule.methods is None or method in rule.methods)
+            for rule in self.rules
+        )
 
     def check(self, method: str, path: str) -> None:
         """Raise 404 for a path outside the allowlist, 405 for a method not allowed."""
@@ -100,6 +106,9 @@ def parse_allowlist(text: str) -> tuple[Rule, ...]:
     if [e.lower() for e in entries] == ["none"]:
         return ()
     for entry in entries:
+        if entry.lower() == "none":
+            problems.append("'none' turns passthrough off and must be the only entry")
+            continue
         if entry.lower() == "default":
             rules.extend(parse_allowlist(DEFAULT_ALLOW))
             continue
@@ -115,8 +124,9 @@ def parse_allowlist(text: str) -> tuple[Rule, ...]:
 def _rule(entry: str) -> Rule:
     parts = entry.split()
     if len(parts) != 2:
-        raise ValueError("expected 'METHODS /v1/path' (e.g. 'GET,POST /v1/files'), "
-                         "'default' or 'none'")
+        raise ValueError(
+            "expected 'METHODS /v1/path' (e.g. 'GET,POST /v1/files'), 'default' or 'none'"
+        )
     methods_text, path = parts
     if methods_text == "*":
         methods = None
@@ -124,13 +134,16 @@ def _rule(entry: str) -> Rule:
         methods = frozenset(m.strip().upper() for m in methods_text.split(",") if m.strip())
         unknown = sorted(m for m in methods if m not in METHODS)
         if unknown or not methods:
-            raise ValueError(f"unknown method {', '.join(unknown) or methods_text!r}; "
-                             f"use {', '.join(sorted(METHODS))} or *")
+            raise ValueError(
+                f"unknown method {', '.join(unknown) or methods_text!r}; "
+                f"use {', '.join(sorted(METHODS))} or *"
+            )
     path = path.rstrip("/")
     if not path.startswith("/v1/") or "?" in path or "//" in path:
         raise ValueError(f"path {path!r} must start with /v1/ and have no query string")
-    if any(path == p or path.startswith(p + "/") or p.startswith(path + "/")
-           for p in _ANTHROPIC_PATHS):
+    if any(
+        path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in _ANTHROPIC_PATHS
+    ):
         raise ValueError(f"path {path!r} overlaps the Anthropic Messages API (/v1/messages)")
     return Rule(methods, path)
 
@@ -144,8 +157,7 @@ class Target:
     model: str | None  # the upstream model, when the body named one
 
 
-def choose(router: Router, formats: Mapping[str, str], model: Any,
-           explicit: str | None) -> Target:
+def choose(router: Router, formats: Mapping[str, str], model: Any, explicit: str | None) -> Target:
     """The provider for a passthrough request.
 
     ``model`` (the JSON body's ``model``, or None) routes as everywhere else;
@@ -160,8 +172,10 @@ def choose(router: Router, formats: Mapping[str, str], model: Any,
     elif explicit:
         name = explicit.strip().lower()
         if name not in formats:
-            raise InvalidRequest(f"{PROVIDER_HEADER}: unknown provider '{explicit}'; "
-                                 f"known providers: {', '.join(formats)}")
+            raise InvalidRequest(
+                f"{PROVIDER_HEADER}: unknown provider '{explicit}'; "
+                f"known providers: {', '.join(formats)}"
+            )
         target = Target(name, None)
     else:
         target = Target(router.default_provider, None)
@@ -170,7 +184,8 @@ def choose(router: Router, formats: Mapping[str, str], model: Any,
         raise InvalidRequest(
             f"provider '{target.provider}' speaks the {fmt} format; only OpenAI-format "
             "providers serve this endpoint (route with an 'openai-provider:model' or "
-            f"the {PROVIDER_HEADER} header)")
+            f"the {PROVIDER_HEADER} header)"
+        )
     return target
 
 
@@ -178,8 +193,9 @@ def request_headers(headers: Mapping[str, str], *, streamed: bool) -> dict[str, 
     """The client's headers as they go upstream: hop-by-hop, credentials and the
     gateway's own removed; ``content-length`` kept only for a body streamed as
     it came (a body read here may have been rewritten: its length is recomputed)."""
-    out = {k: v for k, v in headers.items() if k not in _DROP_REQUEST
-           and not k.startswith("proxy-")}
+    out = {
+        k: v for k, v in headers.items() if k not in _DROP_REQUEST and not k.startswith("proxy-")
+    }
     if streamed and "content-length" in headers:
         out["content-length"] = headers["content-length"]
     return out
@@ -190,8 +206,9 @@ def is_json(headers: Mapping[str, str]) -> bool:
     return ctype.partition(";")[0].strip().lower() == "application/json"
 
 
-def route_json(router: Router, formats: Mapping[str, str], body: bytes,
-               explicit: str | None) -> tuple[Target, bytes]:
+def route_json(
+    router: Router, formats: Mapping[str, str], body: bytes, explicit: str | None
+) -> tuple[Target, bytes]:
     """A JSON request read whole: its ``model`` picks the provider and is
     rewritten to the upstream model (every other byte untouched)."""
     if not body.strip():

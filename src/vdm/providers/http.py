@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from vdm.errors import (
     GatewayError,
@@ -181,6 +182,7 @@ async def request_raw(
 ) -> RawResponse:
     """Any request, answer relayed as the upstream sent it: error statuses too,
     body neither decoded nor decompressed (so its length and encoding hold).
+    ``url`` is sent as it is (already %-encoded by the client).
 
     A failure of the client's own streamed body (too large) surfaces as
     itself, not as an upstream failure: aiohttp wraps it, ``__cause__`` keeps it.
@@ -188,7 +190,7 @@ async def request_raw(
     try:
         with upstream_errors(provider):
             response = await session.request(
-                method, url, data=body, headers=headers, auto_decompress=False,
+                method, URL(url, encoded=True), data=body, headers=headers, auto_decompress=False,
                 allow_redirects=False)
     except UpstreamError as exc:
         cause = exc.__cause__.__cause__ if exc.__cause__ is not None else None

@@ -135,7 +135,8 @@ class StreamedBody:
         while (chunk := await self._queue.get()) is not None:
             size += len(chunk)
             if size > self._limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self._limit} bytes")
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {self._limit} bytes (MAX_UPLOAD_SIZE)")
             if chunk:
                 yield chunk
 
