@@ -91,6 +91,7 @@ class ServerSettings:
     request_timeout: float = 90.0
     max_tokens_limit: int | None = None
     max_body_size: int = 32 * 1024 * 1024
+    max_upload_size: int = 512 * 1024 * 1024
     proxy_api_key: str | None = None
     # Resilience (providers.keys, pipeline retries/fallbacks, server shutdown).
     max_retries: int = 2
@@ -108,6 +109,8 @@ class ServerSettings:
     models_cache_ttl: float = 600.0  # seconds a provider's model list is fresh
     models_wait: float = 2.0  # longest /v1/models waits for a provider's list
     models_prefetch: bool = True  # fetch the lists at start-up
+    # vdm.passthrough.Rule entries; None: the package default allowlist.
+    passthrough_allow: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ _SERVER_KEYS = {
     "idle-timeout", "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
     "key-rate-limit-cooldown", "key-cooldown-max", "redis-url",
     "models-cache-ttl", "models-wait", "models-prefetch",
+    "max-upload-size", "passthrough-allow",
 }
 _MIDDLEWARE_KEYS = {"enabled", "thought-signature-cache-ttl", "thought-signature-max-cache-size"}
 _PROVIDER_KEYS = {
@@ -297,6 +301,7 @@ def _server_settings(
     timeout = _as_float(*pick("request-timeout", "REQUEST_TIMEOUT"), problems) or 90.0
     limit = _as_int(*pick("max-tokens-limit", "MAX_TOKENS_LIMIT"), problems, low=1)
     body = _as_int(*pick("max-body-size", "MAX_BODY_SIZE"), problems, low=1024)
+    upload = _as_int(*pick("max-upload-size", "MAX_UPLOAD_SIZE"), problems, low=1024)
     proxy_key, _ = pick("proxy-api-key", "PROXY_API_KEY")
     retries = _as_int(*pick("max-retries", "MAX_RETRIES"), problems, low=0, high=10)
     seconds = {
@@ -313,6 +318,7 @@ def _server_settings(
     wait = _as_float(*pick("models-wait", "MODELS_WAIT"), problems)
     prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
     prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
+    allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -320,6 +326,7 @@ def _server_settings(
         request_timeout=timeout,
         max_tokens_limit=limit,
         max_body_size=body or 32 * 1024 * 1024,
+        max_upload_size=upload or 512 * 1024 * 1024,
         proxy_api_key=str(proxy_key) if proxy_key else None,
         max_retries=defaults.max_retries if retries is None else retries,
         retry_backoff=seconds["retry-backoff"] or defaults.retry_backoff,
@@ -338,6 +345,7 @@ def _server_settings(
         models_cache_ttl=ttl or 600.0,
         models_wait=wait or 2.0,
         models_prefetch=prefetch,
+        passthrough_allow=allow,
     )
 
 
@@ -388,6 +396,26 @@ def _middleware_settings(
         thought_signature_cache_ttl=ttl or 3600.0,
         thought_signature_max_cache_size=size or 10_000,
     )
+
+
+def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] | None:
+    """``passthrough-allow``: the syntax of :mod:`vdm.passthrough` as one string
+    (``;``-separated) or, in TOML, an array of entries."""
+    if value is None:
+        return None
+    from vdm.passthrough import parse_allowlist  # imports the provider layer
+
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = "; ".join(value)
+    if not isinstance(value, str):
+        problems.append(f"{source}: expected a string like 'GET,POST /v1/files; POST "
+                        f"/v1/embeddings' (or an array of such entries), got {value!r}")
+        return None
+    try:
+        return parse_allowlist(value)
+    except ValueError as exc:
+        problems.append(f"{source}: invalid passthrough allowlist: {exc}")
+        return None
 
 
 def _as_int(

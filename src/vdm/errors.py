@@ -10,6 +10,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── AuthenticationFailed          401  missing/wrong proxy key
     ├── PermissionDenied              403
     ├── NotFound                      404  unknown path
+    ├── MethodNotAllowed              405  known path, other method
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  every key of a provider is cooling down
     ├── ShuttingDown                  503  the gateway ended the request to stop
@@ -74,6 +75,11 @@ class PermissionDenied(GatewayError):
 class NotFound(GatewayError):
     status = 404
     kind = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    kind = "invalid_request"
 
 
 class PayloadTooLarge(GatewayError):

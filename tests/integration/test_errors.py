@@ -334,7 +334,9 @@ def test_unknown_path_is_404(gateway: Gateway, path: str) -> None:
     ("GET", "/v1/messages/count_tokens"), ("POST", "/v1/models"), ("POST", "/health"),
 ])
 def test_wrong_method_is_405(gateway: Gateway, method: str, path: str) -> None:
-    response = httpx.request(method, gateway.url + path, timeout=20)
+    # anthropic-version: /v1/models answers OpenAI-shaped to clients without it
+    response = httpx.request(method, gateway.url + path, timeout=20,
+                             headers={"anthropic-version": "2023-06-01"})
     assert method in error_of(response, 405, "invalid_request_error")
 
 

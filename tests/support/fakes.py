@@ -10,11 +10,12 @@ recorded as :class:`Recorded`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ class Recorded:
     query: str
     headers: dict[str, str]  # lower-case names
     body: bytes
+    size: int | None = None  # CountBody: bytes received (the body itself is not kept)
+    sha256: str | None = None  # CountBody: hex digest of those bytes
+    target: str = ""  # the request target as sent (path and query, still %-encoded)
 
     @property
     def json(self) -> Any:
@@ -72,7 +76,36 @@ class Drop:
     """Close the connection without answering."""
 
 
-Reply = JSONReply | SSEReply | RawReply | Hang | Drop
+@dataclass
+class CountBody:
+    """Read the request body as it streams in, keeping only its size and
+    SHA-256 (large uploads without the fake holding them); answer ``body``
+    with ``bytes`` and ``sha256`` added."""
+
+    body: dict[str, Any] = field(default_factory=dict)
+    status: int = 200
+
+
+@dataclass
+class StreamBytes:
+    """Stream ``total`` bytes of :func:`pattern` with a content-length."""
+
+    total: int
+    status: int = 200
+    content_type: str = "application/octet-stream"
+
+
+def pattern(total: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Deterministic, non-repeating-looking bytes, generated chunk by chunk."""
+    block = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(chunk // 32 + 1))
+    sent = 0
+    while sent < total:
+        piece = block[: min(chunk, total - sent)]
+        sent += len(piece)
+        yield piece
+
+
+Reply = JSONReply | SSEReply | RawReply | Hang | Drop | CountBody | StreamBytes
 Responder = Callable[[Recorded], Reply]
 
 
@@ -160,10 +193,13 @@ class FakeUpstream:
         )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._script and isinstance(self._script[0], CountBody):
+            return await self._count(request, self._script.popleft())  # type: ignore[arg-type]
         body = await request.read()
         recorded = Recorded(
             request.method, request.path, request.query_string,
             {k.lower(): v for k, v in request.headers.items()}, body,
+            target=request.raw_path,
         )
         self.requests.append(recorded)
         answer = self._next(recorded)
@@ -172,6 +208,19 @@ class FakeUpstream:
         except (asyncio.CancelledError, ConnectionResetError):
             self.cancelled += 1
             raise
+
+    async def _count(self, request: web.Request, answer: CountBody) -> web.StreamResponse:
+        digest = hashlib.sha256()
+        size = 0
+        async for piece in request.content.iter_any():
+            size += len(piece)
+            digest.update(piece)
+        self.requests.append(Recorded(
+            request.method, request.path, request.query_string,
+            {k.lower(): v for k, v in request.headers.items()}, b"", size, digest.hexdigest(),
+            request.raw_path))
+        return web.json_response({**answer.body, "bytes": size, "sha256": digest.hexdigest()},
+                                 status=answer.status)
 
     async def _answer(self, request: web.Request, answer: Reply) -> web.StreamResponse:
         match answer:
@@ -192,6 +241,16 @@ class FakeUpstream:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
+            case StreamBytes(total=total, status=status, content_type=ctype):
+                response = web.StreamResponse(status=status, headers={
+                    "content-type": ctype, "content-length": str(total)})
+                await response.prepare(request)
+                for piece in pattern(total):
+                    await response.write(piece)
+                await response.write_eof()
+                return response
+            case CountBody():
+                raise AssertionError("CountBody is handled before the body is read")
             case Hang(seconds=seconds):
                 await asyncio.sleep(seconds)
                 return web.Response(status=204)

@@ -366,3 +366,28 @@ def test_bad_model_list_settings_name_their_variables(home: Path, cwd: Path) -> 
                        MODELS_PREFETCH="maybe")
     assert "MODELS_CACHE_TTL" in message and "MODELS_WAIT" in message
     assert "MODELS_PREFETCH" in message
+
+
+def test_passthrough_settings(home: Path, cwd: Path) -> None:
+    from vdm.passthrough import Rule
+
+    assert load(home, cwd).server.passthrough_allow is None  # the package default list
+    assert load(home, cwd).server.max_upload_size == 512 * 1024 * 1024
+    (cwd / "vdm.toml").write_text(
+        '[server]\npassthrough-allow = ["GET /v1/files", "POST /v1/embeddings"]\n'
+        "max-upload-size = 2048\n")
+    server = load(home, cwd).server
+    assert server.passthrough_allow == (Rule(frozenset({"GET"}), "/v1/files"),
+                                        Rule(frozenset({"POST"}), "/v1/embeddings"))
+    assert server.max_upload_size == 2048
+    assert load(home, cwd, PASSTHROUGH_ALLOW="none").server.passthrough_allow == ()
+
+
+def test_passthrough_settings_errors_name_their_source(home: Path, cwd: Path) -> None:
+    (cwd / "vdm.toml").write_text("[server]\npassthrough-allow = 3\n")
+    with pytest.raises(ConfigError) as raised:
+        load(home, cwd, MAX_UPLOAD_SIZE="big")
+    text = str(raised.value)
+    assert "server.passthrough-allow" in text and "MAX_UPLOAD_SIZE" in text
+    with pytest.raises(ConfigError, match=r"PASSTHROUGH_ALLOW.*FETCH"):
+        load(home, cwd, PASSTHROUGH_ALLOW="FETCH /v1/files")

@@ -62,6 +62,16 @@ class AnthropicNative(Protocol):
 
 
 @runtime_checkable
+class OpenAIPassthrough(Protocol):
+    """Providers that serve the rest of the OpenAI API (embeddings, files, ...)."""
+
+    async def forward(
+        self, method: str, path: str, query: str, headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None, ctx: ClientContext,
+    ) -> RawResponse: ...
+
+
+@runtime_checkable
 class OpenAIChatNative(Protocol):
     """Providers that speak OpenAI Chat Completions themselves."""
 

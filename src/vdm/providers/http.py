@@ -14,9 +14,12 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from vdm.config import ServerSettings
 from vdm.errors import (
+    GatewayError,
+    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
@@ -26,13 +29,15 @@ from vdm.providers.base import RawResponse
 
 _decoder = msgspec.json.Decoder()
 
-# Response headers never relayed to a client (hop-by-hop, or invalid once
-# aiohttp has decoded the body).
-HOP_BY_HOP = frozenset({
+# Headers that describe one connection, not the message: never forwarded
+# either way by a proxy (RFC 9110 7.6.1), plus host (the upstream's own).
+HOP_BY_HOP_REQUEST = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "content-length",
-    "content-encoding",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "proxy-connection",
 })
+# Response headers never relayed to a client after aiohttp decoded the body
+# (its length and encoding are no longer the upstream's).
+HOP_BY_HOP = HOP_BY_HOP_REQUEST | {"content-length", "content-encoding"}
 
 
 Session = aiohttp.ClientSession  # the type other modules name; only this module creates one
@@ -155,6 +160,13 @@ def relay_headers(headers: Any) -> dict[str, str]:
     return out
 
 
+def relay_raw_headers(headers: Any) -> dict[str, str]:
+    """Headers of an undecoded body (``auto_decompress=False``): only hop-by-hop
+    ones go; ``content-length`` and ``content-encoding`` stay true."""
+    return {k.lower(): v for k, v in headers.items()
+            if k.lower() not in HOP_BY_HOP_REQUEST and not k.lower().startswith("proxy-")}
+
+
 async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
     """An upstream body as it arrives; the connection is pooled again when it
     completes, dropped when the relay is cancelled or fails."""
@@ -199,3 +211,31 @@ async def open_response(
 def raw_response(response: aiohttp.ClientResponse, provider: str) -> RawResponse:
     """An open response handed on undecoded (passthrough)."""
     return RawResponse(response.status, relay_headers(response.headers), relay(response, provider))
+
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+async def request_raw(
+    session: Session, method: str, url: str, body: Body, headers: dict[str, str],
+    provider: str,
+) -> RawResponse:
+    """Any request, answer relayed as the upstream sent it: error statuses too,
+    body neither decoded nor decompressed (so its length and encoding hold).
+    ``url`` is sent as it is (already %-encoded by the client).
+
+    A failure of the client's own streamed body (too large) surfaces as
+    itself, not as an upstream failure: aiohttp wraps it, ``__cause__`` keeps it.
+    """
+    try:
+        with upstream_errors(provider):
+            response = await session.request(
+                method, URL(url, encoded=True), data=body, headers=headers, auto_decompress=False,
+                allow_redirects=False)
+    except UpstreamError as exc:
+        cause = exc.__cause__.__cause__ if exc.__cause__ is not None else None
+        if isinstance(cause, GatewayError) and not isinstance(cause, UpstreamError):
+            raise cause from None
+        raise
+    return RawResponse(response.status, relay_raw_headers(response.headers),
+                       relay(response, provider))

@@ -83,11 +83,14 @@ class KeyPool:
 
     def bench(self, index: int, error: UpstreamStatusError) -> bool:
         """Cool key ``index`` down after ``error``; False if the error is not the key's fault."""
-        status = error.upstream_status
+        return self.report(index, error.upstream_status, error.headers.get("retry-after"))
+
+    def report(self, index: int, status: int, retry_after: str | None) -> bool:
+        """Cool key ``index`` down if ``status`` says it was refused (401/403/429)."""
         if status not in _BENCHED_STATUSES:
             return False
         if status == 429:
-            seconds = _retry_after(error.headers.get("retry-after")) or self._rate_cooldown
+            seconds = _retry_after(retry_after) or self._rate_cooldown
         else:
             seconds = self._auth_cooldown
         self._cooldowns.bench(self._ids[index], min(seconds, self._max_cooldown), status)

@@ -9,7 +9,7 @@ object, data rather than code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -25,11 +25,13 @@ from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
 from vdm.providers.endpoints import endpoint_for
 from vdm.providers.http import (
+    Body,
     Session,
     decode_json,
     get_json,
     open_response,
     raw_response,
+    request_raw,
     upstream_errors,
 )
 from vdm.providers.keys import KeyPool
@@ -53,6 +55,7 @@ class OpenAIProvider:
         self._keys = keys or KeyPool(settings.name, settings.api_keys)
         self.endpoint = endpoint_for(settings)
         self.api_format = settings.api_format  # "openai" or "azure"
+        self._base = settings.base_url
         self._headers = {"content-type": "application/json", **settings.headers}
         self._options = wire.RequestOptions(
             max_tokens_field=settings.max_tokens_field,
@@ -90,6 +93,26 @@ class OpenAIProvider:
         headers = self._auth(dict(self.settings.headers), self._keys.key_for(client_key))
         payload = await get_json(self._session, endpoint.models_url, headers, self.name)
         return [UpstreamModel(id_) for id_, _ in decode_model_list(payload, self.name)]
+
+    async def forward(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: Body,
+        ctx: ClientContext,
+    ) -> RawResponse:
+        """Passthrough of any other OpenAI endpoint: ``path`` is below ``/v1``
+        (the base URL already ends in it), ``headers`` are the client's, already
+        stripped of hop-by-hop ones and credentials; the provider's headers and
+        key are added.  The answer, error statuses included, is relayed as is.
+
+        The body may be a stream that cannot be sent twice, so a refused key is
+        benched for the next requests but this one is not tried again."""
+        url = self._base + path + ("?" + query if query else "")
+        own = self._keys.passthrough and ctx.client_key
+        index, key = (-1, ctx.client_key) if own else self._keys.pick()
+        upstream = {**headers, **self.settings.headers, "authorization": f"Bearer {key}"}
+        raw = await request_raw(self._session, method, url, body, upstream, self.name)
+        if index >= 0:
+            self._keys.report(index, raw.status, raw.headers.get("retry-after"))
+        return raw
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext

@@ -1,7 +1,10 @@
 """The ASGI application: routes -> :class:`vdm.pipeline.Gateway`, and back.
 
 Handlers only translate HTTP to the pipeline and back; rules live in the
-pipeline and its modules.  Every error is Anthropic-shaped JSON.
+pipeline and its modules.  Every error is rendered in the shape of the door
+the client came in by (:func:`door_for`): OpenAI's for the OpenAI API paths,
+Anthropic's otherwise.  Any other allowed ``/v1/*`` request passes through to
+an OpenAI-format provider (:mod:`vdm.passthrough`).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from typing import Any, Protocol
 import msgspec
 
 from vdm import __version__
+from vdm import passthrough as pt
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
-from vdm.errors import GatewayError, NotFound, ShuttingDown
+from vdm.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, ShuttingDown
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress
+from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server.asgi import (
     ClientGone,
     Receive,
@@ -33,6 +38,7 @@ from vdm.server.asgi import (
     read_body,
     send_bytes,
     send_stream,
+    stream_request,
 )
 
 log = logging.getLogger("vdm.server")
@@ -42,11 +48,6 @@ _JSON = {"content-type": "application/json"}
 
 # Paths that answer without the proxy key (probes).
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
-
-
-class MethodNotAllowed(GatewayError):
-    status = 405
-    kind = "invalid_request"
 
 
 Handler = Callable[["App", Scope, Receive, Send, dict[str, str], str], Awaitable[None]]
@@ -63,6 +64,13 @@ class App:
         )
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
+        self.max_upload = settings.server.max_upload_size
+        default_allow = pt.parse_allowlist(pt.DEFAULT_ALLOW)
+        configured = settings.server.passthrough_allow
+        self.allow = pt.Allowlist(default_allow if configured is None else configured)
+        # The OpenAI API's paths (allowed or not): their errors are OpenAI-shaped.
+        self.openai_paths = pt.Allowlist((*default_allow, *self.allow.rules))
+        self.formats = {n: p.api_format for n, p in settings.providers.items()}
         self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,30 +108,49 @@ class App:
         request_id = client_request_id(headers.get("x-request-id")) or new_request_id()
         token = current_request_id.set(request_id)
         try:
-            methods = ROUTES.get(path)
-            if methods is None:
-                raise NotFound(f"no such endpoint: {scope['method']} {scope['path']}")
-            handler = methods.get(scope["method"])
-            if handler is None:
-                raise MethodNotAllowed(
-                    f"method {scope['method']} not allowed on {path}; "
-                    f"use {', '.join(sorted(methods))}"
-                )
+            handler = self._handler(scope["method"], path)
             if self.proxy_key is not None and path not in OPEN_PATHS:
                 self.proxy_key.check(presented_key(headers))
             await handler(self, scope, receive, send, headers, request_id)
         except GatewayError as exc:
-            await send_error(send, exc, request_id)
+            _log_failure(scope, exc)
+            await send_error(send, exc, request_id, door_for(self, path, headers))
         except ClientGone:
             return
         finally:
             current_request_id.reset(token)
+
+    def _handler(self, method: str, path: str) -> Handler:
+        """The gateway's own routes first; then the passthrough allowlist."""
+        methods = ROUTES.get(path)
+        if methods is not None and method in methods:
+            return methods[method]
+        if self.allow.allows(method, path):
+            return passthrough
+        if methods is not None:
+            raise MethodNotAllowed(
+                f"method {method} not allowed on {path}; use {', '.join(sorted(methods))}")
+        self.allow.check(method, path)  # raises: 404 outside the allowlist, else 405
+        return passthrough  # pragma: no cover - check() only returns for allowed requests
 
 
 def id_headers(request_id: str) -> dict[str, str]:
     """Every response names its request (``request-id`` as Anthropic does,
     ``x-request-id`` as most proxies and OpenAI do)."""
     return {"request-id": request_id, "x-request-id": request_id}
+
+
+def door_for(app: App, path: str, headers: dict[str, str]) -> Door:
+    """Which client protocol a request speaks, so its errors take that shape:
+    OpenAI for chat completions and the rest of the OpenAI API, ``/v1/models``
+    unless the client sends ``anthropic-version``; Anthropic otherwise."""
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/")
+    if path == "/v1/models":
+        return anthropic if "anthropic-version" in headers else openai_ingress  # type: ignore[return-value]
+    if path == "/v1/chat/completions" or app.openai_paths.covers(path):
+        return openai_ingress  # type: ignore[return-value]
+    return anthropic  # type: ignore[return-value]
 
 
 class Door(Protocol):
@@ -150,9 +177,9 @@ def _internal(exc: BaseException) -> GatewayError:
 async def _reply(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
     request_id: str, call: Callable[[bytes, dict[str, str], str | None], Awaitable[Reply]],
-    door: Door = anthropic,  # type: ignore[assignment]
 ) -> None:
     """Read the body, run the pipeline, send its reply; cancel if the client leaves."""
+    door = door_for(app, scope["path"], headers)
     body = await read_body(receive, headers, app.max_body)
     client_key = presented_key(headers)
     reply: Reply | None = None
@@ -219,8 +246,82 @@ async def count_tokens(app: App, scope: Scope, receive: Receive, send: Send,
 async def chat_completions(app: App, scope: Scope, receive: Receive, send: Send,
                            headers: dict[str, str], request_id: str) -> None:
     assert app.gateway is not None
-    await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions,
-                 openai_ingress)  # type: ignore[arg-type]
+    await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions)
+
+
+async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
+                      headers: dict[str, str], request_id: str) -> None:
+    """Any other allowed ``/v1/*`` request, to an OpenAI-format provider.
+
+    A JSON body is read (bounded by MAX_BODY_SIZE) for its ``model``; any
+    other body (multipart upload, audio) is streamed on as it arrives, bounded
+    by MAX_UPLOAD_SIZE; the answer is relayed chunk by chunk either way.
+    """
+    assert app.gateway is not None
+    started = time.perf_counter()
+    method: str = scope["method"]
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    path = raw_path.decode("latin-1")[len("/v1"):]  # the base URL ends in /v1
+    query = scope.get("query_string", b"").decode("latin-1")
+    ctx = ClientContext(client_key=presented_key(headers), headers=headers)
+    explicit = headers.get(pt.PROVIDER_HEADER)
+    router = app.gateway.router
+    if pt.is_json(headers):
+        body = await read_body(receive, headers, app.max_body)
+        target, body = pt.route_json(router, app.formats, body, explicit)
+        upstream_headers = pt.request_headers(headers, streamed=False)
+        async with cancel_on_disconnect(receive) as watch:
+            raw = await _forward(app, target, method, path, query, upstream_headers, body, ctx)
+            status = await _relay(send, raw, request_id, target.provider)
+    else:
+        _check_declared(headers, app.max_upload)
+        target = pt.choose(router, app.formats, None, explicit)
+        upstream_headers = pt.request_headers(headers, streamed=True)
+        async with stream_request(receive, app.max_upload) as (watch, streamed):
+            has_body = "content-length" in headers or "transfer-encoding" in headers
+            raw = await _forward(app, target, method, path, query, upstream_headers,
+                                 streamed.chunks() if has_body else None, ctx)
+            streamed.abandon()
+            status = await _relay(send, raw, request_id, target.provider)
+    if access.isEnabledFor(logging.INFO):
+        access.info("%s %s %d %s passthrough %.1fms%s", method, scope["path"], status,
+                    target.provider, (time.perf_counter() - started) * 1000,
+                    " client-disconnected" if watch.gone else "")
+
+
+def _check_declared(headers: dict[str, str], limit: int) -> None:
+    length = headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} "
+                              "(MAX_UPLOAD_SIZE)")
+
+
+async def _forward(app: App, target: pt.Target, method: str, path: str, query: str,
+                   headers: dict[str, str], body: bytes | Any, ctx: ClientContext,
+                   ) -> RawResponse:
+    assert app.gateway is not None
+    provider = app.gateway.providers[target.provider]
+    assert isinstance(provider, OpenAIPassthrough)  # choose() admits OpenAI-format only
+    return await provider.forward(method, path, query, headers, body, ctx)
+
+
+async def _relay(send: Send, raw: RawResponse, request_id: str, provider: str) -> int:
+    """Status, headers and body as the upstream sent them.  A failure after the
+    status went out can only be told by cutting the connection: returning
+    without the final body message makes the ASGI server close it."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.headers.items()]
+    headers += [(b"request-id", request_id.encode()), (b"x-vdm-provider", provider.encode())]
+    await send({"type": "http.response.start", "status": raw.status, "headers": headers})
+    try:
+        async for chunk in raw.body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except GatewayError as exc:
+        log.warning("passthrough relay from %s broke off: %s", provider, exc.message)
+        return raw.status
+    finally:
+        await raw.body.aclose()  # type: ignore[attr-defined]
+    await send({"type": "http.response.body", "body": b""})
+    return raw.status
 
 
 async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> None:

@@ -140,6 +140,79 @@ def _ends_frame(chunk: bytes) -> bool:
     return chunk.endswith(b"\n\n") or chunk.endswith(b"\r\n\r\n")
 
 
+class StreamedBody:
+    """The request body as it arrives, for a streamed passthrough.
+
+    Made by :func:`stream_request`, whose watcher is the one reader of
+    ``receive()`` (ASGI allows no concurrent readers): body messages go through
+    a small queue, so at most a few chunks are held and the ASGI server stops
+    reading the socket while the upstream is slow (constant memory).
+    """
+
+    __slots__ = ("_abandoned", "_limit", "_queue", "done")
+
+    def __init__(self, limit: int) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+        self._limit = limit
+        self._abandoned = False
+        self.done = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk; 413 once it exceeds the limit."""
+        size = 0
+        while (chunk := await self._queue.get()) is not None:
+            size += len(chunk)
+            if size > self._limit:
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {self._limit} bytes (MAX_UPLOAD_SIZE)")
+            if chunk:
+                yield chunk
+
+    def abandon(self) -> None:
+        """The upstream answered: drop whatever of the body is still coming."""
+        self._abandoned = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def _put(self, message: Message) -> None:
+        more = message.get("more_body", False)
+        if not self._abandoned:
+            await self._queue.put(message.get("body", b""))
+            if not more:
+                await self._queue.put(None)
+        self.done = not more
+
+
+@contextlib.asynccontextmanager
+async def stream_request(receive: Receive, limit: int) -> AsyncIterator[tuple[Watch, StreamedBody]]:
+    """:func:`cancel_on_disconnect` for a request whose body is streamed on:
+    the watcher feeds the body, then keeps watching for the client leaving."""
+    task = asyncio.current_task()
+    assert task is not None
+    watch = Watch()
+    body = StreamedBody(limit)
+
+    async def watcher() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                watch.gone = True
+                task.cancel()
+                return
+            if not body.done:
+                await body._put(message)
+
+    waiting = asyncio.create_task(watcher())
+    try:
+        yield watch, body
+    except asyncio.CancelledError:
+        if not watch.gone:
+            raise
+        task.uncancel()
+    finally:
+        waiting.cancel()
+
+
 async def send_stream(
     send: Send,
     status: int,

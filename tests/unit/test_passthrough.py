@@ -1,0 +1,135 @@
+"""Unit tests: the passthrough allowlist, provider choice and header rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from vdm.errors import InvalidRequest, MethodNotAllowed, NotFound
+from vdm.passthrough import (
+    DEFAULT_ALLOW,
+    Allowlist,
+    Rule,
+    Target,
+    choose,
+    parse_allowlist,
+    request_headers,
+    route_json,
+)
+from vdm.routing import Router
+
+
+def test_parse_entries() -> None:
+    rules = parse_allowlist(" GET,post /v1/files/ ;POST /v1/embeddings; * /v1/x ")
+    assert rules == (
+        Rule(frozenset({"GET", "POST"}), "/v1/files"),
+        Rule(frozenset({"POST"}), "/v1/embeddings"),
+        Rule(None, "/v1/x"),
+    )
+
+
+def test_default_and_none() -> None:
+    default = parse_allowlist(DEFAULT_ALLOW)
+    extended = parse_allowlist("default; GET /v1/custom")
+    assert extended == (*default, Rule(frozenset({"GET"}), "/v1/custom"))
+    assert parse_allowlist("none") == ()
+    assert Allowlist(default).allows("POST", "/v1/audio/transcriptions")
+    assert Allowlist(default).allows("GET", "/v1/chat/completions/cc_1/messages")
+    assert not Allowlist(default).allows("POST", "/v1/models/m")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "empty"),
+        ("FETCH /v1/files", "FETCH"),
+        ("GET files", "must start with /v1/"),
+        ("GET /v1/files?x=1", "query"),
+        ("GET", "expected 'METHODS /v1/path'"),
+        ("GET /v1/files extra", "expected"),
+        ("POST /v1/messages/batches", "Anthropic"),
+        ("POST /v1/messages", "Anthropic"),
+        ("none; GET /v1/files", "only entry"),
+    ],
+)
+def test_invalid_entries(text: str, needle: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_allowlist(text)
+    assert needle in str(raised.value)
+
+
+def test_every_bad_entry_is_reported() -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_allowlist("FETCH /v1/a; GET /v1/ok; GET b")
+    assert "'FETCH /v1/a'" in str(raised.value) and "'GET b'" in str(raised.value)
+
+
+def test_matching_is_by_segment() -> None:
+    allow = Allowlist(parse_allowlist("GET,POST /v1/files; DELETE /v1/files/old"))
+    assert allow.allows("GET", "/v1/files") and allow.allows("GET", "/v1/files/f1/content")
+    assert not allow.covers("/v1/filesystem")
+    assert allow.allows("DELETE", "/v1/files/old/x")
+    with pytest.raises(NotFound):
+        allow.check("GET", "/v1/filesystem")
+    with pytest.raises(MethodNotAllowed) as raised:
+        allow.check("DELETE", "/v1/files/f1")
+    assert "GET, POST" in raised.value.message
+    allow.check("DELETE", "/v1/files/old")
+
+
+ROUTER = Router(["openai", "plain", "ant", "echo"], "openai", {"openai": {"fast": "gpt-fast"}}, {})
+FORMATS = {"openai": "openai", "plain": "openai", "ant": "anthropic", "echo": "echo"}
+
+
+def test_choose() -> None:
+    assert choose(ROUTER, FORMATS, "fast", None) == Target("openai", "gpt-fast")
+    assert choose(ROUTER, FORMATS, "plain:emb", "openai") == Target("plain", "emb")
+    assert choose(ROUTER, FORMATS, None, "Plain") == Target("plain", None)
+    assert choose(ROUTER, FORMATS, None, None) == Target("openai", None)
+    for model, explicit, needle in (
+        (None, "ant", "'ant'"),
+        ("echo:x", None, "'echo'"),
+        (None, "nope", "unknown provider 'nope'"),
+        ("zz:x", None, "unknown provider 'zz'"),
+        (3, None, "model"),
+        ("  ", None, "model"),
+    ):
+        with pytest.raises(InvalidRequest) as raised:
+            choose(ROUTER, FORMATS, model, explicit)
+        assert needle in raised.value.message
+
+
+def test_route_json_rewrites_only_the_model() -> None:
+    body = b'{"input": "x", "model": "fast", "dimensions": 3}'
+    target, out = route_json(ROUTER, FORMATS, body, None)
+    assert target == Target("openai", "gpt-fast")
+    assert out == b'{"input": "x", "model":"gpt-fast", "dimensions": 3}'
+    assert route_json(ROUTER, FORMATS, b'{"input": "x"}', "plain") == (
+        Target("plain", None),
+        b'{"input": "x"}',
+    )
+    assert route_json(ROUTER, FORMATS, b"", None) == (Target("openai", None), b"")
+    with pytest.raises(InvalidRequest):
+        route_json(ROUTER, FORMATS, b"[1]", None)
+
+
+def test_request_headers() -> None:
+    incoming = {
+        "authorization": "Bearer c",
+        "x-api-key": "c",
+        "host": "gw",
+        "connection": "x",
+        "keep-alive": "1",
+        "te": "trailers",
+        "transfer-encoding": "chunked",
+        "proxy-authorization": "p",
+        "proxy-foo": "p",
+        "upgrade": "h2c",
+        "x-vdm-provider": "plain",
+        "content-length": "10",
+        "expect": "100-continue",
+        "content-type": "multipart/form-data; boundary=b",
+        "openai-beta": "v2",
+    }
+    kept = {"content-type": "multipart/form-data; boundary=b", "openai-beta": "v2"}
+    assert request_headers(incoming, streamed=False) == kept
+    assert request_headers(incoming, streamed=True) == {**kept, "content-length": "10"}
