@@ -55,6 +55,23 @@ def test_passthrough_stream_is_relayed_byte_for_byte(gateway: Gateway,
     assert fake_openai.last.json["model"] == "gpt-x"
 
 
+def test_passthrough_stream_closed_before_done_ends_with_an_error_chunk(
+    gateway: Gateway, fake_openai: FakeUpstream, oai: openai.OpenAI
+) -> None:
+    upstream = stream_of(completion("cut short"), pieces=3)[:3]  # no finish, no [DONE]
+    fake_openai.reply(SSEReply(upstream))
+    response = httpx.post(gateway.url + "/v1/chat/completions", timeout=20, json={
+        "model": "plain:gpt-x", "messages": ASK, "stream": True})
+    assert response.content.startswith(b"".join(upstream))
+    last = response.content[len(b"".join(upstream)):].decode()
+    assert last.startswith("data: ") and "[DONE]" not in last
+    error = json.loads(last[6:])["error"]
+    assert "'plain'" in error["message"] and "before it finished" in error["message"]
+    fake_openai.reply(SSEReply(upstream))
+    with pytest.raises(openai.APIError, match="before it finished"):
+        list(oai.chat.completions.create(model="plain:gpt-x", messages=ASK, stream=True))
+
+
 def test_passthrough_stream_with_the_sdk(oai: openai.OpenAI, fake_openai: FakeUpstream) -> None:
     fake_openai.reply(SSEReply(stream_of(completion("streamed text"), pieces=4)))
     chunks = list(oai.chat.completions.create(model="plain:gpt-x", messages=ASK, stream=True,

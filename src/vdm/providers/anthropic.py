@@ -25,8 +25,10 @@ from vdm.providers.http import (
     Session,
     decode_json,
     get_json,
+    is_event_stream,
     open_response,
     raw_response,
+    require_end,
     upstream_errors,
 )
 from vdm.providers.keys import KeyPool
@@ -41,7 +43,6 @@ _STREAM_ENDS = (
     b"event: message_stop", b"event:message_stop", b'"type":"message_stop"',
     b'"type": "message_stop"', b"event: error", b"event:error",
 )
-_TAIL = max(len(end) for end in _STREAM_ENDS)
 
 
 class AnthropicProvider:
@@ -88,8 +89,8 @@ class AnthropicProvider:
         self, body: bytes, model: str, ctx: ClientContext, *, stream: bool
     ) -> RawResponse:
         raw = raw_response(await self._post(self._messages_url, body, ctx), self.name)
-        if stream and _is_event_stream(raw.headers):
-            raw.body = _require_end(raw.body, self.name)
+        if stream and is_event_stream(raw.headers):
+            raw.body = require_end(raw.body, self.name, _STREAM_ENDS)
         return raw
 
     async def events(
@@ -100,7 +101,7 @@ class AnthropicProvider:
         response = await self._post(self._messages_url, _encode(payload), ctx)
         with upstream_errors(self.name):
             async with response:
-                if request.stream and _is_event_stream(response.headers):
+                if request.stream and is_event_stream(response.headers):
                     async for event in self._stream(response, request.model):
                         yield event
                     return
@@ -149,30 +150,3 @@ class AnthropicProvider:
 
     async def close(self) -> None:
         await self._session.close()
-
-
-def _is_event_stream(headers: Mapping[str, str]) -> bool:
-    return any(k.lower() == "content-type" and v.startswith("text/event-stream")
-               for k, v in headers.items())
-
-
-async def _require_end(body: AsyncIterator[bytes], provider: str) -> AsyncIterator[bytes]:
-    """Relay ``body``; if it ends before ``message_stop`` (or an error event),
-    raise, so the client gets an error event rather than a silently truncated
-    answer.  A cheap substring test per chunk, no SSE parsing."""
-    finished = False
-    tail = b""
-    try:
-        async for chunk in body:
-            if not finished:
-                window = tail + chunk
-                if b"message_stop" in window or b"error" in window:
-                    finished = any(end in window for end in _STREAM_ENDS)
-                tail = window[-_TAIL:]
-            yield chunk
-    finally:
-        await body.aclose()  # type: ignore[attr-defined]
-    if not finished:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' ended the stream before it finished", provider=provider
-        )

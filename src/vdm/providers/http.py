@@ -8,7 +8,7 @@ error tree at this one boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -239,3 +239,33 @@ async def request_raw(
         raise
     return RawResponse(response.status, relay_raw_headers(response.headers),
                        relay(response, provider))
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    return any(k.lower() == "content-type" and v.startswith("text/event-stream")
+               for k, v in headers.items())
+
+
+async def require_end(
+    body: AsyncIterator[bytes], provider: str, ends: tuple[bytes, ...]
+) -> AsyncIterator[bytes]:
+    """Relay a passthrough stream; if it closes before one of ``ends`` (the
+    protocol's last frame, or its error frame) was seen, raise, so the client
+    gets an error frame rather than a silently truncated answer.  A cheap
+    substring test per chunk over a small tail window, no SSE parsing."""
+    finished = False
+    tail = b""
+    keep = max(len(end) for end in ends)
+    try:
+        async for chunk in body:
+            if not finished:
+                window = tail + chunk
+                finished = any(end in window for end in ends)
+                tail = window[-keep:]
+            yield chunk
+    finally:
+        await body.aclose()  # type: ignore[attr-defined]
+    if not finished:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' ended the stream before it finished", provider=provider
+        )

@@ -29,15 +29,20 @@ from vdm.providers.http import (
     Session,
     decode_json,
     get_json,
+    is_event_stream,
     open_response,
     raw_response,
     request_raw,
+    require_end,
     upstream_errors,
 )
 from vdm.providers.keys import KeyPool
 
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder()
+# How a finished chat.completions stream ends: [DONE], or an error chunk
+# (some servers end with one instead).
+_STREAM_ENDS = (b"data: [DONE]", b"data:[DONE]", b'{"error"', b'{"error":')
 
 
 class OpenAIProvider:
@@ -84,7 +89,10 @@ class OpenAIProvider:
         endpoint = self.endpoint
         upstream_body = rewrite(body, parsed, {"model": endpoint.body_model(model)})
         response = await self._post(endpoint.chat_url(model), upstream_body, ctx)
-        return raw_response(response, self.name)
+        raw = raw_response(response, self.name)
+        if parsed.get("stream") is True and is_event_stream(raw.headers):
+            raw.body = require_end(raw.body, self.name, _STREAM_ENDS)
+        return raw
 
     async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
         endpoint = self.endpoint
