@@ -53,6 +53,7 @@ from vdm.models import ModelCatalog, ModelEntry
 from vdm.protocols import anthropic, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
+from vdm.protocols.openai import usage_from_openai
 from vdm.providers import build
 from vdm.providers.base import (
     AnthropicNative,
@@ -60,8 +61,10 @@ from vdm.providers.base import (
     ModelLister,
     OpenAIChatNative,
     Provider,
+    RawResponse,
 )
 from vdm.providers.cooldowns import Cooldowns, MemoryCooldowns
+from vdm.providers.http import is_event_stream
 from vdm.routing import Route, Router
 
 log = logging.getLogger("vdm.pipeline")
@@ -70,12 +73,44 @@ _JSON = "application/json"
 _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 
 
-class _UsageOnly(msgspec.Struct):
+# ---------------------------------------------------------------- passthrough answers
+# A whole (non-streamed) passthrough answer is decoded once, into just the
+# fields the outcome needs (msgspec skips the rest while checking the syntax).
+
+
+class _AnthropicAnswer(msgspec.Struct):
     usage: dict[str, Any] = {}
     stop_reason: str | None = None
 
 
-_usage_decoder = msgspec.json.Decoder(_UsageOnly)
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _OpenAIAnswer(msgspec.Struct):
+    usage: dict[str, Any] | None = None
+    choices: list[_Choice] = []
+
+
+@dataclass(frozen=True, slots=True)
+class _RelayRules:
+    """How one wire family's passthrough answers are tapped and ended."""
+
+    tap: Callable[[], Any]  # a fresh stream usage tap
+    encode_stream_error: Callable[[GatewayError], bytes]
+    answer: msgspec.json.Decoder[Any]
+    usage: Callable[[Any], tuple[ir.Usage | None, str | None]]
+
+
+_ANTHROPIC_RELAY = _RelayRules(
+    anthropic.UsageTap, anthropic.encode_stream_error, msgspec.json.Decoder(_AnthropicAnswer),
+    lambda a: (anthropic.usage_from_dict(a.usage), a.stop_reason),
+)
+_OPENAI_RELAY = _RelayRules(
+    _OpenAITap, openai_ingress.encode_stream_error, msgspec.json.Decoder(_OpenAIAnswer),
+    lambda a: (usage_from_openai(a.usage) if a.usage else None,
+               a.choices[0].finish_reason if a.choices else None),
+)
 
 
 @dataclass(slots=True)
@@ -308,21 +343,11 @@ class Gateway:
         async def attempt(route: Route, provider: Provider, ctx: ClientContext,
                           outcome: Outcome) -> Reply:
             if self._openai_native[route.provider]:
-                async with self._first_byte(route.provider):
-                    raw = await provider.forward_chat(  # type: ignore[attr-defined]
-                        body, parsed, route.model, ctx
-                    )
-                    if parsed.get("stream") is True:
-                        stream = await _primed(raw.body)
-                if parsed.get("stream") is True:
-                    return Reply(raw.status, raw.headers, outcome=outcome,
-                                 stream=_tap_stream(stream, outcome, _OpenAITap(),
-                                                    openai_ingress.encode_stream_error))
-                data = b"".join([chunk async for chunk in raw.body])
-                tap = _OpenAITap()
-                tap.read(data)
-                outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
-                return Reply(raw.status, raw.headers, body=data, outcome=outcome)
+                return await self._relay(
+                    route, outcome, parsed.get("stream") is True, _OPENAI_RELAY,
+                    lambda: provider.forward_chat(  # type: ignore[attr-defined]
+                        body, parsed, route.model, ctx),
+                )
             if not decoded:
                 decoded.append(openai_ingress.decode_request(parsed))
             request, options = decoded[0]
@@ -354,21 +379,38 @@ class Gateway:
     ) -> Reply:
         stream = parsed.get("stream") is True
         upstream_body = self._upstream_body(parsed, body, route.model)
+        return await self._relay(
+            route, outcome, stream, _ANTHROPIC_RELAY,
+            lambda: provider.forward_messages(upstream_body, route.model, ctx, stream=stream),
+        )
+
+    async def _relay(
+        self, route: Route, outcome: Outcome, stream: bool, rules: _RelayRules,
+        forward: Callable[[], Awaitable[RawResponse]],
+    ) -> Reply:
+        """One passthrough attempt: the answer relayed as bytes while a tap
+        reads usage.  A stream is primed (its first chunk is in before the
+        reply, so a failure until then may still be retried); a whole answer
+        is read and must be JSON (invalid UTF-8 inside it is relayed as sent)."""
         async with self._first_byte(route.provider):
-            raw = await provider.forward_messages(upstream_body, route.model, ctx, stream=stream)
-            if stream:
+            raw = await forward()
+            if stream and is_event_stream(raw.headers):
                 chunks = await _primed(raw.body)
-        if stream:
-            return Reply(raw.status, raw.headers, outcome=outcome,
-                         stream=_tap_stream(chunks, outcome, anthropic.UsageTap(),
-                                            anthropic.encode_stream_error))
+                return Reply(raw.status, raw.headers, outcome=outcome,
+                             stream=_tap_stream(chunks, outcome, rules.tap(),
+                                                rules.encode_stream_error))
         data = b"".join([chunk async for chunk in raw.body])
         try:
-            tapped = _usage_decoder.decode(data)
-            outcome.usage = anthropic.usage_from_dict(tapped.usage)
-            outcome.stop_reason = tapped.stop_reason
+            outcome.usage, outcome.stop_reason = rules.usage(rules.answer.decode(data))
+        except msgspec.ValidationError:
+            pass  # JSON of another shape: the client sees what the upstream sent
         except (msgspec.DecodeError, UnicodeDecodeError):
-            pass  # relayed as it is; the client sees what the upstream sent
+            if not _is_utf8(data):
+                return Reply(raw.status, raw.headers, body=data, outcome=outcome)  # as sent
+            raise UpstreamProtocolError(
+                f"provider '{route.provider}' sent an answer that is not JSON: {data[:200]!r}",
+                provider=route.provider,
+            ) from None
         return Reply(raw.status, raw.headers, body=data, outcome=outcome)
 
     # ------------------------------------------------------------ count_tokens
@@ -414,6 +456,14 @@ class Gateway:
     def _resolve_model(self, model: str) -> tuple[str, str]:
         route = self.router.resolve(model)
         return route.provider, route.model
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _key(route: Route) -> tuple[str, str]:
