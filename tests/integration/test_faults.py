@@ -193,7 +193,11 @@ def ant_ok(text: str, *, stream: bool = False) -> Reply:
 
 
 def keys(fake: FakeUpstream) -> list[str | None]:
-    """Which credential each request carried (Bearer for OpenAI, x-api-key for Anthropic)."""
+    """Which credential each request carried (Bearer for OpenAI, x-api-key for Anthropic).
+
+    Also checks that the client's own key reached no upstream in any header."""
+    for rec in fake.requests:
+        assert CLIENT_KEY not in " ".join(rec.headers.values()), rec.headers
     return [
         rec.headers.get("authorization") or rec.headers.get("x-api-key") for rec in fake.requests
     ]
@@ -229,6 +233,11 @@ def retry_lines(log: str) -> list[str]:
 
 def warnings(log: str) -> list[str]:
     return [line for line in log.splitlines() if " WARNING " in line]
+
+
+def no_errors(log: str) -> None:
+    """Upstream faults are warnings at most: never an ERROR line or a traceback."""
+    assert " ERROR " not in log and "Traceback" not in log, log
 
 
 DOORS = ["anthropic", "openai"]
@@ -347,6 +356,31 @@ def test_dropped_connection_is_retried(resilient: Rig, door: str) -> None:
     r.oai.reply(Drop(), ok("after the drop"))
     assert ask(r, door, "openai:m") == Answer("after the drop", "openai", "m")
     assert len(r.oai.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("door", "model", "fake_name"),
+    [
+        ("anthropic", "openai:m", "oai"),  # conversion
+        ("anthropic", "ant:m", "ant"),  # passthrough
+        ("openai", "openai:m", "oai"),  # passthrough
+        ("openai", "ant:m", "ant"),  # conversion
+    ],
+)
+def test_json_body_cut_short_is_retried(
+    resilient: Rig, door: str, model: str, fake_name: str
+) -> None:
+    """A non-streaming answer whose body breaks off: nothing reached the client yet."""
+    r = resilient
+    fake = r.oai if fake_name == "oai" else r.ant
+    good = completion("whole answer") if fake_name == "oai" else anthropic_message("whole answer")
+    data = json.dumps(good).encode()
+    fake.reply(
+        SSEReply([data[:40], data[40:]], cut_after=1, headers={"content-type": "application/json"}),
+        JSONReply(good),
+    )
+    assert ask(r, door, model).text == "whole answer"
+    assert len(fake.requests) == 2 and fake.cut == 1
 
 
 # ---------------------------------------------------------------- malformed answers
@@ -601,7 +635,10 @@ def check_anthropic_frames(text: str) -> list[tuple[str, Any]]:
     """Every frame is whole: ``event: X`` then ``data: {JSON of type X}``."""
     out = []
     for frame in frames(text):
-        event, data = frame.split("\n")
+        lines = frame.split("\n")
+        assert len(lines) == 2, f"broken frame: {frame!r}"
+        event, data = lines
+        assert event.startswith("event: ") and data.startswith("data: "), frame
         name = event.removeprefix("event: ")
         payload = json.loads(data.removeprefix("data: "))
         assert payload["type"] == name, frame
@@ -668,6 +705,7 @@ def test_stream_cut_mid_answer_ends_with_the_protocol_error_frame(
     lines = warnings(r.log_since(mark))
     assert len(lines) == 1, lines
     assert "ended with an error" in lines[0] and f"'{provider}'" in lines[0]
+    no_errors(r.log_since(mark))
 
     # the official SDKs raise on that frame
     fake.reply(_long_stream(fake_name, cut_after=4))
@@ -793,6 +831,7 @@ def test_clients_leaving_mid_stream_cancel_the_upstream_and_free_its_connections
     resilient: Rig,
 ) -> None:
     r = resilient
+    mark = r.mark()
     rounds = 3
     for _ in range(rounds):
         for _, _, fake_name in CUTS:
@@ -830,4 +869,24 @@ def test_clients_leaving_mid_stream_cancel_the_upstream_and_free_its_connections
             ),
         ), (name, established_connections(fake.port), during)
     assert len(r.oai.requests) == per_fake and len(r.ant.requests) == per_fake
+    no_errors(r.log_since(mark))
+    assert warnings(r.log_since(mark)) == []  # a client leaving is not a fault
+    serves_next(r)
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_client_leaving_before_the_first_byte_cancels_the_upstream(
+    resilient: Rig, door: str
+) -> None:
+    r = resilient
+    r.oai.reply(Hang(10))
+    mark = r.mark()
+    path = "/v1/messages" if door == "anthropic" else "/v1/chat/completions"
+    body = {"model": "openai:m", "max_tokens": 5, "messages": ASK}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(r.gw.url + path, json=body, timeout=httpx.Timeout(5, read=0.5))
+    assert r.oai.wait_for(lambda: r.oai.cancelled == 1)
+    assert len(r.oai.requests) == 1  # a cancelled wait is not retried
+    assert retry_lines(r.log_since(mark)) == []
+    no_errors(r.log_since(mark))
     serves_next(r)
