@@ -732,6 +732,39 @@ def test_stream_cut_mid_answer_ends_with_the_protocol_error_frame(
 
 
 @pytest.mark.parametrize(("door", "model", "fake_name"), CUTS, ids=CUT_IDS)
+def test_stream_cut_inside_a_frame_still_ends_with_a_whole_error_frame(
+    resilient: Rig, door: str, model: str, fake_name: str
+) -> None:
+    """The upstream dies half-way through a frame: the client must not get that
+    half frame glued to the error frame (its SSE parser would choke on it)."""
+    r = resilient
+    fake = r.oai if fake_name == "oai" else r.ant
+    whole = _long_stream(fake_name).chunks
+    halves = [part for c in whole for part in (c[: len(c) // 2], c[len(c) // 2 :])]
+    fake.reply(SSEReply(halves, cut_after=7, delay=0.02))  # 3.5 frames, then dead
+    raw = raw_stream(r, door, model)
+    if door == "anthropic":
+        check_anthropic_frames(raw)
+    else:
+        check_openai_frames(raw)
+    assert f"'{model.split(':')[0]}'" in last_error(door, raw)["message"]
+
+    fake.reply(SSEReply(halves, cut_after=7, delay=0.02))
+    if door == "anthropic":
+        with (
+            pytest.raises(anthropic.APIStatusError),
+            anthropic_client(r) as client,
+            client.messages.stream(model=model, max_tokens=50, messages=ASK) as s,
+        ):
+            s.get_final_message()
+    else:
+        with pytest.raises(openai.APIError), openai_client(r) as oclient:
+            for _ in oclient.chat.completions.create(model=model, messages=ASK, stream=True):  # type: ignore[arg-type]
+                pass
+    serves_next(r)
+
+
+@pytest.mark.parametrize(("door", "model", "fake_name"), CUTS, ids=CUT_IDS)
 def test_stream_cut_before_its_first_byte_is_retried(
     resilient: Rig, door: str, model: str, fake_name: str
 ) -> None:
