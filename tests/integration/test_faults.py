@@ -837,7 +837,7 @@ def test_pings_in_anthropic_passthrough_land_only_between_frames(resilient: Rig)
         *frames_up[delta + 1 :],
     ]
     delays = [0.0] * len(chunks)
-    delays[delta + 1] = 0.8  # mid-frame: no ping may be sent here
+    delays[delta + 1] = 0.8  # mid-frame: no ping may land inside that frame
     delays[delta + 3] = 0.8  # between frames: pings go here
     r.ant.reply(SSEReply(chunks, delays=delays))
     raw = raw_stream(r, "anthropic", "ant:m")
