@@ -555,14 +555,33 @@ async def _tap_stream(
     body: AsyncIterator[bytes], outcome: Outcome, tap: _Tap,
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
+    """Relay ``body`` while ``tap`` reads usage, in whole SSE frames: the start
+    of a frame is held back until its end arrives, so an upstream that dies
+    mid-frame ends the stream with a clean error frame, not one glued to half
+    an event (which the client's SSE parser would choke on)."""
+    partial = b""
     try:
         async for chunk in body:
             tap.feed(chunk)
-            yield chunk
+            if partial:
+                chunk = partial + chunk
+            end = _frame_end(chunk)
+            partial = chunk[end:]
+            if end:
+                yield chunk[:end] if partial else chunk
+        if partial:
+            yield partial  # the upstream's last frame had no blank line: relayed as it is
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
-        yield encode_error(exc)
+        yield encode_error(exc)  # the unfinished frame is dropped
     finally:
         outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
         await body.aclose()  # type: ignore[attr-defined]
+
+
+def _frame_end(data: bytes) -> int:
+    """Where the last complete SSE frame in ``data`` ends (0 if none does)."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import socket
 import threading
 import time
 from collections import deque
@@ -48,12 +50,25 @@ class JSONReply:
 
 @dataclass
 class SSEReply:
-    """Raw SSE: each item is sent as its own network write."""
+    """Raw SSE: each item is sent as its own network write.
+
+    ``delays[i]`` (when given) replaces ``delay`` before chunk ``i``, so a
+    stream can pause at one chosen point.  ``cut_after=n`` sends only the
+    first ``n`` chunks and then aborts the connection: the chunked body never
+    gets its terminating chunk, as when an upstream dies mid-answer.
+    """
 
     chunks: list[bytes]
     status: int = 200
     delay: float = 0.0  # before each chunk
     headers: dict[str, str] = field(default_factory=dict)
+    delays: list[float] | None = None
+    cut_after: int | None = None
+
+    def pause_before(self, index: int) -> float:
+        if self.delays is not None and index < len(self.delays):
+            return self.delays[index]
+        return self.delay
 
 
 @dataclass
@@ -114,6 +129,7 @@ class FakeUpstream:
         self.name = name
         self.requests: list[Recorded] = []
         self.cancelled = 0  # streams/requests whose client went away
+        self.cut = 0  # streams this fake aborted on purpose (SSEReply.cut_after)
         self._script: deque[Reply] = deque()
         self.responder: Responder | None = None
         self._loop = asyncio.new_event_loop()
@@ -148,6 +164,7 @@ class FakeUpstream:
         self._script.clear()
         self.responder = None
         self.cancelled = 0
+        self.cut = 0
 
     def reply(self, *replies: Reply) -> None:
         self._script.extend(replies)
@@ -171,8 +188,9 @@ class FakeUpstream:
         asyncio.set_event_loop(self._loop)
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                    handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
@@ -197,14 +215,20 @@ class FakeUpstream:
             return await self._count(request, self._script.popleft())  # type: ignore[arg-type]
         body = await request.read()
         recorded = Recorded(
-            request.method, request.path, request.query_string,
-            {k.lower(): v for k, v in request.headers.items()}, body,
+            request.method,
+            request.path,
+            request.query_string,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
             target=request.raw_path,
         )
         self.requests.append(recorded)
         answer = self._next(recorded)
         try:
             return await self._answer(request, answer)
+        except _Cut:
+            # The transport is gone; aiohttp must not try to finish the response.
+            raise asyncio.CancelledError from None
         except (asyncio.CancelledError, ConnectionResetError):
             self.cancelled += 1
             raise
@@ -229,16 +253,23 @@ class FakeUpstream:
                     await asyncio.sleep(delay)
                 return web.json_response(body, status=status, headers=headers)
             case RawReply(body=body, status=status, content_type=ctype, headers=headers):
-                return web.Response(body=body, status=status, headers={
-                    "content-type": ctype, **headers})
-            case SSEReply(chunks=chunks, status=status, delay=delay, headers=headers):
-                response = web.StreamResponse(status=status, headers={
-                    "content-type": "text/event-stream", **headers})
+                return web.Response(
+                    body=body, status=status, headers={"content-type": ctype, **headers}
+                )
+            case SSEReply(chunks=chunks, status=status, headers=headers, cut_after=cut):
+                response = web.StreamResponse(
+                    status=status, headers={"content-type": "text/event-stream", **headers}
+                )
                 await response.prepare(request)
-                for chunk in chunks:
-                    if delay:
-                        await asyncio.sleep(delay)
+                for index, chunk in enumerate(chunks if cut is None else chunks[:cut]):
+                    pause = answer.pause_before(index)
+                    if pause:
+                        await asyncio.sleep(pause)
                     await response.write(chunk)
+                if cut is not None:
+                    self.cut += 1
+                    await _abort(request)
+                    raise _Cut
                 await response.write_eof()
                 return response
             case StreamBytes(total=total, status=status, content_type=ctype):
@@ -262,6 +293,77 @@ class FakeUpstream:
         raise AssertionError(f"unknown reply {answer!r}")
 
 
+class _Cut(Exception):
+    """Raised inside the fake after it aborted a stream on purpose."""
+
+
+async def _abort(request: web.Request) -> None:
+    """Let the written chunks leave, then reset the connection (no final chunk)."""
+    await asyncio.sleep(0.05)
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def error_reply(
+    status: int, message: str | None = None, *, style: str = "openai", **headers: str
+) -> JSONReply:
+    """An error status with a body in the upstream's own error shape."""
+    text = message or f"fake upstream says {status}"
+    if style == "anthropic":
+        body: dict[str, Any] = {"type": "error", "error": {"type": "api_error", "message": text}}
+    else:
+        body = {"error": {"message": text, "type": "upstream_error", "code": None}}
+    return JSONReply(body, status=status, headers=dict(headers))
+
+
+# ---------------------------------------------------------------- sockets
+
+
+def refused_url(path: str = "") -> str:
+    """A loopback URL where nothing listens (a port just bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+_ESTABLISHED = "01"
+
+
+def established_connections(port: int) -> int:
+    """ESTABLISHED TCP connections whose local end is ``port`` (IPv4 and IPv6).
+
+    For a fake upstream that is one per connection a client holds to it,
+    whoever the client is, so a test compares counts rather than expecting 0.
+    Each table is read in as few ``read`` calls as possible: the kernel walks
+    it again at every call, and a busy machine's churn can then skip lines.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            text = _read_proc(table)
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == _ESTABLISHED and int(local.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def _read_proc(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 22):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", "replace")
+
+
 # ---------------------------------------------------------------- OpenAI answers
 
 USAGE = {"prompt_tokens": 25, "completion_tokens": 20, "total_tokens": 45}
@@ -282,7 +384,10 @@ def completion(
     if reasoning:
         message["reasoning_content"] = reasoning
     return {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": usage if usage is not None else USAGE,
     }
@@ -299,13 +404,19 @@ def sse(*objects: Any, done: bool = True) -> list[bytes]:
     return chunks
 
 
-def chunk(delta: dict[str, Any] | None = None, finish: str | None = None,
-          usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def chunk(
+    delta: dict[str, Any] | None = None,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1,
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 1,
         "model": "upstream-model",
-        "choices": [] if delta is None and finish is None else [
-            {"index": 0, "delta": delta or {}, "finish_reason": finish}],
+        "choices": []
+        if delta is None and finish is None
+        else [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
     }
     if usage is not None:
         out["usage"] = usage
@@ -326,9 +437,20 @@ def stream_of(completion_body: dict[str, Any], *, pieces: int = 3) -> list[bytes
             out.append(chunk({"content": part}))
     for i, call in enumerate(message.get("tool_calls") or []):
         function = call["function"]
-        out.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
-                                          "function": {"name": function["name"],
-                                                       "arguments": ""}}]}))
+        out.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": function["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
         for part in _split(function["arguments"], pieces):
             out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
     out.append(chunk({}, finish=completion_body["choices"][0]["finish_reason"]))
@@ -346,13 +468,21 @@ def _split(text: str, pieces: int) -> list[str]:
 # ---------------------------------------------------------------- Anthropic answers
 
 
-def anthropic_message(text: str = "Hi from Anthropic", *, model: str = "claude-upstream",
-                      content: list[dict[str, Any]] | None = None,
-                      stop_reason: str = "end_turn") -> dict[str, Any]:
+def anthropic_message(
+    text: str = "Hi from Anthropic",
+    *,
+    model: str = "claude-upstream",
+    content: list[dict[str, Any]] | None = None,
+    stop_reason: str = "end_turn",
+) -> dict[str, Any]:
     return {
-        "id": "msg_upstream123", "type": "message", "role": "assistant", "model": model,
+        "id": "msg_upstream123",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
         "content": content if content is not None else [{"type": "text", "text": text}],
-        "stop_reason": stop_reason, "stop_sequence": None,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
         "usage": {"input_tokens": 25, "output_tokens": 20, "cache_read_input_tokens": 3},
     }
 
@@ -362,22 +492,53 @@ def anthropic_stream(text_pieces: list[str], *, model: str = "claude-upstream") 
         return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
     out = [
-        ev("message_start", {"type": "message_start", "message": {
-            "id": "msg_upstream123", "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 25, "output_tokens": 1}}}),
-        ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "text", "text": ""}}),
+        ev(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_upstream123",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 25, "output_tokens": 1},
+                },
+            },
+        ),
+        ev(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
         ev("ping", {"type": "ping"}),
     ]
     for piece in text_pieces:
-        out.append(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "text_delta", "text": piece}}))
+        out.append(
+            ev(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+            )
+        )
     out += [
         ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ev("message_delta", {"type": "message_delta",
-                             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                             "usage": {"output_tokens": 20}}),
+        ev(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 20},
+            },
+        ),
         ev("message_stop", {"type": "message_stop"}),
     ]
     return out
