@@ -167,6 +167,7 @@ class Gateway:
         self._max_retries = server.max_retries
         self._backoff = server.retry_backoff
         self._first_byte_timeout = server.first_byte_timeout
+        self._ping_interval = server.ping_interval
         self._fallbacks = {
             _key(self.router.resolve(model)): tuple(self.router.resolve(a) for a in alternatives)
             for model, alternatives in settings.fallbacks.items()
@@ -320,7 +321,10 @@ class Gateway:
                                        anthropic.encode_event, anthropic.encode_stream_error,
                                        anthropic.encode_response)
 
-        return await self._serve(model, parsed, headers, client_key, call, attempt)
+        work = self._serve(model, parsed, headers, client_key, call, attempt)
+        if parsed.get("stream") is True:
+            return await self._opened(work, anthropic.PING, anthropic.encode_stream_error)
+        return await work
 
     # ------------------------------------------------------------ /v1/chat/completions
 
@@ -358,7 +362,31 @@ class Gateway:
                 lambda response: openai_ingress.encode_response(response, model),
             )
 
-        return await self._serve(model, parsed, headers, client_key, call, attempt)
+        work = self._serve(model, parsed, headers, client_key, call, attempt)
+        if parsed.get("stream") is True:
+            return await self._opened(work, openai_ingress.PING,
+                                      openai_ingress.encode_stream_error)
+        return await work
+
+    async def _opened(
+        self, work: Awaitable[Reply], ping: bytes, encode_error: Callable[[GatewayError], bytes]
+    ) -> Reply:
+        """A streamed request's reply, once its first event is in — so a
+        failure until then is still an HTTP status.  If that takes longer than
+        ``PING_INTERVAL`` (a slow first token), the stream is opened with ping
+        frames, which every client skips, and sent pings every interval while
+        the attempts go on; a failure then ends the stream with its error frame."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait((task,), timeout=self._ping_interval)
+        except BaseException:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        early = Reply(200, dict(_SSE_HEADERS))
+        early.stream = _ping_until(task, early, ping, self._ping_interval, encode_error)
+        return early
 
     def _upstream_body(self, parsed: dict[str, Any], body: bytes, model: str) -> bytes:
         changes: dict[str, Any] = {"model": model}
@@ -456,6 +484,40 @@ class Gateway:
     def _resolve_model(self, model: str) -> tuple[str, str]:
         route = self.router.resolve(model)
         return route.provider, route.model
+
+
+async def _ping_until(
+    task: asyncio.Future[Reply], early: Reply, ping: bytes, interval: float,
+    encode_error: Callable[[GatewayError], bytes],
+) -> AsyncIterator[bytes]:
+    """The body of an early-opened stream: pings until ``task`` has a reply,
+    then that reply's stream (or its failure as the error frame)."""
+    reply: Reply | None = None
+    try:
+        yield ping
+        while not task.done():
+            await asyncio.wait((task,), timeout=interval)
+            if not task.done():
+                yield ping
+        try:
+            reply = task.result()
+        except GatewayError as exc:
+            log.warning("stream ended before its first event: %s", exc.message)
+            yield encode_error(exc)
+            return
+        early.outcome = reply.outcome
+        if reply.stream is None:
+            yield reply.body  # an upstream that answered a stream request with JSON
+            return
+        async for chunk in reply.stream:
+            yield chunk
+    finally:
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is None:
+            reply = task.result()
+            if reply.stream is not None:
+                await reply.stream.aclose()  # type: ignore[attr-defined]
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -923,3 +923,45 @@ def test_client_leaving_before_the_first_byte_cancels_the_upstream(
     assert retry_lines(r.log_since(mark)) == []
     no_errors(r.log_since(mark))
     serves_next(r)
+
+
+# ---------------------------------------------------------------- a slow first event
+
+
+@pytest.mark.parametrize("door", ["anthropic", "openai"])
+def test_pings_while_waiting_for_a_slow_first_event(resilient: Rig, door: str) -> None:
+    """No event for longer than PING_INTERVAL: the stream opens with pings
+    (which the SDKs skip) and the answer follows in the same stream."""
+    r = resilient
+    chunks = stream_of(completion(TEXT))
+    r.oai.reply(SSEReply(chunks, delays=[1.0]))  # silent for 1 s before anything
+    raw = raw_stream(r, door, "openai:m")
+    if door == "anthropic":
+        events = check_anthropic_frames(raw)
+        names = [name for name, _ in events]
+        assert names[:2] == ["ping", "ping"] and "message_start" in names
+        assert names[-1] == "message_stop"
+    else:
+        parsed, pings = check_openai_frames(raw)
+        assert raw.startswith(": ping\n\n: ping\n\n") and raw.endswith("data: [DONE]\n\n")
+        assert pings >= 2 and parsed[-1]["choices"] == []  # the usage chunk came last
+    r.oai.reply(SSEReply(chunks, delays=[1.0]))
+    assert ask(r, door, "openai:m", stream=True).text == TEXT
+
+
+@pytest.mark.parametrize("door", ["anthropic", "openai"])
+def test_a_failure_after_early_pings_is_the_streams_error_frame(resilient: Rig, door: str) -> None:
+    r = resilient
+    slow_refusal = JSONReply({"error": {"message": "bad request, slowly"}}, status=400, delay=1.0)
+    r.oai.reply(slow_refusal)
+    raw = raw_stream(r, door, "openai:m")
+    assert "bad request, slowly" in raw
+    if door == "anthropic":
+        events = check_anthropic_frames(raw)
+        assert events[0][0] == "ping" and events[-1][0] == "error"
+        assert events[-1][1]["error"]["type"] == "invalid_request_error"
+    else:
+        last = frames(raw)[-1]
+        assert last.startswith("data: ") and "[DONE]" not in raw
+        assert json.loads(last.removeprefix("data: "))["error"]["message"]
+    assert len(r.oai.requests) == 1  # a 400 is not retried, pings or not
