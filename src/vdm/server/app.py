@@ -480,5 +480,5 @@ def create_app() -> App:
     from vdm.logs import configure
 
     settings = load_settings()
-    configure(settings.server.log_level)
+    configure(settings.server.log_level, settings.server.log_format)
     return App(settings)
