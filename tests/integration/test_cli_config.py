@@ -27,9 +27,15 @@ def env_for(work: Path, **extra: str) -> dict[str, str]:
 
 
 def vdm(work: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vdm", *args], env=env_for(work, **extra),
-                          cwd=work, capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "vdm", *args],
+        env=env_for(work, **extra),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_validate_lists_every_problem_with_file_and_key(work: Path) -> None:
@@ -38,7 +44,8 @@ def test_validate_lists_every_problem_with_file_and_key(work: Path) -> None:
     (user / "vdm.toml").write_text('[providers.ghost.aliases]\nfast = "m"\n')
     (work / "vdm.toml").write_text(
         '[server]\ncolour = "blue"\n[providers.mine]\napi-key = "k"\nbase-url = "ftp://x"\n'
-        '[providers.fmt]\napi-key = "k"\nbase-url = "http://h"\napi-format = "soap"\n')
+        '[providers.fmt]\napi-key = "k"\nbase-url = "http://h"\napi-format = "soap"\n'
+    )
     (work / ".env").write_text("LOG_FORMAT=yaml\n")
     result = vdm(work, "config", "validate", NOPE_ALIAS_FAST="m")
     assert result.returncode == 1
@@ -50,13 +57,16 @@ def test_validate_lists_every_problem_with_file_and_key(work: Path) -> None:
     # with the unknown key fixed, the other layers' problems show too
     (work / "vdm.toml").write_text(
         '[providers.mine]\napi-key = "k"\nbase-url = "ftp://x"\n'
-        '[providers.fmt]\napi-key = "k"\nbase-url = "http://h"\napi-format = "soap"\n')
+        '[providers.fmt]\napi-key = "k"\nbase-url = "http://h"\napi-format = "soap"\n'
+    )
     result = vdm(work, "config", "validate", NOPE_ALIAS_FAST="m")
     err = result.stderr
     assert result.returncode == 1
     assert "providers.mine.base-url: not an http(s) URL" in err and local in err
     assert "providers.fmt.api-format: api format must be" in err
-    assert f"{user / 'vdm.toml'}: providers.ghost.aliases: provider 'ghost' is not configured" in err
+    assert (
+        f"{user / 'vdm.toml'}: providers.ghost.aliases: provider 'ghost' is not configured" in err
+    )
     assert "NOPE_ALIAS_FAST" in err and "'nope'" in err
     assert "problem(s)" in err
 
@@ -69,10 +79,16 @@ def test_validate_accepts_a_good_configuration(work: Path) -> None:
 
 def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     secret, proxy = "sk-very-secret-1", "proxy-secret-2"
-    (work / "vdm.toml").write_text('[server]\nport = 9001\n')
+    (work / "vdm.toml").write_text("[server]\nport = 9001\n")
     (work / ".env").write_text(f"OPENAI_API_KEY={secret}\n")
-    result = vdm(work, "config", "show", "--json", PROXY_API_KEY=proxy,
-                 REDIS_URL="redis://user:pw-secret@host:6379/0")
+    result = vdm(
+        work,
+        "config",
+        "show",
+        "--json",
+        PROXY_API_KEY=proxy,
+        REDIS_URL="redis://user:pw-secret@host:6379/0",
+    )
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout and proxy not in result.stdout
     assert "pw-secret" not in result.stdout
@@ -89,8 +105,20 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
 
 
 def test_setup_from_flags_writes_files_that_load(work: Path) -> None:
-    result = vdm(work, "config", "setup", "--yes", "--provider", "local", "--api-key",
-                 "sk-local", "--base-url", "http://127.0.0.1:11434/v1", "--port", "9100")
+    result = vdm(
+        work,
+        "config",
+        "setup",
+        "--yes",
+        "--provider",
+        "local",
+        "--api-key",
+        "sk-local",
+        "--base-url",
+        "http://127.0.0.1:11434/v1",
+        "--port",
+        "9100",
+    )
     assert result.returncode == 0, result.stderr
     assert "sk-local" not in result.stdout
     toml = (work / "vdm.toml").read_text()
@@ -104,14 +132,21 @@ def test_setup_from_flags_writes_files_that_load(work: Path) -> None:
 
     again = vdm(work, "config", "setup", "--yes", "--provider", "local", "--api-key", "k")
     assert again.returncode == 1 and "--force" in again.stderr
-    missing = vdm(work, "config", "setup", "--yes", "--force", "--provider", "custom",
-                  "--api-key", "k")
+    missing = vdm(
+        work, "config", "setup", "--yes", "--force", "--provider", "custom", "--api-key", "k"
+    )
     assert missing.returncode == 1 and "--base-url" in missing.stderr
 
 
 def test_setup_interactive_wizard(work: Path) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "vdm", "config", "setup"], cwd=str(work),
-                          env=env_for(work, COLUMNS="200"), encoding="utf-8", timeout=20)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "vdm", "config", "setup"],
+        cwd=str(work),
+        env=env_for(work, COLUMNS="200"),
+        encoding="utf-8",
+        timeout=20,
+    )
     child.expect(r"Provider \[openai\]:")
     child.sendline("openrouter")
     child.expect(r"Base URL \[https://openrouter.ai/api/v1\]:")

@@ -24,12 +24,26 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def vdm(home: Path, *args: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**clean_env(), "HOME": str(home / "home"), "XDG_CONFIG_HOME": str(home / "home/.config"),
-           "XDG_STATE_HOME": str(home / "state"), "MODELS_PREFETCH": "false",
-           "SHUTDOWN_TIMEOUT": "5", **extra}
-    return subprocess.run([sys.executable, "-m", "vdm", *args], env=env, cwd=home / "work",
-                          capture_output=True, text=True, timeout=timeout)
+def vdm(
+    home: Path, *args: str, timeout: float = 60, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **clean_env(),
+        "HOME": str(home / "home"),
+        "XDG_CONFIG_HOME": str(home / "home/.config"),
+        "XDG_STATE_HOME": str(home / "state"),
+        "MODELS_PREFETCH": "false",
+        "SHUTDOWN_TIMEOUT": "5",
+        **extra,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vdm", *args],
+        env=env,
+        cwd=home / "work",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pid_of(home: Path) -> int:
@@ -88,20 +102,26 @@ def test_status_is_2_when_the_gateway_runs_but_is_not_healthy(home: Path) -> Non
     """A process that owns the pid file but answers /health with an error."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import http.server, sys\n"
-            "class H(http.server.BaseHTTPRequestHandler):\n"
-            "    def do_GET(self):\n"
-            "        self.send_response(503); self.end_headers()\n"
-            "    def log_message(self, *a): pass\n"
-            f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()  # vdm\n")],
+        [
+            sys.executable,
+            "-c",
+            (
+                "import http.server, sys\n"
+                "class H(http.server.BaseHTTPRequestHandler):\n"
+                "    def do_GET(self):\n"
+                "        self.send_response(503); self.end_headers()\n"
+                "    def log_message(self, *a): pass\n"
+                f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()  # vdm\n"
+            ),
+        ],
     )
     try:
         pid_file = home / "state/vdm/vdm.pid"
         pid_file.parent.mkdir(parents=True)
         pid_file.write_text(f"{server.pid}\n")
-        (home / "state/vdm/vdm.pid.json").write_text(json.dumps(
-            {"pid": server.pid, "host": "127.0.0.1", "port": port}))
+        (home / "state/vdm/vdm.pid.json").write_text(
+            json.dumps({"pid": server.pid, "host": "127.0.0.1", "port": port})
+        )
         status = vdm(home, "server", "status")
     finally:
         server.kill()
@@ -154,9 +174,23 @@ def test_foreground_pid_file_is_written_and_removed(home: Path) -> None:
     port = str(free_port())
     pid_file = home / "run/gw.pid"
     env = {**clean_env(), "HOME": str(home / "home"), "MODELS_PREFETCH": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "vdm", "server", "start", "--port", port,
-                             "--pid-file", str(pid_file)], env=env, cwd=home / "work",
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vdm",
+            "server",
+            "start",
+            "--port",
+            port,
+            "--pid-file",
+            str(pid_file),
+        ],
+        env=env,
+        cwd=home / "work",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         from tests.support.gateway import Gateway, _wait_ready
 

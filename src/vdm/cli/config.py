@@ -64,8 +64,13 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
             shown = str(value)
         out.append((f"server.{key}", shown, src.get(f"server.{key}", "default")))
     mw = settings.middleware
-    out.append(("middleware.enabled", ", ".join(mw.enabled) or "-",
-                src.get("middleware.enabled", "default")))
+    out.append(
+        (
+            "middleware.enabled",
+            ", ".join(mw.enabled) or "-",
+            src.get("middleware.enabled", "default"),
+        )
+    )
     for name, p in settings.providers.items():
         if name == "echo":
             out.append(("providers.echo", "built-in offline provider", "default"))
@@ -73,23 +78,41 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
         base = f"providers.{name}"
         out.append((f"{base}.api-format", p.api_format, src.get(f"{base}.api-format", "default")))
         out.append((f"{base}.base-url", p.base_url, src.get(f"{base}.base-url", "default")))
-        out.append((f"{base}.api-key", ", ".join(p.key_fingerprints),
-                    src.get(f"{base}.api-key", "default")))
+        out.append(
+            (
+                f"{base}.api-key",
+                ", ".join(p.key_fingerprints),
+                src.get(f"{base}.api-key", "default"),
+            )
+        )
         if p.api_version:
-            out.append((f"{base}.api-version", p.api_version,
-                        src.get(f"{base}.api-version", "default")))
+            out.append(
+                (f"{base}.api-version", p.api_version, src.get(f"{base}.api-version", "default"))
+            )
         for header in p.headers:
-            out.append((f"{base}.headers.{header}", "(set; value hidden)",
-                        src.get(f"{base}.headers", "config")))
+            out.append(
+                (
+                    f"{base}.headers.{header}",
+                    "(set; value hidden)",
+                    src.get(f"{base}.headers", "config"),
+                )
+            )
         for model, deployment in p.deployments.items():
-            out.append((f"{base}.deployments.{model}", deployment,
-                        src.get(f"{base}.deployments", "config")))
+            out.append(
+                (
+                    f"{base}.deployments.{model}",
+                    deployment,
+                    src.get(f"{base}.deployments", "config"),
+                )
+            )
         for alias, model in settings.aliases.get(name, {}).items():
-            out.append((f"{base}.aliases.{alias}", model,
-                        src.get(f"{base}.aliases.{alias}", "config")))
+            out.append(
+                (f"{base}.aliases.{alias}", model, src.get(f"{base}.aliases.{alias}", "config"))
+            )
     for model, alternatives in settings.fallbacks.items():
-        out.append((f"fallbacks.{model}", ", ".join(alternatives),
-                    src.get(f"fallbacks.{model}", "config")))
+        out.append(
+            (f"fallbacks.{model}", ", ".join(alternatives), src.get(f"fallbacks.{model}", "config"))
+        )
     return out
 
 
@@ -104,8 +127,9 @@ def _problems_or_exit() -> Settings:
 
 @app.command("show")
 def show(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: setting -> "
-                                          "{value, source}.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object: setting -> {value, source}.")
+    ] = False,
 ) -> None:
     """The effective settings, each with its source; secrets masked."""
     settings = _problems_or_exit()
@@ -137,8 +161,10 @@ def validate() -> None:
         fail(f"{len(problems)} configuration problem(s)", 1)
     assert settings is not None
     names = ", ".join(settings.providers)
-    console.print(f"configuration is valid: providers {names}; default provider "
-                  f"{settings.default_provider}", markup=False)
+    console.print(
+        f"configuration is valid: providers {names}; default provider {settings.default_provider}",
+        markup=False,
+    )
 
 
 # ---------------------------------------------------------------- setup
@@ -179,20 +205,32 @@ def _write_dotenv(path: Path, var: str, value: str) -> None:
 
 @app.command("setup")
 def setup(
-    provider: Annotated[str | None, typer.Option(help="Provider name (e.g. openai, openrouter, "
-                                                 "or your own).")] = None,
-    api_key: Annotated[str | None, typer.Option(help="Its API key (several: space-separated; "
-                                                "!PASSTHRU: the client's own).")] = None,
-    base_url: Annotated[str | None, typer.Option(help="Its base URL (built in for known "
-                                                 "providers).")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Provider name (e.g. openai, openrouter, or your own).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Its API key (several: space-separated; !PASSTHRU: the client's own)."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Its base URL (built in for known providers).")
+    ] = None,
     api_format: Annotated[str | None, typer.Option(help="openai, anthropic or azure.")] = None,
-    default: Annotated[bool | None, typer.Option("--default/--no-default",
-                                                 help="Make it the default provider.")] = None,
+    default: Annotated[
+        bool | None, typer.Option("--default/--no-default", help="Make it the default provider.")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address the gateway binds.")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Its port.")] = None,
-    user: Annotated[bool, typer.Option("--user", help="Write ~/.config/vdm/vdm.toml (the key "
-                                       "in it) instead of ./vdm.toml and ./.env.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Ask nothing: flags or defaults.")] = False,
+    user: Annotated[
+        bool,
+        typer.Option(
+            "--user",
+            help="Write ~/.config/vdm/vdm.toml (the key in it) instead of ./vdm.toml and ./.env.",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Ask nothing: flags or defaults.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing vdm.toml.")] = False,
 ) -> None:
     """Write vdm.toml (and .env with the key) from answers or flags."""
@@ -203,15 +241,18 @@ def setup(
         fail(f"{target} exists; use --force to overwrite it")
     name = str(_ask(provider, "Provider", "openai", interactive)).strip().lower()
     builtin = known.get(name, {})
-    fmt = _ask(api_format, "API format (openai, anthropic, azure)",
-               builtin.get("api-format", "openai"), interactive and not builtin)
+    fmt = _ask(
+        api_format,
+        "API format (openai, anthropic, azure)",
+        builtin.get("api-format", "openai"),
+        interactive and not builtin,
+    )
     if fmt not in API_FORMATS:
         fail(f"--api-format must be one of {', '.join(API_FORMATS)}, got {fmt!r}")
     url = _ask(base_url, "Base URL", builtin.get("base-url") or "", interactive)
     if not url and not builtin.get("base-url"):
         fail(f"provider '{name}' has no built-in base URL: pass --base-url")
-    key = _ask(api_key, f"API key for {name}", "", interactive, hide_input=True,
-               show_default=False)
+    key = _ask(api_key, f"API key for {name}", "", interactive, hide_input=True, show_default=False)
     if not key:
         fail(f"no API key for '{name}': pass --api-key (or answer the prompt)")
     make_default = _ask(default, f"Make {name} the default provider?", True, interactive)
@@ -221,8 +262,14 @@ def setup(
     lines = ["# written by vdm config setup"]
     if make_default:
         lines.append(f"default-provider = {_toml_string(name)}")
-    lines += ["", "[server]", f"host = {_toml_string(bind)}", f"port = {listen}", "",
-              f"[providers.{name}]"]
+    lines += [
+        "",
+        "[server]",
+        f"host = {_toml_string(bind)}",
+        f"port = {listen}",
+        "",
+        f"[providers.{name}]",
+    ]
     if url and url != builtin.get("base-url"):
         lines.append(f"base-url = {_toml_string(url)}")
     if fmt != builtin.get("api-format", "openai"):
@@ -245,5 +292,8 @@ def setup(
         for problem in exc.problems:
             errors.print(f"  - {problem}", markup=False)
         fail("the written configuration does not load; fix the problems above")
-    console.print(f"configuration is valid: default provider {settings.default_provider}, "
-                  f"listening on http://{bind}:{listen}", markup=False)
+    console.print(
+        f"configuration is valid: default provider {settings.default_provider}, "
+        f"listening on http://{bind}:{listen}",
+        markup=False,
+    )

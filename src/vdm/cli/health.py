@@ -28,12 +28,12 @@ from vdm.cli.common import console, errors, fail, settings_or_exit
 from vdm.config import Settings
 from vdm.errors import AuthenticationFailed, GatewayError
 
-health_app = typer.Typer(help="Health of the gateway and of its providers.",
-                         no_args_is_help=True)
+health_app = typer.Typer(help="Health of the gateway and of its providers.", no_args_is_help=True)
 test_app = typer.Typer(help="Try the gateway with real requests.", no_args_is_help=True)
 
-UrlOpt = Annotated[str | None, typer.Option(help="The gateway's URL (default: the running "
-                                            "one's, else HOST:PORT).")]
+UrlOpt = Annotated[
+    str | None, typer.Option(help="The gateway's URL (default: the running one's, else HOST:PORT).")
+]
 
 
 def gateway_url(url: str | None, settings: Settings, pid_file: Path | None = None) -> str:
@@ -46,8 +46,10 @@ def gateway_url(url: str | None, settings: Settings, pid_file: Path | None = Non
 
 
 def _unreachable(url: str, exc: BaseException) -> None:
-    fail(f"no gateway answers at {url} ({getattr(exc, 'reason', exc)}); "
-         "start one with `vdm server start`")
+    fail(
+        f"no gateway answers at {url} ({getattr(exc, 'reason', exc)}); "
+        "start one with `vdm server start`"
+    )
 
 
 @health_app.command("server")
@@ -72,8 +74,12 @@ def health_server(url: UrlOpt = None) -> None:
     for column in ("provider", "format", "base URL", "key"):
         providers.add_column(column)
     for name, p in (body.get("providers") or {}).items():
-        providers.add_row(name, str(p.get("api_format")), str(p.get("base_url")),
-                          "configured" if p.get("api_key_configured") else "-")
+        providers.add_row(
+            name,
+            str(p.get("api_format")),
+            str(p.get("base_url")),
+            "configured" if p.get("api_key_configured") else "-",
+        )
     console.print(providers)
     raise typer.Exit(0 if body.get("status") == "healthy" else 1)
 
@@ -151,7 +157,9 @@ def _request(url: str, body: dict[str, Any] | None, key: str | None) -> tuple[in
 @test_app.command("connection")
 def test_connection(
     url: UrlOpt = None,
-    model: Annotated[str, typer.Option(help="The model to ask (routed as any client's).")] = "sonnet",
+    model: Annotated[
+        str, typer.Option(help="The model to ask (routed as any client's).")
+    ] = "sonnet",
 ) -> None:
     """One tiny request through the gateway: who answered, how fast, what."""
     settings = settings_or_exit()
@@ -160,19 +168,25 @@ def test_connection(
     started = time.perf_counter()
     with console.status(f"asking {model} through {base} …"):
         try:
-            status, headers, answer = _request(base + "/v1/messages", body,
-                                               settings.server.proxy_api_key)
+            status, headers, answer = _request(
+                base + "/v1/messages", body, settings.server.proxy_api_key
+            )
         except OSError as exc:
             _unreachable(base, exc)
     ms = (time.perf_counter() - started) * 1000
     if status != 200 or not isinstance(answer, dict):
-        message = (answer or {}).get("error", {}).get("message") if isinstance(answer, dict) else None
+        message = (
+            (answer or {}).get("error", {}).get("message") if isinstance(answer, dict) else None
+        )
         fail(f"HTTP {status}: {message or 'no error message'}")
     text = "".join(b.get("text", "") for b in answer.get("content", []) if isinstance(b, dict))
     usage = answer.get("usage") or {}
-    console.print(f"ok: {headers.get('x-vdm-provider')}:{headers.get('x-vdm-model')} answered "
-                  f"in {ms:.0f} ms (in={usage.get('input_tokens')} "
-                  f"out={usage.get('output_tokens')})", markup=False)
+    console.print(
+        f"ok: {headers.get('x-vdm-provider')}:{headers.get('x-vdm-model')} answered "
+        f"in {ms:.0f} ms (in={usage.get('input_tokens')} "
+        f"out={usage.get('output_tokens')})",
+        markup=False,
+    )
     console.print(f"answer: {text[:200]}", markup=False)
 
 

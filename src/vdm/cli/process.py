@@ -27,8 +27,9 @@ from typing import Any
 
 def state_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
     """Where logs and (without a runtime dir) the pid file go: $XDG_STATE_HOME/vdm."""
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser()
-                                            / ".local" / "state")
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local" / "state"
+    )
     return Path(base) / "vdm"
 
 
@@ -161,7 +162,11 @@ def port_owner(port: int) -> tuple[int, str] | None:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
                 inodes.add(fields[9])
     if not inodes:
         return None

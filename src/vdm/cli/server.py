@@ -46,7 +46,9 @@ PidOpt = Annotated[
 WorkersOpt = Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option(help="Seconds to wait for the drain before SIGKILL (default: SHUTDOWN_TIMEOUT + 5)."),
+    typer.Option(
+        help="Seconds to wait for the drain before SIGKILL (default: SHUTDOWN_TIMEOUT + 5)."
+    ),
 ]
 
 
@@ -113,13 +115,20 @@ def _claim(pid_file: Path | None, host: str, port: int) -> None:
 def start(
     host: HostOpt = None,
     port: PortOpt = None,
-    reload: Annotated[bool, typer.Option(help="Restart when the source changes (development).")] = False,
-    daemon: Annotated[bool, typer.Option(help="Run in the background; return once it is ready.")] = False,
+    reload: Annotated[
+        bool, typer.Option(help="Restart when the source changes (development).")
+    ] = False,
+    daemon: Annotated[
+        bool, typer.Option(help="Run in the background; return once it is ready.")
+    ] = False,
     pid_file: PidOpt = None,
-    systemd: Annotated[bool, typer.Option(help="Log to the systemd journal (identifier vdm).")] = False,
+    systemd: Annotated[
+        bool, typer.Option(help="Log to the systemd journal (identifier vdm).")
+    ] = False,
     workers: WorkersOpt = 1,
     log_file: Annotated[
-        Path | None, typer.Option(help="--daemon: where the logs go (default ~/.local/state/vdm/vdm.log).")
+        Path | None,
+        typer.Option(help="--daemon: where the logs go (default ~/.local/state/vdm/vdm.log)."),
     ] = None,
 ) -> None:
     """Run the gateway (in the foreground unless --daemon)."""
@@ -152,17 +161,37 @@ def start(
             process.remove_pid_file(pid_file, pid)
 
 
-def _daemonize(host: str, port: int, pid_file: Path, workers: int, systemd: bool,
-               log_file: Path) -> None:
+def _daemonize(
+    host: str, port: int, pid_file: Path, workers: int, systemd: bool, log_file: Path
+) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "vdm", "server", "start", "--host", host, "--port",
-               str(port), "--pid-file", str(pid_file), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "vdm",
+        "server",
+        "start",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--pid-file",
+        str(pid_file),
+        "--workers",
+        str(workers),
+    ]
     if systemd:
         command.append("--systemd")
     env = {**os.environ, "VDM_LOG_FILE": str(log_file)}
     with log_file.open("ab") as log:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     url = process.RunInfo(child.pid, host, port).url
     with console.status(f"starting vdm on {url} …"):
         ok = process.wait_ready(url, child.pid, _READY_TIMEOUT)
@@ -174,8 +203,10 @@ def _daemonize(host: str, port: int, pid_file: Path, workers: int, systemd: bool
             errors.print(f"  {line}", markup=False)
         fail(f"the gateway did not become ready (exit code {child.poll()}); log: {log_file}")
     console.print(f"vdm started in the background: pid {child.pid}, {url}", markup=False)
-    console.print(f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if systemd else ""),
-                  markup=False)
+    console.print(
+        f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if systemd else ""),
+        markup=False,
+    )
     console.print(f"pid file: {pid_file}", markup=False)
 
 
@@ -192,8 +223,9 @@ def _stop(pid_file: Path, timeout: float | None) -> process.RunInfo | None:
     if info is None:
         if stale:
             process.remove_pid_file(pid_file)
-            console.print(f"vdm is not running (removed the stale pid file {pid_file})",
-                          markup=False)
+            console.print(
+                f"vdm is not running (removed the stale pid file {pid_file})", markup=False
+            )
         else:
             console.print("vdm is not running", markup=False)
         return None
@@ -204,8 +236,9 @@ def _stop(pid_file: Path, timeout: float | None) -> process.RunInfo | None:
     if drained:
         console.print(f"vdm stopped (pid {info.pid})", markup=False)
     else:
-        errors.print(f"vdm (pid {info.pid}) did not stop within {seconds:g} s: killed",
-                     markup=False)
+        errors.print(
+            f"vdm (pid {info.pid}) did not stop within {seconds:g} s: killed", markup=False
+        )
     return info
 
 
@@ -249,12 +282,15 @@ def status(pid_file: PidOpt = None) -> None:
     try:
         code, health = process.get_json(info.url + "/health", key=key)
     except (OSError, ValueError) as exc:
-        console.print(f"vdm (pid {info.pid}) runs but does not answer at {info.url}: {exc}",
-                      markup=False)
+        console.print(
+            f"vdm (pid {info.pid}) runs but does not answer at {info.url}: {exc}", markup=False
+        )
         raise typer.Exit(2) from None
     healthy = code == 200 and isinstance(health, dict) and health.get("status") == "healthy"
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("status", "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})")
+    table.add_row(
+        "status", "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
+    )
     table.add_row("pid", str(info.pid))
     table.add_row("url", info.url)
     if isinstance(health, dict) and healthy:
@@ -262,8 +298,9 @@ def status(pid_file: PidOpt = None) -> None:
         table.add_row("uptime", _duration(float(health.get("uptime_seconds", 0))))
         providers = health.get("providers") or {}
         table.add_row("default provider", str(health.get("default_provider")))
-        table.add_row("providers", ", ".join(
-            f"{n} ({p.get('api_format')})" for n, p in providers.items()))
+        table.add_row(
+            "providers", ", ".join(f"{n} ({p.get('api_format')})" for n, p in providers.items())
+        )
     elif info.started:
         table.add_row("uptime", _duration(time.time() - info.started))
     if info.workers > 1:

@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
 def wrap(
     command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
     host: Annotated[str | None, typer.Option(help="Gateway address (default: HOST).")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Gateway port (default: PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Gateway port (default: PORT).")
+    ] = None,
 ) -> None:
     """Run CMD with ANTHROPIC_BASE_URL / OPENAI_BASE_URL pointing at the gateway."""
     raise typer.Exit(run_wrapped(command, host, port))
@@ -88,7 +90,9 @@ def _start_gateway(host: str, port: int, url: str) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as log:
         gateway = subprocess.Popen(
             [sys.executable, "-m", "vdm", "server", "start", "--host", host, "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # the terminal's Ctrl-C goes to the child, not to it
         )
     with console.status(f"starting a gateway on {url} (logs: {log_file}) …"):
@@ -96,8 +100,9 @@ def _start_gateway(host: str, port: int, url: str) -> subprocess.Popen[bytes]:
     if not ok:
         _stop_gateway(gateway)
         fail(f"the gateway did not start; see {log_file}")
-    errors.print(f"vdm: started a gateway on {url} for this command (logs: {log_file})",
-                 markup=False)
+    errors.print(
+        f"vdm: started a gateway on {url} for this command (logs: {log_file})", markup=False
+    )
     return gateway
 
 
