@@ -1,3 +1,3 @@
-from vdm.cli.main import app
+from vdm.cli.main import main
 
-app(prog_name="vdm")
+main()

@@ -51,6 +51,7 @@ ECHO = "echo"
 _NOT_PROVIDERS = frozenset({"PROXY", "VDM"})
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("console", "json")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8082
     log_level: str = "INFO"
+    log_format: str = "console"  # or "json" (JSON lines)
     request_timeout: float = 90.0
     max_tokens_limit: int | None = None
     max_body_size: int = 32 * 1024 * 1024
@@ -149,7 +151,7 @@ def key_id(provider: str, secret: str) -> str:
 
 _TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware"}
 _SERVER_KEYS = {
-    "host", "port", "log-level", "request-timeout", "max-tokens-limit", "max-body-size",
+    "host", "port", "log-level", "log-format", "request-timeout", "max-tokens-limit", "max-body-size",
     "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
     "idle-timeout", "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
     "key-rate-limit-cooldown", "key-cooldown-max", "redis-url",
@@ -231,8 +233,10 @@ def load_settings(
 ) -> Settings:
     """Read every layer and return validated settings (or raise ConfigError)."""
     cwd = cwd or Path.cwd()
+    from_dotenv: set[str] = set()
     if env is None:
         dotenv = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
+        from_dotenv = set(dotenv) - set(os.environ)
         env = {**dotenv, **os.environ}
     sources: dict[str, str] = {}
     problems: list[str] = []
@@ -258,6 +262,9 @@ def load_settings(
         _check_fallbacks(model_fallbacks, providers, default, aliases, fallbacks, problems)
     if problems:
         raise ConfigError(problems)
+    for key, source in sources.items():  # "env X" that only ./.env set
+        if source.startswith("env ") and source[4:] in from_dotenv:
+            sources[key] = f"{cwd / '.env'}: {source[4:]}"
     return Settings(
         server=server,
         providers=providers,
@@ -298,6 +305,10 @@ def _server_settings(
     level = str(level or "INFO").upper()
     if level not in _LOG_LEVELS:
         problems.append(f"{level_src}: log level must be one of {', '.join(_LOG_LEVELS)}")
+    log_format, format_src = pick("log-format", "LOG_FORMAT")
+    log_format = str(log_format or "console").lower()
+    if log_format not in LOG_FORMATS:
+        problems.append(f"{format_src}: log format must be one of {', '.join(LOG_FORMATS)}")
     timeout = _as_float(*pick("request-timeout", "REQUEST_TIMEOUT"), problems) or 90.0
     limit = _as_int(*pick("max-tokens-limit", "MAX_TOKENS_LIMIT"), problems, low=1)
     body = _as_int(*pick("max-body-size", "MAX_BODY_SIZE"), problems, low=1024)
@@ -323,6 +334,7 @@ def _server_settings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
         log_level=level,
+        log_format=log_format,
         request_timeout=timeout,
         max_tokens_limit=limit,
         max_body_size=body or 32 * 1024 * 1024,
@@ -728,3 +740,31 @@ def _default_provider(
     # The package default is only a preference: take the first configured one.
     first = next(iter(providers))
     return first, f"first configured provider ({source} names '{name}', which has no key)"
+
+
+def lint(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[str]:
+    """Problems ``vdm config validate`` reports beyond those that stop start-up:
+    settings of a provider that has no key (so they are silently unused), such
+    as aliases to a provider that is not configured."""
+    cwd = cwd or Path.cwd()
+    if env is None:
+        dotenv = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
+        env = {**dotenv, **os.environ}
+    problems: list[str] = []
+    keyed = {v[: -len("_API_KEY")].lower() for v in env if v.endswith("_API_KEY") and env[v].strip()}
+    for path in (user_config_path(env), cwd / "vdm.toml"):
+        tables = _read_toml(path, str(path), []).get("providers", {})
+        keyed |= {n for n, t in tables.items() if isinstance(t, dict) and t.get("api-key")}
+    keyed.add(ECHO)
+    for path in (user_config_path(env), cwd / "vdm.toml"):
+        tables = _read_toml(path, str(path), []).get("providers", {})
+        for name, table in tables.items():
+            if isinstance(table, dict) and name not in keyed and table.get("aliases"):
+                problems.append(f"{path}: providers.{name}.aliases: provider '{name}' is not "
+                                f"configured (no api-key and no {name.upper()}_API_KEY)")
+    for var in env:
+        prefix, sep, _ = var.partition("_ALIAS_")
+        if sep and prefix and prefix.lower() not in keyed and _PROVIDER_NAME.match(prefix.lower()):
+            problems.append(f"environment variable {var}: alias of provider '{prefix.lower()}', "
+                            f"which is not configured (no {prefix}_API_KEY)")
+    return problems

@@ -1,5 +1,13 @@
 """Logging set-up: one line per event, to stderr, secrets never included.
 
+Two formats (``LOG_FORMAT``): ``console`` (human-readable, the default) and
+``json`` (one JSON object a line: ``ts``, ``level``, ``logger``,
+``request_id``, ``message``, and ``exc`` for a traceback).  ``--systemd`` sends
+the lines to the journal through ``/dev/log`` with the identifier ``vdm``, and
+falls back to stderr, with one warning, where there is no journal.  The
+choice is kept in the environment (``VDM_LOG_JOURNAL``) so that uvicorn's
+worker and reload processes log the same way as the one that started them.
+
 Every line carries ``request_id=...``: the id of the request being served
 (a ``ContextVar`` set by the server for each request, so the access log,
 warnings and middleware lines of one request share it) or ``-`` outside a
@@ -10,11 +18,21 @@ logger objects, nothing to pass around.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import re
+import socket
 import sys
+import time
 from contextvars import ContextVar
 
+import msgspec
+
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s request_id=%(request_id)s: %(message)s"
+# The journal has its own timestamps and priorities.
+_JOURNAL_FORMAT = "%(levelname)s %(name)s request_id=%(request_id)s: %(message)s"
+JOURNAL_SOCKET = "/dev/log"
+JOURNAL_ENV = "VDM_LOG_JOURNAL"
 
 # The id of the request this task is serving ("-" outside a request).
 request_id: ContextVar[str] = ContextVar("vdm_request_id", default="-")
@@ -39,14 +57,60 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line; the message is formatted first, so its
+    arguments never reach the line unformatted."""
+
+    _encode = msgspec.json.Encoder().encode
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return self._encode(line).decode()
+
+
+def _journal_handler() -> logging.Handler | None:
+    """A handler writing to the journal's syslog socket, or None without one."""
+    if not os.path.exists(JOURNAL_SOCKET):
+        return None
+    try:
+        handler = logging.handlers.SysLogHandler(address=JOURNAL_SOCKET,
+                                                 socktype=socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    handler.ident = f"vdm[{os.getpid()}]: "  # the journal's SYSLOG_IDENTIFIER is "vdm"
+    return handler
+
+
+def configure(level: str, fmt: str = "console", *, systemd: bool = False) -> None:
+    """Install vdm's one handler on the root logger (once per process)."""
     root = logging.getLogger()
     if not any(getattr(h, "_vdm", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        journal = systemd or os.environ.get(JOURNAL_ENV) == "1"
+        handler = _journal_handler() if journal else None
+        fallback = journal and handler is None
+        if handler is not None:
+            os.environ[JOURNAL_ENV] = "1"  # for uvicorn's worker / reload processes
+            text = _JOURNAL_FORMAT
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            text = _FORMAT
+        handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
         handler.addFilter(RequestIdFilter())
         handler._vdm = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+        if fallback:
+            os.environ.pop(JOURNAL_ENV, None)
+            logging.getLogger("vdm").warning(
+                "--systemd: no journal at %s; logging to the console", JOURNAL_SOCKET)
     root.setLevel(level)
     # uvicorn's own loggers go through ours; its access log is replaced by vdm.access.
     for name in ("uvicorn", "uvicorn.error"):

@@ -48,6 +48,7 @@ from vdm import ir
 from vdm.config import Settings
 from vdm.errors import AuthenticationFailed, GatewayError, UpstreamProtocolError, UpstreamTimeout
 from vdm.logs import request_id as current_request_id
+from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
 from vdm.protocols import anthropic, openai_ingress
@@ -115,14 +116,15 @@ _OPENAI_RELAY = _RelayRules(
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened, for the access log and (later) metrics and audit."""
+    """What happened, for the access log, metrics and (later) audit."""
 
     provider: str = ""
     model: str = ""
     usage: ir.Usage | None = None
     stop_reason: str | None = None
     error: str | None = None
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.perf_counter)  # this attempt's start
+    first_byte: float | None = None  # perf_counter() at the upstream's first event / chunk
 
 
 @dataclass(slots=True)
@@ -148,8 +150,10 @@ class Gateway:
         settings: Settings,
         providers: Mapping[str, Provider],
         cooldowns: Cooldowns | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
         self.providers = dict(providers)
         self.cooldowns = cooldowns if cooldowns is not None else MemoryCooldowns()
         self.router = Router(
@@ -183,17 +187,19 @@ class Gateway:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Gateway:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Gateway:
         """Build every provider (one pooled session each).  Call inside the loop."""
-        cooldowns: Cooldowns
+        metrics = metrics if metrics is not None else Metrics()
+        cooldowns: MemoryCooldowns  # (RedisCooldowns is one too)
         if settings.server.redis_url:
             from vdm.providers.cooldowns import RedisCooldowns
 
             cooldowns = RedisCooldowns(settings.server.redis_url)
         else:
             cooldowns = MemoryCooldowns()
+        cooldowns.on_bench = metrics.cooldown
         providers = {n: build(p, settings.server, cooldowns) for n, p in settings.providers.items()}
-        return cls(settings, providers, cooldowns)
+        return cls(settings, providers, cooldowns, metrics)
 
     async def start(self) -> None:
         await self.cooldowns.start()
@@ -243,6 +249,7 @@ class Gateway:
                         delay = random.uniform(0, min(self._backoff * 2**retry, _MAX_BACKOFF))
                         log.warning("%s; retry %d of %d in %.2f s", exc.message, retry + 1,
                                     self._max_retries, delay)
+                        self.metrics.retry(route.provider)
                         await asyncio.sleep(delay)
                         continue
                     break
@@ -256,15 +263,17 @@ class Gateway:
                 nxt = candidates[index + 1]
                 log.warning("%s; falling back to %s:%s", error.message if error else "",
                             nxt.provider, nxt.model)
+                self.metrics.failover(route.provider, nxt.provider)
         assert error is not None
         raise error
 
     @contextlib.asynccontextmanager
-    async def _first_byte(self, provider: str) -> AsyncIterator[None]:
-        """Bound the wait for an attempt's first event (FIRST_BYTE_TIMEOUT)."""
+    async def _first_byte(self, provider: str, outcome: Outcome) -> AsyncIterator[None]:
+        """Bound the wait for an attempt's first event (FIRST_BYTE_TIMEOUT); note when it came."""
         try:
             async with asyncio.timeout(self._first_byte_timeout):
                 yield
+            outcome.first_byte = time.perf_counter()
         except TimeoutError:
             raise UpstreamTimeout(
                 f"provider '{provider}' sent no first byte within "
@@ -281,7 +290,7 @@ class Gateway:
         the events as SSE or (non-streaming) their fold as one JSON body."""
         if call is not None:
             request = await self.chain.request(call, request)
-        async with self._first_byte(route.provider):
+        async with self._first_byte(route.provider, outcome):
             first, events = await _first_event(provider, request, route, ctx)
         if call is not None:
             first, events = await self.chain.events(call, first, events)
@@ -420,7 +429,7 @@ class Gateway:
         reads usage.  A stream is primed (its first chunk is in before the
         reply, so a failure until then may still be retried); a whole answer
         is read and must be JSON (invalid UTF-8 inside it is relayed as sent)."""
-        async with self._first_byte(route.provider):
+        async with self._first_byte(route.provider, outcome):
             raw = await forward()
             if stream and is_event_stream(raw.headers):
                 chunks = await _primed(raw.body)

@@ -1,102 +1,34 @@
-"""``vdm`` — run and manage the gateway."""
+"""``vdm`` — run and manage the gateway.
+
+Each command group lives in its own module under ``vdm.cli`` and is
+registered here with one line.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import Annotated
-
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from vdm import __version__
-from vdm.config import ConfigError, Settings, load_settings
+from vdm.cli import config as config_cli
+from vdm.cli import health as health_cli
+from vdm.cli import server as server_cli
+from vdm.cli import wrap as wrap_cli
+from vdm.cli.common import console, errors, settings_or_exit  # noqa: F401  (for other groups)
 
 app = typer.Typer(
     name="vdm", help="vdm: a fast LLM gateway.", no_args_is_help=True, add_completion=False
 )
-server_app = typer.Typer(help="Run the gateway.", no_args_is_help=True)
-app.add_typer(server_app, name="server")
-
-console = Console(stderr=False, highlight=False, soft_wrap=True)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        errors.print("[bold red]configuration error[/]")
-        for problem in exc.problems:
-            errors.print(f"  - {problem}", markup=False)
-        raise typer.Exit(2) from None
+app.add_typer(server_cli.app, name="server")
+app.add_typer(config_cli.app, name="config")
+app.add_typer(health_cli.health_app, name="health")
+app.add_typer(health_cli.test_app, name="test")
+wrap_cli.register(app)
 
 
 @app.command()
 def version() -> None:
     """Print the version."""
     console.print(f"vdm {__version__}")
-
-
-def summary(settings: Settings, host: str, port: int) -> None:
-    """The start-up summary: where, which providers, which aliases; no secrets."""
-    console.print(f"[bold]vdm {__version__}[/] listening on [cyan]http://{host}:{port}[/]")
-    console.print(
-        f"default provider: [bold]{settings.default_provider}[/] "
-        f"({settings.default_provider_source})",
-        markup=True,
-    )
-    table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("provider", "format", "base URL", "keys"):
-        table.add_column(column)
-    for name, provider in settings.providers.items():
-        keys = ", ".join(provider.key_fingerprints) or ("built-in" if name == "echo" else "-")
-        table.add_row(name, provider.api_format, provider.base_url, keys)
-    console.print(table)
-    for name, provider in settings.providers.items():
-        if provider.api_format == "azure":
-            pairs = ", ".join(f"{m} → {d}" for m, d in provider.deployments.items())
-            console.print(
-                f"azure ({name}): api-version {provider.api_version}; "
-                f"deployments: {pairs or 'none (the model name is the deployment)'}",
-                markup=False,
-            )
-    from vdm.routing import Router
-
-    router = Router(
-        list(settings.providers), settings.default_provider, settings.aliases,
-        settings.fallback_aliases,
-    )
-    for provider, table_ in router.active_aliases().items():
-        pairs = ", ".join(f"{a} → {m}" for a, m in table_.items())
-        console.print(f"aliases ({provider}): {pairs}", markup=False)
-    if settings.server.proxy_api_key:
-        console.print("clients must present PROXY_API_KEY")
-    if list(settings.providers) == ["echo"]:
-        console.print(
-            "no provider key set: serving the offline [bold]echo[/] provider "
-            "(set e.g. OPENAI_API_KEY to use a real one)"
-        )
-
-
-@server_app.command("start")
-def start(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default: HOST or 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: PORT or 8082).")] = None,
-    reload: Annotated[bool, typer.Option(help="Restart when the source changes (development).")] = False,
-) -> None:
-    """Run the gateway in the foreground."""
-    settings = _settings()
-    host = host or settings.server.host
-    port = port or settings.server.port
-    summary(settings, host, port)
-    sys.stdout.flush()
-
-    from vdm.logs import configure
-    from vdm.server.runner import serve
-
-    configure(settings.server.log_level)
-    serve(settings, host, port, reload=reload)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("vdm.keys")
@@ -41,6 +42,8 @@ class Cooldowns(Protocol):
 class MemoryCooldowns:
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
+        # Told of each bench made here (metrics); not of those learnt from Redis.
+        self.on_bench: Callable[[str, int], None] | None = None
 
     def until(self, key_id: str) -> float:
         return self._until.get(key_id, 0.0)
@@ -52,6 +55,8 @@ class MemoryCooldowns:
     def bench(self, key_id: str, seconds: float, status: int) -> None:
         self._apply(key_id, time.time() + seconds)
         log.warning("key %s benched for %.0f s after HTTP %d", key_id, seconds, status)
+        if self.on_bench is not None:
+            self.on_bench(key_id, status)
 
     async def start(self) -> None:
         return None

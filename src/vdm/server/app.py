@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import msgspec
 
@@ -22,9 +23,17 @@ from vdm import __version__
 from vdm import passthrough as pt
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
-from vdm.errors import GatewayError, MethodNotAllowed, PayloadTooLarge, ShuttingDown
+from vdm.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ShuttingDown,
+)
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
+from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
@@ -72,6 +81,7 @@ class App:
         self.openai_paths = pt.Allowlist((*default_allow, *self.allow.rules))
         self.formats = {n: p.api_format for n, p in settings.providers.items()}
         self.started = time.time()
+        self.metrics = Metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -85,7 +95,7 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self.gateway = Gateway.from_settings(self.settings)
+                    self.gateway = Gateway.from_settings(self.settings, self.metrics)
                     await self.gateway.start()
                     if self.settings.server.models_prefetch:
                         self.gateway.catalog.start()
@@ -104,6 +114,7 @@ class App:
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
+        started = time.perf_counter()
         headers = header_map(scope)
         request_id = client_request_id(headers.get("x-request-id")) or new_request_id()
         token = current_request_id.set(request_id)
@@ -113,8 +124,9 @@ class App:
                 self.proxy_key.check(presented_key(headers))
             await handler(self, scope, receive, send, headers, request_id)
         except GatewayError as exc:
-            _log_failure(scope, exc)
-            await send_error(send, exc, request_id, door_for(self, path, headers))
+            door = door_for(self, path, headers)
+            _log_failure(self, scope, exc, door, started)
+            await send_error(send, exc, request_id, door)
         except ClientGone:
             return
         finally:
@@ -153,6 +165,9 @@ def door_for(app: App, path: str, headers: dict[str, str]) -> Door:
     return anthropic  # type: ignore[return-value]
 
 
+_DOOR_NAMES: dict[Any, str] = {anthropic: "anthropic", openai_ingress: "openai"}
+
+
 class Door(Protocol):
     """A client protocol's error rendering (the protocol modules are doors)."""
 
@@ -179,35 +194,64 @@ async def _reply(
     request_id: str, call: Callable[[bytes, dict[str, str], str | None], Awaitable[Reply]],
 ) -> None:
     """Read the body, run the pipeline, send its reply; cancel if the client leaves."""
+    started = time.perf_counter()
     door = door_for(app, scope["path"], headers)
-    body = await read_body(receive, headers, app.max_body)
-    client_key = presented_key(headers)
-    reply: Reply | None = None
-    async with cancel_on_disconnect(receive) as watch:
-        try:
-            reply = await call(body, headers, client_key)
-        except GatewayError as exc:
-            _log_failure(scope, exc)
-            await send_error(send, exc, request_id, door)
-            return
-        except Exception as exc:
-            await send_error(send, _internal(exc), request_id, door)
-            return
-        except asyncio.CancelledError:
-            if not watch.gone:  # the server is ending this request (shutdown)
-                with contextlib.suppress(Exception):
-                    await send_error(send, ShuttingDown(), request_id, door)
-            raise
-        reply.headers.update(id_headers(request_id))
-        if reply.stream is not None:
-            await send_stream(send, reply.status, reply.headers, reply.stream,
-                              lambda exc: door.encode_stream_error(_internal(exc)),
-                              ping=door.PING, ping_interval=app.ping_interval,
-                              on_cancel=lambda: door.encode_stream_error(ShuttingDown()))
-        else:
-            await send_bytes(send, reply.status, reply.headers, reply.body)
-    if reply is not None and reply.outcome is not None and access.isEnabledFor(logging.INFO):
-        _log_outcome(scope, reply, watch.gone)
+    metrics = app.metrics
+    metrics.in_flight += 1
+    try:
+        body = await read_body(receive, headers, app.max_body)
+        client_key = presented_key(headers)
+        reply: Reply | None = None
+        async with cancel_on_disconnect(receive) as watch:
+            try:
+                reply = await call(body, headers, client_key)
+            except GatewayError as exc:
+                _log_failure(app, scope, exc, door, started)
+                await send_error(send, exc, request_id, door)
+                return
+            except Exception as exc:
+                error = _internal(exc)
+                _log_failure(app, scope, error, door, started)
+                await send_error(send, error, request_id, door)
+                return
+            except asyncio.CancelledError:
+                if not watch.gone:  # the server is ending this request (shutdown)
+                    with contextlib.suppress(Exception):
+                        await send_error(send, ShuttingDown(), request_id, door)
+                raise
+            answered = time.perf_counter()
+            reply.headers.update(id_headers(request_id))
+            if reply.stream is not None:
+                metrics.open_streams += 1
+                try:
+                    await send_stream(send, reply.status, reply.headers, reply.stream,
+                                      lambda exc: door.encode_stream_error(_internal(exc)),
+                                      ping=door.PING, ping_interval=app.ping_interval,
+                                      on_cancel=lambda: door.encode_stream_error(ShuttingDown()))
+                finally:
+                    metrics.open_streams -= 1
+                answered = time.perf_counter()  # a stream's upstream ends with it
+            else:
+                await send_bytes(send, reply.status, reply.headers, reply.body)
+    finally:
+        metrics.in_flight -= 1
+    if reply is not None and reply.outcome is not None:
+        _record_outcome(app, door, reply, started, answered)
+        if access.isEnabledFor(logging.INFO):
+            _log_outcome(scope, reply, watch.gone)
+
+
+def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered: float
+                    ) -> None:
+    """Metrics of a request that reached a provider (streams: once they ended)."""
+    o = reply.outcome
+    assert o is not None
+    now = time.perf_counter()
+    app.metrics.finished(
+        _DOOR_NAMES[door], o.provider, o.model, reply.status, now - started,
+        o.first_byte - started if o.first_byte is not None else None,
+        answered - o.started, o.usage, "stream" if o.error else None,
+    )
 
 
 def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
@@ -223,7 +267,13 @@ def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
     )
 
 
-def _log_failure(scope: Scope, exc: GatewayError) -> None:
+def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started: float
+                 ) -> None:
+    """The access-log line and the metrics of a request that ended in an error status
+    (only the API's requests are counted, not those of /health, /metrics, ...)."""
+    if scope["path"].startswith("/v1/"):
+        app.metrics.failed(_DOOR_NAMES[door], getattr(exc, "provider", "") or "", exc.status,
+                           exc.kind, time.perf_counter() - started)
     if access.isEnabledFor(logging.INFO):
         access.info("%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message)
 
@@ -283,9 +333,11 @@ async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
                                  streamed.chunks() if has_body else None, ctx)
             streamed.abandon()
             status = await _relay(send, raw, request_id, target.provider)
+    elapsed = time.perf_counter() - started
+    app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, None, None)
     if access.isEnabledFor(logging.INFO):
         access.info("%s %s %d %s passthrough %.1fms%s", method, scope["path"], status,
-                    target.provider, (time.perf_counter() - started) * 1000,
+                    target.provider, elapsed * 1000,
                     " client-disconnected" if watch.gone else "")
 
 
@@ -370,6 +422,25 @@ async def health(app: App, scope: Scope, receive: Receive, send: Send,
     })
 
 
+async def metrics(app: App, scope: Scope, receive: Receive, send: Send,
+                  headers: dict[str, str], request_id: str) -> None:
+    """Prometheus text exposition (built only now, from plain counters)."""
+    await send_bytes(send, 200, {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)},
+                     app.metrics.exposition())
+
+
+async def running_totals(app: App, scope: Scope, receive: Receive, send: Send,
+                         headers: dict[str, str], request_id: str) -> None:
+    """JSON totals per provider and model; ``?provider=&model=&door=`` filter."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    unknown = set(query) - {"provider", "model", "door"}
+    if unknown:
+        raise InvalidRequest(f"unknown filter {', '.join(sorted(unknown))}; "
+                             "use provider, model or door")
+    pick = {k: v[-1] for k, v in query.items()}
+    await _json(send, request_id, app.metrics.running_totals(**pick))
+
+
 async def root(app: App, scope: Scope, receive: Receive, send: Send,
                headers: dict[str, str], request_id: str) -> None:
     # Claude Code sends HEAD / before its first request.
@@ -397,6 +468,8 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/models": {"GET": models},
     "/v1/aliases": {"GET": aliases},
     "/health": {"GET": health},
+    "/metrics": {"GET": metrics},
+    "/metrics/running-totals": {"GET": running_totals},
     "/ready": {"GET": ready},
     "/live": {"GET": live},
 }
@@ -407,5 +480,5 @@ def create_app() -> App:
     from vdm.logs import configure
 
     settings = load_settings()
-    configure(settings.server.log_level)
+    configure(settings.server.log_level, settings.server.log_format)
     return App(settings)

@@ -41,7 +41,11 @@ class GatewayServer(uvicorn.Server):
             task.cancel(msg="vdm: second shutdown signal")
 
 
-def serve(settings: Settings, host: str, port: int, *, reload: bool = False) -> None:
+def serve(settings: Settings, host: str, port: int, *, reload: bool = False,
+          workers: int = 1) -> None:
+    """Serve until a signal says stop.  With ``workers`` > 1, uvicorn's supervisor
+    runs that many processes on one socket; each drains for SHUTDOWN_TIMEOUT on
+    SIGTERM like the single process does."""
     options = {
         "factory": True,
         "host": host,
@@ -57,5 +61,8 @@ def serve(settings: Settings, host: str, port: int, *, reload: bool = False) -> 
     }
     if reload:  # development: uvicorn's own supervisor restarts the process
         uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]
+        return
+    if workers > 1:
+        uvicorn.run(_APP, workers=workers, **options)  # type: ignore[arg-type]
         return
     GatewayServer(uvicorn.Config(_APP, **options)).run()  # type: ignore[arg-type]

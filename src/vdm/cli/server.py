@@ -1,0 +1,318 @@
+"""``vdm server``: start (foreground or ``--daemon``), stop, restart, status.
+
+``start --daemon`` runs ``vdm server start --pid-file ...`` as a detached
+child (its own session, output to a log file), waits until ``/ready`` answers
+and says where the logs go.  The serving process writes its pid file and
+removes it when it exits; ``stop`` sends SIGTERM, which drains in-flight
+requests for up to SHUTDOWN_TIMEOUT (``vdm.server.runner``), and SIGKILLs
+only after that.
+
+``status`` exits 0 when the gateway is healthy, 1 when it is not running,
+2 when it runs but is not healthy: scripts rely on these.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vdm import __version__
+from vdm.cli import process
+from vdm.cli.common import console, errors, fail, settings_or_exit, settings_or_none
+from vdm.config import Settings
+
+app = typer.Typer(help="Run and manage the gateway process.", no_args_is_help=True)
+
+_READY_TIMEOUT = 30.0
+
+HostOpt = Annotated[str | None, typer.Option(help="Address to bind (default: HOST or 127.0.0.1).")]
+PortOpt = Annotated[
+    int | None, typer.Option(min=1, max=65535, help="Port (default: PORT or 8082).")
+]
+PidOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pid-file",
+        help="Pid file (default: $XDG_RUNTIME_DIR/vdm/vdm.pid or ~/.local/state/vdm/vdm.pid).",
+    ),
+]
+WorkersOpt = Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds to wait for the drain before SIGKILL (default: SHUTDOWN_TIMEOUT + 5)."
+    ),
+]
+
+
+def summary(settings: Settings, host: str, port: int) -> None:
+    """The start-up summary: where, which providers, which aliases; no secrets."""
+    console.print(f"[bold]vdm {__version__}[/] listening on [cyan]http://{host}:{port}[/]")
+    console.print(
+        f"default provider: [bold]{settings.default_provider}[/] "
+        f"({settings.default_provider_source})",
+        markup=True,
+    )
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("provider", "format", "base URL", "keys"):
+        table.add_column(column)
+    for name, provider in settings.providers.items():
+        keys = ", ".join(provider.key_fingerprints) or ("built-in" if name == "echo" else "-")
+        table.add_row(name, provider.api_format, provider.base_url, keys)
+    console.print(table)
+    for name, provider in settings.providers.items():
+        if provider.api_format == "azure":
+            pairs = ", ".join(f"{m} → {d}" for m, d in provider.deployments.items())
+            console.print(
+                f"azure ({name}): api-version {provider.api_version}; "
+                f"deployments: {pairs or 'none (the model name is the deployment)'}",
+                markup=False,
+            )
+    from vdm.routing import Router
+
+    router = Router(
+        list(settings.providers),
+        settings.default_provider,
+        settings.aliases,
+        settings.fallback_aliases,
+    )
+    for provider, table_ in router.active_aliases().items():
+        pairs = ", ".join(f"{a} → {m}" for a, m in table_.items())
+        console.print(f"aliases ({provider}): {pairs}", markup=False)
+    if settings.server.proxy_api_key:
+        console.print("clients must present PROXY_API_KEY")
+    if list(settings.providers) == ["echo"]:
+        console.print(
+            "no provider key set: serving the offline [bold]echo[/] provider "
+            "(set e.g. OPENAI_API_KEY to use a real one)"
+        )
+
+
+def _claim(pid_file: Path | None, host: str, port: int) -> None:
+    """Refuse to start over a live gateway's pid file or on a taken port;
+    replace a stale pid file."""
+    if pid_file is not None:
+        info, stale = process.live_info(pid_file)
+        if info is not None:
+            fail(f"vdm is already running (pid {info.pid}, {info.url}; pid file {pid_file})")
+        if stale:
+            errors.print(f"removing stale pid file {pid_file} (its process is gone)", markup=False)
+            process.remove_pid_file(pid_file)
+    if not process.port_free(host, port):
+        owner = process.port_owner(port)
+        held = f" by pid {owner[0]} ({owner[1] or '?'})" if owner else ""
+        fail(f"port {port} on {host} is already in use{held}; pick another with --port")
+
+
+@app.command("start")
+def start(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    reload: Annotated[
+        bool, typer.Option(help="Restart when the source changes (development).")
+    ] = False,
+    daemon: Annotated[
+        bool, typer.Option(help="Run in the background; return once it is ready.")
+    ] = False,
+    pid_file: PidOpt = None,
+    systemd: Annotated[
+        bool, typer.Option(help="Log to the systemd journal (identifier vdm).")
+    ] = False,
+    workers: WorkersOpt = 1,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(help="--daemon: where the logs go (default ~/.local/state/vdm/vdm.log)."),
+    ] = None,
+) -> None:
+    """Run the gateway (in the foreground unless --daemon)."""
+    settings = settings_or_exit()
+    host = host or settings.server.host
+    port = port or settings.server.port
+    if daemon:
+        pid_file = pid_file or process.default_pid_file()
+        _claim(pid_file, host, port)
+        _daemonize(host, port, pid_file, workers, systemd, log_file or process.default_log_file())
+        return
+    _claim(pid_file, host, port)
+    summary(settings, host, port)
+    sys.stdout.flush()
+
+    from vdm.logs import configure
+    from vdm.server.runner import serve
+
+    configure(settings.server.log_level, settings.server.log_format, systemd=systemd)
+    pid = os.getpid()
+    if pid_file is not None:
+        log_name = os.environ.get("VDM_LOG_FILE")
+        process.write_pid_file(
+            pid_file, process.RunInfo(pid, host, port, workers, log_name, time.time())
+        )
+    try:
+        serve(settings, host, port, reload=reload, workers=workers)
+    finally:
+        if pid_file is not None:
+            process.remove_pid_file(pid_file, pid)
+
+
+def _daemonize(
+    host: str, port: int, pid_file: Path, workers: int, systemd: bool, log_file: Path
+) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "vdm",
+        "server",
+        "start",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--pid-file",
+        str(pid_file),
+        "--workers",
+        str(workers),
+    ]
+    if systemd:
+        command.append("--systemd")
+    env = {**os.environ, "VDM_LOG_FILE": str(log_file)}
+    with log_file.open("ab") as log:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    url = process.RunInfo(child.pid, host, port).url
+    with console.status(f"starting vdm on {url} …"):
+        ok = process.wait_ready(url, child.pid, _READY_TIMEOUT)
+    if not ok:
+        if child.poll() is None:
+            process.terminate(child.pid, 5)
+        tail = log_file.read_text(errors="replace").splitlines()[-15:]
+        for line in tail:
+            errors.print(f"  {line}", markup=False)
+        fail(f"the gateway did not become ready (exit code {child.poll()}); log: {log_file}")
+    console.print(f"vdm started in the background: pid {child.pid}, {url}", markup=False)
+    console.print(
+        f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if systemd else ""),
+        markup=False,
+    )
+    console.print(f"pid file: {pid_file}", markup=False)
+
+
+def _stop_timeout(timeout: float | None) -> float:
+    if timeout is not None:
+        return timeout
+    settings = settings_or_none()
+    return (settings.server.shutdown_timeout if settings else 30.0) + 5.0
+
+
+def _stop(pid_file: Path, timeout: float | None) -> process.RunInfo | None:
+    """Stop the gateway the pid file names; its run info, or None if none ran."""
+    info, stale = process.live_info(pid_file)
+    if info is None:
+        if stale:
+            process.remove_pid_file(pid_file)
+            console.print(
+                f"vdm is not running (removed the stale pid file {pid_file})", markup=False
+            )
+        else:
+            console.print("vdm is not running", markup=False)
+        return None
+    seconds = _stop_timeout(timeout)
+    with console.status(f"stopping vdm (pid {info.pid}): draining for up to {seconds:g} s …"):
+        drained = process.terminate(info.pid, seconds)
+    process.remove_pid_file(pid_file)
+    if drained:
+        console.print(f"vdm stopped (pid {info.pid})", markup=False)
+    else:
+        errors.print(
+            f"vdm (pid {info.pid}) did not stop within {seconds:g} s: killed", markup=False
+        )
+    return info
+
+
+@app.command("stop")
+def stop(pid_file: PidOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Stop the background gateway: SIGTERM, graceful drain, SIGKILL after the timeout."""
+    _stop(pid_file or process.default_pid_file(), timeout)
+
+
+@app.command("restart")
+def restart(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    pid_file: PidOpt = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """Stop the background gateway (if running) and start it again with --daemon."""
+    path = pid_file or process.default_pid_file()
+    previous = _stop(path, timeout)
+    settings = settings_or_exit()
+    host = host or (previous.host if previous else settings.server.host)
+    port = port or (previous.port if previous and previous.port else settings.server.port)
+    workers = workers or (previous.workers if previous else 1)
+    log = Path(previous.log_file) if previous and previous.log_file else process.default_log_file()
+    _claim(path, host, port)
+    _daemonize(host, port, path, workers, False, log)
+
+
+@app.command("status")
+def status(pid_file: PidOpt = None) -> None:
+    """Running or not, pid, uptime, URL, version, health (exit 0 healthy, 1 not running, 2 unhealthy)."""
+    path = pid_file or process.default_pid_file()
+    info, stale = process.live_info(path)
+    if info is None:
+        note = f" (stale pid file {path}: its process is gone)" if stale else ""
+        console.print(f"vdm is not running{note}", markup=False)
+        raise typer.Exit(1)
+    settings = settings_or_none()
+    key = settings.server.proxy_api_key if settings else None
+    try:
+        code, health = process.get_json(info.url + "/health", key=key)
+    except (OSError, ValueError) as exc:
+        console.print(
+            f"vdm (pid {info.pid}) runs but does not answer at {info.url}: {exc}", markup=False
+        )
+        raise typer.Exit(2) from None
+    healthy = code == 200 and isinstance(health, dict) and health.get("status") == "healthy"
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row(
+        "status", "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
+    )
+    table.add_row("pid", str(info.pid))
+    table.add_row("url", info.url)
+    if isinstance(health, dict) and healthy:
+        table.add_row("version", str(health.get("version")))
+        table.add_row("uptime", _duration(float(health.get("uptime_seconds", 0))))
+        providers = health.get("providers") or {}
+        table.add_row("default provider", str(health.get("default_provider")))
+        table.add_row(
+            "providers", ", ".join(f"{n} ({p.get('api_format')})" for n, p in providers.items())
+        )
+    elif info.started:
+        table.add_row("uptime", _duration(time.time() - info.started))
+    if info.workers > 1:
+        table.add_row("workers", str(info.workers))
+    if info.log_file:
+        table.add_row("logs", info.log_file)
+    console.print(table)
+    raise typer.Exit(0 if healthy else 2)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"

@@ -1,0 +1,170 @@
+"""``vdm config show / validate / setup`` as real subprocesses (setup also
+driven interactively through a pseudo-terminal with pexpect)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.support.gateway import clean_env
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "work").mkdir()
+    return tmp_path / "work"
+
+
+def env_for(work: Path, **extra: str) -> dict[str, str]:
+    home = work.parent / "home"
+    return {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **extra}
+
+
+def vdm(work: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vdm", *args],
+        env=env_for(work, **extra),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_validate_lists_every_problem_with_file_and_key(work: Path) -> None:
+    user = work.parent / "home/.config/vdm"
+    user.mkdir(parents=True)
+    (user / "vdm.toml").write_text('[providers.ghost.aliases]\nfast = "m"\n')
+    (work / "vdm.toml").write_text(
+        '[server]\ncolour = "blue"\n[providers.mine]\napi-key = "k"\nbase-url = "ftp://x"\n'
+        '[providers.fmt]\napi-key = "k"\nbase-url = "http://h"\napi-format = "soap"\n'
+    )
+    (work / ".env").write_text("LOG_FORMAT=yaml\n")
+    result = vdm(work, "config", "validate", NOPE_ALIAS_FAST="m")
+    assert result.returncode == 1
+    err = result.stderr
+    local = str(work / "vdm.toml")
+    assert f"{local}: unknown key 'server.colour'" in err
+    assert "LOG_FORMAT" in err and "log format" in err
+    assert "Traceback" not in err
+    # with the unknown key fixed, the other layers' problems show too
+    (work / "vdm.toml").write_text(
+        '[providers.mine]\napi-key = "k"\nbase-url = "ftp://x"\n'
+        '[providers.fmt]\napi-key = "k"\nbase-url = "http://h"\napi-format = "soap"\n'
+    )
+    result = vdm(work, "config", "validate", NOPE_ALIAS_FAST="m")
+    err = result.stderr
+    assert result.returncode == 1
+    assert "providers.mine.base-url: not an http(s) URL" in err and local in err
+    assert "providers.fmt.api-format: api format must be" in err
+    assert (
+        f"{user / 'vdm.toml'}: providers.ghost.aliases: provider 'ghost' is not configured" in err
+    )
+    assert "NOPE_ALIAS_FAST" in err and "'nope'" in err
+    assert "problem(s)" in err
+
+
+def test_validate_accepts_a_good_configuration(work: Path) -> None:
+    result = vdm(work, "config", "validate", OPENAI_API_KEY="sk-x")
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout and "openai" in result.stdout
+
+
+def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
+    secret, proxy = "sk-very-secret-1", "proxy-secret-2"
+    (work / "vdm.toml").write_text("[server]\nport = 9001\n")
+    (work / ".env").write_text(f"OPENAI_API_KEY={secret}\n")
+    result = vdm(
+        work,
+        "config",
+        "show",
+        "--json",
+        PROXY_API_KEY=proxy,
+        REDIS_URL="redis://user:pw-secret@host:6379/0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout and proxy not in result.stdout
+    assert "pw-secret" not in result.stdout
+    shown = json.loads(result.stdout)
+    assert shown["server.port"] == {"value": "9001", "source": str(work / "vdm.toml")}
+    assert shown["server.host"]["source"] == "defaults.toml"
+    assert shown["server.proxy-api-key"]["source"] == "env PROXY_API_KEY"
+    assert shown["server.proxy-api-key"]["value"].startswith("sha256:")
+    assert shown["providers.openai.api-key"]["source"] == f"{work / '.env'}: OPENAI_API_KEY"
+    assert shown["providers.openai.base-url"]["source"] == "defaults.toml"
+    assert shown["server.max-retries"]["source"] == "default"
+    table = vdm(work, "config", "show")
+    assert table.returncode == 0 and "server.port" in table.stdout and secret not in table.stdout
+
+
+def test_setup_from_flags_writes_files_that_load(work: Path) -> None:
+    result = vdm(
+        work,
+        "config",
+        "setup",
+        "--yes",
+        "--provider",
+        "local",
+        "--api-key",
+        "sk-local",
+        "--base-url",
+        "http://127.0.0.1:11434/v1",
+        "--port",
+        "9100",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sk-local" not in result.stdout
+    toml = (work / "vdm.toml").read_text()
+    assert 'default-provider = "local"' in toml and "port = 9100" in toml
+    assert 'base-url = "http://127.0.0.1:11434/v1"' in toml and "sk-local" not in toml
+    assert (work / ".env").read_text() == 'LOCAL_API_KEY="sk-local"\n'
+    assert oct((work / ".env").stat().st_mode & 0o777) == "0o600"
+    shown = json.loads(vdm(work, "config", "show", "--json").stdout)
+    assert shown["default-provider"]["value"] == "local"
+    assert shown["server.port"]["value"] == "9100"
+
+    again = vdm(work, "config", "setup", "--yes", "--provider", "local", "--api-key", "k")
+    assert again.returncode == 1 and "--force" in again.stderr
+    missing = vdm(
+        work, "config", "setup", "--yes", "--force", "--provider", "custom", "--api-key", "k"
+    )
+    assert missing.returncode == 1 and "--base-url" in missing.stderr
+
+
+def test_setup_interactive_wizard(work: Path) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "vdm", "config", "setup"],
+        cwd=str(work),
+        env=env_for(work, COLUMNS="200"),
+        encoding="utf-8",
+        timeout=20,
+    )
+    child.expect(r"Provider \[openai\]:")
+    child.sendline("openrouter")
+    child.expect(r"Base URL \[https://openrouter.ai/api/v1\]:")
+    child.sendline("")
+    child.expect("API key for openrouter:")
+    child.sendline("sk-or-typed")
+    child.expect(r"Make openrouter the default provider\? \[Y/n\]:")
+    child.sendline("y")
+    child.expect(r"Host \[127.0.0.1\]:")
+    child.sendline("")
+    child.expect(r"Port \[8082\]:")
+    child.sendline("8200")
+    child.expect("configuration is valid")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "sk-or-typed" not in (child.before or "")
+    toml = (work / "vdm.toml").read_text()
+    assert 'default-provider = "openrouter"' in toml and "port = 8200" in toml
+    assert "base-url" not in toml  # the built-in one was kept
+    assert (work / ".env").read_text() == 'OPENROUTER_API_KEY="sk-or-typed"\n'

@@ -1,0 +1,204 @@
+"""``vdm server`` start --daemon / status / restart / stop as real subprocesses,
+with real exit codes; port taken; stale pid file.  Every run has a private
+HOME / XDG state dir and a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import clean_env, free_port
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "work").mkdir()
+    return tmp_path
+
+
+def vdm(
+    home: Path, *args: str, timeout: float = 60, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **clean_env(),
+        "HOME": str(home / "home"),
+        "XDG_CONFIG_HOME": str(home / "home/.config"),
+        "XDG_STATE_HOME": str(home / "state"),
+        "MODELS_PREFETCH": "false",
+        "SHUTDOWN_TIMEOUT": "5",
+        **extra,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vdm", *args],
+        env=env,
+        cwd=home / "work",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def pid_of(home: Path) -> int:
+    return int((home / "state/vdm/vdm.pid").read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_daemon_round_trip_with_exit_codes(home: Path) -> None:
+    port = str(free_port())
+    assert vdm(home, "server", "status").returncode == 1  # not running
+
+    started = vdm(home, "server", "start", "--daemon", "--port", port)
+    assert started.returncode == 0, started.stderr
+    pid = pid_of(home)
+    assert alive(pid)
+    assert f"pid {pid}" in started.stdout and f"http://127.0.0.1:{port}" in started.stdout
+    log = home / "state/vdm/vdm.log"
+    assert f"logs: {log}" in started.stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as response:
+        assert response.status == 200
+    assert "listening on" in log.read_text()  # the summary went to the log
+
+    status = vdm(home, "server", "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "healthy" in status.stdout and str(pid) in status.stdout
+    assert f"http://127.0.0.1:{port}" in status.stdout
+
+    again = vdm(home, "server", "start", "--daemon", "--port", str(free_port()))
+    assert again.returncode == 1
+    assert "already running" in again.stderr and str(pid) in again.stderr
+    assert "Traceback" not in again.stderr
+
+    restarted = vdm(home, "server", "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    new_pid = pid_of(home)
+    assert new_pid != pid and not alive(pid) and alive(new_pid)
+    assert f"http://127.0.0.1:{port}" in restarted.stdout  # same port as before
+
+    stopped = vdm(home, "server", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stdout
+    assert not alive(new_pid)
+    assert not (home / "state/vdm/vdm.pid").exists()
+    assert vdm(home, "server", "status").returncode == 1
+    assert "Traceback" not in log.read_text()
+
+
+def test_status_is_2_when_the_gateway_runs_but_is_not_healthy(home: Path) -> None:
+    """A process that owns the pid file but answers /health with an error."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import http.server, sys\n"
+                "class H(http.server.BaseHTTPRequestHandler):\n"
+                "    def do_GET(self):\n"
+                "        self.send_response(503); self.end_headers()\n"
+                "    def log_message(self, *a): pass\n"
+                f"http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()  # vdm\n"
+            ),
+        ],
+    )
+    try:
+        pid_file = home / "state/vdm/vdm.pid"
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{server.pid}\n")
+        (home / "state/vdm/vdm.pid.json").write_text(
+            json.dumps({"pid": server.pid, "host": "127.0.0.1", "port": port})
+        )
+        status = vdm(home, "server", "status")
+    finally:
+        server.kill()
+        server.wait()
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert "unhealthy" in status.stdout
+
+
+def test_stale_pid_file_is_reported_and_replaced(home: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid_file = home / "state/vdm/vdm.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{dead.pid}\n")
+
+    status = vdm(home, "server", "status")
+    assert status.returncode == 1 and "stale" in status.stdout
+
+    port = str(free_port())
+    started = vdm(home, "server", "start", "--daemon", "--port", port)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "stale pid file" in started.stderr
+        assert pid_of(home) != dead.pid and alive(pid_of(home))
+    finally:
+        assert vdm(home, "server", "stop").returncode == 0
+
+
+def test_stop_when_nothing_runs_says_so(home: Path) -> None:
+    stopped = vdm(home, "server", "stop")
+    assert stopped.returncode == 0 and "not running" in stopped.stdout
+
+
+@pytest.mark.parametrize("daemon", [False, True])
+def test_a_taken_port_is_refused_naming_its_holder(home: Path, daemon: bool) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        args = ["server", "start", "--port", port, *(["--daemon"] if daemon else [])]
+        result = vdm(home, *args)
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "in use" in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr  # this test process holds it
+    assert "Traceback" not in result.stderr
+    assert not (home / "state/vdm/vdm.pid").exists()
+
+
+def test_foreground_pid_file_is_written_and_removed(home: Path) -> None:
+    port = str(free_port())
+    pid_file = home / "run/gw.pid"
+    env = {**clean_env(), "HOME": str(home / "home"), "MODELS_PREFETCH": "false"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vdm",
+            "server",
+            "start",
+            "--port",
+            port,
+            "--pid-file",
+            str(pid_file),
+        ],
+        env=env,
+        cwd=home / "work",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from tests.support.gateway import Gateway, _wait_ready
+
+        _wait_ready(Gateway(f"http://127.0.0.1:{port}", proc, home / "none.log"), 20)  # type: ignore[arg-type]
+        assert int(pid_file.read_text()) == proc.pid
+        status = vdm(home, "server", "status", "--pid-file", str(pid_file))
+        assert status.returncode == 0, status.stdout
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0  # the graceful drain exits 0
+    assert not pid_file.exists()

@@ -1,0 +1,218 @@
+"""``/metrics`` and ``/metrics/running-totals`` after a known mixed load.
+
+Both doors, streamed and not, a retry, a benched key, an upstream refusal and
+a bad request: every counter must match the load exactly, read through the
+Prometheus client's own parser.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, completion, stream_of
+from tests.support.gateway import Gateway, run_gateway
+
+ASK = [{"role": "user", "content": "hi"}]
+CACHED = {
+    "prompt_tokens": 10,
+    "completion_tokens": 5,
+    "total_tokens": 15,
+    "prompt_tokens_details": {"cached_tokens": 4},
+}
+
+
+def samples(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
+        assert response.headers["content-type"].startswith("text/plain")
+        text = response.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+@pytest.fixture
+def env(fake_openai: FakeUpstream) -> dict[str, str]:
+    fake_openai.reset()
+    return {
+        "OA_API_KEY": "ka kb",
+        "OA_BASE_URL": fake_openai.url + "/v1",
+        "VDM_DEFAULT_PROVIDER": "oa",
+        "MAX_RETRIES": "1",
+        "RETRY_BACKOFF": "0.01",
+    }
+
+
+def test_counters_match_a_mixed_load(
+    fake_openai: FakeUpstream, env: dict[str, str], tmp_path: Path
+) -> None:
+    fake_openai.reply(
+        JSONReply(completion("one")),  # 1 anthropic
+        JSONReply({"error": {"message": "slow down"}}, status=429),  # 2: key ka benched
+        JSONReply(completion("two")),  #    served by kb
+        SSEReply(stream_of(completion("three words here"))),  # 3 anthropic stream
+        JSONReply({"error": {"message": "busy"}}, status=503),  # 4: retried
+        JSONReply(completion("four")),
+        JSONReply(completion("five", usage=CACHED)),  # 5 openai
+        SSEReply(stream_of(completion("six", usage=CACHED))),  # 6 openai stream
+        JSONReply(
+            {"error": {"message": "bad"}, "type": "invalid_request_error"}, status=400
+        ),  # 7 refused
+    )
+    with run_gateway(env, tmp_path) as gateway:
+        a = anthropic.Anthropic(base_url=gateway.url, api_key="c", max_retries=0)
+        o = openai.OpenAI(base_url=gateway.url + "/v1", api_key="c", max_retries=0)
+        for _ in range(2):
+            a.messages.create(model="m", max_tokens=10, messages=ASK)  # type: ignore[arg-type]
+        with a.messages.stream(model="m", max_tokens=10, messages=ASK) as s:  # type: ignore[arg-type]
+            assert s.get_final_text() == "three words here"
+        a.messages.create(model="m", max_tokens=10, messages=ASK)  # type: ignore[arg-type]
+        o.chat.completions.create(model="m", messages=ASK)  # type: ignore[arg-type]
+        chunks = list(
+            o.chat.completions.create(
+                model="m",
+                messages=ASK,
+                stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True},
+            )
+        )
+        assert chunks[-1].usage is not None
+        with pytest.raises(anthropic.BadRequestError):
+            a.messages.create(model="m", max_tokens=10, messages=ASK)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError):
+            o.chat.completions.create(model="nope:x", messages=ASK)  # type: ignore[arg-type]
+        found = samples(gateway)
+        totals = get_json(gateway.url + "/metrics/running-totals")
+        only_openai = get_json(gateway.url + "/metrics/running-totals?door=openai&provider=oa")
+
+    ant = {"door": "anthropic", "provider": "oa", "model": "m"}
+    oai = {"door": "openai", "provider": "oa", "model": "m"}
+    assert value(found, "vdm_requests_total", **ant, status="200") == 4
+    assert value(found, "vdm_requests_total", **oai, status="200") == 2
+    assert (
+        value(found, "vdm_requests_total", door="anthropic", provider="oa", model="", status="400")
+        == 1
+    )
+    assert (
+        value(found, "vdm_requests_total", door="openai", provider="", model="", status="400") == 1
+    )
+    assert sum(v for (name, _), v in found.items() if name == "vdm_requests_total") == 8
+    assert (
+        value(
+            found,
+            "vdm_errors_total",
+            door="anthropic",
+            provider="oa",
+            model="",
+            type="invalid_request",
+        )
+        == 1
+    )
+    assert (
+        value(
+            found, "vdm_errors_total", door="openai", provider="", model="", type="invalid_request"
+        )
+        == 1
+    )
+    # fakes.USAGE is 25 in / 20 out per answer
+    assert value(found, "vdm_tokens_total", **ant, type="input") == 100
+    assert value(found, "vdm_tokens_total", **ant, type="output") == 80
+    assert value(found, "vdm_tokens_total", **ant, type="cached") == 0
+    # input counts what was not read from the cache (10 - 4), as Anthropic's usage does
+    assert value(found, "vdm_tokens_total", **oai, type="input") == 12
+    assert value(found, "vdm_tokens_total", **oai, type="output") == 10
+    assert value(found, "vdm_tokens_total", **oai, type="cached") == 8
+    for name in (
+        "vdm_request_duration_seconds",
+        "vdm_time_to_first_token_seconds",
+        "vdm_upstream_duration_seconds",
+    ):
+        assert value(found, name + "_count", **ant) == 4
+        assert value(found, name + "_count", **oai) == 2
+        assert value(found, name + "_bucket", **ant, le="+Inf") == 4
+    total = value(found, "vdm_request_duration_seconds_sum", **ant)
+    upstream = value(found, "vdm_upstream_duration_seconds_sum", **ant)
+    first = value(found, "vdm_time_to_first_token_seconds_sum", **ant)
+    assert total is not None and upstream is not None and first is not None
+    assert 0 < first <= total and 0 < upstream <= total
+    assert value(found, "vdm_retries_total", provider="oa") == 1
+    assert value(found, "vdm_key_cooldowns_total", provider="oa", status="429") == 1
+    assert value(found, "vdm_in_flight_requests") == 0
+    assert value(found, "vdm_open_streams") == 0
+
+    assert totals["totals"]["requests"] == 8
+    assert totals["totals"]["errors"] == 2
+    model = totals["providers"]["oa"]["models"]["m"]
+    assert model["requests"] == 6 and model["errors"] == 0
+    assert model["input_tokens"] == 112 and model["output_tokens"] == 90
+    assert model["cached_tokens"] == 8
+    assert model["avg_latency_ms"] > 0 and model["p95_latency_ms"] >= model["avg_latency_ms"] / 10
+    assert totals["providers"]["oa"]["requests"] == 7  # with the refused one (model unknown)
+    assert only_openai["filters"] == {"door": "openai", "provider": "oa"}
+    assert only_openai["totals"]["requests"] == 2
+    assert list(only_openai["providers"]) == ["oa"]
+
+
+def test_a_stream_is_an_open_stream_until_it_ends_and_counted_then(
+    fake_openai: FakeUpstream, env: dict[str, str], tmp_path: Path
+) -> None:
+    fake_openai.reply(SSEReply(stream_of(completion("slow words come in")), delay=0.15))
+    with run_gateway(env, tmp_path) as gateway:
+        client = anthropic.Anthropic(base_url=gateway.url, api_key="c", max_retries=0)
+        done: list[str] = []
+
+        def consume() -> None:
+            with client.messages.stream(model="m", max_tokens=10, messages=ASK) as s:  # type: ignore[arg-type]
+                done.append(s.get_final_text())
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        during: dict[Any, float] = {}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            during = samples(gateway)
+            if value(during, "vdm_open_streams") == 1:
+                break
+            time.sleep(0.02)
+        thread.join(10)
+        after = samples(gateway)
+    assert done == ["slow words come in"]
+    assert value(during, "vdm_open_streams") == 1
+    assert value(during, "vdm_in_flight_requests") == 1
+    labels = {"door": "anthropic", "provider": "oa", "model": "m", "status": "200"}
+    assert value(during, "vdm_requests_total", **labels) is None
+    assert value(after, "vdm_requests_total", **labels) == 1
+    assert value(after, "vdm_open_streams") == 0
+
+
+def test_running_totals_refuse_unknown_filters(env: dict[str, str], tmp_path: Path) -> None:
+    with run_gateway(env, tmp_path) as gateway:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(gateway.url + "/metrics/running-totals?colour=red", timeout=5)
+        assert caught.value.code == 400
+        assert "colour" in json.load(caught.value)["error"]["message"]
+        empty = get_json(gateway.url + "/metrics/running-totals")
+    assert empty["totals"]["requests"] == 0 and empty["providers"] == {}
