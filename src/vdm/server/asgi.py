@@ -84,10 +84,14 @@ class Watch:
 
 
 @contextlib.asynccontextmanager
-async def cancel_on_disconnect(receive: Receive) -> AsyncIterator[Watch]:
+async def cancel_on_disconnect(
+    receive: Receive, body: StreamedBody | None = None
+) -> AsyncIterator[Watch]:
     """Cancel the enclosed work (and so the upstream call) if the client leaves.
 
-    The cancellation is absorbed here: the block simply ends early.
+    With ``body``, the watcher first feeds the request body into it (a
+    streamed passthrough: ASGI allows one reader of ``receive()``), then keeps
+    watching.  The cancellation is absorbed here: the block simply ends early.
     """
     task = asyncio.current_task()
     assert task is not None
@@ -100,6 +104,8 @@ async def cancel_on_disconnect(receive: Receive) -> AsyncIterator[Watch]:
                 watch.gone = True
                 task.cancel()
                 return
+            if body is not None and not body.done:
+                await body._put(message)
 
     waiting = asyncio.create_task(watcher())
     try:
@@ -185,32 +191,10 @@ class StreamedBody:
 
 @contextlib.asynccontextmanager
 async def stream_request(receive: Receive, limit: int) -> AsyncIterator[tuple[Watch, StreamedBody]]:
-    """:func:`cancel_on_disconnect` for a request whose body is streamed on:
-    the watcher feeds the body, then keeps watching for the client leaving."""
-    task = asyncio.current_task()
-    assert task is not None
-    watch = Watch()
+    """:func:`cancel_on_disconnect` for a request whose body is streamed on."""
     body = StreamedBody(limit)
-
-    async def watcher() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                watch.gone = True
-                task.cancel()
-                return
-            if not body.done:
-                await body._put(message)
-
-    waiting = asyncio.create_task(watcher())
-    try:
+    async with cancel_on_disconnect(receive, body) as watch:
         yield watch, body
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        task.uncancel()
-    finally:
-        waiting.cancel()
 
 
 async def send_stream(
