@@ -192,10 +192,11 @@ def _internal(exc: BaseException) -> GatewayError:
 async def _reply(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
     request_id: str, call: Callable[[bytes, dict[str, str], str | None], Awaitable[Reply]],
+    door: Door = anthropic,  # type: ignore[assignment]
 ) -> None:
-    """Read the body, run the pipeline, send its reply; cancel if the client leaves."""
+    """Read the body, run the pipeline, send its reply (in ``door``'s protocol);
+    cancel if the client leaves."""
     started = time.perf_counter()
-    door = door_for(app, scope["path"], headers)
     metrics = app.metrics
     metrics.in_flight += 1
     try:
@@ -296,7 +297,8 @@ async def count_tokens(app: App, scope: Scope, receive: Receive, send: Send,
 async def chat_completions(app: App, scope: Scope, receive: Receive, send: Send,
                            headers: dict[str, str], request_id: str) -> None:
     assert app.gateway is not None
-    await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions)
+    await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions,
+                 openai_ingress)  # type: ignore[arg-type]
 
 
 async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
