@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vdm import __version__
+from vdm.cli import grpc_server, proxy, tokens
 from vdm.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -17,6 +19,9 @@ app = typer.Typer(
 )
 server_app = typer.Typer(help="Run the gateway.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+app.add_typer(grpc_server.app, name="grpc")
+app.add_typer(tokens.app, name="token")
+app.add_typer(proxy.app, name="proxy")
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -72,6 +77,10 @@ def summary(settings: Settings, host: str, port: int) -> None:
         console.print(f"aliases ({provider}): {pairs}", markup=False)
     if settings.server.proxy_api_key:
         console.print("clients must present PROXY_API_KEY")
+    if settings.grpc.port is not None:
+        scheme = "vibectl-server" if settings.grpc.tls_cert else "vibectl-server-insecure"
+        console.print(f"gRPC LLMProxy on {scheme}://{settings.grpc.host or host}:"
+                      f"{settings.grpc.port} (JWT auth)", markup=False)
     if list(settings.providers) == ["echo"]:
         console.print(
             "no provider key set: serving the offline [bold]echo[/] provider "
@@ -84,8 +93,11 @@ def start(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: PORT or 8082).")] = None,
     reload: Annotated[bool, typer.Option(help="Restart when the source changes (development).")] = False,
+    grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Also serve gRPC LLMProxy on this port, sharing the gateway (default: GRPC_PORT).")] = None,
 ) -> None:
     """Run the gateway in the foreground."""
+    if grpc_port is not None:  # the app factory reads its settings from the environment
+        os.environ["GRPC_PORT"] = str(grpc_port)
     settings = _settings()
     host = host or settings.server.host
     port = port or settings.server.port
