@@ -268,7 +268,7 @@ def test_a_stream_the_upstream_breaks_ends_with_an_error_chunk(
     grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
 ) -> None:
     full = stream_of(completion("Hello streaming world"), pieces=3)
-    fake_openai.reply(SSEReply(full[:3] + [b"data: {not json\n\n"]))
+    fake_openai.reply(SSEReply([*full[:3], b"data: {not json\n\n"]))
     chunks = stream(grpc_server, grpc_token, execute_request("hi", model="openai:gpt-4o"))
     assert kinds(chunks)[0] == "text_chunk"
     assert kinds(chunks)[-1] == "error"

@@ -82,10 +82,10 @@ def list_tokens() -> None:
     revocations.load()
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("jti", "subject", "issued", "expires", "state"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)  # a jti is copied whole into `revoke`
     for entry in IssuedTokens.default().entries():
         state = ("revoked" if revocations.is_revoked(entry["jti"])
                  else "expired" if is_expired(entry) else "active")
         table.add_row(entry["jti"], str(entry.get("sub", "")), _when(entry.get("iat")),
                       _when(entry.get("exp")), state)
-    console.print(table)
+    Console(highlight=False, width=max(console.width, 140)).print(table)
