@@ -56,8 +56,10 @@ def _check(url: str, ca_bundle: str | None, timeout: float) -> None:
         ("Server Name", info.server_name),
         ("Version", info.server_version),
         ("Default Model", info.default_model or "-"),
-        ("Models", ", ".join(m.model_id for m in info.available_models) or "-"),
-        ("Aliases", ", ".join(f"{a} → {t}" for a, t in sorted(info.model_aliases.items()))
+        # one per line: a long list then wraps between names, never inside one
+        ("Models", "\n".join(f"{m.model_id} ({m.provider})" for m in info.available_models)
+         or "-"),
+        ("Aliases", "\n".join(f"{a} → {t}" for a, t in sorted(info.model_aliases.items()))
          or "-"),
         ("Requests/min", limit("max_requests_per_minute")),
         ("Concurrent", limit("max_concurrent_requests")),
