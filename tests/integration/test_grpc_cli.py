@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anthropic
@@ -103,3 +104,21 @@ def test_proxy_configure_test_and_status(
     assert refused.returncode == 1 and "missing token" in refused.stderr
     bad = vdm("proxy", "test", "http://127.0.0.1:1")
     assert bad.returncode == 2 and "vibectl-server://" in bad.stderr
+
+
+def test_middleware_see_grpc_calls_from_start_to_end(tmp_path: Path) -> None:
+    with run_grpc({"MIDDLEWARE": "request-log"}, tmp_path) as server:
+        token = server.token()
+        with server.stub() as stub:
+            list(stub.StreamExecute(execute_request("hello there", model="echo:echo",
+                                                    request_id="mw-1"),
+                                    metadata=bearer(token), timeout=10))
+        assert server.process.poll() is None
+        deadline = time.monotonic() + 5
+        while " end " not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = server.log()
+    start = next(line for line in log.splitlines() if "start grpc" in line)
+    assert "request_id=mw-1" in start and "echo:echo" in start and "stream=true" in start
+    end = next(line for line in log.splitlines() if " end " in line and "mw-1" in line)
+    assert "ok" in end and "in=" in end
