@@ -27,7 +27,9 @@ def vibectl() -> Path:
 
 @pytest.mark.parametrize("tls", [False, True], ids=["insecure", "tls"])
 def test_vibectl_setup_proxy_configures_and_tests_against_vdm(
-    vibectl: Path, tmp_path: Path, tls: bool,
+    vibectl: Path,
+    tmp_path: Path,
+    tls: bool,
 ) -> None:
     with run_grpc({"ECHO_ALIAS_QUICK": "echo"}, tmp_path, tls=tls) as server:
         token = server.token("vibectl-user", "1d")

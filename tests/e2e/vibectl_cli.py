@@ -35,19 +35,36 @@ def ensure_vibectl() -> Path:
             return BINARY
         spec = os.environ.get("VDM_VIBECTL_VERSION") or f"=={VIBECTL_VERSION}"
         requirement = "vibectl" if spec == "latest" else f"vibectl{spec}"
-        steps = [[sys.executable, "-m", "venv", str(PREFIX)],
-                 [str(PREFIX / "bin" / "python"), "-m", "pip", "install", "-q",
-                  "--disable-pip-version-check", requirement]]
+        steps = [
+            [sys.executable, "-m", "venv", str(PREFIX)],
+            [
+                str(PREFIX / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                requirement,
+            ],
+        ]
         for command in steps:
             try:
-                done = subprocess.run(command, capture_output=True, text=True,
-                                      stdin=subprocess.DEVNULL, timeout=INSTALL_TIMEOUT)
+                done = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    stdin=subprocess.DEVNULL,
+                    timeout=INSTALL_TIMEOUT,
+                )
             except subprocess.TimeoutExpired as exc:
-                raise RuntimeError(f"installing {requirement} timed out after "
-                                   f"{exc.timeout:.0f} s") from exc
+                raise RuntimeError(
+                    f"installing {requirement} timed out after {exc.timeout:.0f} s"
+                ) from exc
             if done.returncode != 0:
-                raise RuntimeError(f"`{' '.join(command[-2:])}` failed (exit {done.returncode}):"
-                                   f"\n{done.stderr[-2000:]}")
+                raise RuntimeError(
+                    f"`{' '.join(command[-2:])}` failed (exit {done.returncode}):"
+                    f"\n{done.stderr[-2000:]}"
+                )
         if not BINARY.exists():
             raise RuntimeError(f"{requirement} installed no {BINARY}")
     return BINARY
@@ -58,12 +75,24 @@ def vibectl_env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     keep = ("PATH", "LANG", "LC_ALL", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), COLUMNS="200",
-               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        COLUMNS="200",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
     return env
 
 
-def run_vibectl(binary: Path, *args: str, env: dict[str, str], timeout: float = 120
-                ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+def run_vibectl(
+    binary: Path, *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binary), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )

@@ -18,8 +18,11 @@ GRPC_ENV = {
 
 
 @pytest.fixture(scope="session")
-def grpc_server(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
+def grpc_server(
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GrpcServer]:
     """``vdm grpc serve`` (JWT auth on) in front of the session's fake upstreams."""
     env = {**upstream_env(fake_openai, fake_anthropic), **GRPC_ENV}
     with run_grpc(env, tmp_path_factory.mktemp("grpc")) as server:

@@ -27,9 +27,12 @@ from tests.support.grpc_server import GrpcServer, bearer, execute_request
 from vdm import __version__
 from vdm.grpc import llm_proxy_pb2 as pb
 
-SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"},
-                                           "why": {"type": "string"}},
-          "required": ["answer", "why"], "title": "Answer"}
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}, "why": {"type": "string"}},
+    "required": ["answer", "why"],
+    "title": "Answer",
+}
 
 
 def execute(server: GrpcServer, token: str, request: pb.ExecuteRequest) -> pb.ExecuteResponse:
@@ -50,17 +53,24 @@ def kinds(chunks: list[pb.StreamChunk]) -> list[str]:
 
 
 def test_server_info_tells_models_aliases_default_and_limits(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
     fake_anthropic: FakeUpstream,
 ) -> None:
     fake_openai.responder = lambda r: JSONReply(
-        {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]})
+        {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]}
+    )
     fake_anthropic.responder = lambda r: JSONReply(
-        {"data": [{"id": "claude-x", "display_name": "Claude X", "type": "model"}],
-         "has_more": False})
+        {
+            "data": [{"id": "claude-x", "display_name": "Claude X", "type": "model"}],
+            "has_more": False,
+        }
+    )
     with grpc_server.stub() as stub:
-        info = stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer(grpc_token),
-                                  timeout=15)
+        info = stub.GetServerInfo(
+            pb.GetServerInfoRequest(), metadata=bearer(grpc_token), timeout=15
+        )
     assert info.server_name == "vdm-llm-proxy"
     assert info.server_version == __version__
     assert info.default_model == "fast"
@@ -89,12 +99,22 @@ def test_server_info_tells_models_aliases_default_and_limits(
 
 
 def test_execute_sends_fragments_as_system_and_one_user_message(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
 ) -> None:
     fake_openai.reply(JSONReply(completion("Pods are the smallest unit.")))
-    response = execute(grpc_server, grpc_token, execute_request(
-        "explain pods", "briefly", model="openai:gpt-4o-mini",
-        system=["You are a Kubernetes expert.", "Be terse."], request_id="req-42"))
+    response = execute(
+        grpc_server,
+        grpc_token,
+        execute_request(
+            "explain pods",
+            "briefly",
+            model="openai:gpt-4o-mini",
+            system=["You are a Kubernetes expert.", "Be terse."],
+            request_id="req-42",
+        ),
+    )
     assert response.request_id == "req-42"
     assert response.WhichOneof("result") == "success"
     success = response.success
@@ -118,7 +138,9 @@ def test_execute_sends_fragments_as_system_and_one_user_message(
 
 
 def test_model_names_resolve_through_aliases_and_the_default(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
     fake_anthropic: FakeUpstream,
 ) -> None:
     fake_openai.reply(JSONReply(completion("a")), JSONReply(completion("b")))
@@ -134,21 +156,41 @@ def test_model_names_resolve_through_aliases_and_the_default(
     assert fake_anthropic.last.path == "/v1/messages"
     assert fake_anthropic.last.json["model"] == "claude-x"
     assert fake_anthropic.last.json["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    ]
 
 
 def test_execute_with_a_schema_forces_the_answer_tool_and_returns_its_json(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
 ) -> None:
-    fake_openai.reply(JSONReply(completion(None, finish="tool_calls", tool_calls=[
-        tool_call("call_1", "respond", '{"answer": 42, "why": "it is"}')])))
-    response = execute(grpc_server, grpc_token, execute_request(
-        "what is the answer?", model="openai:gpt-4o", schema=json.dumps(SCHEMA)))
+    fake_openai.reply(
+        JSONReply(
+            completion(
+                None,
+                finish="tool_calls",
+                tool_calls=[tool_call("call_1", "respond", '{"answer": 42, "why": "it is"}')],
+            )
+        )
+    )
+    response = execute(
+        grpc_server,
+        grpc_token,
+        execute_request("what is the answer?", model="openai:gpt-4o", schema=json.dumps(SCHEMA)),
+    )
     assert json.loads(response.success.response_text) == {"answer": 42, "why": "it is"}
     body = fake_openai.last.json
-    assert body["tools"] == [{"type": "function", "function": {
-        "name": "respond", "description": body["tools"][0]["function"]["description"],
-        "parameters": SCHEMA}}]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "respond",
+                "description": body["tools"][0]["function"]["description"],
+                "parameters": SCHEMA,
+            },
+        }
+    ]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "respond"}}
 
 
@@ -156,11 +198,14 @@ def test_execute_with_a_schema_forces_the_answer_tool_and_returns_its_json(
 
 
 def test_stream_is_text_chunks_then_complete_then_final_metrics(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
 ) -> None:
     fake_openai.reply(SSEReply(stream_of(completion("Hello streaming world"), pieces=3)))
-    chunks = stream(grpc_server, grpc_token, execute_request(
-        "hi", model="openai:gpt-4o", request_id="s-1"))
+    chunks = stream(
+        grpc_server, grpc_token, execute_request("hi", model="openai:gpt-4o", request_id="s-1")
+    )
     assert kinds(chunks) == ["text_chunk"] * 3 + ["complete", "final_metrics"]
     assert [c.text_chunk for c in chunks[:3]] == ["Hello s", "treamin", "g world"]
     assert chunks[3].complete.actual_model_used == "openai:gpt-4o"
@@ -172,7 +217,9 @@ def test_stream_is_text_chunks_then_complete_then_final_metrics(
 
 
 def test_stream_from_an_anthropic_native_provider(
-    grpc_server: GrpcServer, grpc_token: str, fake_anthropic: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_anthropic: FakeUpstream,
 ) -> None:
     fake_anthropic.reply(SSEReply(anthropic_stream(["Hel", "lo ", "there"])))
     chunks = stream(grpc_server, grpc_token, execute_request("hi", model="ant:claude-x"))
@@ -189,32 +236,74 @@ def _anthropic_tool_stream(pieces: list[str]) -> list[bytes]:
         return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
     out = [
-        ev("message_start", {"type": "message_start", "message": {
-            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 30, "output_tokens": 1}}}),
-        ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "tool_use", "id": "toolu_1",
-                                                     "name": "respond", "input": {}}}),
+        ev(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-x",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 30, "output_tokens": 1},
+                },
+            },
+        ),
+        ev(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "respond",
+                    "input": {},
+                },
+            },
+        ),
     ]
-    out += [ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
-        "type": "input_json_delta", "partial_json": p}}) for p in pieces]
+    out += [
+        ev(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": p},
+            },
+        )
+        for p in pieces
+    ]
     out += [
         ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
-                             "usage": {"output_tokens": 12}}),
+        ev(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 12},
+            },
+        ),
         ev("message_stop", {"type": "message_stop"}),
     ]
     return out
 
 
 def test_stream_with_a_schema_on_an_anthropic_provider_streams_the_json(
-    grpc_server: GrpcServer, grpc_token: str, fake_anthropic: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_anthropic: FakeUpstream,
 ) -> None:
     pieces = ['{"answer"', ': 7, "why": ', '"lucky"}']
     fake_anthropic.reply(SSEReply(_anthropic_tool_stream(pieces)))
-    chunks = stream(grpc_server, grpc_token, execute_request(
-        "pick a number", model="claude", schema=json.dumps(SCHEMA)))
+    chunks = stream(
+        grpc_server,
+        grpc_token,
+        execute_request("pick a number", model="claude", schema=json.dumps(SCHEMA)),
+    )
     assert kinds(chunks)[-2:] == ["complete", "final_metrics"]
     text = [c.text_chunk for c in chunks if c.WhichOneof("chunk_type") == "text_chunk"]
     assert json.loads("".join(text)) == {"answer": 7, "why": "lucky"}
@@ -228,12 +317,22 @@ def test_stream_with_a_schema_on_an_anthropic_provider_streams_the_json(
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize(("status", "code"), [
-    (404, "MODEL_NOT_FOUND"), (429, "RATE_LIMITED"), (400, "INVALID_REQUEST"),
-    (500, "UPSTREAM_ERROR"), (401, "UPSTREAM_ERROR"),
-])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (404, "MODEL_NOT_FOUND"),
+        (429, "RATE_LIMITED"),
+        (400, "INVALID_REQUEST"),
+        (500, "UPSTREAM_ERROR"),
+        (401, "UPSTREAM_ERROR"),
+    ],
+)
 def test_upstream_errors_are_mapped_to_error_codes(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream, status: int, code: str,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
+    status: int,
+    code: str,
 ) -> None:
     upstream = JSONReply({"error": {"message": "upstream says no", "type": "x"}}, status=status)
     fake_openai.reply(upstream, upstream)
@@ -254,7 +353,9 @@ def test_unknown_provider_is_model_not_found(grpc_server: GrpcServer, grpc_token
 
 
 def test_an_upstream_that_never_answers_is_a_timeout(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
 ) -> None:
     fake_openai.reply(Hang(10), Hang(10))
     response = execute(grpc_server, grpc_token, execute_request("hi", model="openai:gpt-4o"))
@@ -265,7 +366,9 @@ def test_an_upstream_that_never_answers_is_a_timeout(
 
 
 def test_a_stream_the_upstream_breaks_ends_with_an_error_chunk(
-    grpc_server: GrpcServer, grpc_token: str, fake_openai: FakeUpstream,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    fake_openai: FakeUpstream,
 ) -> None:
     full = stream_of(completion("Hello streaming world"), pieces=3)
     fake_openai.reply(SSEReply([*full[:3], b"data: {not json\n\n"]))
@@ -275,15 +378,21 @@ def test_a_stream_the_upstream_breaks_ends_with_an_error_chunk(
     assert chunks[-1].error.error_code == "UPSTREAM_ERROR"
 
 
-@pytest.mark.parametrize(("request_", "fragment"), [
-    (execute_request(model="echo:echo"), "user_fragments"),
-    (execute_request("", model="echo:echo"), "user_fragments"),
-    (execute_request("x" * 5001, model="echo:echo"), "5000"),
-    (execute_request("hi", model="echo:echo", schema="{not json"), "not valid JSON"),
-    (execute_request("hi", model="echo:echo", schema='{"type": "string"}'), "object"),
-])
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        (execute_request(model="echo:echo"), "user_fragments"),
+        (execute_request("", model="echo:echo"), "user_fragments"),
+        (execute_request("x" * 5001, model="echo:echo"), "5000"),
+        (execute_request("hi", model="echo:echo", schema="{not json"), "not valid JSON"),
+        (execute_request("hi", model="echo:echo", schema='{"type": "string"}'), "object"),
+    ],
+)
 def test_invalid_requests_are_invalid_request(
-    grpc_server: GrpcServer, grpc_token: str, request_: pb.ExecuteRequest, fragment: str,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    request_: pb.ExecuteRequest,
+    fragment: str,
 ) -> None:
     response = execute(grpc_server, grpc_token, request_)
     assert response.error.error_code == "INVALID_REQUEST"

@@ -29,30 +29,46 @@ def info_error(server: GrpcServer, metadata: list[tuple[str, str]]) -> grpc.RpcE
 
 def stream_error(server: GrpcServer, metadata: list[tuple[str, str]]) -> grpc.RpcError:
     with server.stub() as stub, pytest.raises(grpc.RpcError) as caught:
-        list(stub.StreamExecute(execute_request("hi", model="echo:echo"), metadata=metadata,
-                                timeout=10))
+        list(
+            stub.StreamExecute(
+                execute_request("hi", model="echo:echo"), metadata=metadata, timeout=10
+            )
+        )
     return caught.value
 
 
 def forged(secret: str = SECRET, **changes: object) -> str:
     now = int(time.time())
-    claims = {"sub": "mallory", "iss": "vdm", "iat": now - 10, "exp": now + 600,
-              "jti": "forged-jti", **changes}
+    claims = {
+        "sub": "mallory",
+        "iss": "vdm",
+        "iat": now - 10,
+        "exp": now + 86400,
+        "jti": "forged-jti",
+        **changes,
+    }
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-@pytest.mark.parametrize(("metadata", "reason"), [
-    ([], "missing token"),
-    ([("authorization", "Basic dXNlcjpwdw==")], "malformed token"),
-    ([("authorization", "Bearer not.a.jwt")], "malformed token"),
-    ([("authorization", f"Bearer {forged(exp=None)}")], "malformed token: claim 'exp'"),
-    ([("authorization", f"Bearer {forged(exp=int(time.time()) - 60)}")], "expired token"),
-    ([("authorization", f"Bearer {forged('another-secret-that-is-long-enough-000')}")],
-     "bad signature token"),
-])
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ([], "missing token"),
+        ([("authorization", "Basic dXNlcjpwdw==")], "malformed token"),
+        ([("authorization", "Bearer not.a.jwt")], "malformed token"),
+        ([("authorization", f"Bearer {forged(exp=None)}")], "malformed token: claim 'exp'"),
+        ([("authorization", f"Bearer {forged(exp=int(time.time()) - 60)}")], "expired token"),
+        (
+            [("authorization", f"Bearer {forged('another-secret-that-is-long-enough-000')}")],
+            "bad signature token",
+        ),
+    ],
+)
 def test_bad_credentials_are_unauthenticated_with_their_reason(
-    grpc_server: GrpcServer, metadata: list[tuple[str, str]], reason: str,
+    grpc_server: GrpcServer,
+    metadata: list[tuple[str, str]],
+    reason: str,
 ) -> None:
     for error in (info_error(grpc_server, metadata), stream_error(grpc_server, metadata)):
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -61,8 +77,9 @@ def test_bad_credentials_are_unauthenticated_with_their_reason(
 
 
 def test_a_token_with_another_algorithm_is_refused(grpc_server: GrpcServer) -> None:
-    unsigned = jwt.encode({"sub": "x", "iss": "vdm", "iat": 1, "exp": 2**31, "jti": "j"},
-                          None, algorithm="none")  # type: ignore[arg-type]
+    unsigned = jwt.encode(
+        {"sub": "x", "iss": "vdm", "iat": 1, "exp": 2**31, "jti": "j"}, None, algorithm="none"
+    )  # type: ignore[arg-type]
     error = info_error(grpc_server, bearer(unsigned))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "malformed token" in error.details()
@@ -70,8 +87,7 @@ def test_a_token_with_another_algorithm_is_refused(grpc_server: GrpcServer) -> N
 
 def test_a_forged_but_well_signed_token_is_accepted(grpc_server: GrpcServer) -> None:
     with grpc_server.stub() as stub:
-        info = stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer(forged()),
-                                  timeout=10)
+        info = stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer(forged()), timeout=10)
     assert info.server_name == "vdm-llm-proxy"  # (the control for the cases above)
 
 
@@ -79,8 +95,12 @@ def test_a_revoked_token_is_refused_on_the_next_call(grpc_server: GrpcServer) ->
     token = grpc_server.token("soon-revoked")
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     with grpc_server.stub() as stub:
-        assert stub.Execute(execute_request("hi", model="echo:echo"), metadata=bearer(token),
-                            timeout=10).success.response_text == "hi"
+        assert (
+            stub.Execute(
+                execute_request("hi", model="echo:echo"), metadata=bearer(token), timeout=10
+            ).success.response_text
+            == "hi"
+        )
     listed = grpc_server.vdm("token", "list")
     assert jti in listed.stdout and "active" in listed.stdout
     assert token not in listed.stdout
@@ -101,11 +121,13 @@ def test_a_revoked_token_is_refused_on_the_next_call(grpc_server: GrpcServer) ->
 
 
 def test_token_generate_writes_a_private_file_and_never_prints_the_secret(
-    grpc_server: GrpcServer, tmp_path: Path,
+    grpc_server: GrpcServer,
+    tmp_path: Path,
 ) -> None:
     out = tmp_path / "client.jwt"
-    done = grpc_server.vdm("token", "generate", "file-client", "--expires-in", "2h",
-                           "--output", str(out))
+    done = grpc_server.vdm(
+        "token", "generate", "file-client", "--expires-in", "2h", "--output", str(out)
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # the token went to the file
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -118,12 +140,21 @@ def test_token_generate_writes_a_private_file_and_never_prints_the_secret(
 
 
 def test_a_generated_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:
-    env = {**clean_env(), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {
+        **clean_env(),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
 
     def generate() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vdm", "token", "generate", "me"],
-                              env=env, capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "vdm", "token", "generate", "me"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     first, second = generate(), generate()
     assert first.returncode == 0 and second.returncode == 0, first.stderr
@@ -139,10 +170,15 @@ def test_a_generated_secret_is_created_once_with_mode_0600(tmp_path: Path) -> No
 
 
 def test_requests_per_minute_per_token_and_concurrency_are_enforced(
-    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path,
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path: Path,
 ) -> None:
-    env = {**upstream_env(fake_openai, fake_anthropic),
-           "GRPC_MAX_REQUESTS_PER_MINUTE_PER_TOKEN": "2", "GRPC_MAX_CONCURRENT_REQUESTS": "1"}
+    env = {
+        **upstream_env(fake_openai, fake_anthropic),
+        "GRPC_MAX_REQUESTS_PER_MINUTE_PER_TOKEN": "2",
+        "GRPC_MAX_CONCURRENT_REQUESTS": "1",
+    }
     with run_grpc(env, tmp_path) as server:
         alice, bob = server.token("alice"), server.token("bob")
         with server.stub() as stub:
@@ -151,8 +187,9 @@ def test_requests_per_minute_per_token_and_concurrency_are_enforced(
             assert info.limits.max_concurrent_requests == 1
 
             def run(token: str) -> pb.ExecuteResponse:
-                return stub.Execute(execute_request("hi", model="echo:echo"),
-                                    metadata=bearer(token), timeout=10)
+                return stub.Execute(
+                    execute_request("hi", model="echo:echo"), metadata=bearer(token), timeout=10
+                )
 
             assert run(alice).WhichOneof("result") == "success"
             assert run(alice).WhichOneof("result") == "success"
@@ -160,8 +197,11 @@ def test_requests_per_minute_per_token_and_concurrency_are_enforced(
             assert third.error.error_code == "RATE_LIMITED"
             assert "2 requests per minute" in third.error.error_message
             assert "retry_after_seconds" in third.error.error_details
-            chunks = list(stub.StreamExecute(execute_request("hi", model="echo:echo"),
-                                             metadata=bearer(alice), timeout=10))
+            chunks = list(
+                stub.StreamExecute(
+                    execute_request("hi", model="echo:echo"), metadata=bearer(alice), timeout=10
+                )
+            )
             assert [c.WhichOneof("chunk_type") for c in chunks] == ["error"]
             assert chunks[0].error.error_code == "RATE_LIMITED"
             assert run(bob).WhichOneof("result") == "success"  # per subject: bob has room
@@ -169,11 +209,16 @@ def test_requests_per_minute_per_token_and_concurrency_are_enforced(
             # concurrency: one slow call in flight, the next one is refused
             fake_openai.reply(JSONReply(completion("slow"), delay=1.5))
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                slow = pool.submit(lambda: stub.Execute(
-                    execute_request("hi", model="openai:gpt-4o"), metadata=bearer(bob),
-                    timeout=10))
-                assert fake_openai.wait_for(lambda: any(
-                    r.path == "/v1/chat/completions" for r in fake_openai.requests))
+                slow = pool.submit(
+                    lambda: stub.Execute(
+                        execute_request("hi", model="openai:gpt-4o"),
+                        metadata=bearer(bob),
+                        timeout=10,
+                    )
+                )
+                assert fake_openai.wait_for(
+                    lambda: any(r.path == "/v1/chat/completions" for r in fake_openai.requests)
+                )
                 refused = run(server.token("carol"))
                 assert refused.error.error_code == "RATE_LIMITED"
                 assert "concurrent" in refused.error.error_message
@@ -189,16 +234,23 @@ def test_tls_with_a_generated_certificate(tmp_path: Path) -> None:
         assert "listening on vibectl-server://127.0.0.1:" in server.log()
         token = server.token()
         with server.stub() as stub:
-            response = stub.Execute(execute_request("over tls", model="echo:echo"),
-                                    metadata=bearer(token), timeout=10)
+            response = stub.Execute(
+                execute_request("over tls", model="echo:echo"), metadata=bearer(token), timeout=10
+            )
         assert response.success.response_text == "over tls"
         # plaintext to a TLS port fails
         with grpc.insecure_channel(server.target) as plain, pytest.raises(grpc.RpcError):
             pb_grpc.VibectlLLMProxyStub(plain).GetServerInfo(
-                pb.GetServerInfoRequest(), metadata=bearer(token), timeout=3)
+                pb.GetServerInfoRequest(), metadata=bearer(token), timeout=3
+            )
         cert = tmp_path / "server.crt"
-        shown = server.vdm("proxy", "test", f"vibectl-server://{token}@localhost:{server.port}",
-                           "--ca-bundle", str(cert))
+        shown = server.vdm(
+            "proxy",
+            "test",
+            f"vibectl-server://{token}@localhost:{server.port}",
+            "--ca-bundle",
+            str(cert),
+        )
         assert shown.returncode == 0, shown.stderr
         assert "vdm-llm-proxy" in shown.stdout and token not in shown.stdout
 

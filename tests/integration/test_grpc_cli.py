@@ -24,25 +24,37 @@ from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 
 
 def test_server_start_with_grpc_port_serves_both_doors_from_one_gateway(
-    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path,
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path: Path,
 ) -> None:
     port = free_port()
     env = upstream_env(fake_openai, fake_anthropic)
     with run_gateway(env, tmp_path, args=["--grpc-port", str(port)]) as gateway:
         assert f"gRPC LLMProxy on vibectl-server-insecure://127.0.0.1:{port}" in gateway.log()
-        server = GrpcServer("127.0.0.1", port, gateway.process, gateway.log_path,
-                            {**clean_env(), "HOME": str(tmp_path / "home"),
-                             "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config")})
+        server = GrpcServer(
+            "127.0.0.1",
+            port,
+            gateway.process,
+            gateway.log_path,
+            {
+                **clean_env(),
+                "HOME": str(tmp_path / "home"),
+                "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config"),
+            },
+        )
         token = server.token("both-doors")  # the same generated secret as the server's
         fake_openai.reply(JSONReply(completion("via grpc")), JSONReply(completion("via http")))
         with server.stub() as stub:
-            response = stub.Execute(execute_request("hi", model="fast"), metadata=bearer(token),
-                                    timeout=10)
+            response = stub.Execute(
+                execute_request("hi", model="fast"), metadata=bearer(token), timeout=10
+            )
         assert response.success.response_text == "via grpc"
         assert response.success.actual_model_used == "openai:gpt-fast"
         with anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0) as client:
-            message = client.messages.create(model="fast", max_tokens=10,
-                                             messages=[{"role": "user", "content": "hi"}])
+            message = client.messages.create(
+                model="fast", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            )
         assert message.content[0].text == "via http"  # type: ignore[union-attr]
         with server.stub() as stub:  # auth is on here too
             try:
@@ -53,7 +65,9 @@ def test_server_start_with_grpc_port_serves_both_doors_from_one_gateway(
 
 
 def test_sigterm_lets_a_call_in_flight_finish(
-    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path,
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path: Path,
 ) -> None:
     env = upstream_env(fake_openai, fake_anthropic)
     with run_grpc(env, tmp_path) as server:
@@ -62,9 +76,11 @@ def test_sigterm_lets_a_call_in_flight_finish(
         channel = grpc.insecure_channel(server.target)
         stub = pb_grpc.VibectlLLMProxyStub(channel)
         with channel, concurrent.futures.ThreadPoolExecutor(1) as pool:
-            call = pool.submit(lambda: stub.Execute(
-                execute_request("hi", model="openai:gpt-4o"), metadata=bearer(token),
-                timeout=10))
+            call = pool.submit(
+                lambda: stub.Execute(
+                    execute_request("hi", model="openai:gpt-4o"), metadata=bearer(token), timeout=10
+                )
+            )
             assert fake_openai.wait_for(lambda: bool(fake_openai.requests))
             server.process.send_signal(signal.SIGTERM)
             assert call.result().success.response_text == "finished anyway"
@@ -73,15 +89,22 @@ def test_sigterm_lets_a_call_in_flight_finish(
 
 
 def test_proxy_configure_test_and_status(
-    grpc_server: GrpcServer, grpc_token: str, tmp_path: Path,
+    grpc_server: GrpcServer,
+    grpc_token: str,
+    tmp_path: Path,
 ) -> None:
     home = tmp_path / "client-home"
     client_env = {**grpc_server.env, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "cfg")}
     url = f"vibectl-server-insecure://{grpc_token}@127.0.0.1:{grpc_server.port}"
 
     def vdm(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vdm", *args], env=client_env,
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "vdm", *args],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     configured = vdm("proxy", "configure", url)
     assert configured.returncode == 0, configured.stderr
@@ -91,8 +114,14 @@ def test_proxy_configure_test_and_status(
     tested = vdm("proxy", "test")
     assert tested.returncode == 0, tested.stderr
     out = tested.stdout
-    for expected in ("vdm-llm-proxy", __version__, "echo:echo", "fast → openai:gpt-fast",
-                     "5000", "connection OK"):
+    for expected in (
+        "vdm-llm-proxy",
+        __version__,
+        "echo:echo",
+        "fast → openai:gpt-fast",
+        "5000",
+        "connection OK",
+    ):
         assert expected in out
     assert grpc_token not in out
     status = vdm("proxy", "status")
@@ -110,9 +139,13 @@ def test_middleware_see_grpc_calls_from_start_to_end(tmp_path: Path) -> None:
     with run_grpc({"MIDDLEWARE": "request-log"}, tmp_path) as server:
         token = server.token()
         with server.stub() as stub:
-            list(stub.StreamExecute(execute_request("hello there", model="echo:echo",
-                                                    request_id="mw-1"),
-                                    metadata=bearer(token), timeout=10))
+            list(
+                stub.StreamExecute(
+                    execute_request("hello there", model="echo:echo", request_id="mw-1"),
+                    metadata=bearer(token),
+                    timeout=10,
+                )
+            )
         assert server.process.poll() is None
         deadline = time.monotonic() + 5
         while " end " not in server.log() and time.monotonic() < deadline:

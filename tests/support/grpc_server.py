@@ -45,8 +45,7 @@ class GrpcServer:
     @contextmanager
     def stub(self) -> Iterator[pb_grpc.VibectlLLMProxyStub]:
         if self.tls_root is not None:
-            channel = grpc.secure_channel(self.target,
-                                          grpc.ssl_channel_credentials(self.tls_root))
+            channel = grpc.secure_channel(self.target, grpc.ssl_channel_credentials(self.tls_root))
         else:
             channel = grpc.insecure_channel(self.target)
         with channel:
@@ -54,8 +53,13 @@ class GrpcServer:
 
     def vdm(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run ``vdm ARGS`` with the server's environment (same HOME, same secret)."""
-        return subprocess.run([sys.executable, "-m", "vdm", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "vdm", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def token(self, subject: str = "tester", expires_in: str = "1h") -> str:
         done = self.vdm("token", "generate", subject, "--expires-in", expires_in)
@@ -67,10 +71,16 @@ def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-def execute_request(*user: str, model: str | None = None, system: Sequence[str] = (),
-                    schema: str | None = None, request_id: str = "") -> pb.ExecuteRequest:
-    request = pb.ExecuteRequest(system_fragments=list(system), user_fragments=list(user),
-                                request_id=request_id)
+def execute_request(
+    *user: str,
+    model: str | None = None,
+    system: Sequence[str] = (),
+    schema: str | None = None,
+    request_id: str = "",
+) -> pb.ExecuteRequest:
+    request = pb.ExecuteRequest(
+        system_fragments=list(system), user_fragments=list(user), request_id=request_id
+    )
     if model is not None:
         request.model_name = model
     if schema is not None:
@@ -80,7 +90,11 @@ def execute_request(*user: str, model: str | None = None, system: Sequence[str] 
 
 @contextmanager
 def run_grpc(
-    env: Mapping[str, str], tmp: Path, *, args: Sequence[str] = (), tls: bool = False,
+    env: Mapping[str, str],
+    tmp: Path,
+    *,
+    args: Sequence[str] = (),
+    tls: bool = False,
     timeout: float = 20.0,
 ) -> Iterator[GrpcServer]:
     """Run ``vdm grpc serve`` with exactly ``env`` (plus a private HOME and the
@@ -89,19 +103,37 @@ def run_grpc(
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"grpc-{port}.log"
-    full_env = {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                "XDG_STATE_HOME": str(home / ".state"), "LOG_LEVEL": "INFO",
-                "MODELS_PREFETCH": "false", "VDM_JWT_SECRET": SECRET, **env}
-    command = [sys.executable, "-m", "vdm", "grpc", "serve", "--host", "127.0.0.1",
-               "--port", str(port), *args]
+    full_env = {
+        **clean_env(),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_STATE_HOME": str(home / ".state"),
+        "LOG_LEVEL": "INFO",
+        "MODELS_PREFETCH": "false",
+        "VDM_JWT_SECRET": SECRET,
+        **env,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "vdm",
+        "grpc",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     root = None
     if tls:
         cert, key = make_certificate(tmp)
         command += ["--tls-cert", str(cert), "--tls-key", str(key)]
         root = cert.read_bytes()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=full_env, cwd=tmp, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=full_env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT
+        )
     server = GrpcServer("127.0.0.1", port, process, log_path, full_env, root)
     try:
         wait_listening(server, timeout)
@@ -124,8 +156,9 @@ def wait_listening(server: GrpcServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"vdm grpc serve exited with {server.process.returncode}:\n"
-                               f"{server.log()}")
+            raise RuntimeError(
+                f"vdm grpc serve exited with {server.process.returncode}:\n{server.log()}"
+            )
         if "listening on" in server.log():
             try:
                 with socket.create_connection((server.host, server.port), timeout=1):
@@ -148,19 +181,28 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "server.crt", directory / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path

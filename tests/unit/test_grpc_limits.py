@@ -57,8 +57,9 @@ def test_per_subject_limits_are_separate() -> None:
 
 
 def test_concurrency_global_and_per_subject() -> None:
-    limiter = Limiter(GrpcSettings(max_concurrent_requests=2,
-                                   max_concurrent_requests_per_token=1), Clock())
+    limiter = Limiter(
+        GrpcSettings(max_concurrent_requests=2, max_concurrent_requests_per_token=1), Clock()
+    )
     with limiter.admit("a"):
         with pytest.raises(LimitExceeded, match="this token's limit of 1 concurrent"):
             admit(limiter, "a")
@@ -75,9 +76,13 @@ def test_slot_is_released_when_the_call_fails() -> None:
 
 
 def test_effective_limits_are_the_tighter() -> None:
-    limiter = Limiter(GrpcSettings(max_requests_per_minute=100,
-                                   max_requests_per_minute_per_token=10,
-                                   max_concurrent_requests_per_token=3))
+    limiter = Limiter(
+        GrpcSettings(
+            max_requests_per_minute=100,
+            max_requests_per_minute_per_token=10,
+            max_concurrent_requests_per_token=3,
+        )
+    )
     assert limiter.effective("a") == Effective(10, 3)
     assert limiter.effective(None) == Effective(100, None)
     assert Limiter(GrpcSettings()).effective("a") == Effective(None, None)

@@ -25,7 +25,7 @@ class NoneRevoked:
 
 def claims(**changes: object) -> dict[str, object]:
     now = int(time.time())
-    out = {"sub": "alice", "iss": "vdm", "iat": now, "exp": now + 60, "jti": "j1", **changes}
+    out = {"sub": "alice", "iss": "vdm", "iat": now, "exp": now + 86400, "jti": "j1", **changes}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -45,18 +45,21 @@ def test_issue_then_verify() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
 
-@pytest.mark.parametrize(("token", "reason"), [
-    (None, "missing"),
-    ("", "missing"),
-    ("abc", "malformed"),
-    (jwt.encode(claims(exp=int(time.time()) - 1), SECRET, algorithm="HS256"), "expired"),
-    (jwt.encode(claims(), "x" * 40, algorithm="HS256"), "bad signature"),
-    (jwt.encode(claims(exp=None), SECRET, algorithm="HS256"), "malformed"),
-    (jwt.encode(claims(jti=None), SECRET, algorithm="HS256"), "malformed"),
-    (jwt.encode(claims(iss="someone-else"), SECRET, algorithm="HS256"), "malformed"),
-    (jwt.encode(claims(), SECRET * 2, algorithm="HS512"), "malformed"),  # not HS256
-    (jwt.encode(claims(sub=""), SECRET, algorithm="HS256"), "malformed"),
-])
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (None, "missing"),
+        ("", "missing"),
+        ("abc", "malformed"),
+        (jwt.encode(claims(exp=int(time.time()) - 1), SECRET, algorithm="HS256"), "expired"),
+        (jwt.encode(claims(), "x" * 40, algorithm="HS256"), "bad signature"),
+        (jwt.encode(claims(exp=None), SECRET, algorithm="HS256"), "malformed"),
+        (jwt.encode(claims(jti=None), SECRET, algorithm="HS256"), "malformed"),
+        (jwt.encode(claims(iss="someone-else"), SECRET, algorithm="HS256"), "malformed"),
+        (jwt.encode(claims(), SECRET * 2, algorithm="HS512"), "malformed"),  # not HS256
+        (jwt.encode(claims(sub=""), SECRET, algorithm="HS256"), "malformed"),
+    ],
+)
 def test_refusals_name_their_reason(token: str | None, reason: str) -> None:
     assert reason_of(token) == reason
 
@@ -83,9 +86,14 @@ def test_the_cache_does_not_outlive_expiry(monkeypatch: pytest.MonkeyPatch) -> N
     assert caught.value.reason == "expired"
 
 
-@pytest.mark.parametrize(("value", "token"), [
-    (None, None), ("Bearer abc", "abc"), ("bearer  abc ", "abc"),
-])
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        (None, None),
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+    ],
+)
 def test_bearer(value: str | None, token: str | None) -> None:
     assert vjwt.bearer(value) == token
 
@@ -97,10 +105,20 @@ def test_bearer_refuses_other_schemes(value: str) -> None:
     assert caught.value.reason == "malformed"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("3600s", 3600), ("90min", 5400), ("12h", 43200), ("30d", 30 * 86400), ("30", 30 * 86400),
-    ("2w", 14 * 86400), ("6m", 180 * 86400), ("6mo", 180 * 86400), ("1y", 365 * 86400),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("3600s", 3600),
+        ("90min", 5400),
+        ("12h", 43200),
+        ("30d", 30 * 86400),
+        ("30", 30 * 86400),
+        ("2w", 14 * 86400),
+        ("6m", 180 * 86400),
+        ("6mo", 180 * 86400),
+        ("1y", 365 * 86400),
+    ],
+)
 def test_parse_duration(text: str, seconds: int) -> None:
     assert vjwt.parse_duration(text) == seconds
 

@@ -96,8 +96,16 @@ def load_secret(settings: GrpcSettings, env: Mapping[str, str] | None = None) ->
 # ---------------------------------------------------------------- issuing
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|min|h|d|w|m|mo|y)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400,
-                 "mo": 30 * 86400, "y": 365 * 86400}
+_UNIT_SECONDS = {
+    "s": 1,
+    "min": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "m": 30 * 86400,
+    "mo": 30 * 86400,
+    "y": 365 * 86400,
+}
 
 
 def parse_duration(text: str) -> int:
@@ -105,19 +113,27 @@ def parse_duration(text: str) -> int:
     (months of 30 days, as vibectl-server reads ``6m``), y (365 days)."""
     match = _DURATION.match(text)
     if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"not a duration: {text!r} (examples: 3600s, 90min, 12h, 30d, 2w, "
-                         "6m for six months, 1y)")
+        raise ValueError(
+            f"not a duration: {text!r} (examples: 3600s, 90min, 12h, 30d, 2w, "
+            "6m for six months, 1y)"
+        )
     return int(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "d").lower()]
 
 
-def issue(secret: str, subject: str, expires_in: int, *, now: float | None = None
-          ) -> tuple[str, dict[str, Any]]:
+def issue(
+    secret: str, subject: str, expires_in: int, *, now: float | None = None
+) -> tuple[str, dict[str, Any]]:
     """A signed token for ``subject`` and its claims."""
     if not subject.strip():
         raise ValueError("the subject must not be empty")
     issued = int(time.time() if now is None else now)
-    claims = {"sub": subject, "iss": ISSUER, "iat": issued, "exp": issued + expires_in,
-              "jti": uuid.uuid4().hex}
+    claims = {
+        "sub": subject,
+        "iss": ISSUER,
+        "iat": issued,
+        "exp": issued + expires_in,
+        "jti": uuid.uuid4().hex,
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM), claims
 
 
@@ -140,8 +156,11 @@ class Verifier:
 
     def verify(self, token: str | None) -> Principal:
         if not token:
-            raise TokenRejected("missing", "send gRPC metadata 'authorization: Bearer <jwt>' "
-                                           "(create one with `vdm token generate SUBJECT`)")
+            raise TokenRejected(
+                "missing",
+                "send gRPC metadata 'authorization: Bearer <jwt>' "
+                "(create one with `vdm token generate SUBJECT`)",
+            )
         principal = self._cache.get(token)
         if principal is None:
             principal = self._decode(token)
@@ -157,13 +176,19 @@ class Verifier:
 
     def _decode(self, token: str) -> Principal:
         try:
-            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
-                                options={"require": _REQUIRED})
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": _REQUIRED},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenRejected("expired", "ask for a new one") from None
         except jwt.InvalidSignatureError:
-            raise TokenRejected("bad signature", "the token was not signed with this "
-                                                 "server's secret") from None
+            raise TokenRejected(
+                "bad signature", "the token was not signed with this server's secret"
+            ) from None
         except jwt.InvalidAlgorithmError:
             raise TokenRejected("malformed", f"only {ALGORITHM} tokens are accepted") from None
         except jwt.MissingRequiredClaimError as exc:

@@ -32,8 +32,9 @@ REFRESH_SECONDS = 1.0
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser()
-                                            / ".local" / "state")
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local" / "state"
+    )
     return Path(base) / "vdm"
 
 
@@ -68,7 +69,8 @@ class RevocationList:
             return
         lines = self.path.read_text().splitlines()
         self._revoked = frozenset(
-            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        )
         self._stamp = stamp
 
     async def watch(self, interval: float = REFRESH_SECONDS) -> None:

@@ -14,16 +14,22 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 @app.command("serve")
 def serve(
-    host: Annotated[str | None, typer.Option(
-        help="Address to bind (default: GRPC_HOST, else HOST, else 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(
-        min=1, max=65535, help="Port (default: GRPC_PORT, else 50051).")] = None,
-    tls_cert: Annotated[Path | None, typer.Option(
-        help="PEM certificate (chain) for TLS (default: GRPC_TLS_CERT).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(
-        help="PEM private key for TLS (default: GRPC_TLS_KEY).")] = None,
-    no_auth: Annotated[bool, typer.Option(
-        "--no-auth", help="Accept calls without a token (development only).")] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default: GRPC_HOST, else HOST, else 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: GRPC_PORT, else 50051).")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain) for TLS (default: GRPC_TLS_CERT).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key for TLS (default: GRPC_TLS_KEY).")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept calls without a token (development only).")
+    ] = False,
 ) -> None:
     """Serve LLMProxy in the foreground, through the same gateway as HTTP."""
     from vdm.cli.main import _settings
@@ -42,14 +48,21 @@ def serve(
             errors.print(f"{flag}: no such file: {path}", markup=False)
             raise typer.Exit(2)
     if no_auth:
-        errors.print("[bold red]WARNING: authentication is OFF[/]: anyone who can reach this "
-                     "port can spend your providers' keys. Use --no-auth only for local "
-                     "development.")
+        errors.print(
+            "[bold red]WARNING: authentication is OFF[/]: anyone who can reach this "
+            "port can spend your providers' keys. Use --no-auth only for local "
+            "development."
+        )
     configure(settings.server.log_level)
     try:
-        run(settings, host=host or settings.grpc.host or settings.server.host,
-            port=port or settings.grpc.port or DEFAULT_PORT, auth=not no_auth,
-            tls_cert=cert, tls_key=key)
+        run(
+            settings,
+            host=host or settings.grpc.host or settings.server.host,
+            port=port or settings.grpc.port or DEFAULT_PORT,
+            auth=not no_auth,
+            tls_cert=cert,
+            tls_key=key,
+        )
     except RuntimeError as exc:
         errors.print(f"cannot start the gRPC server: {exc}", markup=False)
         raise typer.Exit(1) from None

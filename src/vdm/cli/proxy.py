@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from vdm.grpc.client import ProxyURL
+
 app = typer.Typer(help="Use an LLMProxy (gRPC) server as a client.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
-CaBundle = Annotated[str | None, typer.Option(
-    "--ca-bundle", help="PEM file of the CA that signed the server's certificate.")]
+CaBundle = Annotated[
+    str | None,
+    typer.Option("--ca-bundle", help="PEM file of the CA that signed the server's certificate."),
+]
 
 
-def _parse(url: str):  # type: ignore[no-untyped-def]
+def _parse(url: str) -> ProxyURL:
     from vdm.grpc.client import parse_url
 
     try:
@@ -39,8 +44,7 @@ def _check(url: str, ca_bundle: str | None, timeout: float) -> None:
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "ERROR"  # type: ignore[attr-defined]
         details = exc.details() if hasattr(exc, "details") else str(exc)  # type: ignore[attr-defined]
-        errors.print(f"connection to {target.redacted()} failed: {code}: {details}",
-                     markup=False)
+        errors.print(f"connection to {target.redacted()} failed: {code}: {details}", markup=False)
         raise typer.Exit(1) from None
     except OSError as exc:
         errors.print(f"cannot read the CA bundle: {exc}", markup=False)
@@ -57,10 +61,8 @@ def _check(url: str, ca_bundle: str | None, timeout: float) -> None:
         ("Version", info.server_version),
         ("Default Model", info.default_model or "-"),
         # one per line: a long list then wraps between names, never inside one
-        ("Models", "\n".join(f"{m.model_id} ({m.provider})" for m in info.available_models)
-         or "-"),
-        ("Aliases", "\n".join(f"{a} → {t}" for a, t in sorted(info.model_aliases.items()))
-         or "-"),
+        ("Models", "\n".join(f"{m.model_id} ({m.provider})" for m in info.available_models) or "-"),
+        ("Aliases", "\n".join(f"{a} → {t}" for a, t in sorted(info.model_aliases.items())) or "-"),
         ("Requests/min", limit("max_requests_per_minute")),
         ("Concurrent", limit("max_concurrent_requests")),
         ("Max Input", limit("max_input_length")),
@@ -126,7 +128,8 @@ def status() -> None:
     target = _parse(str(saved["url"]))
     console.print(f"proxy: {target.redacted()}", markup=False)
     console.print(f"TLS: {'on' if target.tls else 'off (insecure)'}", markup=False)
-    console.print(f"token: {'in the URL' if target.token else 'none (VDM_PROXY_TOKEN if set)'}",
-                  markup=False)
+    console.print(
+        f"token: {'in the URL' if target.token else 'none (VDM_PROXY_TOKEN if set)'}", markup=False
+    )
     console.print(f"CA bundle: {saved.get('ca_bundle') or 'system trust store'}", markup=False)
     console.print(f"config: {config_path()}", markup=False)

@@ -25,10 +25,15 @@ def _when(seconds: object) -> str:
 @app.command("generate")
 def generate(
     subject: Annotated[str, typer.Argument(help="Who the token is for (its 'sub').")],
-    expires_in: Annotated[str, typer.Option(
-        "--expires-in", help="Lifetime: 3600s, 90min, 12h, 30d, 2w, 6m (months), 1y.")] = "30d",
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write the token to this file (mode 0600) instead of stdout.")
+    expires_in: Annotated[
+        str,
+        typer.Option("--expires-in", help="Lifetime: 3600s, 90min, 12h, 30d, 2w, 6m (months), 1y."),
+    ] = "30d",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the token to this file (mode 0600) instead of stdout."
+        ),
     ] = None,
 ) -> None:
     """Issue a token signed with the server's secret."""
@@ -53,9 +58,11 @@ def generate(
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         output.chmod(0o600)
-    errors.print(f"token for '{claims['sub']}' (jti {claims['jti']}), expires "
-                 f"{_when(claims['exp'])}" + (f", written to {output}" if output else ""),
-                 markup=False)
+    errors.print(
+        f"token for '{claims['sub']}' (jti {claims['jti']}), expires "
+        f"{_when(claims['exp'])}" + (f", written to {output}" if output else ""),
+        markup=False,
+    )
 
 
 @app.command("revoke")
@@ -84,8 +91,18 @@ def list_tokens() -> None:
     for column in ("jti", "subject", "issued", "expires", "state"):
         table.add_column(column, no_wrap=True)  # a jti is copied whole into `revoke`
     for entry in IssuedTokens.default().entries():
-        state = ("revoked" if revocations.is_revoked(entry["jti"])
-                 else "expired" if is_expired(entry) else "active")
-        table.add_row(entry["jti"], str(entry.get("sub", "")), _when(entry.get("iat")),
-                      _when(entry.get("exp")), state)
+        state = (
+            "revoked"
+            if revocations.is_revoked(entry["jti"])
+            else "expired"
+            if is_expired(entry)
+            else "active"
+        )
+        table.add_row(
+            entry["jti"],
+            str(entry.get("sub", "")),
+            _when(entry.get("iat")),
+            _when(entry.get("exp")),
+            state,
+        )
     Console(highlight=False, width=max(console.width, 140)).print(table)

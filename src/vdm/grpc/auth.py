@@ -59,8 +59,10 @@ class JWTInterceptor(grpc.aio.ServerInterceptor):
 
 def _as_subject(handler: grpc.RpcMethodHandler, subject: str) -> grpc.RpcMethodHandler:
     """``handler`` running with :func:`current_subject` = ``subject``."""
-    serdes: dict[str, Any] = {"request_deserializer": handler.request_deserializer,
-                              "response_serializer": handler.response_serializer}
+    serdes: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.unary_unary is not None:
         unary = handler.unary_unary
 
@@ -72,8 +74,9 @@ def _as_subject(handler: grpc.RpcMethodHandler, subject: str) -> grpc.RpcMethodH
     if handler.unary_stream is not None:
         stream = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext
-                               ) -> AsyncIterator[Any]:
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             _subject.set(subject)
             async for item in stream(request, context):
                 yield item
@@ -83,15 +86,19 @@ def _as_subject(handler: grpc.RpcMethodHandler, subject: str) -> grpc.RpcMethodH
 
 
 def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    serdes: dict[str, Any] = {"request_deserializer": handler.request_deserializer,
-                              "response_serializer": handler.response_serializer}
+    serdes: dict[str, Any] = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     if handler.unary_stream is not None:
-        async def deny_stream(request: Any, context: grpc.aio.ServicerContext
-                              ) -> AsyncIterator[Any]:
+
+        async def deny_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
             yield  # pragma: no cover - abort raises
 

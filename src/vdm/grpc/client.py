@@ -49,8 +49,10 @@ def parse_url(url: str) -> ProxyURL:
     """Parse a proxy URL; ValueError names what is wrong (never echoing a token)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in SCHEMES:
-        raise ValueError("expected vibectl-server://[jwt@]host[:port] (TLS) or "
-                         "vibectl-server-insecure://[jwt@]host[:port] (no TLS)")
+        raise ValueError(
+            "expected vibectl-server://[jwt@]host[:port] (TLS) or "
+            "vibectl-server-insecure://[jwt@]host[:port] (no TLS)"
+        )
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
@@ -84,17 +86,22 @@ def compatibility(client: str, server: str) -> tuple[str, str | None]:
         return "warn", f"cannot compare versions: {exc}"
     if c[0] != s[0]:
         newer = "client" if c[0] < s[0] else "server"
-        return "refuse", (f"incompatible versions: client {client}, server {server} (major "
-                          f"versions differ); upgrade the {newer} to {max(c, s)[0]}.x "
-                          "(pip install -U vdm)")
+        return "refuse", (
+            f"incompatible versions: client {client}, server {server} (major "
+            f"versions differ); upgrade the {newer} to {max(c, s)[0]}.x "
+            "(pip install -U vdm)"
+        )
     if c[1] != s[1]:
-        return "warn", (f"version skew: client {client}, server {server} (minor versions "
-                        "differ); newer features may be missing; consider upgrading the older")
+        return "warn", (
+            f"version skew: client {client}, server {server} (minor versions "
+            "differ); newer features may be missing; consider upgrading the older"
+        )
     return "ok", None
 
 
-def server_info(url: ProxyURL, *, timeout: float = 10.0, ca_bundle: str | None = None
-                ) -> pb.GetServerInfoResponse:
+def server_info(
+    url: ProxyURL, *, timeout: float = 10.0, ca_bundle: str | None = None
+) -> pb.GetServerInfoResponse:
     """Call GetServerInfo (raises grpc.RpcError)."""
     if url.tls:
         roots = Path(ca_bundle).expanduser().read_bytes() if ca_bundle else None

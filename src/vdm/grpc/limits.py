@@ -55,8 +55,7 @@ class Effective:
 
 
 class Limiter:
-    def __init__(self, settings: GrpcSettings, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, settings: GrpcSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.rpm = settings.max_requests_per_minute
         self.concurrent = settings.max_concurrent_requests
         self.rpm_per_subject = settings.max_requests_per_minute_per_token
@@ -73,8 +72,10 @@ class Limiter:
 
         if subject is None:
             return Effective(self.rpm, self.concurrent)
-        return Effective(tighter(self.rpm, self.rpm_per_subject),
-                         tighter(self.concurrent, self.concurrent_per_subject))
+        return Effective(
+            tighter(self.rpm, self.rpm_per_subject),
+            tighter(self.concurrent, self.concurrent_per_subject),
+        )
 
     @contextmanager
     def admit(self, subject: str | None) -> Iterator[None]:
@@ -103,27 +104,42 @@ class Limiter:
         if self.rpm is not None:
             wait = self._window.wait(self.rpm, now)
             if wait:
-                raise LimitExceeded(f"the server's limit of {self.rpm} requests per minute is "
-                                    f"reached; retry in {wait:.0f} s", wait)
+                raise LimitExceeded(
+                    f"the server's limit of {self.rpm} requests per minute is "
+                    f"reached; retry in {wait:.0f} s",
+                    wait,
+                )
         if self.concurrent is not None and self._active >= self.concurrent:
-            raise LimitExceeded(f"the server's limit of {self.concurrent} concurrent requests "
-                                "is reached; retry when one finishes", 1.0)
+            raise LimitExceeded(
+                f"the server's limit of {self.concurrent} concurrent requests "
+                "is reached; retry when one finishes",
+                1.0,
+            )
         if subject is None:
             return
         if self.rpm_per_subject is not None:
             window = self._windows.get(subject)
             wait = window.wait(self.rpm_per_subject, now) if window else 0.0
             if wait:
-                raise LimitExceeded(f"this token's limit of {self.rpm_per_subject} requests per "
-                                    f"minute is reached; retry in {wait:.0f} s", wait)
-        if (self.concurrent_per_subject is not None
-                and self._active_by.get(subject, 0) >= self.concurrent_per_subject):
-            raise LimitExceeded(f"this token's limit of {self.concurrent_per_subject} concurrent "
-                                "requests is reached; retry when one finishes", 1.0)
+                raise LimitExceeded(
+                    f"this token's limit of {self.rpm_per_subject} requests per "
+                    f"minute is reached; retry in {wait:.0f} s",
+                    wait,
+                )
+        if (
+            self.concurrent_per_subject is not None
+            and self._active_by.get(subject, 0) >= self.concurrent_per_subject
+        ):
+            raise LimitExceeded(
+                f"this token's limit of {self.concurrent_per_subject} concurrent "
+                "requests is reached; retry when one finishes",
+                1.0,
+            )
         if len(self._windows) > _PRUNE_AT:
             self._prune(now)
 
     def _prune(self, now: float) -> None:
-        for name in [n for n, w in self._windows.items()
-                     if not w.times or w.times[-1] <= now - WINDOW]:
+        for name in [
+            n for n, w in self._windows.items() if not w.times or w.times[-1] <= now - WINDOW
+        ]:
             del self._windows[name]

@@ -56,8 +56,14 @@ def _address(host: str, port: int) -> str:
 
 
 async def start_service(
-    gateway: Gateway, settings: Settings, *, host: str, port: int, auth: bool = True,
-    tls_cert: str | None = None, tls_key: str | None = None,
+    gateway: Gateway,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    auth: bool = True,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> Service:
     """Bind, start and return the service (raises RuntimeError when the port is taken)."""
     grpc_settings = settings.grpc
@@ -72,13 +78,17 @@ async def start_service(
     # so_reuseport off: a second server on a taken port must fail, not share it.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_VibectlLLMProxyServicer_to_server(
-        LLMProxyServicer(gateway, grpc_settings, Limiter(grpc_settings)), server)
+        LLMProxyServicer(gateway, grpc_settings, Limiter(grpc_settings)), server
+    )
     address = _address(host, port)
     try:
         if tls_cert and tls_key:
             key, cert = await asyncio.to_thread(
-                lambda: (Path(tls_key).expanduser().read_bytes(),
-                         Path(tls_cert).expanduser().read_bytes()))
+                lambda: (
+                    Path(tls_key).expanduser().read_bytes(),
+                    Path(tls_cert).expanduser().read_bytes(),
+                )
+            )
             bound = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
             scheme = "vibectl-server"
         else:
@@ -94,8 +104,15 @@ async def start_service(
     return Service(server, f"{scheme}://{_address(host, bound)}", watcher)
 
 
-def serve(settings: Settings, *, host: str, port: int, auth: bool, tls_cert: str | None,
-          tls_key: str | None) -> None:
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    auth: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
     """``vdm grpc serve``: run until SIGTERM/SIGINT, then shut down gracefully."""
     if sys.platform != "win32":
         import uvloop
@@ -105,18 +122,21 @@ def serve(settings: Settings, *, host: str, port: int, auth: bool, tls_cert: str
         asyncio.run(_serve(settings, host, port, auth, tls_cert, tls_key))
 
 
-async def _serve(settings: Settings, host: str, port: int, auth: bool, tls_cert: str | None,
-                 tls_key: str | None) -> None:
+async def _serve(
+    settings: Settings, host: str, port: int, auth: bool, tls_cert: str | None, tls_key: str | None
+) -> None:
     gateway = Gateway.from_settings(settings)
     await gateway.start()
     try:
-        service = await start_service(gateway, settings, host=host, port=port, auth=auth,
-                                      tls_cert=tls_cert, tls_key=tls_key)
+        service = await start_service(
+            gateway, settings, host=host, port=port, auth=auth, tls_cert=tls_cert, tls_key=tls_key
+        )
     except BaseException:
         await gateway.close()
         raise
-    print(f"gRPC LLMProxy listening on {service.url} (auth: {'JWT' if auth else 'OFF'})",
-          flush=True)
+    print(
+        f"gRPC LLMProxy listening on {service.url} (auth: {'JWT' if auth else 'OFF'})", flush=True
+    )
     stop = asyncio.Event()
     signals = 0
 
@@ -124,8 +144,10 @@ async def _serve(settings: Settings, host: str, port: int, auth: bool, tls_cert:
         nonlocal signals
         signals += 1
         if signals == 1:
-            log.info("shutting down: calls in flight have %g s to finish",
-                     settings.server.shutdown_timeout)
+            log.info(
+                "shutting down: calls in flight have %g s to finish",
+                settings.server.shutdown_timeout,
+            )
             stop.set()
         else:  # the second signal ends what is left at once
             asyncio.get_running_loop().create_task(service.server.stop(0))

@@ -56,8 +56,9 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
 
     # ------------------------------------------------------------ Execute
 
-    async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
-                      ) -> pb.ExecuteResponse:
+    async def Execute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExecuteResponse:
         request_id = client_request_id(request.request_id) or new_request_id()
         token = current_request_id.set(request_id)
         started = time.perf_counter()
@@ -68,9 +69,14 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                     completion = await self._gateway.complete(chat)
                     response = await _fold(completion.events)
             text = translate.answer_text(response, structured=bool(chat.tools))
-            return pb.ExecuteResponse(request_id=request_id, success=pb.ExecuteSuccess(
-                response_text=text, actual_model_used=_served(completion),
-                metrics=translate.metrics(response.usage, started, completion.attempts)))
+            return pb.ExecuteResponse(
+                request_id=request_id,
+                success=pb.ExecuteSuccess(
+                    response_text=text,
+                    actual_model_used=_served(completion),
+                    metrics=translate.metrics(response.usage, started, completion.attempts),
+                ),
+            )
         except Exception as exc:
             return pb.ExecuteResponse(request_id=request_id, error=self._error(exc))
         finally:
@@ -78,8 +84,9 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
 
     # ------------------------------------------------------------ StreamExecute
 
-    async def StreamExecute(self, request: pb.ExecuteRequest,
-                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamChunk]:
+    async def StreamExecute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamChunk]:
         request_id = client_request_id(request.request_id) or new_request_id()
         current_request_id.set(request_id)  # this call's own task
         started = time.perf_counter()
@@ -87,25 +94,41 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             chat = self._chat_request(request, stream=True)
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
             with self._limiter.admit(current_subject()):
-                async with asyncio.timeout(self._timeout):
+                # The deadline bounds our waits for the provider, never a yield:
+                # a timeout must not land inside gRPC's own write of a chunk.
+                deadline = asyncio.get_running_loop().time() + self._timeout
+                async with asyncio.timeout_at(deadline):
                     completion = await self._gateway.complete(chat)
-                    async for text in _texts(completion.events, state):
+                texts = _texts(completion.events, state)
+                try:
+                    while True:
+                        async with asyncio.timeout_at(deadline):
+                            text = await anext(texts, None)
+                        if text is None:
+                            break
                         yield pb.StreamChunk(request_id=request_id, text_chunk=text)
+                finally:
+                    await texts.aclose()  # type: ignore[attr-defined]
         except Exception as exc:
             yield pb.StreamChunk(request_id=request_id, error=self._error(exc))
             return
-        yield pb.StreamChunk(request_id=request_id,
-                             complete=pb.StreamComplete(actual_model_used=_served(completion)))
-        yield pb.StreamChunk(request_id=request_id, final_metrics=translate.metrics(
-            state.usage, started, completion.attempts))
+        yield pb.StreamChunk(
+            request_id=request_id, complete=pb.StreamComplete(actual_model_used=_served(completion))
+        )
+        yield pb.StreamChunk(
+            request_id=request_id,
+            final_metrics=translate.metrics(state.usage, started, completion.attempts),
+        )
 
     # ------------------------------------------------------------ GetServerInfo
 
-    async def GetServerInfo(self, request: pb.GetServerInfoRequest,
-                            context: grpc.aio.ServicerContext) -> pb.GetServerInfoResponse:
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetServerInfoResponse:
         limits = self._limiter.effective(current_subject())
         info = pb.GetServerInfoResponse(
-            server_name=SERVER_NAME, server_version=__version__,
+            server_name=SERVER_NAME,
+            server_version=__version__,
             default_model=self._settings.default_model or "",
             model_aliases={alias: f"{p}:{m}" for alias, (p, m) in self._aliases.items()},
             limits=pb.ServerLimits(
@@ -119,19 +142,26 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         for entry in await self._gateway.models(None):
             route = resolve(entry.id)
             target = (route.provider, route.model)
-            info.available_models.append(pb.ModelInfo(
-                model_id=entry.id, display_name=entry.display_name, provider=entry.owned_by,
-                supports_streaming=True,
-                aliases=[a for a, t in self._aliases.items() if t == target and a != entry.id],
-            ))
+            info.available_models.append(
+                pb.ModelInfo(
+                    model_id=entry.id,
+                    display_name=entry.display_name,
+                    provider=entry.owned_by,
+                    supports_streaming=True,
+                    aliases=[a for a, t in self._aliases.items() if t == target and a != entry.id],
+                )
+            )
         return info
 
     # ------------------------------------------------------------ helpers
 
     def _chat_request(self, request: pb.ExecuteRequest, *, stream: bool) -> ir.ChatRequest:
         return translate.to_chat_request(
-            request, default_model=self._settings.default_model,
-            max_input_length=self._settings.max_input_length, stream=stream)
+            request,
+            default_model=self._settings.default_model,
+            max_input_length=self._settings.max_input_length,
+            stream=stream,
+        )
 
     def _error(self, exc: Exception) -> pb.ExecuteError:
         if isinstance(exc, GatewayError):
@@ -139,16 +169,23 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             return translate.to_error(exc)
         if isinstance(exc, LimitExceeded):
             log.info("LLMProxy call refused: %s", exc.message)
-            return pb.ExecuteError(error_code="RATE_LIMITED", error_message=exc.message,
-                                   error_details=f'{{"retry_after_seconds": '
-                                                 f'{max(1, round(exc.retry_after))}}}')
+            return pb.ExecuteError(
+                error_code="RATE_LIMITED",
+                error_message=exc.message,
+                error_details=f'{{"retry_after_seconds": {max(1, round(exc.retry_after))}}}',
+            )
         if isinstance(exc, TimeoutError):
-            return translate.to_error(UpstreamTimeout(
-                f"no complete answer within {self._timeout:g} s (request_timeout_seconds)",
-                provider=""))
+            return translate.to_error(
+                UpstreamTimeout(
+                    f"no complete answer within {self._timeout:g} s (request_timeout_seconds)",
+                    provider="",
+                )
+            )
         log.error("internal error in an LLMProxy call", exc_info=exc)
-        return pb.ExecuteError(error_code="INTERNAL_ERROR", error_message=(
-            f"internal gateway error ({type(exc).__name__}); see the server log"))
+        return pb.ExecuteError(
+            error_code="INTERNAL_ERROR",
+            error_message=(f"internal gateway error ({type(exc).__name__}); see the server log"),
+        )
 
 
 def _served(completion: Completion) -> str:

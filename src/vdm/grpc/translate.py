@@ -26,8 +26,10 @@ from vdm.errors import GatewayError, InvalidRequest, UnknownModel, UpstreamStatu
 from vdm.grpc import llm_proxy_pb2 as pb
 
 ANSWER_TOOL = "respond"
-_ANSWER_DESCRIPTION = ("Give your whole answer by calling this tool: its input is the answer, "
-                       "and must match the schema exactly.")
+_ANSWER_DESCRIPTION = (
+    "Give your whole answer by calling this tool: its input is the answer, "
+    "and must match the schema exactly."
+)
 
 # error kind (vdm.errors) -> ExecuteError.error_code
 _CODE_BY_KIND: dict[str, str] = {
@@ -43,19 +45,26 @@ _encode_json = msgspec.json.Encoder().encode
 
 
 def to_chat_request(
-    message: pb.ExecuteRequest, *, default_model: str | None, max_input_length: int,
+    message: pb.ExecuteRequest,
+    *,
+    default_model: str | None,
+    max_input_length: int,
     stream: bool,
 ) -> ir.ChatRequest:
     """Validate an ``ExecuteRequest`` and build the IR request (raises InvalidRequest)."""
     model = message.model_name.strip() if message.HasField("model_name") else ""
     model = model or (default_model or "")
     if not model:
-        raise InvalidRequest("model_name: required (this server has no default model; "
-                             "its operator can set GRPC_DEFAULT_MODEL)")
+        raise InvalidRequest(
+            "model_name: required (this server has no default model; "
+            "its operator can set GRPC_DEFAULT_MODEL)"
+        )
     size = sum(map(len, message.system_fragments)) + sum(map(len, message.user_fragments))
     if size > max_input_length:
-        raise InvalidRequest(f"the fragments hold {size} characters; this server accepts at "
-                             f"most {max_input_length} (max_input_length)")
+        raise InvalidRequest(
+            f"the fragments hold {size} characters; this server accepts at "
+            f"most {max_input_length} (max_input_length)"
+        )
     user = [ir.TextPart(f) for f in message.user_fragments if f]
     if not user:
         raise InvalidRequest("user_fragments: at least one non-empty fragment is required")
@@ -66,8 +75,9 @@ def to_chat_request(
         stream=stream,
     )
     if message.HasField("response_model_schema") and message.response_model_schema.strip():
-        request.tools = [ir.Tool(ANSWER_TOOL, _ANSWER_DESCRIPTION,
-                                 parse_schema(message.response_model_schema))]
+        request.tools = [
+            ir.Tool(ANSWER_TOOL, _ANSWER_DESCRIPTION, parse_schema(message.response_model_schema))
+        ]
         request.tool_choice = ir.ToolChoice("tool", ANSWER_TOOL)
     return request
 
@@ -81,8 +91,10 @@ def parse_schema(text: str) -> dict[str, Any]:
         raise InvalidRequest("response_model_schema: expected a JSON Schema object")
     kind = schema.get("type", "object" if "properties" in schema else None)
     if kind != "object":
-        raise InvalidRequest("response_model_schema: the schema must describe a JSON object "
-                             "(\"type\": \"object\"), as a Pydantic model's schema does")
+        raise InvalidRequest(
+            "response_model_schema: the schema must describe a JSON object "
+            '("type": "object"), as a Pydantic model\'s schema does'
+        )
     return schema
 
 
