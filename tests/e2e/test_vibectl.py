@@ -25,6 +25,9 @@ def vibectl() -> Path:
         pytest.skip(f"cannot install vibectl: {exc}")
 
 
+# The first run installs vibectl (~1.5 min, more on a busy machine) in the fixture,
+# which counts against the test's timeout.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("tls", [False, True], ids=["insecure", "tls"])
 def test_vibectl_setup_proxy_configures_and_tests_against_vdm(
     vibectl: Path,

@@ -65,12 +65,12 @@ def to_chat_request(
             f"the fragments hold {size} characters; this server accepts at "
             f"most {max_input_length} (max_input_length)"
         )
-    user = [ir.TextPart(f) for f in message.user_fragments if f]
+    user: list[ir.Part] = [ir.TextPart(f) for f in message.user_fragments if f]
     if not user:
         raise InvalidRequest("user_fragments: at least one non-empty fragment is required")
     request = ir.ChatRequest(
         model=model,
-        messages=[ir.Message("user", list[ir.Part](user))],
+        messages=[ir.Message("user", user)],
         system=[ir.TextPart(f) for f in message.system_fragments if f],
         stream=stream,
     )
