@@ -155,3 +155,45 @@ def test_middleware_see_grpc_calls_from_start_to_end(tmp_path: Path) -> None:
     assert "request_id=mw-1" in start and "echo:echo" in start and "stream=true" in start
     end = next(line for line in log.splitlines() if " end " in line and "mw-1" in line)
     assert "ok" in end and "in=" in end
+
+
+class _OtherVersion(pb_grpc.VibectlLLMProxyServicer):
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def GetServerInfo(self, request: pb.GetServerInfoRequest, context: object) -> object:
+        return pb.GetServerInfoResponse(server_name="vdm-llm-proxy", server_version=self.version)
+
+
+def test_proxy_test_warns_on_minor_skew_and_refuses_another_major(tmp_path: Path) -> None:
+    major, minor, _ = (int(n) for n in __version__.split("+")[0].split(".")[:3])
+    env = {**clean_env(), "HOME": str(tmp_path)}
+    for version, code, said in (
+        (f"{major}.{minor + 1}.0", 0, "warning: version skew"),
+        (f"{major + 1}.0.0", 1, "incompatible versions"),
+    ):
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+        pb_grpc.add_VibectlLLMProxyServicer_to_server(_OtherVersion(version), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "vdm",
+                    "proxy",
+                    "test",
+                    f"vibectl-server-insecure://127.0.0.1:{port}",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            server.stop(0)
+        assert done.returncode == code, done.stderr
+        assert said in done.stderr
+        if code:
+            assert "upgrade the client" in done.stderr
