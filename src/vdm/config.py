@@ -123,6 +123,26 @@ class MiddlewareSettings:
 
 
 @dataclass(frozen=True)
+class GrpcSettings:
+    """The LLMProxy gRPC service (``vdm.grpc``); ``[grpc]`` or ``GRPC_*``."""
+
+    host: str | None = None  # None: the HTTP server's host
+    port: int | None = None  # None: `vdm grpc serve` uses 50051, `server start` runs no gRPC
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    default_model: str | None = None
+    max_requests_per_minute: int | None = None  # all clients together
+    max_concurrent_requests: int | None = None
+    max_requests_per_minute_per_token: int | None = None  # per verified JWT subject
+    max_concurrent_requests_per_token: int | None = None
+    max_input_length: int = 1_000_000  # characters of all fragments together
+    request_timeout: float = 90.0  # seconds for a whole Execute / StreamExecute
+    # The HS256 secret, resolved from VDM_JWT_SECRET / VDM_JWT_SECRET_FILE / [grpc];
+    # None: vdm.auth.jwt generates one into the user's config dir on first use.
+    jwt_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     providers: Mapping[str, ProviderSettings]  # in discovery order, echo last
@@ -134,6 +154,7 @@ class Settings:
     # model or alias -> ordered alternatives (model strings), tried when it fails
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     middleware: MiddlewareSettings = field(default_factory=MiddlewareSettings)
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
 
 
 def fingerprint(secret: str) -> str:
@@ -149,7 +170,7 @@ def key_id(provider: str, secret: str) -> str:
 
 # ---------------------------------------------------------------- TOML layers
 
-_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware"}
+_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware", "grpc"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "log-format", "request-timeout", "max-tokens-limit", "max-body-size",
     "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
@@ -158,6 +179,13 @@ _SERVER_KEYS = {
     "models-cache-ttl", "models-wait", "models-prefetch",
     "max-upload-size", "passthrough-allow",
 }
+_GRPC_KEYS = {
+    "host", "port", "tls-cert", "tls-key", "default-model", "max-requests-per-minute",
+    "max-concurrent-requests", "max-requests-per-minute-per-token",
+    "max-concurrent-requests-per-token", "max-input-length", "request-timeout", "jwt-secret",
+    "jwt-secret-file",
+}
+JWT_SECRET_MIN_LENGTH = 32  # bytes: HS256 wants a key at least as long as its hash
 _MIDDLEWARE_KEYS = {"enabled", "thought-signature-cache-ttl", "thought-signature-max-cache-size"}
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
@@ -192,6 +220,11 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
         problems.append(f"{source}: 'server' must be a table")
     else:
         problems += [f"{source}: unknown key 'server.{k}'" for k in server if k not in _SERVER_KEYS]
+    grpc = data.get("grpc", {})
+    if not isinstance(grpc, dict):
+        problems.append(f"{source}: 'grpc' must be a table")
+    else:
+        problems += [f"{source}: unknown key 'grpc.{k}'" for k in grpc if k not in _GRPC_KEYS]
     middleware = data.get("middleware", {})
     if not isinstance(middleware, dict):
         problems.append(f"{source}: 'middleware' must be a table")
@@ -255,6 +288,7 @@ def load_settings(
 
     server = _server_settings(merged.get("server", {}), env, sources, problems)
     middleware = _middleware_settings(merged.get("middleware", {}), env, sources, problems)
+    grpc = _grpc_settings(merged.get("grpc", {}), env, sources, problems, server)
     providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)
     model_fallbacks = _fallbacks(merged.get("fallbacks", {}), env, sources, problems)
@@ -275,6 +309,7 @@ def load_settings(
         sources=sources,
         fallbacks=model_fallbacks,
         middleware=middleware,
+        grpc=grpc,
     )
 
 
@@ -408,6 +443,78 @@ def _middleware_settings(
         thought_signature_cache_ttl=ttl or 3600.0,
         thought_signature_max_cache_size=size or 10_000,
     )
+
+
+def _grpc_settings(
+    table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str], problems: list[str],
+    server: ServerSettings,
+) -> GrpcSettings:
+    def pick(key: str, env_name: str) -> tuple[Any, str]:
+        if env.get(env_name, "") != "":
+            return env[env_name], f"environment variable {env_name}"
+        return table.get(key), f"{sources.get(f'grpc.{key}', 'config')}: grpc.{key}"
+
+    def number(key: str) -> int | None:
+        return _as_int(*pick(key, "GRPC_" + key.upper().replace("-", "_")), problems, low=1)
+
+    host, _ = pick("host", "GRPC_HOST")
+    port = _as_int(*pick("port", "GRPC_PORT"), problems, low=1, high=65535)
+    tls: dict[str, str | None] = {}
+    for key in ("tls-cert", "tls-key"):
+        value, where = pick(key, "GRPC_" + key.upper().replace("-", "_"))
+        tls[key] = str(value) if value else None
+        if value and not Path(str(value)).expanduser().is_file():
+            problems.append(f"{where}: no such file: {value}")
+    if bool(tls["tls-cert"]) != bool(tls["tls-key"]):
+        problems.append("grpc TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY "
+                        "(tls-cert and tls-key under [grpc]), or neither")
+    default_model, _ = pick("default-model", "GRPC_DEFAULT_MODEL")
+    timeout = _as_float(*pick("request-timeout", "GRPC_REQUEST_TIMEOUT"), problems)
+    return GrpcSettings(
+        host=str(host) if host else None,
+        port=port,
+        tls_cert=tls["tls-cert"],
+        tls_key=tls["tls-key"],
+        default_model=str(default_model) if default_model else None,
+        max_requests_per_minute=number("max-requests-per-minute"),
+        max_concurrent_requests=number("max-concurrent-requests"),
+        max_requests_per_minute_per_token=number("max-requests-per-minute-per-token"),
+        max_concurrent_requests_per_token=number("max-concurrent-requests-per-token"),
+        max_input_length=number("max-input-length") or 1_000_000,
+        request_timeout=timeout or server.request_timeout,
+        jwt_secret=_jwt_secret(table, env, sources, problems),
+    )
+
+
+def _jwt_secret(
+    table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str], problems: list[str]
+) -> str | None:
+    """``VDM_JWT_SECRET`` > ``VDM_JWT_SECRET_FILE`` > ``[grpc] jwt-secret`` >
+    ``[grpc] jwt-secret-file``; the secret itself never appears in a message."""
+    candidates = [
+        (env.get("VDM_JWT_SECRET"), False, "environment variable VDM_JWT_SECRET"),
+        (env.get("VDM_JWT_SECRET_FILE"), True, "environment variable VDM_JWT_SECRET_FILE"),
+        (table.get("jwt-secret"), False, f"{sources.get('grpc.jwt-secret', 'config')}: "
+                                         "grpc.jwt-secret"),
+        (table.get("jwt-secret-file"), True, f"{sources.get('grpc.jwt-secret-file', 'config')}"
+                                             ": grpc.jwt-secret-file"),
+    ]
+    for value, is_file, where in candidates:
+        if not value:
+            continue
+        secret = str(value)
+        if is_file:
+            try:
+                secret = Path(secret).expanduser().read_text().strip()
+            except OSError as exc:
+                problems.append(f"{where}: cannot read the secret file: {exc.strerror}")
+                return None
+        if len(secret.encode()) < JWT_SECRET_MIN_LENGTH:
+            problems.append(f"{where}: the JWT secret must be at least "
+                            f"{JWT_SECRET_MIN_LENGTH} bytes long")
+            return None
+        return secret
+    return None
 
 
 def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] | None:

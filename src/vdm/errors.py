@@ -7,6 +7,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
 
     GatewayError                      status, kind, message
     ├── InvalidRequest                400  bad body, unknown provider/model
+    │   └── UnknownModel              400  a model string that routes nowhere
     ├── AuthenticationFailed          401  missing/wrong proxy key
     ├── PermissionDenied              403
     ├── NotFound                      404  unknown path
@@ -60,6 +61,13 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     kind = "invalid_request"
+
+
+class UnknownModel(InvalidRequest):
+    """The model string names no provider (unknown prefix, nothing after it).
+
+    An HTTP client sees a plain 400; the gRPC door reports ``MODEL_NOT_FOUND``.
+    """
 
 
 class AuthenticationFailed(GatewayError):

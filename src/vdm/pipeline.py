@@ -136,6 +136,17 @@ class Reply:
     outcome: Outcome | None = None
 
 
+@dataclass(slots=True)
+class Completion:
+    """An answer that has started (its first event is in), for doors that speak
+    IR themselves (the gRPC service): who serves it, its events, how many
+    attempts it took (retries and fallbacks included)."""
+
+    outcome: Outcome
+    events: AsyncIterator[ir.Event]
+    attempts: int
+
+
 def new_request_id() -> str:
     return "req_vdm_" + secrets.token_hex(12)
 
@@ -300,6 +311,38 @@ class Gateway:
         response = await _fold(first, events, outcome)
         return Reply(200, {"content-type": _JSON}, body=encode_response(response),
                      outcome=outcome)
+
+    # ------------------------------------------------------------ IR in, IR out
+
+    async def complete(
+        self, request: ir.ChatRequest, headers: Mapping[str, str] | None = None
+    ) -> Completion:
+        """Serve an IR request with the routing, aliases, retries, fallbacks and
+        middleware of every other door; return once the first event is in (so a
+        refusal raises here, as the error tree's ``GatewayError``)."""
+        headers = headers or {}
+        call = Call(current_request_id.get(), "grpc", headers) if self.chain else None
+        attempts = 0
+        shape = {"stream": request.stream, "messages": request.messages, "tools": request.tools}
+
+        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
+                          outcome: Outcome) -> Reply:
+            nonlocal attempts
+            attempts += 1
+            wanted = request if call is None else await self.chain.request(call, request)
+            async with self._first_byte(route.provider, outcome):
+                first, events = await _first_event(provider, wanted, route, ctx)
+            if call is not None:
+                first, events = await self.chain.events(call, first, events)
+            # The Reply carries IR events rather than bytes here, so the chain's
+            # end-of-stream hook (on_response) sees this door's calls too.
+            return Reply(200, {}, stream=_observed(first, events, outcome),  # type: ignore[arg-type]
+                         outcome=outcome)
+
+        served = self._serve(request.model, shape, headers, None, call, attempt)
+        reply = await (served if call is None else self.chain.run(call, served))
+        assert reply.stream is not None and reply.outcome is not None
+        return Completion(reply.outcome, reply.stream, attempts)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ /v1/messages
 
@@ -590,6 +633,23 @@ async def _fold(first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outco
     response = builder.build()
     outcome.usage, outcome.stop_reason = response.usage, response.stop_reason
     return response
+
+
+async def _observed(
+    first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outcome
+) -> AsyncIterator[ir.Event]:
+    """``first`` then the rest of ``events``, noting usage and errors in ``outcome``."""
+    try:
+        yield first
+        async for event in events:
+            if type(event) is ir.MessageDelta:
+                outcome.usage, outcome.stop_reason = event.usage, event.stop_reason
+            yield event
+    except GatewayError as exc:
+        outcome.error = exc.message
+        raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 async def _render_stream(

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from vdm.errors import InvalidRequest
+from vdm.errors import InvalidRequest, UnknownModel
 
 _CACHE_LIMIT = 4096
 
@@ -92,12 +92,12 @@ class Router:
         if sep:
             provider = prefix.lower()
             if provider not in self._known:
-                raise InvalidRequest(
+                raise UnknownModel(
                     f"model '{model}': unknown provider '{prefix}'; "
                     f"known providers: {', '.join(self.providers)}"
                 )
             if not rest:
-                raise InvalidRequest(f"model '{model}': no model name after '{prefix}:'")
+                raise UnknownModel(f"model '{model}': no model name after '{prefix}:'")
             return self._within(provider, rest)
         match = _best(self._user, normalise(model))
         if match is not None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,8 @@ class Gateway:
 
 @contextmanager
 def run_gateway(
-    env: Mapping[str, str], tmp: Path, *, cwd: Path | None = None, timeout: float = 20.0
+    env: Mapping[str, str], tmp: Path, *, cwd: Path | None = None, timeout: float = 20.0,
+    args: Sequence[str] = (),
 ) -> Iterator[Gateway]:
     """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
 
@@ -57,7 +58,7 @@ def run_gateway(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "vdm", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
+             "--port", str(port), *args],
             env=full_env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
         )
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)

@@ -10,6 +10,7 @@ import typer
 
 from vdm import __version__
 from vdm.cli import config as config_cli
+from vdm.cli import grpc_server, proxy, tokens
 from vdm.cli import health as health_cli
 from vdm.cli import server as server_cli
 from vdm.cli import wrap as wrap_cli
@@ -23,6 +24,9 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(health_cli.health_app, name="health")
 app.add_typer(health_cli.test_app, name="test")
 wrap_cli.register(app)
+app.add_typer(grpc_server.app, name="grpc")
+app.add_typer(tokens.app, name="token")
+app.add_typer(proxy.app, name="proxy")
 
 
 @app.command()

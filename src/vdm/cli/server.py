@@ -88,6 +88,10 @@ def summary(settings: Settings, host: str, port: int) -> None:
         console.print(f"aliases ({provider}): {pairs}", markup=False)
     if settings.server.proxy_api_key:
         console.print("clients must present PROXY_API_KEY")
+    if settings.grpc.port is not None:
+        scheme = "vibectl-server" if settings.grpc.tls_cert else "vibectl-server-insecure"
+        console.print(f"gRPC LLMProxy on {scheme}://{settings.grpc.host or host}:"
+                      f"{settings.grpc.port} (JWT auth)", markup=False)
     if list(settings.providers) == ["echo"]:
         console.print(
             "no provider key set: serving the offline [bold]echo[/] provider "
@@ -130,8 +134,15 @@ def start(
         Path | None,
         typer.Option(help="--daemon: where the logs go (default ~/.local/state/vdm/vdm.log)."),
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Also serve gRPC LLMProxy on this port, sharing "
+                     "the gateway (default: GRPC_PORT)."),
+    ] = None,
 ) -> None:
     """Run the gateway (in the foreground unless --daemon)."""
+    if grpc_port is not None:  # the app factory (and a daemon child) read the environment
+        os.environ["GRPC_PORT"] = str(grpc_port)
     settings = settings_or_exit()
     host = host or settings.server.host
     port = port or settings.server.port

@@ -68,6 +68,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway: Gateway | None = None
+        self.grpc: Any = None  # vdm.grpc.server.Service when GRPC_PORT is set
         self.proxy_key = (
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
@@ -99,16 +100,31 @@ class App:
                     await self.gateway.start()
                     if self.settings.server.models_prefetch:
                         self.gateway.catalog.start()
+                    if self.settings.grpc.port is not None:
+                        await self._start_grpc(self.gateway)
                 except Exception as exc:  # pragma: no cover - reported to the server
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.grpc is not None:
+                    await self.grpc.stop(self.settings.server.shutdown_timeout)
                 if self.gateway is not None:
                     await self.gateway.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start_grpc(self, gateway: Gateway) -> None:
+        """The gRPC LLMProxy service on the same loop and gateway (JWT auth on)."""
+        from vdm.grpc.server import start_service
+
+        grpc = self.settings.grpc
+        assert grpc.port is not None
+        self.grpc = await start_service(
+            gateway, self.settings, host=grpc.host or self.settings.server.host, port=grpc.port,
+            tls_cert=grpc.tls_cert, tls_key=grpc.tls_key)
+        log.info("gRPC LLMProxy listening on %s", self.grpc.url)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

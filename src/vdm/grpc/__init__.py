@@ -1,0 +1,7 @@
+"""The LLMProxy gRPC service (vibectl's wire protocol) and its JWT interceptor.
+
+``llm_proxy.proto`` is the contract; ``llm_proxy_pb2*.py`` are generated from
+it by grpcio-tools and committed (``make proto`` regenerates them; a test
+checks they match the .proto), so a bare install needs only grpcio and
+protobuf at run time.
+"""
