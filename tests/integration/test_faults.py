@@ -907,6 +907,51 @@ def test_clients_leaving_mid_stream_cancel_the_upstream_and_free_its_connections
     serves_next(r)
 
 
+def test_200_aborted_streams_leak_no_upstream_connection(resilient: Rig) -> None:
+    """200 streams, every path (both doors, conversion and passthrough), each
+    abandoned by its client after the first chunk, 25 at a time: every upstream
+    request is cancelled and the pools hold no more than their idle keep-alives."""
+    import asyncio
+
+    r = resilient
+    total, at_once = 200, 25
+    for fake, name in ((r.oai, "oai"), (r.ant, "ant")):
+        fake.responder = lambda _, n=name: _long_stream(n, delay=0.05, pieces=60)  # ~3 s each
+    before = {"oai": established_connections(r.oai.port),
+              "ant": established_connections(r.ant.port)}
+    mark = r.mark()
+
+    async def abandon(client: httpx.AsyncClient, n: int) -> None:
+        door, model, _ = CUTS[n % len(CUTS)]
+        body: dict[str, Any] = {"model": model, "messages": ASK, "stream": True, "max_tokens": 50}
+        path = "/v1/messages" if door == "anthropic" else "/v1/chat/completions"
+        async with client.stream("POST", path, json=body) as response:
+            assert response.status_code == 200
+            async for chunk in response.aiter_raw():
+                assert chunk
+                break  # leave after the first chunk: closing the response drops the connection
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=at_once)
+        async with httpx.AsyncClient(base_url=r.gw.url, timeout=20, limits=limits) as client:
+            for start in range(0, total, at_once):
+                await asyncio.gather(*(abandon(client, n) for n in range(start, start + at_once)))
+
+    try:
+        asyncio.run(run())
+        assert r.oai.wait_for(lambda: r.oai.cancelled + r.ant.cancelled == total, timeout=15), (
+            r.oai.cancelled, r.ant.cancelled)
+        for fake, name in ((r.oai, "oai"), (r.ant, "ant")):
+            assert fake.wait_for(
+                lambda f=fake, n=name: established_connections(f.port) <= before[n] + 4
+            ), (name, established_connections(fake.port), before)
+    finally:
+        r.oai.responder = r.ant.responder = None
+    assert len(r.oai.requests) + len(r.ant.requests) == total  # none retried
+    no_errors(r.log_since(mark))
+    serves_next(r)
+
+
 @pytest.mark.parametrize("door", DOORS)
 def test_client_leaving_before_the_first_byte_cancels_the_upstream(
     resilient: Rig, door: str
