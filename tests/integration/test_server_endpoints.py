@@ -8,6 +8,7 @@ import base64
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -354,3 +355,37 @@ def test_echo_uses_a_tool_when_asked(bare: anthropic.Anthropic) -> None:
     plain = bare.messages.create(model="m", max_tokens=100, messages=[
         {"role": "user", "content": "use the get_weather tool"}])
     assert plain.content[0].text == "use the get_weather tool"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- count_tokens forwarding, default-provider layers
+
+
+def test_count_tokens_is_forwarded_to_anthropic_native(
+    client: anthropic.Anthropic, fake_anthropic: FakeUpstream
+) -> None:
+    fake_anthropic.reply(JSONReply({"input_tokens": 4242}))
+    answer = client.messages.count_tokens(model="ant:claude", messages=ASK)  # type: ignore[arg-type]
+    assert answer.input_tokens == 4242
+    sent = fake_anthropic.last
+    assert sent.path == "/v1/messages/count_tokens"
+    assert sent.json["model"] == "claude-x"
+    assert sent.headers["x-api-key"] == "sk-ant-test"
+
+
+def test_default_provider_precedence_env_over_local_toml(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "vdm.toml").write_text('default-provider = "second"\n')
+    home_config = tmp_path / "home" / ".config" / "vdm"
+    home_config.mkdir(parents=True)
+    (home_config / "vdm.toml").write_text('default-provider = "first"\n')
+    env = {"FIRST_API_KEY": "k1", "FIRST_BASE_URL": fake_openai.url + "/v1",
+           "SECOND_API_KEY": "k2", "SECOND_BASE_URL": fake_openai.url + "/v1"}
+    for extra, expected in (({}, "second"), ({"VDM_DEFAULT_PROVIDER": "first"}, "first")):
+        with run_gateway({**env, **extra}, tmp_path, cwd=work) as gateway:
+            assert httpx.get(gateway.url + "/v1/aliases").json()["default_provider"] == expected
+    (work / "vdm.toml").unlink()
+    with run_gateway(env, tmp_path, cwd=work) as gateway:  # the user file applies
+        assert httpx.get(gateway.url + "/v1/aliases").json()["default_provider"] == "first"
