@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdm.errors import InvalidRequest, MethodNotAllowed, NotFound
-from vdm.protocols.anthropic import decode_json_object
 from vdm.protocols.body import rewrite
+from vdm.protocols.fields import decode_json_object
 from vdm.providers.http import HOP_BY_HOP_REQUEST
 from vdm.routing import Router
 

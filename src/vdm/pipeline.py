@@ -51,7 +51,7 @@ from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
-from vdm.protocols import anthropic, openai_ingress
+from vdm.protocols import anthropic, fields, openai_ingress
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.protocols.openai import usage_from_openai
@@ -357,7 +357,7 @@ class Gateway:
     async def _messages(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
     ) -> Reply:
-        parsed = anthropic.decode_json_object(body)
+        parsed = fields.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
         decoded: list[ir.ChatRequest] = []  # decoded once, by the first conversion attempt
 
@@ -392,7 +392,7 @@ class Gateway:
     async def _chat_completions(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
     ) -> Reply:
-        parsed = anthropic.decode_json_object(body)
+        parsed = fields.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
         decoded: list[tuple[ir.ChatRequest, openai_ingress.Options]] = []
 
@@ -498,7 +498,7 @@ class Gateway:
     async def count_tokens(
         self, body: bytes, headers: Mapping[str, str], client_key: str | None
     ) -> Reply:
-        parsed = anthropic.decode_json_object(body)
+        parsed = fields.decode_json_object(body)
         model = anthropic.validate_count_tokens_fields(parsed)
         route, provider = self._route(model)
         reply_headers = {

@@ -17,6 +17,7 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
+from vdm.protocols import fields
 from vdm.protocols.sse import SSEParser, frame
 
 if TYPE_CHECKING:
@@ -51,28 +52,11 @@ def upstream_tool_id(tool_use_id: str) -> str:
 # ---------------------------------------------------------------- request decoding
 
 
-def decode_json_object(body: bytes) -> dict[str, Any]:
-    """Parse a request body that must be one JSON object."""
-    if not body:
-        raise InvalidRequest("request body is empty; expected a JSON object")
-    try:
-        value = _decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return value
+decode_json_object = fields.decode_json_object  # (the name other modules import)
 
 
-def _fail(path: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(f"{path}: expected {expected}, got {_type_name(value)}")
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string",
-            list: "array", dict: "object"}.get(type(value), type(value).__name__)
+_fail = fields.fail
+_type_name = fields.type_name
 
 
 def _str(obj: dict[str, Any], key: str, path: str, *, required: bool = False) -> str | None:

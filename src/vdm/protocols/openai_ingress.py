@@ -22,7 +22,8 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
-from vdm.protocols.anthropic import decode_json_object
+from vdm.protocols import fields
+from vdm.protocols.fields import decode_json_object
 from vdm.protocols.sse import frame
 
 if TYPE_CHECKING:
@@ -63,9 +64,7 @@ class Options(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- validation
 
 
-def _fail(path: str, expected: str, value: Any) -> InvalidRequest:
-    kind = "null" if value is None else type(value).__name__
-    return InvalidRequest(f"{path}: expected {expected}, got {kind}")
+_fail = fields.fail
 
 
 def validate_request_fields(body: dict[str, Any]) -> str:

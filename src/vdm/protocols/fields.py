@@ -1,0 +1,39 @@
+"""Validation shared by every client protocol's decoder: one JSON object in,
+and one wording for a field of the wrong type (``messages.0.content:
+expected string or array, got integer``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from vdm.errors import InvalidRequest
+
+_decoder = msgspec.json.Decoder()
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string",
+               list: "array", dict: "object"}
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a request body that must be one JSON object."""
+    if not body:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        value = _decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return value
+
+
+def type_name(value: Any) -> str:
+    """A JSON value's type as JSON names it."""
+    if value is None:
+        return "null"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def fail(path: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(f"{path}: expected {expected}, got {type_name(value)}")
