@@ -88,8 +88,11 @@ def validate_request_fields(body: dict[str, Any]) -> str:
     """Checks every Responses request gets, passthrough included; returns the model."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("model: field required") if model is None else _fail(
-            "model", "non-empty string", model)
+        raise (
+            InvalidRequest("model: field required")
+            if model is None
+            else _fail("model", "non-empty string", model)
+        )
     value = body.get("input")
     if value is not None and not isinstance(value, str | list):
         raise _fail("input", "string or array of input items", value)
@@ -108,8 +111,10 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
         if body.get(key) is not None:
             raise InvalidRequest(message)
     if body.get("background") is True:
-        raise InvalidRequest("background: background responses need a store; this gateway "
-                             "is stateless (use stream: true for long answers)")
+        raise InvalidRequest(
+            "background: background responses need a store; this gateway "
+            "is stateless (use stream: true for long answers)"
+        )
     dropped: list[str] = []
     system: list[ir.TextPart] = []
     instructions = body.get("instructions")
@@ -142,8 +147,9 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         tools=tools,
-        tool_choice=_decode_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"),
-                                        {t.name for t in tools}),
+        tool_choice=_decode_tool_choice(
+            body.get("tool_choice"), body.get("parallel_tool_calls"), {t.name for t in tools}
+        ),
         thinking=_decode_reasoning(body.get("reasoning")),
         user=user if isinstance(user, str) and user else None,
     )
@@ -179,18 +185,30 @@ def _decode_input(value: Any, system: list[ir.TextPart], dropped: list[str]) -> 
                 _append(messages, "user", _function_call_output(item, path))
             case "custom_tool_call":  # (a custom tool of an earlier native turn)
                 call_id = _str(item, "call_id", path)
-                _append(messages, "assistant", ir.ToolUsePart(
-                    call_id, _str(item, "name", path), {"input": str(item.get("input", ""))}))
+                _append(
+                    messages,
+                    "assistant",
+                    ir.ToolUsePart(
+                        call_id, _str(item, "name", path), {"input": str(item.get("input", ""))}
+                    ),
+                )
             case "custom_tool_call_output":
-                _append(messages, "user", ir.ToolResultPart(
-                    _str(item, "call_id", path), _output(item.get("output"), path)))
+                _append(
+                    messages,
+                    "user",
+                    ir.ToolResultPart(
+                        _str(item, "call_id", path), _output(item.get("output"), path)
+                    ),
+                )
             case "reasoning":
                 part = _reasoning(item, path)
                 if part is not None:
                     _append(messages, "assistant", part)
             case "item_reference":
-                raise InvalidRequest(f"{path}: item_reference needs stored items; this gateway "
-                                     "is stateless: send the items themselves")
+                raise InvalidRequest(
+                    f"{path}: item_reference needs stored items; this gateway "
+                    "is stateless: send the items themselves"
+                )
             case str():  # web_search_call, local_shell_call, compaction, ...: no equivalent
                 dropped.append(f"input item {kind}")
             case _:
@@ -209,16 +227,19 @@ def _append(messages: list[ir.Message], role: ir.Role, part: ir.Part) -> None:
     """Consecutive items of one role make one turn (a reasoning item, the text
     and the calls of one assistant answer; the results of parallel calls)."""
     last = messages[-1] if messages else None
-    if last is not None and last.role == role and (
-        role == "assistant" or all(isinstance(p, ir.ToolResultPart) for p in last.content)
+    if (
+        last is not None
+        and last.role == role
+        and (role == "assistant" or all(isinstance(p, ir.ToolResultPart) for p in last.content))
     ):
         last.content.append(part)
     else:
         messages.append(ir.Message(role, [part]))
 
 
-def _decode_message(item: dict[str, Any], path: str, system: list[ir.TextPart],
-                    messages: list[ir.Message]) -> None:
+def _decode_message(
+    item: dict[str, Any], path: str, system: list[ir.TextPart], messages: list[ir.Message]
+) -> None:
     role = item.get("role")
     parts = _content(item.get("content"), path)
     if role in ("system", "developer"):
@@ -234,7 +255,8 @@ def _decode_message(item: dict[str, Any], path: str, system: list[ir.TextPart],
             _append(messages, "assistant", part)
     else:
         raise InvalidRequest(
-            f"{path}.role: expected user, assistant, system or developer, got {role!r}")
+            f"{path}.role: expected user, assistant, system or developer, got {role!r}"
+        )
 
 
 def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
@@ -257,12 +279,16 @@ def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
             parts.append(ir.TextPart(str(part.get("refusal", ""))))
         elif kind == "input_image":
             if part.get("image_url") is None:
-                raise InvalidRequest(f"{where}: only images given by image_url (an http(s) or "
-                                     "base64 data: URL) are supported, not file_id")
+                raise InvalidRequest(
+                    f"{where}: only images given by image_url (an http(s) or "
+                    "base64 data: URL) are supported, not file_id"
+                )
             parts.append(openai_ingress.image_part(part.get("image_url"), where))
         else:
-            raise InvalidRequest(f"{where}.type: content part {kind!r} is not supported; "
-                                 "use input_text, output_text or input_image")
+            raise InvalidRequest(
+                f"{where}.type: content part {kind!r} is not supported; "
+                "use input_text, output_text or input_image"
+            )
     return parts
 
 
@@ -270,8 +296,9 @@ def _function_call(item: dict[str, Any], path: str) -> ir.ToolUsePart:
     arguments = item.get("arguments") or ""
     if not isinstance(arguments, str):
         raise _fail(f"{path}.arguments", "string", arguments)
-    return ir.ToolUsePart(_str(item, "call_id", path), _str(item, "name", path),
-                          ir.parse_tool_input(arguments))
+    return ir.ToolUsePart(
+        _str(item, "call_id", path), _str(item, "name", path), ir.parse_tool_input(arguments)
+    )
 
 
 def _function_call_output(item: dict[str, Any], path: str) -> ir.ToolResultPart:
@@ -295,9 +322,9 @@ def _reasoning(item: dict[str, Any], path: str) -> ir.Part | None:
     encrypted = item.get("encrypted_content")
     if isinstance(encrypted, str):
         if encrypted.startswith(THINKING_PREFIX):
-            return ir.ThinkingPart(text, encrypted[len(THINKING_PREFIX):])
+            return ir.ThinkingPart(text, encrypted[len(THINKING_PREFIX) :])
         if encrypted.startswith(REDACTED_PREFIX):
-            return ir.RedactedThinkingPart(encrypted[len(REDACTED_PREFIX):])
+            return ir.RedactedThinkingPart(encrypted[len(REDACTED_PREFIX) :])
     # Without a signature no upstream takes thinking back; the encoders drop it.
     return ir.ThinkingPart(text) if text else None
 
@@ -323,8 +350,7 @@ def _decode_tools(value: Any, dropped: list[str]) -> list[ir.Tool]:
         if not isinstance(schema, dict):
             raise _fail(f"tools.{i}.parameters", "object", schema)
         description = tool.get("description")
-        tools.append(ir.Tool(name, description if isinstance(description, str) else None,
-                             schema))
+        tools.append(ir.Tool(name, description if isinstance(description, str) else None, schema))
     return tools
 
 
@@ -347,8 +373,10 @@ def _decode_tool_choice(value: Any, parallel: Any, names: set[str]) -> ir.ToolCh
         return ir.ToolChoice("any" if mode == "required" else "auto", disable_parallel=disable)
     if isinstance(kind, str):  # a hosted tool (web_search, ...): dropped, so the model picks
         return ir.ToolChoice("auto", disable_parallel=disable)
-    raise InvalidRequest("tool_choice: expected 'auto', 'none', 'required' or "
-                         '{"type": "function", "name": ...}')
+    raise InvalidRequest(
+        "tool_choice: expected 'auto', 'none', 'required' or "
+        '{"type": "function", "name": ...}'
+    )
 
 
 def _decode_reasoning(value: Any) -> ir.Thinking | None:
@@ -363,8 +391,9 @@ def _decode_reasoning(value: Any) -> ir.Thinking | None:
         return ir.Thinking("disabled")
     budget = _EFFORT_BUDGET.get(effort) if isinstance(effort, str) else None
     if budget is None:
-        raise InvalidRequest("reasoning.effort: expected none, minimal, low, medium, high or "
-                             f"xhigh, got {effort!r}")
+        raise InvalidRequest(
+            f"reasoning.effort: expected none, minimal, low, medium, high or xhigh, got {effort!r}"
+        )
     return ir.Thinking("enabled", budget)
 
 
@@ -385,11 +414,13 @@ def _echo(body: dict[str, Any]) -> dict[str, Any]:
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": None,
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
-        if isinstance(reasoning, dict) else {"effort": None, "summary": None},
+        if isinstance(reasoning, dict)
+        else {"effort": None, "summary": None},
         "store": False,  # nothing is stored, whatever the client asked
         "temperature": body.get("temperature"),
-        "text": text if isinstance(text, dict) and text.get("format") else
-        {"format": {"type": "text"}},
+        "text": text
+        if isinstance(text, dict) and text.get("format")
+        else {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p"),
@@ -413,19 +444,34 @@ def item_id(kind: str, response_id: str, index: int) -> str:
 
 def message_item(id_: str, text: str, status: str = "completed") -> dict[str, Any]:
     content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    return {"id": id_, "type": "message", "status": status, "role": "assistant",
-            "content": content if status == "completed" else []}
+    return {
+        "id": id_,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content if status == "completed" else [],
+    }
 
 
-def function_call_item(id_: str, call_id: str, name: str, arguments: str,
-                       status: str = "completed") -> dict[str, Any]:
-    return {"id": id_, "type": "function_call", "status": status, "call_id": call_id,
-            "name": name, "arguments": arguments}
+def function_call_item(
+    id_: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 def reasoning_item(id_: str, text: str, encrypted: str | None) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": id_, "type": "reasoning",
-                            "summary": [{"type": "summary_text", "text": text}] if text else []}
+    item: dict[str, Any] = {
+        "id": id_,
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": text}] if text else [],
+    }
     if encrypted is not None:
         item["encrypted_content"] = encrypted
     return item
@@ -437,14 +483,17 @@ def output_items(content: list[ir.Part], response_id: str) -> Iterator[dict[str,
             case ir.TextPart(text=text):
                 yield message_item(item_id("msg", response_id, index), text)
             case ir.ToolUsePart(id=call_id, name=name, input=tool_input):
-                yield function_call_item(item_id("fc", response_id, index), call_id, name,
-                                         _encode(tool_input).decode())
+                yield function_call_item(
+                    item_id("fc", response_id, index), call_id, name, _encode(tool_input).decode()
+                )
             case ir.ThinkingPart(thinking=thinking, signature=signature):
-                yield reasoning_item(item_id("rs", response_id, index), thinking,
-                                     THINKING_PREFIX + signature if signature else None)
+                yield reasoning_item(
+                    item_id("rs", response_id, index),
+                    thinking,
+                    THINKING_PREFIX + signature if signature else None,
+                )
             case ir.RedactedThinkingPart(data=data):
-                yield reasoning_item(item_id("rs", response_id, index), "",
-                                     REDACTED_PREFIX + data)
+                yield reasoning_item(item_id("rs", response_id, index), "", REDACTED_PREFIX + data)
             case ir.ImagePart() | ir.ToolResultPart():
                 pass
             case _:
@@ -463,18 +512,28 @@ def usage_dict(usage: ir.Usage) -> dict[str, Any]:
     }
 
 
-def envelope(options: Options, response_id: str, created: int, status: str,
-             output: list[dict[str, Any]], usage: ir.Usage | None,
-             stop_reason: str | None = None) -> dict[str, Any]:
+def envelope(
+    options: Options,
+    response_id: str,
+    created: int,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: ir.Usage | None,
+    stop_reason: str | None = None,
+) -> dict[str, Any]:
     """The response object around its output: in progress, finished or failed."""
     reason = _INCOMPLETE.get(stop_reason or "")
     if reason is not None and status == "completed":
         status = "incomplete"
     return {
-        "id": response_id, "object": "response", "created_at": created, "status": status,
+        "id": response_id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
         "error": None,
         "incomplete_details": {"reason": reason} if status == "incomplete" else None,
-        "model": options.model, "output": output,
+        "model": options.model,
+        "output": output,
         **options.echo,
         "usage": usage_dict(usage) if usage is not None else None,
     }
@@ -483,8 +542,17 @@ def envelope(options: Options, response_id: str, created: int, status: str,
 def encode_response(response: ir.ChatResponse, options: Options) -> bytes:
     response_id = new_response_id()
     output = list(output_items(response.content, response_id))
-    return _encode(envelope(options, response_id, int(time.time()), "completed", output,
-                            response.usage, response.stop_reason))
+    return _encode(
+        envelope(
+            options,
+            response_id,
+            int(time.time()),
+            "completed",
+            output,
+            response.usage,
+            response.stop_reason,
+        )
+    )
 
 
 # ---------------------------------------------------------------- errors
@@ -509,11 +577,20 @@ def error_events(error: GatewayError, sequence: int, failed: dict[str, Any]) -> 
     (what the SDK's raw stream reports) and ``response.failed`` carrying the
     message (what Codex reads)."""
     failed["error"] = failure(error)
-    return (
-        frame("error", _encode({"type": "error", "code": error.kind, "message": error.message,
-                                "param": None, "sequence_number": sequence}))
-        + frame("response.failed", _encode({"type": "response.failed", "response": failed,
-                                            "sequence_number": sequence + 1}))
+    return frame(
+        "error",
+        _encode(
+            {
+                "type": "error",
+                "code": error.kind,
+                "message": error.message,
+                "param": None,
+                "sequence_number": sequence,
+            }
+        ),
+    ) + frame(
+        "response.failed",
+        _encode({"type": "response.failed", "response": failed, "sequence_number": sequence + 1}),
     )
 
 
@@ -584,5 +661,9 @@ class UsageTap:
 
 
 # How a finished native stream ends (for the passthrough's truncation check).
-STREAM_ENDS = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"',
-               b"event: error")
+STREAM_ENDS = (
+    b'"response.completed"',
+    b'"response.incomplete"',
+    b'"response.failed"',
+    b"event: error",
+)

@@ -40,8 +40,16 @@ _encode = msgspec.json.Encoder().encode
 class _Item:
     """One open output item: where it is and what it has so far."""
 
-    __slots__ = ("delta_head", "id", "kind", "name", "output_index", "parts", "signature",
-                 "summary_open")
+    __slots__ = (
+        "delta_head",
+        "id",
+        "kind",
+        "name",
+        "output_index",
+        "parts",
+        "signature",
+        "summary_open",
+    )
 
     def __init__(self, kind: str, id_: str, output_index: int, name: str = "") -> None:
         self.kind = kind
@@ -55,8 +63,17 @@ class _Item:
 
 
 class StreamEncoder:
-    __slots__ = ("_call_ids", "_created", "_done", "_id", "_items", "_options", "_seq",
-                 "_stop_reason", "_usage")
+    __slots__ = (
+        "_call_ids",
+        "_created",
+        "_done",
+        "_id",
+        "_items",
+        "_options",
+        "_seq",
+        "_stop_reason",
+        "_usage",
+    )
 
     def __init__(self, options: rp.Options) -> None:
         self._options = options
@@ -79,20 +96,36 @@ class StreamEncoder:
     def _delta(self, item: _Item, kind: str, delta: str) -> bytes:
         """The hot path: a delta event from a prebuilt head, one small encode."""
         if not item.delta_head:
-            extra = b',"content_index":0,"logprobs":[]' if kind == "response.output_text.delta" \
+            extra = (
+                b',"content_index":0,"logprobs":[]'
+                if kind == "response.output_text.delta"
                 else (b',"summary_index":0' if kind.startswith("response.reasoning") else b"")
-            item.delta_head = (b'{"type":"' + kind.encode() + b'","item_id":"' + item.id.encode()
-                               + b'","output_index":' + str(item.output_index).encode() + extra
-                               + b',"delta":')
+            )
+            item.delta_head = (
+                b'{"type":"'
+                + kind.encode()
+                + b'","item_id":"'
+                + item.id.encode()
+                + b'","output_index":'
+                + str(item.output_index).encode()
+                + extra
+                + b',"delta":'
+            )
         seq = self._seq
         self._seq = seq + 1
         data = item.delta_head + _encode(delta) + b',"sequence_number":' + str(seq).encode() + b"}"
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
     def _response(self, status: str) -> dict[str, Any]:
-        return rp.envelope(self._options, self._id, self._created, status,
-                           [self._done[k] for k in sorted(self._done)],
-                           self._usage if status != "in_progress" else None, self._stop_reason)
+        return rp.envelope(
+            self._options,
+            self._id,
+            self._created,
+            status,
+            [self._done[k] for k in sorted(self._done)],
+            self._usage if status != "in_progress" else None,
+            self._stop_reason,
+        )
 
     # ------------------------------------------------------------ events
 
@@ -114,8 +147,13 @@ class StreamEncoder:
             case ir.TextStart(index=i):
                 return self._text_start(i)
             case ir.ToolUseStart(index=i, id=call_id, name=name):
-                return self._open(i, "fc", rp.function_call_item(
-                    self._new_id("fc", i), call_id, name, "", "in_progress"), name, call_id)
+                return self._open(
+                    i,
+                    "fc",
+                    rp.function_call_item(self._new_id("fc", i), call_id, name, "", "in_progress"),
+                    name,
+                    call_id,
+                )
             case ir.ThinkingStart(index=i):
                 return self._open(i, "rs", rp.reasoning_item(self._new_id("rs", i), "", None))
             case ir.RedactedThinkingStart(index=i, data=data):
@@ -128,8 +166,9 @@ class StreamEncoder:
             case ir.MessageStart(usage=usage):
                 self._usage = usage
                 response = self._response("in_progress")
-                return (self._event("response.created", {"response": response})
-                        + self._event("response.in_progress", {"response": response}))
+                return self._event("response.created", {"response": response}) + self._event(
+                    "response.in_progress", {"response": response}
+                )
             case ir.MessageDelta(stop_reason=reason, usage=usage):
                 self._usage = ir.merge_usage(self._usage, usage)
                 self._stop_reason = reason
@@ -154,31 +193,45 @@ class StreamEncoder:
     def _new_id(self, kind: str, block: int) -> str:
         return rp.item_id(kind, self._id, block)
 
-    def _open(self, block: int, kind: str, added: dict[str, Any], name: str = "",
-              call_id: str = "") -> bytes:
+    def _open(
+        self, block: int, kind: str, added: dict[str, Any], name: str = "", call_id: str = ""
+    ) -> bytes:
         item = _Item(kind, added["id"], len(self._done) + len(self._items), name)
         self._items[block] = item
         if call_id:
             self._call_ids[block] = call_id
-        return self._event("response.output_item.added",
-                           {"output_index": item.output_index, "item": added})
+        return self._event(
+            "response.output_item.added", {"output_index": item.output_index, "item": added}
+        )
 
     def _text_start(self, block: int) -> bytes:
         added = rp.message_item(self._new_id("msg", block), "", "in_progress")
         out = self._open(block, "msg", added)
         item = self._items[block]
-        return out + self._event("response.content_part.added", {
-            "item_id": item.id, "output_index": item.output_index, "content_index": 0,
-            "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+        return out + self._event(
+            "response.content_part.added",
+            {
+                "item_id": item.id,
+                "output_index": item.output_index,
+                "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            },
+        )
 
     def _thinking_delta(self, item: _Item, thinking: str) -> bytes:
         item.parts.append(thinking)
         out = b""
         if not item.summary_open:
             item.summary_open = True
-            out = self._event("response.reasoning_summary_part.added", {
-                "item_id": item.id, "output_index": item.output_index, "summary_index": 0,
-                "part": {"type": "summary_text", "text": ""}})
+            out = self._event(
+                "response.reasoning_summary_part.added",
+                {
+                    "item_id": item.id,
+                    "output_index": item.output_index,
+                    "summary_index": 0,
+                    "part": {"type": "summary_text", "text": ""},
+                },
+            )
         return out + self._delta(item, "response.reasoning_summary_text.delta", thinking)
 
     def _close(self, block: int) -> bytes:
@@ -190,26 +243,33 @@ class StreamEncoder:
             case "msg":
                 done = rp.message_item(item.id, text)
                 part = done["content"][0]
-                out = (self._event("response.output_text.done",
-                                   {**where, "content_index": 0, "text": text, "logprobs": []})
-                       + self._event("response.content_part.done",
-                                     {**where, "content_index": 0, "part": part}))
+                out = self._event(
+                    "response.output_text.done",
+                    {**where, "content_index": 0, "text": text, "logprobs": []},
+                ) + self._event(
+                    "response.content_part.done", {**where, "content_index": 0, "part": part}
+                )
             case "fc":
                 call_id = self._call_ids.pop(block)
                 done = rp.function_call_item(item.id, call_id, item.name, text)
-                out = self._event("response.function_call_arguments.done",
-                                  {**where, "name": item.name, "arguments": text})
+                out = self._event(
+                    "response.function_call_arguments.done",
+                    {**where, "name": item.name, "arguments": text},
+                )
             case "rs":
                 encrypted = rp.THINKING_PREFIX + item.signature if item.signature else None
                 done = rp.reasoning_item(item.id, text, encrypted)
                 if item.summary_open:
                     summary = {**where, "summary_index": 0}
-                    out = (self._event("response.reasoning_summary_text.done",
-                                       {**summary, "text": text})
-                           + self._event("response.reasoning_summary_part.done",
-                                         {**summary, "part": done["summary"][0]}))
+                    out = self._event(
+                        "response.reasoning_summary_text.done", {**summary, "text": text}
+                    ) + self._event(
+                        "response.reasoning_summary_part.done",
+                        {**summary, "part": done["summary"][0]},
+                    )
             case _:  # redacted thinking
                 done = rp.reasoning_item(item.id, "", rp.REDACTED_PREFIX + (item.signature or ""))
         self._done[item.output_index] = done
-        return out + self._event("response.output_item.done",
-                                 {"output_index": item.output_index, "item": done})
+        return out + self._event(
+            "response.output_item.done", {"output_index": item.output_index, "item": done}
+        )
