@@ -553,7 +553,7 @@ def anthropic_stream_of(message: dict[str, Any]) -> list[bytes]:
         return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
     head = {**message, "content": [], "stop_reason": None,
-            "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}}
+            "usage": {**message["usage"], "output_tokens": 1}}
     out = [ev("message_start", {"message": head})]
     for index, block in enumerate(message["content"]):
         kind = block["type"]

@@ -10,8 +10,10 @@ Mapping (README "Responses API (Codex CLI)"):
 * ``instructions`` and ``system``/``developer`` messages -> system text (in
   place when they come mid-conversation);
 * ``message`` items -> turns; ``function_call`` / ``function_call_output``
-  items -> tool calls / results, ``call_id`` kept verbatim both ways, so the
-  ids a client sends back are the ones it was given;
+  items -> tool calls / results.  A ``call_id`` is the IR's tool-call id
+  verbatim (``toolu_…``, as the other doors show it), both ways, so every
+  upstream sees again the ids it issued (chat completions' ``call_…`` ids
+  come back without the prefix the IR gave them);
 * ``reasoning`` items <-> thinking blocks: the summary text is the thinking
   text; ``encrypted_content`` carries the upstream's thinking signature
   (``vdm:thinking:`` + signature) or redacted thinking (``vdm:redacted:`` +
@@ -297,7 +299,9 @@ def _function_call(item: dict[str, Any], path: str) -> ir.ToolUsePart:
     if not isinstance(arguments, str):
         raise _fail(f"{path}.arguments", "string", arguments)
     return ir.ToolUsePart(
-        _str(item, "call_id", path), _str(item, "name", path), ir.parse_tool_input(arguments)
+        _str(item, "call_id", path),
+        _str(item, "name", path),
+        ir.parse_tool_input(arguments),
     )
 
 
@@ -484,7 +488,10 @@ def output_items(content: list[ir.Part], response_id: str) -> Iterator[dict[str,
                 yield message_item(item_id("msg", response_id, index), text)
             case ir.ToolUsePart(id=call_id, name=name, input=tool_input):
                 yield function_call_item(
-                    item_id("fc", response_id, index), call_id, name, _encode(tool_input).decode()
+                    item_id("fc", response_id, index),
+                    call_id,
+                    name,
+                    _encode(tool_input).decode(),
                 )
             case ir.ThinkingPart(thinking=thinking, signature=signature):
                 yield reasoning_item(
