@@ -219,6 +219,8 @@ class StreamEncoder:
         )
 
     def _thinking_delta(self, item: _Item, thinking: str) -> bytes:
+        if not thinking:  # the summary part opens with the first text, as it closes
+            return b""
         item.parts.append(thinking)
         out = b""
         if not item.summary_open:
