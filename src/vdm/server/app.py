@@ -154,7 +154,8 @@ def id_headers(request_id: str) -> dict[str, str]:
 
 def door_for(app: App, path: str, headers: dict[str, str]) -> Door:
     """Which client protocol a request speaks, so its errors take that shape:
-    OpenAI for chat completions and the rest of the OpenAI API, ``/v1/models``
+    the Responses door for ``/v1/responses`` (OpenAI's error shape, its own
+    stream error events), OpenAI for chat completions and the rest of the OpenAI API, ``/v1/models``
     unless the client sends ``anthropic-version``; Anthropic otherwise."""
     if len(path) > 1 and path.endswith("/"):
         path = path.rstrip("/")
