@@ -654,11 +654,14 @@ async def _render_stream(
     encode: Callable[[ir.Event], bytes],
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
+    # The final usage may lack what only the start reported (Anthropic's input tokens).
+    start = first.usage if type(first) is ir.MessageStart else ir.Usage()
     try:
         yield encode(first)
         async for event in events:
             if type(event) is ir.MessageDelta:
-                outcome.usage, outcome.stop_reason = event.usage, event.stop_reason
+                outcome.usage = ir.merge_usage(start, event.usage)
+                outcome.stop_reason = event.stop_reason
             data = encode(event)
             if data:
                 yield data

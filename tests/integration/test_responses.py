@@ -620,3 +620,27 @@ def test_slow_first_event_opens_the_stream_with_pings(
             client.responses.stream(model="plain:gpt-x", input="Hi") as stream,
         ):
             assert stream.get_final_response().output_text == "late"
+
+
+def test_middleware_and_metrics_see_the_responses_door(
+    tmp_path: Path, fake_anthropic: FakeUpstream
+) -> None:
+    env = {
+        "ANT_API_KEY": "sk-a",
+        "ANT_BASE_URL": fake_anthropic.url,
+        "ANT_API_FORMAT": "anthropic",
+        "MIDDLEWARE": "request-log",
+    }
+    fake_anthropic.reply(SSEReply(anthropic_stream_of(anthropic_message("Hi there"))))
+    with run_gateway(env, tmp_path) as gateway:
+        with (
+            openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0) as client,
+            client.responses.stream(model="ant:claude-x", input="Hi") as stream,
+        ):
+            assert stream.get_final_response().output_text == "Hi there"
+        totals = httpx.get(gateway.url + "/metrics/running-totals?door=responses").json()
+        log = gateway.log()
+    assert "start responses ant:claude-x -> ant:claude-x stream=true" in log
+    # usage of a converted Anthropic stream: input from message_start, output from the end
+    assert totals["totals"]["requests"] == 1
+    assert totals["totals"]["input_tokens"] == 25 and totals["totals"]["output_tokens"] == 20
