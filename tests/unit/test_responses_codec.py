@@ -131,7 +131,11 @@ def test_tools_other_than_functions_are_dropped_and_named() -> None:
     ],
 )
 def test_tool_choice(choice: Any, parallel: Any, expected: ir.ToolChoice | None) -> None:
-    body: dict[str, Any] = {"input": "x", "parallel_tool_calls": parallel}
+    body: dict[str, Any] = {
+        "input": "x",
+        "parallel_tool_calls": parallel,
+        "tools": [{"type": "function", "name": "f"}],
+    }
     if choice is not None:
         body["tool_choice"] = choice
     assert decode(**body)[0].tool_choice == expected
@@ -177,6 +181,12 @@ def test_reasoning_effort_is_a_thinking_budget(
         ({"input": "x", "tool_choice": 5}, "tool_choice"),
         ({"input": []}, "input: field required"),
         ({"input": "x", "instructions": 3}, "instructions"),
+        (
+            {"input": "x", "tool_choice": {"type": "function", "name": "f"}},
+            "no function tool named",
+        ),
+        ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format:"),
+        ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format:"),
     ],
 )
 def test_bad_requests(body: dict[str, Any], message: str) -> None:

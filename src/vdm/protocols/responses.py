@@ -130,7 +130,11 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
         raise InvalidRequest("input: field required (a string or a non-empty array of items)")
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
-    instruction = openai_ingress.format_instruction(_chat_format(fmt))
+    try:
+        instruction = openai_ingress.format_instruction(_chat_format(fmt))
+    except InvalidRequest as exc:  # (it names the chat-completions field)
+        where = exc.message.split(":", 1)[-1]
+        raise InvalidRequest("text.format:" + where) from None
     if instruction:
         system.append(ir.TextPart(instruction))
     max_tokens = body.get("max_output_tokens")
@@ -371,6 +375,8 @@ def _decode_tool_choice(value: Any, parallel: Any, names: set[str]) -> ir.ToolCh
         name = value.get("name")
         if not isinstance(name, str) or not name:
             raise _fail("tool_choice.name", "non-empty string", name)
+        if name not in names:
+            raise InvalidRequest(f"tool_choice.name: no function tool named {name!r} in tools")
         return ir.ToolChoice("tool", name, disable_parallel=disable)
     if kind == "allowed_tools":
         mode = value.get("mode", "auto")
