@@ -73,6 +73,8 @@ class ProviderSettings:
     max_tokens_field: str = "max_tokens"
     supports_reasoning: bool = False
     deployments: Mapping[str, str] = field(default_factory=dict)  # azure: model -> deployment
+    # POST /v1/responses: relayed as is ("native", OpenAI's own API) or converted.
+    responses_api: Literal["native", "convert"] = "convert"
 
     @property
     def has_key(self) -> bool:
@@ -190,6 +192,7 @@ _MIDDLEWARE_KEYS = {"enabled", "thought-signature-cache-ttl", "thought-signature
 _PROVIDER_KEYS = {
     "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
     "fallback-aliases", "max-tokens-field", "supports-reasoning", "deployments",
+    "responses-api",
 }
 
 
@@ -656,6 +659,8 @@ def _provider(
             f"{field_src}: expected 'max_tokens' or 'max_completion_tokens', got {field_name!r}"
         )
     del key_src
+    responses_api = _responses_api(name, fmt, *pick("responses-api", "RESPONSES_API"), sources,
+                                   problems)
     deployments: dict[str, str] = {}
     if fmt == AZURE:
         version = version or AZURE_DEFAULT_API_VERSION
@@ -677,7 +682,31 @@ def _provider(
         max_tokens_field=field_name,
         supports_reasoning=reasoning,
         deployments=deployments,
+        responses_api=responses_api,
     )
+
+
+RESPONSES_APIS = ("native", "convert")
+
+
+def _responses_api(name: str, fmt: str, value: Any, source: str, sources: Mapping[str, str],
+                   problems: list[str]) -> Literal["native", "convert"]:
+    """``{NAME}_RESPONSES_API``: whether the provider speaks the Responses API
+    itself.  Only OpenAI-format providers can; the package default (``native``
+    for ``openai``) quietly does not apply when that provider is pointed at
+    another format, an explicit setting is an error then."""
+    if value is None:
+        return "convert"
+    choice = str(value).lower()
+    if choice not in RESPONSES_APIS:
+        problems.append(f"{source}: expected 'native' or 'convert', got {value!r}")
+        return "convert"
+    if choice == "native" and fmt != "openai":
+        if sources.get(f"providers.{name}.responses-api") != "defaults.toml":
+            problems.append(f"{source}: 'native' needs an OpenAI-format provider "
+                            f"(api format is {fmt!r}); use 'convert'")
+        return "convert"
+    return choice  # type: ignore[return-value]
 
 
 def _base_url(name: str, fmt: str, value: Any, source: str, problems: list[str]) -> str | None:

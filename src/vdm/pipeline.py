@@ -51,16 +51,18 @@ from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
-from vdm.protocols import anthropic, fields, openai_ingress
+from vdm.protocols import anthropic, fields, openai_ingress, responses
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.protocols.openai import usage_from_openai
+from vdm.protocols.responses_stream import StreamEncoder as ResponsesEncoder
 from vdm.providers import build
 from vdm.providers.base import (
     AnthropicNative,
     ClientContext,
     ModelLister,
     OpenAIChatNative,
+    OpenAIResponsesNative,
     Provider,
     RawResponse,
 )
@@ -111,6 +113,10 @@ _OPENAI_RELAY = _RelayRules(
     _OpenAITap, openai_ingress.encode_stream_error, msgspec.json.Decoder(_OpenAIAnswer),
     lambda a: (usage_from_openai(a.usage) if a.usage else None,
                a.choices[0].finish_reason if a.choices else None),
+)
+_RESPONSES_RELAY = _RelayRules(
+    responses.UsageTap, responses.encode_stream_error, msgspec.json.Decoder(responses.ResponsesAnswer),
+    lambda a: (responses.usage_from_responses(a.usage), a.status),
 )
 
 
@@ -176,6 +182,11 @@ class Gateway:
         self._native = {n: isinstance(p, AnthropicNative) for n, p in self.providers.items()}
         self._openai_native = {
             n: isinstance(p, OpenAIChatNative) for n, p in self.providers.items()
+        }
+        self._responses_native = {
+            n: isinstance(p, OpenAIResponsesNative) and n in settings.providers
+            and settings.providers[n].responses_api == "native"
+            for n, p in self.providers.items()
         }
         server = settings.server
         self._max_tokens_limit = server.max_tokens_limit
@@ -420,6 +431,50 @@ class Gateway:
                                       openai_ingress.encode_stream_error)
         return await work
 
+    # ------------------------------------------------------------ /v1/responses
+
+    async def responses(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+    ) -> Reply:
+        if self.chain:
+            call = Call(current_request_id.get(), "responses", headers)
+            return await self.chain.run(call, self._responses(body, headers, client_key, call))
+        return await self._responses(body, headers, client_key, None)
+
+    async def _responses(
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
+    ) -> Reply:
+        parsed = fields.decode_json_object(body)
+        model = responses.validate_request_fields(parsed)
+        stream = parsed.get("stream") is True
+        decoded: list[tuple[ir.ChatRequest, responses.Options]] = []
+
+        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
+                          outcome: Outcome) -> Reply:
+            if self._responses_native[route.provider]:
+                return await self._relay(
+                    route, outcome, stream, _RESPONSES_RELAY,
+                    lambda: provider.forward_responses(  # type: ignore[attr-defined]
+                        body, parsed, route.model, ctx),
+                )
+            if not decoded:
+                decoded.append(responses.decode_request(parsed))
+                dropped = decoded[0][1].dropped
+                if dropped:
+                    log.warning("/v1/responses to %s: dropped what it has no equivalent for: %s",
+                                route.provider, ", ".join(dropped))
+            request, options = decoded[0]
+            encoder = ResponsesEncoder(options)  # one per attempt: a fresh stream
+            return await self._convert(
+                request, route, provider, ctx, outcome, call, encoder.encode,
+                encoder.encode_error, lambda response: responses.encode_response(response, options),
+            )
+
+        work = self._serve(model, parsed, headers, client_key, call, attempt)
+        if stream:
+            return await self._opened(work, responses.PING, responses.encode_stream_error)
+        return await work
+
     async def _opened(
         self, work: Awaitable[Reply], ping: bytes, encode_error: Callable[[GatewayError], bytes]
     ) -> Reply:
@@ -659,11 +714,14 @@ async def _render_stream(
     encode: Callable[[ir.Event], bytes],
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
+    # The final usage may lack what only the start reported (Anthropic's input tokens).
+    start = first.usage if type(first) is ir.MessageStart else ir.Usage()
     try:
         yield encode(first)
         async for event in events:
             if type(event) is ir.MessageDelta:
-                outcome.usage, outcome.stop_reason = event.usage, event.stop_reason
+                outcome.usage = ir.merge_usage(start, event.usage)
+                outcome.stop_reason = event.stop_reason
             data = encode(event)
             if data:
                 yield data

@@ -13,11 +13,11 @@ What a run needs (found with Claude Code 2.1.197 against a recording server):
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
 from pathlib import Path
+
+from tests.e2e.npm_cli import NpmCli, ensure, no_proxy_for_loopback
 
 CLAUDE_CODE_VERSION = "2.1.197"
 """The version the fixtures in ``tests/fixtures/claude_code`` were captured from.
@@ -26,10 +26,10 @@ Set ``VDM_CLAUDE_CODE_VERSION`` (a version, a range or ``latest``) to install an
 an existing install in ``.cache/claude-code`` is used whatever its version.
 """
 
-REPO = Path(__file__).resolve().parents[2]
-PREFIX = REPO / ".cache" / "claude-code"
-BINARY = PREFIX / "node_modules" / ".bin" / "claude"
-INSTALL_TIMEOUT = 300.0
+CLAUDE_CODE = NpmCli("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION,
+                     "VDM_CLAUDE_CODE_VERSION", "claude-code", "claude")
+PREFIX = CLAUDE_CODE.prefix
+BINARY = CLAUDE_CODE.path
 
 CLAUDE_FLAGS: list[str] = ["--allowedTools", "Write"]
 """Flags for a headless ``claude -p`` run that may use ``Write`` without a prompt, also as root."""
@@ -42,69 +42,12 @@ OFFLINE_ENV: dict[str, str] = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "DISABLE_NON_ESSENTIAL_MODEL_CALLS": "1",
 }
-_LOOPBACK = "127.0.0.1,localhost,::1"
-
-
-def _works(binary: Path) -> bool:
-    try:
-        done = subprocess.run(
-            [str(binary), "--version"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
 
 
 def ensure_claude_cli() -> Path | None:
-    """The ``claude`` binary, installed with npm into ``<repo>/.cache/claude-code`` if missing.
-
-    Returns None when ``npm`` is not on PATH; raises RuntimeError when npm is there but the
-    install fails or the installed binary does not run.  Safe to call from parallel runs.
-    """
-    if BINARY.exists():
-        return BINARY
-    npm = shutil.which("npm")
-    if npm is None:
-        return None
-    PREFIX.mkdir(parents=True, exist_ok=True)
-    spec = os.environ.get("VDM_CLAUDE_CODE_VERSION") or CLAUDE_CODE_VERSION
-    with (PREFIX / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one install; the others wait and reuse it
-        if BINARY.exists():
-            return BINARY
-        command = [
-            npm,
-            "install",
-            "--prefix",
-            str(PREFIX),
-            "--no-audit",
-            "--no-fund",
-            f"@anthropic-ai/claude-code@{spec}",
-        ]
-        try:
-            done = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-                timeout=INSTALL_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(
-                f"npm install of Claude Code timed out after {exc.timeout}s"
-            ) from exc
-        if done.returncode != 0 or not BINARY.exists():
-            raise RuntimeError(
-                f"npm install of @anthropic-ai/claude-code@{spec} failed "
-                f"(exit {done.returncode}):\n{done.stderr[-2000:]}"
-            )
-        if not _works(BINARY):
-            raise RuntimeError(f"{BINARY} was installed but `claude --version` fails")
-    return BINARY
+    """The ``claude`` binary, installed with npm into ``<repo>/.cache/claude-code`` if missing
+    (None when npm is missing; see :func:`tests.e2e.npm_cli.ensure`)."""
+    return ensure(CLAUDE_CODE)
 
 
 def claude_env(base_url: str, home: Path, api_key: str = "test-key") -> dict[str, str]:
@@ -118,8 +61,7 @@ def claude_env(base_url: str, home: Path, api_key: str = "test-key") -> dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
     env.update(OFFLINE_ENV)
     env.update(HOME=str(home), ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY=api_key)
-    for name in ("NO_PROXY", "no_proxy"):  # a proxy set for the registries must not catch us
-        env[name] = ",".join(filter(None, [env.get(name), _LOOPBACK]))
+    no_proxy_for_loopback(env)
     return env
 
 

@@ -8,12 +8,12 @@ create the file and print the text.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.claude_cli import claude_env, ensure_claude_cli, run_claude
+from tests.e2e.claude_cli import CLAUDE_CODE, claude_env, run_claude
+from tests.e2e.npm_cli import require
 from tests.support.fakes import FakeUpstream, Recorded, SSEReply, completion, stream_of, tool_call
 from tests.support.gateway import run_gateway
 
@@ -22,12 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def claude() -> Path:
-    binary = ensure_claude_cli()
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("npm is required under CI=true for the Claude Code end-to-end test")
-        pytest.skip("npm is not installed: cannot install @anthropic-ai/claude-code")
-    return binary
+    return require(CLAUDE_CODE)
 
 
 def test_claude_code_writes_a_file_through_a_converted_tool_loop(

@@ -542,3 +542,38 @@ def anthropic_stream(text_pieces: list[str], *, model: str = "claude-upstream") 
         ev("message_stop", {"type": "message_stop"}),
     ]
     return out
+
+
+def anthropic_stream_of(message: dict[str, Any]) -> list[bytes]:
+    """The streaming rendering of an Anthropic message (see :func:`anthropic_message`):
+    every block (text, thinking with its signature, tool_use) with its deltas, then the
+    stop reason and usage."""
+
+    def ev(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+    head = {**message, "content": [], "stop_reason": None,
+            "usage": {**message["usage"], "output_tokens": 1}}
+    out = [ev("message_start", {"message": head})]
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        if kind == "text":
+            start, deltas = {"type": "text", "text": ""}, [
+                {"type": "text_delta", "text": p} for p in _split(block["text"], 3)]
+        elif kind == "thinking":
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [{"type": "thinking_delta", "thinking": p}
+                      for p in _split(block["thinking"], 3)]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+        else:  # tool_use
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": p}
+                      for p in _split(json.dumps(block["input"]), 3)]
+        out.append(ev("content_block_start", {"index": index, "content_block": start}))
+        out += [ev("content_block_delta", {"index": index, "delta": d}) for d in deltas]
+        out.append(ev("content_block_stop", {"index": index}))
+    out.append(ev("message_delta", {
+        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    out.append(ev("message_stop", {}))
+    return out

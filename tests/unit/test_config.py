@@ -391,3 +391,29 @@ def test_passthrough_settings_errors_name_their_source(home: Path, cwd: Path) ->
     assert "server.passthrough-allow" in text and "MAX_UPLOAD_SIZE" in text
     with pytest.raises(ConfigError, match=r"PASSTHROUGH_ALLOW.*FETCH"):
         load(home, cwd, PASSTHROUGH_ALLOW="FETCH /v1/files")
+
+
+def test_responses_api_is_native_only_for_openai_by_default(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, OPENAI_API_KEY="k", GROQ_API_KEY="k", ANT_API_KEY="k",
+                    ANT_BASE_URL="https://a.example", ANT_API_FORMAT="anthropic")
+    apis = {n: p.responses_api for n, p in settings.providers.items()}
+    assert apis == {"openai": "native", "groq": "convert", "ant": "convert", "echo": "convert"}
+    assert load(home, cwd, OPENAI_API_KEY="k", OPENAI_RESPONSES_API="convert",
+                GROQ_API_KEY="k", GROQ_RESPONSES_API="NATIVE").providers["groq"].responses_api \
+        == "native"
+
+
+def test_the_default_native_quietly_yields_to_another_format(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, OPENAI_API_KEY="k", OPENAI_BASE_URL="https://r.openai.azure.com")
+    assert settings.providers["openai"].api_format == "azure"
+    assert settings.providers["openai"].responses_api == "convert"
+
+
+def test_bad_responses_api_settings_name_their_source(home: Path, cwd: Path) -> None:
+    user_toml(home, '[providers.zz]\napi-key = "k"\nbase-url = "https://z.example"\n'
+                    'api-format = "anthropic"\nresponses-api = "native"\n')
+    with pytest.raises(ConfigError) as raised:
+        load(home, cwd, GROQ_API_KEY="k", GROQ_RESPONSES_API="sometimes")
+    problems = raised.value.problems
+    assert any("GROQ_RESPONSES_API" in p and "'native' or 'convert'" in p for p in problems)
+    assert any("providers.zz.responses-api" in p and "OpenAI-format" in p for p in problems)

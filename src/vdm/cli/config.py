@@ -89,6 +89,9 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
             out.append(
                 (f"{base}.api-version", p.api_version, src.get(f"{base}.api-version", "default"))
             )
+        if p.api_format == "openai":
+            out.append((f"{base}.responses-api", p.responses_api,
+                        src.get(f"{base}.responses-api", "default")))
         for header in p.headers:
             out.append(
                 (

@@ -34,7 +34,7 @@ from vdm import ir
 if TYPE_CHECKING:
     from vdm.pipeline import Outcome
 
-Door = Literal["anthropic", "openai", "grpc"]
+Door = Literal["anthropic", "openai", "responses", "grpc"]
 HOOKS = ("on_start", "on_request", "on_event", "on_response")
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _encode = msgspec.json.Encoder().encode
 
 # reasoning_effort -> thinking budget for upstreams that take budgets.
-_EFFORT_BUDGET = {"low": 2048, "medium": 8192, "high": 24576}
+EFFORT_BUDGET = {"low": 2048, "medium": 8192, "high": 24576}
 _FINISH_REASON_MAP: dict[str | None, str] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -95,7 +95,7 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
     messages: list[ir.Message] = []
     for i, value in enumerate(body["messages"]):
         _decode_message(value, f"messages.{i}", system, messages)
-    instruction = _response_format(body.get("response_format"))
+    instruction = format_instruction(body.get("response_format"))
     if instruction:
         system.append(ir.TextPart(instruction))
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -200,7 +200,7 @@ def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
                 raise _fail(f"{where}.text", "string", text)
             parts.append(ir.TextPart(text))
         elif kind == "image_url":
-            parts.append(_image(part.get("image_url"), where))
+            parts.append(image_part(part.get("image_url"), where))
         elif kind == "refusal":
             parts.append(ir.TextPart(str(part.get("refusal", ""))))
         else:
@@ -209,7 +209,7 @@ def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
     return parts
 
 
-def _image(value: Any, path: str) -> ir.ImagePart:
+def image_part(value: Any, path: str) -> ir.ImagePart:
     url = value.get("url") if isinstance(value, dict) else value
     if not isinstance(url, str) or not url:
         raise _fail(f"{path}.image_url.url", "string", url)
@@ -290,14 +290,14 @@ def _thinking(value: Any) -> ir.Thinking | None:
         return None
     if value in ("none", "minimal"):
         return ir.Thinking("disabled")
-    budget = _EFFORT_BUDGET.get(value) if isinstance(value, str) else None
+    budget = EFFORT_BUDGET.get(value) if isinstance(value, str) else None
     if budget is None:
         raise InvalidRequest(
             f"reasoning_effort: expected none, minimal, low, medium or high, got {value!r}")
     return ir.Thinking("enabled", budget)
 
 
-def _response_format(value: Any) -> str | None:
+def format_instruction(value: Any) -> str | None:
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, dict) else None

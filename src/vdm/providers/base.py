@@ -84,6 +84,16 @@ class OpenAIChatNative(Protocol):
         ...
 
 
+@runtime_checkable
+class OpenAIResponsesNative(Protocol):
+    """Providers that can speak the OpenAI Responses API themselves (used only
+    when their ``{NAME}_RESPONSES_API`` is ``native``)."""
+
+    async def forward_responses(
+        self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
+    ) -> RawResponse: ...
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamModel:
     id: str

@@ -21,6 +21,7 @@ from vdm.errors import UpstreamProtocolError
 from vdm.protocols import openai as wire
 from vdm.protocols.body import rewrite
 from vdm.protocols.model_list import decode_model_list
+from vdm.protocols.responses import STREAM_ENDS as RESPONSES_STREAM_ENDS
 from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
 from vdm.providers.endpoints import endpoint_for
@@ -92,6 +93,18 @@ class OpenAIProvider:
         raw = raw_response(response, self.name)
         if parsed.get("stream") is True and is_event_stream(raw.headers):
             raw.body = require_end(raw.body, self.name, _STREAM_ENDS)
+        return raw
+
+    async def forward_responses(
+        self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
+    ) -> RawResponse:
+        """Passthrough of ``POST /v1/responses`` (``{NAME}_RESPONSES_API=native``):
+        the client's body with only the model rewritten, the key pool's failover."""
+        upstream_body = rewrite(body, parsed, {"model": model})
+        response = await self._post(self._base + "/responses", upstream_body, ctx)
+        raw = raw_response(response, self.name)
+        if parsed.get("stream") is True and is_event_stream(raw.headers):
+            raw.body = require_end(raw.body, self.name, RESPONSES_STREAM_ENDS)
         return raw
 
     async def list_models(self, client_key: str | None) -> list[UpstreamModel]:

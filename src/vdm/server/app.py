@@ -35,7 +35,7 @@ from vdm.logs import request_id as current_request_id
 from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
-from vdm.protocols import anthropic, openai_ingress
+from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server.asgi import (
     ClientGone,
@@ -170,10 +170,14 @@ def id_headers(request_id: str) -> dict[str, str]:
 
 def door_for(app: App, path: str, headers: dict[str, str]) -> Door:
     """Which client protocol a request speaks, so its errors take that shape:
-    OpenAI for chat completions and the rest of the OpenAI API, ``/v1/models``
+    the Responses door for ``/v1/responses`` (OpenAI's error shape, its own
+    stream error events), OpenAI for chat completions and the rest of the OpenAI
+    API, ``/v1/models``
     unless the client sends ``anthropic-version``; Anthropic otherwise."""
     if len(path) > 1 and path.endswith("/"):
         path = path.rstrip("/")
+    if path == "/v1/responses":
+        return responses  # type: ignore[return-value]
     if path == "/v1/models":
         return anthropic if "anthropic-version" in headers else openai_ingress  # type: ignore[return-value]
     if path == "/v1/chat/completions" or app.openai_paths.covers(path):
@@ -181,7 +185,8 @@ def door_for(app: App, path: str, headers: dict[str, str]) -> Door:
     return anthropic  # type: ignore[return-value]
 
 
-_DOOR_NAMES: dict[Any, str] = {anthropic: "anthropic", openai_ingress: "openai"}
+_DOOR_NAMES: dict[Any, str] = {anthropic: "anthropic", openai_ingress: "openai",
+                                responses: "responses"}
 
 
 class Door(Protocol):
@@ -315,6 +320,13 @@ async def chat_completions(app: App, scope: Scope, receive: Receive, send: Send,
     assert app.gateway is not None
     await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions,
                  openai_ingress)  # type: ignore[arg-type]
+
+
+async def create_response(app: App, scope: Scope, receive: Receive, send: Send,
+                          headers: dict[str, str], request_id: str) -> None:
+    assert app.gateway is not None
+    await _reply(app, scope, receive, send, headers, request_id, app.gateway.responses,
+                 responses)  # type: ignore[arg-type]
 
 
 async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
@@ -483,6 +495,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/messages": {"POST": messages},
     "/v1/messages/count_tokens": {"POST": count_tokens},
     "/v1/chat/completions": {"POST": chat_completions},
+    "/v1/responses": {"POST": create_response},
     "/v1/models": {"GET": models},
     "/v1/aliases": {"GET": aliases},
     "/health": {"GET": health},
