@@ -8,6 +8,7 @@ parameter, never by string building, so injection-shaped input is inert.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,9 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def create_engine(settings: TenantSettings) -> AsyncEngine:
+    # aiosqlite logs every statement with its parameters at DEBUG: credentials
+    # and token hashes would reach the log with LOG_LEVEL=DEBUG.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
