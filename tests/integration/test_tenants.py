@@ -236,9 +236,9 @@ def test_exactly_max_requests_succeed_out_of_50_concurrent(
                 manage(gw) as api:
             project = make_project(api)
             token = make_token(api, project["id"], max_requests=17)
+            secret = token["token"]
             with concurrent.futures.ThreadPoolExecutor(50) as pool:
-                statuses = list(pool.map(lambda _: ask(gw, token["token"]).status_code,
-                                         range(50)))
+                statuses = list(pool.map(lambda _, s=secret: ask(gw, s).status_code, range(50)))
             assert statuses.count(200) == 17 and statuses.count(429) == 33
             assert api.get(f"/manage/tokens/{token['id']}").json()["request_count"] == 17
 

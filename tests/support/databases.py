@@ -61,8 +61,3 @@ def database_env(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
         yield {"DATABASE_URL": PG_URL, "DATABASE_SCHEMA": schema}
     finally:
         _drop_schema(schema)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield from database_env(request.param, tmp_path)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.databases import db_env  # noqa: F401  (fixture)
+from tests.support.databases import database_env
 from vdm.store import Conflict, Missing, migrate
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord, UsageDelta
 from vdm.store.sql import SqlStore, create_engine
 from vdm.tenants.settings import TenantSettings
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield from database_env(request.param, tmp_path)
 
 
 def run(env: dict[str, str], body: Callable[[SqlStore], Awaitable[Any]]) -> Any:
