@@ -263,3 +263,34 @@ def test_rpm_and_tpm_limits(tenant_gateway: Gateway) -> None:
 def test_management_api_is_off_without_its_token(gateway: Gateway) -> None:
     r = httpx.get(gateway.url + "/manage/projects")
     assert r.status_code == 404 and "MANAGEMENT_TOKEN" in r.text
+
+
+def test_cli_manages_projects_tokens_and_audit(tenant_gateway: Gateway, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.gateway import clean_env
+
+    def vdm(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**clean_env(), "HOME": str(tmp_path / "clihome"), "MANAGEMENT_TOKEN": MGMT, "COLUMNS": "300"}
+        return subprocess.run([sys.executable, "-m", "vdm", "manage", *args,
+                               "--url", tenant_gateway.url], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    made = vdm("project", "create", "--name", "cli-team", "--api-key",
+               f"openai={PROJECT_OPENAI_KEY}", "--json")
+    assert made.returncode == 0, made.stderr
+    project = json.loads(made.stdout)
+    assert PROJECT_OPENAI_KEY not in made.stdout
+    token = json.loads(vdm("token", "create", "--project", project["id"], "--max-requests",
+                           "5", "--json").stdout)
+    assert ask(tenant_gateway, token["token"]).status_code == 200
+    table = vdm("token", "list", "--project", project["id"])
+    assert table.returncode == 0 and token["id"][:8] in table.stdout
+    assert token["token"] not in table.stdout
+    assert vdm("token", "revoke", token["id"]).returncode == 0
+    assert ask(tenant_gateway, token["token"]).status_code == 401
+    audit = json.loads(vdm("audit", "list", "--action", "token.revoke", "--json").stdout)
+    assert audit["events"][0]["token_id"] == token["id"]
+    missing = vdm("project", "show", "nope")
+    assert missing.returncode == 1 and "404" in missing.stderr
