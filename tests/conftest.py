@@ -19,7 +19,6 @@ from pathlib import Path
 import anthropic
 import hypothesis  # noqa: F401  (imported early: a lazy import at session end trips CPython 3.11.7's gh-106905)
 import pytest
-import schemathesis  # noqa: F401  (same: imported early, while the stack is shallow)
 
 from tests.support.fakes import FakeUpstream
 from tests.support.gateway import Gateway, run_gateway
