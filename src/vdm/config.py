@@ -35,6 +35,9 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from vdm.tenants.settings import KEYS as _TENANT_KEYS
+from vdm.tenants.settings import TenantSettings, tenant_settings
+
 ApiFormat = Literal["openai", "anthropic", "azure", "echo"]
 API_FORMATS = ("openai", "anthropic", "azure")
 AZURE = "azure"
@@ -157,6 +160,7 @@ class Settings:
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     middleware: MiddlewareSettings = field(default_factory=MiddlewareSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    tenants: TenantSettings = field(default_factory=TenantSettings)
 
 
 def fingerprint(secret: str) -> str:
@@ -172,7 +176,8 @@ def key_id(provider: str, secret: str) -> str:
 
 # ---------------------------------------------------------------- TOML layers
 
-_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware", "grpc"}
+_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware", "grpc",
+             "tenants"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "log-format", "request-timeout", "max-tokens-limit", "max-body-size",
     "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
@@ -234,6 +239,10 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
     else:
         problems += [f"{source}: unknown key 'middleware.{k}'"
                      for k in middleware if k not in _MIDDLEWARE_KEYS]
+    tenants = data.get("tenants", {})
+    if isinstance(tenants, dict):
+        problems += [f"{source}: unknown key 'tenants.{k}'" for k in tenants
+                     if k not in _TENANT_KEYS]
     providers = data.get("providers", {})
     if not isinstance(providers, dict):
         problems.append(f"{source}: 'providers' must be a table")
@@ -294,6 +303,7 @@ def load_settings(
     grpc = _grpc_settings(merged.get("grpc", {}), env, sources, problems, server)
     providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)
+    tenants = tenant_settings(merged.get("tenants", {}), env, sources, problems)
     model_fallbacks = _fallbacks(merged.get("fallbacks", {}), env, sources, problems)
     if not problems:
         _check_fallbacks(model_fallbacks, providers, default, aliases, fallbacks, problems)
@@ -313,6 +323,7 @@ def load_settings(
         fallbacks=model_fallbacks,
         middleware=middleware,
         grpc=grpc,
+        tenants=tenants,
     )
 
 

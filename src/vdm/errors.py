@@ -14,6 +14,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── MethodNotAllowed              405  known path, other method
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  every key of a provider is cooling down
+    ├── QuotaExceeded                 429  a token's max_requests, RPM or TPM is used up
     ├── ShuttingDown                  503  the gateway ended the request to stop
     └── UpstreamError                 an upstream said no, or could not be reached
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
@@ -107,6 +108,17 @@ class RateLimited(GatewayError):
         super().__init__(message, headers={"retry-after": str(seconds)})
         self.provider = provider
         self.retry_after = retry_after
+
+
+class QuotaExceeded(GatewayError):
+    """A virtual token's own limit (never another provider's business: no fallover)."""
+
+    status = 429
+    kind = "rate_limit"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        headers = {"retry-after": str(max(1, int(retry_after + 0.999)))} if retry_after else None
+        super().__init__(message, headers=headers)
 
 
 class ShuttingDown(GatewayError):

@@ -40,13 +40,19 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from vdm import ir
 from vdm.config import Settings
-from vdm.errors import AuthenticationFailed, GatewayError, UpstreamProtocolError, UpstreamTimeout
+from vdm.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    PermissionDenied,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
@@ -69,6 +75,9 @@ from vdm.providers.base import (
 from vdm.providers.cooldowns import Cooldowns, MemoryCooldowns
 from vdm.providers.http import is_event_stream
 from vdm.routing import Route, Router
+
+if TYPE_CHECKING:
+    from vdm.tenants.registry import Principal
 
 log = logging.getLogger("vdm.pipeline")
 
@@ -241,17 +250,24 @@ class Gateway:
     async def _serve(
         self, model: str, parsed: dict[str, Any], headers: Mapping[str, str],
         client_key: str | None, call: Call | None, attempt: Attempt,
+        principal: Principal | None = None,
     ) -> Reply:
         """Run ``attempt`` on the model's route, retrying and falling back until
-        one starts an answer; raise the last failure when none does."""
+        one starts an answer; raise the last failure when none does.  A tenant's
+        ``principal`` limits the routes (allowed models/providers: fallbacks it
+        may not use are skipped) and lends its project's keys."""
         primary = self.router.resolve(model)
         candidates = (primary, *self._fallbacks.get(_key(primary), ()))
+        if principal is not None:
+            candidates = _permitted(principal, model, candidates)
         error: GatewayError | None = None
         for index, route in enumerate(candidates):
             provider = self.providers[route.provider]
             # A client's own key is meant for the provider it routed to, never another.
             key = client_key if route.provider == primary.provider else None
-            ctx = ClientContext(client_key=key, headers=headers)
+            ctx = ClientContext(
+                client_key=key, headers=headers,
+                upstream_key=principal.upstream_keys.get(route.provider) if principal else None)
             for retry in range(self._max_retries + 1):
                 outcome = Outcome(provider=route.provider, model=route.model)
                 if call is not None:  # every attempt is seen (a retry or fallback is a new one)
@@ -358,15 +374,18 @@ class Gateway:
     # ------------------------------------------------------------ /v1/messages
 
     async def messages(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        principal: Principal | None = None,
     ) -> Reply:
         if self.chain:
             call = Call(current_request_id.get(), "anthropic", headers)
-            return await self.chain.run(call, self._messages(body, headers, client_key, call))
-        return await self._messages(body, headers, client_key, None)
+            return await self.chain.run(
+                call, self._messages(body, headers, client_key, call, principal))
+        return await self._messages(body, headers, client_key, None, principal)
 
     async def _messages(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None,
+        principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
@@ -384,7 +403,7 @@ class Gateway:
                                        anthropic.encode_event, anthropic.encode_stream_error,
                                        anthropic.encode_response)
 
-        work = self._serve(model, parsed, headers, client_key, call, attempt)
+        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
         if parsed.get("stream") is True:
             return await self._opened(work, anthropic.PING, anthropic.encode_stream_error)
         return await work
@@ -392,16 +411,18 @@ class Gateway:
     # ------------------------------------------------------------ /v1/chat/completions
 
     async def chat_completions(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        principal: Principal | None = None,
     ) -> Reply:
         if self.chain:
             call = Call(current_request_id.get(), "openai", headers)
             return await self.chain.run(
-                call, self._chat_completions(body, headers, client_key, call))
-        return await self._chat_completions(body, headers, client_key, None)
+                call, self._chat_completions(body, headers, client_key, call, principal))
+        return await self._chat_completions(body, headers, client_key, None, principal)
 
     async def _chat_completions(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None,
+        principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
@@ -425,7 +446,7 @@ class Gateway:
                 lambda response: openai_ingress.encode_response(response, model),
             )
 
-        work = self._serve(model, parsed, headers, client_key, call, attempt)
+        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
         if parsed.get("stream") is True:
             return await self._opened(work, openai_ingress.PING,
                                       openai_ingress.encode_stream_error)
@@ -434,15 +455,18 @@ class Gateway:
     # ------------------------------------------------------------ /v1/responses
 
     async def responses(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        principal: Principal | None = None,
     ) -> Reply:
         if self.chain:
             call = Call(current_request_id.get(), "responses", headers)
-            return await self.chain.run(call, self._responses(body, headers, client_key, call))
-        return await self._responses(body, headers, client_key, None)
+            return await self.chain.run(
+                call, self._responses(body, headers, client_key, call, principal))
+        return await self._responses(body, headers, client_key, None, principal)
 
     async def _responses(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None,
+        principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model = responses.validate_request_fields(parsed)
@@ -470,7 +494,7 @@ class Gateway:
                 encoder.encode_error, lambda response: responses.encode_response(response, options),
             )
 
-        work = self._serve(model, parsed, headers, client_key, call, attempt)
+        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
         if stream:
             return await self._opened(work, responses.PING, responses.encode_stream_error)
         return await work
@@ -551,16 +575,21 @@ class Gateway:
     # ------------------------------------------------------------ count_tokens
 
     async def count_tokens(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None
+        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model = anthropic.validate_count_tokens_fields(parsed)
         route, provider = self._route(model)
+        if principal is not None:
+            _permitted(principal, model, (route,))
         reply_headers = {
             "content-type": _JSON, "x-vdm-provider": route.provider, "x-vdm-model": route.model,
         }
         if self._native[route.provider]:
-            ctx = ClientContext(client_key=client_key, headers=headers)
+            ctx = ClientContext(
+                client_key=client_key, headers=headers,
+                upstream_key=principal.upstream_keys.get(route.provider) if principal else None)
             upstream_body = rewrite(body, parsed, {"model": route.model})
             data = await provider.count_tokens(upstream_body, ctx)  # type: ignore[attr-defined]
             return Reply(200, reply_headers, body=data)
@@ -625,6 +654,16 @@ async def _ping_until(
             reply = task.result()
             if reply.stream is not None:
                 await reply.stream.aclose()  # type: ignore[attr-defined]
+
+
+def _permitted(principal: Principal, model: str, routes: tuple[Route, ...]
+               ) -> tuple[Route, ...]:
+    """The routes a tenant's token may use; 403 when it may not use the model at all."""
+    allowed = tuple(r for r in routes if principal.allows(r.provider, model, r.model))
+    if not allowed or allowed[0] is not routes[0]:
+        raise PermissionDenied(f"this API token may not use model {model!r} "
+                               f"({routes[0].provider}:{routes[0].model})")
+    return allowed
 
 
 def _is_utf8(data: bytes) -> bool:

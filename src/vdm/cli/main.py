@@ -12,6 +12,7 @@ from vdm import __version__
 from vdm.cli import config as config_cli
 from vdm.cli import grpc_server, proxy, tokens
 from vdm.cli import health as health_cli
+from vdm.cli import manage as manage_cli
 from vdm.cli import server as server_cli
 from vdm.cli import wrap as wrap_cli
 from vdm.cli.common import console, errors, settings_or_exit  # noqa: F401  (for other groups)
@@ -23,6 +24,8 @@ app.add_typer(server_cli.app, name="server")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(health_cli.health_app, name="health")
 app.add_typer(health_cli.test_app, name="test")
+app.add_typer(manage_cli.manage_app, name="manage")
+app.add_typer(manage_cli.db_app, name="db")
 wrap_cli.register(app)
 app.add_typer(grpc_server.app, name="grpc")
 app.add_typer(tokens.app, name="token")

@@ -83,7 +83,7 @@ class AnthropicProvider:
         def attempt(key: str) -> Any:
             return open_response(self._session, url, body, {**base, "x-api-key": key}, self.name)
 
-        return await self._keys.call(ctx.client_key, attempt)
+        return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key)
 
     async def forward_messages(
         self, body: bytes, model: str, ctx: ClientContext, *, stream: bool

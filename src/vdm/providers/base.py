@@ -20,6 +20,8 @@ class ClientContext:
     """What a provider may use of the incoming request besides its body."""
 
     client_key: str | None = None  # for !PASSTHRU providers only
+    # A tenant project's own key for this provider: used instead of the pool.
+    upstream_key: str | None = None
     headers: Mapping[str, str] | None = None  # incoming headers, lower-case names
 
 

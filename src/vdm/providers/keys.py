@@ -101,8 +101,13 @@ class KeyPool:
         ends = [self._cooldowns.until(k) for i, k in enumerate(self._ids) if i != index]
         return max(min(ends) - time.time(), 0.0) if ends else None
 
-    async def call(self, client_key: str | None, attempt: Callable[[str], Awaitable[T]]) -> T:
-        """Run ``attempt(key)``, moving through the pool while keys are refused."""
+    async def call(self, client_key: str | None, attempt: Callable[[str], Awaitable[T]],
+                   upstream_key: str | None = None) -> T:
+        """Run ``attempt(key)``, moving through the pool while keys are refused.
+        A project's own ``upstream_key`` is used alone (never benched: it is not
+        the pool's)."""
+        if upstream_key:
+            return await attempt(upstream_key)
         if self.passthrough and client_key:
             return await attempt(client_key)
         tried = 0

@@ -81,7 +81,7 @@ class OpenAIProvider:
             headers = self._auth(dict(self._headers), key)
             return open_response(self._session, url, body, headers, self.name)
 
-        return await self._keys.call(ctx.client_key, attempt)
+        return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key)
 
     async def forward_chat(
         self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
@@ -127,8 +127,8 @@ class OpenAIProvider:
         The body may be a stream that cannot be sent twice, so a refused key is
         benched for the next requests but this one is not tried again."""
         url = self._base + path + ("?" + query if query else "")
-        own = self._keys.passthrough and ctx.client_key
-        index, key = (-1, ctx.client_key) if own else self._keys.pick()
+        own = ctx.upstream_key or (self._keys.passthrough and ctx.client_key)
+        index, key = (-1, own) if own else self._keys.pick()
         upstream = {**headers, **self.settings.headers, "authorization": f"Bearer {key}"}
         raw = await request_raw(self._session, method, url, body, upstream, self.name)
         if index >= 0:

@@ -21,13 +21,17 @@ import msgspec
 
 from vdm import __version__
 from vdm import passthrough as pt
+from vdm.auth.credentials import Credentials
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
 from vdm.errors import (
+    AuthenticationFailed,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     ShuttingDown,
 )
 from vdm.logs import client_request_id
@@ -57,6 +61,8 @@ _JSON = {"content-type": "application/json"}
 
 # Paths that answer without the proxy key (probes).
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
+MANAGE = "/manage"
+PRINCIPAL = "vdm.principal"  # scope key: the tenant a request was admitted for
 
 
 Handler = Callable[["App", Scope, Receive, Send, dict[str, str], str], Awaitable[None]]
@@ -72,6 +78,12 @@ class App:
         self.proxy_key = (
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
+        # None: every request passes (no PROXY_API_KEY, control plane off).
+        self.auth: Credentials | None = Credentials(self.proxy_key) if self.proxy_key else None
+        self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
+        self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
+        self.management_key = (ProxyKey(settings.tenants.management_token)
+                               if settings.tenants.management_token else None)
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -96,6 +108,8 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    if self.settings.tenants.enabled:
+                        await self._open_control_plane()
                     self.gateway = Gateway.from_settings(self.settings, self.metrics)
                     await self.gateway.start()
                     if self.settings.server.models_prefetch:
@@ -112,6 +126,8 @@ class App:
                     await self.grpc.stop(self.settings.server.shutdown_timeout)
                 if self.gateway is not None:
                     await self.gateway.close()
+                if self.plane is not None:
+                    await self.plane.close()  # flushes usage counters and audit events
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -126,6 +142,48 @@ class App:
             tls_cert=grpc.tls_cert, tls_key=grpc.tls_key)
         log.info("gRPC LLMProxy listening on %s", self.grpc.url)
 
+    async def _open_control_plane(self) -> None:
+        from vdm.tenants.service import ControlPlane
+
+        settings = self.settings
+        self.plane = await ControlPlane.open(settings.tenants, list(settings.providers),
+                                             settings.default_provider)
+        self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
+        if self.management_key is not None:
+            from vdm.server.manage import build
+
+            self.manage = build(self.plane)
+
+    async def _management(self, scope: Scope, receive: Receive, send: Send,
+                          headers: dict[str, str], request_id: str) -> None:
+        """``/manage/*``: the MANAGEMENT_TOKEN bearer, then the management API."""
+        if self.manage is None:
+            raise NotFound("the management API is off; set MANAGEMENT_TOKEN to turn it on")
+        try:
+            assert self.management_key is not None
+            self.management_key.check(presented_key(headers))
+        except AuthenticationFailed:
+            from vdm.tenants.service import Actor
+
+            client = scope.get("client")
+            await self.plane.failed(
+                Actor("anonymous", request_id, client[0] if client else None),
+                "manage.authenticate", "wrong or missing MANAGEMENT_TOKEN")
+            await send_bytes(send, 401, {**_JSON, **id_headers(request_id),
+                                         "www-authenticate": "Bearer"},
+                             _encode({"detail": "invalid or missing management token "
+                                                "(Authorization: Bearer MANAGEMENT_TOKEN)"}))
+            return
+        scope = {**scope, "vdm.request_id": request_id}
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        await self.manage(scope, receive, send_with_id)
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
@@ -135,9 +193,16 @@ class App:
         request_id = client_request_id(headers.get("x-request-id")) or new_request_id()
         token = current_request_id.set(request_id)
         try:
+            if path.startswith(MANAGE) and (len(path) == 7 or path[7] == "/"):
+                await self._management(scope, receive, send, headers, request_id)
+                return
             handler = self._handler(scope["method"], path)
-            if self.proxy_key is not None and path not in OPEN_PATHS:
-                self.proxy_key.check(presented_key(headers))
+            if self.auth is not None and path not in OPEN_PATHS:
+                client = scope.get("client")
+                principal = await self.auth.check(headers, request_id,
+                                                  client[0] if client else None)
+                if principal is not None:
+                    scope[PRINCIPAL] = principal
             await handler(self, scope, receive, send, headers, request_id)
         except GatewayError as exc:
             door = door_for(self, path, headers)
@@ -212,7 +277,7 @@ def _internal(exc: BaseException) -> GatewayError:
 
 async def _reply(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
-    request_id: str, call: Callable[[bytes, dict[str, str], str | None], Awaitable[Reply]],
+    request_id: str, call: Callable[..., Awaitable[Reply]],
     door: Door = anthropic,  # type: ignore[assignment]
 ) -> None:
     """Read the body, run the pipeline, send its reply (in ``door``'s protocol);
@@ -222,11 +287,13 @@ async def _reply(
     metrics.in_flight += 1
     try:
         body = await read_body(receive, headers, app.max_body)
-        client_key = presented_key(headers)
+        principal = scope.get(PRINCIPAL)
+        # A tenant's token is the gateway's credential, never an upstream's (!PASSTHRU).
+        client_key = presented_key(headers) if principal is None else None
         reply: Reply | None = None
         async with cancel_on_disconnect(receive) as watch:
             try:
-                reply = await call(body, headers, client_key)
+                reply = await call(body, headers, client_key, principal)
             except GatewayError as exc:
                 _log_failure(app, scope, exc, door, started)
                 await send_error(send, exc, request_id, door)
@@ -259,6 +326,8 @@ async def _reply(
         metrics.in_flight -= 1
     if reply is not None and reply.outcome is not None:
         _record_outcome(app, door, reply, started, answered)
+        if principal is not None:
+            app.plane.registry.record_usage(principal, reply.outcome.usage)
         if access.isEnabledFor(logging.INFO):
             _log_outcome(scope, reply, watch.gone)
 
@@ -343,12 +412,15 @@ async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
     raw_path = scope.get("raw_path") or scope["path"].encode()
     path = raw_path.decode("latin-1")[len("/v1"):]  # the base URL ends in /v1
     query = scope.get("query_string", b"").decode("latin-1")
-    ctx = ClientContext(client_key=presented_key(headers), headers=headers)
+    principal = scope.get(PRINCIPAL)
+    ctx = ClientContext(client_key=presented_key(headers) if principal is None else None,
+                        headers=headers)
     explicit = headers.get(pt.PROVIDER_HEADER)
     router = app.gateway.router
     if pt.is_json(headers):
         body = await read_body(receive, headers, app.max_body)
         target, body = pt.route_json(router, app.formats, body, explicit)
+        ctx = _tenant_context(ctx, principal, target)
         upstream_headers = pt.request_headers(headers, streamed=False)
         async with cancel_on_disconnect(receive) as watch:
             raw = await _forward(app, target, method, path, query, upstream_headers, body, ctx)
@@ -356,6 +428,7 @@ async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
     else:
         _check_declared(headers, app.max_upload)
         target = pt.choose(router, app.formats, None, explicit)
+        ctx = _tenant_context(ctx, principal, target)
         upstream_headers = pt.request_headers(headers, streamed=True)
         async with stream_request(receive, app.max_upload) as (watch, streamed):
             has_body = "content-length" in headers or "transfer-encoding" in headers
@@ -369,6 +442,18 @@ async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
         access.info("%s %s %d %s passthrough %.1fms%s", method, scope["path"], status,
                     target.provider, elapsed * 1000,
                     " client-disconnected" if watch.gone else "")
+
+
+def _tenant_context(ctx: ClientContext, principal: Any, target: pt.Target) -> ClientContext:
+    """A tenant may use the passthrough only for providers its token allows,
+    with its project's key for that provider when it has one."""
+    if principal is None:
+        return ctx
+    if principal.allowed_providers is not None and \
+            target.provider not in principal.allowed_providers:
+        raise PermissionDenied(f"this API token may not use provider {target.provider!r}")
+    return ClientContext(client_key=None, headers=ctx.headers,
+                         upstream_key=principal.upstream_keys.get(target.provider))
 
 
 def _check_declared(headers: dict[str, str], limit: int) -> None:

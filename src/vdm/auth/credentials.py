@@ -1,0 +1,78 @@
+"""Which check a presented credential goes to, for the HTTP doors.
+
+One seam for every credential kind: a checker resolves the credential to a
+:class:`~vdm.tenants.registry.Principal` (project, token, limits) or raises a
+``GatewayError`` (401/403/429).  Today:
+
+* ``sk-vdm-…`` — a virtual token, checked by the in-memory
+  :class:`~vdm.tenants.registry.TokenRegistry` (control plane on);
+* anything else — ``PROXY_API_KEY`` when set (the simple mode; no principal);
+* nothing matched while the control plane is on — 401.
+
+A JWT verifier plugs in as ``jwt=`` (anything with the :class:`Authenticator`
+shape); it is asked for credentials that look like a JWT before the proxy key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from vdm.auth.proxy_key import ProxyKey, presented_key
+from vdm.errors import AuthenticationFailed
+from vdm.tenants.secrets import TOKEN_PREFIX
+
+if TYPE_CHECKING:
+    from vdm.tenants.audit import AuditLog
+    from vdm.tenants.registry import Principal
+
+
+class Authenticator(Protocol):
+    async def admit(self, credential: str, *, request_id: str, client_ip: str | None
+                    ) -> Principal: ...
+
+
+def looks_like_jwt(credential: str) -> bool:
+    return credential.startswith("eyJ") and credential.count(".") == 2
+
+
+class Credentials:
+    __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens")
+
+    def __init__(self, proxy_key: ProxyKey | None, tokens: Authenticator | None = None, *,
+                 jwt: Authenticator | None = None, audit: AuditLog | None = None) -> None:
+        self._proxy_key = proxy_key
+        self._tokens = tokens
+        self._jwt = jwt
+        self._audit = audit
+        self._required = tokens is not None or jwt is not None
+
+    async def check(self, headers: Mapping[str, str], request_id: str,
+                    client_ip: str | None) -> Principal | None:
+        presented = presented_key(headers)
+        if presented is not None:
+            if self._tokens is not None and presented.startswith(TOKEN_PREFIX):
+                return await self._tokens.admit(presented, request_id=request_id,
+                                                client_ip=client_ip)
+            if self._jwt is not None and looks_like_jwt(presented):
+                return await self._jwt.admit(presented, request_id=request_id,
+                                             client_ip=client_ip)
+        if self._proxy_key is not None:
+            try:
+                self._proxy_key.check(presented)
+            except AuthenticationFailed:
+                self._deny("wrong or missing PROXY_API_KEY", request_id, client_ip)
+                raise
+            return None
+        if self._required:
+            self._deny("no API token", request_id, client_ip)
+            raise AuthenticationFailed(
+                "this gateway requires an API token (sk-vdm-…) as x-api-key or "
+                "Authorization: Bearer")
+        return None
+
+    def _deny(self, reason: str, request_id: str, client_ip: str | None) -> None:
+        if self._audit is not None:
+            self._audit.record(actor="anonymous", action="proxy.authenticate",
+                               outcome="denied", request_id=request_id, client_ip=client_ip,
+                               details={"reason": reason})

@@ -1,0 +1,244 @@
+"""``vdm manage project|token|audit …`` over the running gateway's management API,
+and ``vdm db upgrade|status`` on the database itself.
+
+The API is found like ``vdm health`` finds the gateway (``--url``, the pid
+file's record, ``HOST:PORT``) and called with ``MANAGEMENT_TOKEN``.  Tables
+with Rich; ``--json`` prints the API's JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vdm.cli.common import console, fail, settings_or_exit
+from vdm.cli.health import gateway_url
+
+manage_app = typer.Typer(help="Projects, tokens and audit (the management API).",
+                         no_args_is_help=True)
+project_app = typer.Typer(help="Projects.", no_args_is_help=True)
+token_app = typer.Typer(help="Virtual tokens (sk-vdm-…).", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit events.", no_args_is_help=True)
+manage_app.add_typer(project_app, name="project")
+manage_app.add_typer(token_app, name="token")
+manage_app.add_typer(audit_app, name="audit")
+db_app = typer.Typer(help="The control plane's database.", no_args_is_help=True)
+
+Url = Annotated[str | None, typer.Option(help="The gateway's URL.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _call(url: str | None, method: str, path: str, body: dict[str, Any] | None = None,
+          query: dict[str, Any] | None = None) -> Any:
+    settings = settings_or_exit()
+    token = settings.tenants.management_token
+    if not token:
+        fail("MANAGEMENT_TOKEN is not set")
+    base = gateway_url(url, settings)
+    params = {k: v for k, v in (query or {}).items() if v is not None}
+    target = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(target, data=data, method=method, headers={
+        "authorization": f"Bearer {token}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            detail = json.dumps(json.loads(detail)["detail"])
+        fail(f"{method} {path}: {exc.code}: {detail}")
+    except OSError as exc:
+        fail(f"no gateway answers at {base} ({getattr(exc, 'reason', exc)})")
+    return json.loads(raw) if raw else None
+
+
+def _show(value: Any, as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        console.print_json(json.dumps(value)) if value is not None else None
+        return
+    rows = value if isinstance(value, list) else [value]
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        provider, sep, key = item.partition("=")
+        if not sep or not provider:
+            fail(f"--api-key expects PROVIDER=KEY, got {item.split('=')[0]!r}…")
+        out[provider] = key
+    return out
+
+
+_PROJECT_COLS = ["id", "name", "is_active", "api_keys", "created_at"]
+_TOKEN_COLS = ["id", "token", "project_id", "is_active", "request_count", "max_requests",
+               "rpm", "tpm", "expires_at", "last_used_at"]
+_AUDIT_COLS = ["id", "timestamp", "actor", "action", "outcome", "project_id", "token_id",
+               "client_ip"]
+ApiKeys = Annotated[list[str] | None, typer.Option("--api-key", help="PROVIDER=KEY (repeat)")]
+
+
+@project_app.command("list")
+def project_list(url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "GET", "/manage/projects"), as_json, _PROJECT_COLS)
+
+
+@project_app.command("show")
+def project_show(project_id: str, url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "GET", f"/manage/projects/{urllib.parse.quote(project_id)}"), as_json,
+          _PROJECT_COLS)
+
+
+@project_app.command("create")
+def project_create(name: Annotated[str, typer.Option()], api_key: ApiKeys = None,
+                   url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "POST", "/manage/projects", {"name": name, "api_keys": _pairs(api_key)}),
+          as_json, _PROJECT_COLS)
+
+
+@project_app.command("update")
+def project_update(project_id: str, name: Annotated[str | None, typer.Option()] = None,
+                   active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
+                   api_key: ApiKeys = None, url: Url = None, as_json: Json = False) -> None:
+    body = {k: v for k, v in {"name": name, "is_active": active,
+                              "api_keys": _pairs(api_key) or None}.items() if v is not None}
+    _show(_call(url, "PATCH", f"/manage/projects/{urllib.parse.quote(project_id)}", body),
+          as_json, _PROJECT_COLS)
+
+
+@project_app.command("delete")
+def project_delete(project_id: str, url: Url = None) -> None:
+    _call(url, "DELETE", f"/manage/projects/{urllib.parse.quote(project_id)}")
+    console.print(f"deleted project {project_id}")
+
+
+@token_app.command("list")
+def token_list(project: Annotated[str | None, typer.Option(help="project id")] = None,
+               url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "GET", "/manage/tokens", query={"project_id": project}), as_json,
+          _TOKEN_COLS)
+
+
+@token_app.command("show")
+def token_show(token_id: str, url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "GET", f"/manage/tokens/{urllib.parse.quote(token_id)}"), as_json,
+          _TOKEN_COLS)
+
+
+Opt = Annotated[int | None, typer.Option()]
+Models = Annotated[list[str] | None, typer.Option("--model", help="allowed model (repeat)")]
+Providers = Annotated[list[str] | None, typer.Option("--provider",
+                                                     help="allowed provider (repeat)")]
+
+
+@token_app.command("create")
+def token_create(project: Annotated[str, typer.Option(help="project id")],
+                 duration_minutes: Opt = None, max_requests: Opt = None, rpm: Opt = None,
+                 tpm: Opt = None, model: Models = None, provider: Providers = None,
+                 name: Annotated[str | None, typer.Option()] = None,
+                 url: Url = None, as_json: Json = False) -> None:
+    """Create a token; its secret is printed once."""
+    body = {k: v for k, v in {"project_id": project, "duration_minutes": duration_minutes,
+                              "max_requests": max_requests, "rpm": rpm, "tpm": tpm,
+                              "allowed_models": model, "allowed_providers": provider,
+                              "name": name}.items() if v is not None}
+    _show(_call(url, "POST", "/manage/tokens", body), as_json, _TOKEN_COLS)
+
+
+@token_app.command("update")
+def token_update(token_id: str, max_requests: Opt = None, rpm: Opt = None, tpm: Opt = None,
+                 active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
+                 url: Url = None, as_json: Json = False) -> None:
+    body = {k: v for k, v in {"max_requests": max_requests, "rpm": rpm, "tpm": tpm,
+                              "is_active": active}.items() if v is not None}
+    _show(_call(url, "PATCH", f"/manage/tokens/{urllib.parse.quote(token_id)}", body),
+          as_json, _TOKEN_COLS)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, url: Url = None) -> None:
+    _call(url, "DELETE", f"/manage/tokens/{urllib.parse.quote(token_id)}")
+    console.print(f"revoked token {token_id}")
+
+
+Text = Annotated[str | None, typer.Option()]
+
+
+@audit_app.command("list")
+def audit_list(since: Text = None, until: Text = None, project: Text = None,
+               token: Text = None, action: Text = None, outcome: Text = None,
+               page: int = 1, page_size: int = 50, url: Url = None,
+               as_json: Json = False) -> None:
+    """Audit events, newest first (times in ISO 8601 with a zone)."""
+    result = _call(url, "GET", "/manage/audit", query={
+        "since": since, "until": until, "project_id": project, "token_id": token,
+        "action": action, "outcome": outcome, "page": page, "page_size": page_size})
+    if as_json:
+        _show(result, True, [])
+        return
+    _show(result["events"], False, _AUDIT_COLS)
+    p = result["pagination"]
+    console.print(f"page {p['page']} of {p['total_pages']} ({p['total']} events)")
+
+
+@audit_app.command("show")
+def audit_show(event_id: str, url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "GET", f"/manage/audit/{urllib.parse.quote(event_id)}"), as_json,
+          [*_AUDIT_COLS, "details"])
+
+
+# ---------------------------------------------------------------- vdm db
+
+
+async def _db(action: str) -> str:
+    from vdm.store import migrate
+    from vdm.store.sql import create_engine
+
+    tenants = settings_or_exit().tenants
+    engine = create_engine(tenants)
+    try:
+        if action == "upgrade":
+            await migrate.upgrade(engine, tenants.database_schema)
+        status = await migrate.status(engine, tenants.database_schema)
+    finally:
+        await engine.dispose()
+    state = "up to date" if status.up_to_date else "needs `vdm db upgrade`"
+    return f"revision {status.current or '(none)'}, newest {status.head}: {state}"
+
+
+def _where() -> str:
+    url = settings_or_exit().tenants.sqlalchemy_url
+    return url.split("@")[-1] if "@" in url else url  # never the password
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations (the gateway also does at start-up)."""
+    try:
+        console.print(f"{_where()}: {asyncio.run(_db('upgrade'))}")
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """The database's migration revision (exit 1 when it is behind)."""
+    try:
+        text = asyncio.run(_db("status"))
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}")
+    console.print(f"{_where()}: {text}")
+    if "needs" in text:
+        raise typer.Exit(1)

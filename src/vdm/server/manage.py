@@ -1,0 +1,342 @@
+"""The management API under ``/manage`` (FastAPI, for its OpenAPI document).
+
+Mounted for ``/manage`` only: :meth:`vdm.server.app.App._http` checks the
+``MANAGEMENT_TOKEN`` bearer (constant-time) and hands the request here; the
+hot path stays plain ASGI.  Paths and JSON shapes follow the management API
+operators already script against (projects, tokens, audit, cache purge);
+secrets are shown obfuscated, a token's secret once, at creation.  Bad input
+is a 400 (malformed JSON) or 422 (field-level ``detail``), an unknown id a
+404, a taken name a 409: never a 500.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from vdm import __version__
+from vdm.store import Conflict, Missing
+from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
+from vdm.tenants.audit import to_json
+from vdm.tenants.service import Actor, ControlPlane
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Key = Annotated[str, StringConstraints(max_length=4096)]
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Limit = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectCreate(_In):
+    name: Name
+    api_key: Key | None = Field(None, description="the default provider's key for this project")
+    api_keys: dict[Ident, Key] | None = Field(None, description="provider -> key")
+    is_active: bool = True
+
+
+class ProjectPatch(_In):
+    name: Name | None = None
+    api_key: Key | None = None
+    api_keys: dict[Ident, Key] | None = Field(
+        None, description="provider -> key; an empty key removes that provider's")
+    is_active: bool | None = None
+
+
+class ProjectPut(ProjectPatch):
+    name: Name
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    api_key: str = Field(description="the default provider's key, obfuscated ('' when none)")
+    api_keys: dict[str, str] = Field(description="provider -> obfuscated key")
+    is_active: bool
+    deactivated_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenCreate(_In):
+    project_id: Ident
+    name: Name | None = None
+    duration_minutes: Annotated[int, Field(ge=1, le=525_600 * 100)] | None = None
+    expires_at: AwareDatetime | None = None
+    max_requests: Limit | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    allowed_models: list[Ident] | None = None
+    allowed_providers: list[Ident] | None = None
+    is_active: bool = True
+
+
+class TokenPatch(_In):
+    name: Name | None = None
+    expires_at: AwareDatetime | None = None
+    max_requests: Limit | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    allowed_models: list[Ident] | None = None
+    allowed_providers: list[Ident] | None = None
+    is_active: bool | None = None
+
+
+class TokenOut(BaseModel):
+    id: str
+    token: str = Field(description="obfuscated (the secret is shown only at creation)")
+    project_id: str
+    name: str | None = None
+    expires_at: datetime | None = None
+    is_active: bool
+    request_count: int
+    max_requests: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    allowed_models: list[str] | None = None
+    allowed_providers: list[str] | None = None
+    created_at: datetime
+    last_used_at: datetime | None = None
+    cache_hit_count: int
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret: store it now, it is not shown again")
+
+
+class AuditOut(BaseModel):
+    id: str
+    timestamp: datetime
+    actor: str
+    action: str
+    outcome: str
+    request_id: str | None = None
+    client_ip: str | None = None
+    project_id: str | None = None
+    token_id: str | None = None
+    target: str | None = None
+    details: dict[str, Any]
+
+
+class Pagination(BaseModel):
+    page: int
+    page_size: int
+    total: int
+    total_pages: int
+
+
+class AuditPage(BaseModel):
+    events: list[AuditOut]
+    pagination: Pagination
+
+
+class CachePurge(_In):
+    method: Annotated[str, StringConstraints(min_length=1, max_length=16)]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    prefix: Annotated[str, StringConstraints(max_length=8192)] | None = None
+
+
+class CachePurged(BaseModel):
+    deleted: bool | int
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem},
+    409: {"model": Problem}, 422: {"model": Problem},
+}
+
+
+def _actor(request: Request) -> Actor:
+    scope = request.scope
+    client = scope.get("client")
+    return Actor("management", scope.get("vdm.request_id"), client[0] if client else None)
+
+
+def build(plane: ControlPlane) -> FastAPI:
+    api = FastAPI(title="vdm management API", version=__version__,
+                  openapi_url="/manage/openapi.json", docs_url="/manage/docs", redoc_url=None,
+                  responses=_ERRORS)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                  for e in errors]
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    @api.exception_handler(Missing)
+    async def missing(request: Request, exc: Missing) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        await plane.failed(_actor(request), "manage.conflict", str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    def project_out(p: ProjectRecord) -> ProjectOut:
+        shown = plane.shown_credentials(p)
+        return ProjectOut(id=p.id, name=p.name, api_key=shown.get(plane.default_provider, ""),
+                          api_keys=shown, is_active=p.is_active, deactivated_at=p.deactivated_at,
+                          created_at=p.created_at, updated_at=p.updated_at)
+
+    def token_fields(t: TokenRecord) -> dict[str, Any]:
+        return dict(id=t.id, token=t.hint, project_id=t.project_id, name=t.name,
+                    expires_at=t.expires_at, is_active=t.is_active,
+                    request_count=t.request_count, max_requests=t.max_requests, rpm=t.rpm,
+                    tpm=t.tpm, allowed_models=t.allowed_models,
+                    allowed_providers=t.allowed_providers, created_at=t.created_at,
+                    last_used_at=t.last_used_at, cache_hit_count=t.cache_hit_count)
+
+    def keys_of(body: ProjectPatch | ProjectCreate) -> dict[str, Any]:
+        keys: dict[str, Any] = dict(body.api_keys or {})
+        if body.api_key is not None:
+            keys[plane.default_provider] = body.api_key
+        return keys
+
+    async def project_or_404(project_id: str) -> ProjectRecord:
+        project = await plane.store.get_project(project_id)
+        if project is None:
+            raise Missing(f"no project {project_id!r}")
+        return project
+
+    async def token_or_404(token_id: str) -> TokenRecord:
+        token = await plane.store.get_token(token_id)
+        if token is None:
+            raise Missing(f"no token {token_id!r}")
+        return plane.live(token)
+
+    # ------------------------------------------------------------ projects
+
+    @api.get("/manage/projects", response_model=list[ProjectOut], tags=["projects"])
+    async def list_projects() -> list[ProjectOut]:
+        return [project_out(p) for p in await plane.store.list_projects()]
+
+    @api.post("/manage/projects", status_code=201, response_model=ProjectOut, tags=["projects"])
+    async def create_project(request: Request, body: ProjectCreate) -> ProjectOut:
+        return project_out(await plane.create_project(
+            _actor(request), body.name, keys_of(body), body.is_active))
+
+    @api.get("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+    async def get_project(project_id: str) -> ProjectOut:
+        return project_out(await project_or_404(project_id))
+
+    async def change_project(request: Request, project_id: str, body: ProjectPatch
+                             ) -> ProjectOut:
+        return project_out(await plane.update_project(
+            _actor(request), project_id, name=body.name, is_active=body.is_active,
+            keys=keys_of(body)))
+
+    @api.patch("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+    async def patch_project(request: Request, project_id: str, body: ProjectPatch
+                            ) -> ProjectOut:
+        return await change_project(request, project_id, body)
+
+    @api.put("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+    async def put_project(request: Request, project_id: str, body: ProjectPut) -> ProjectOut:
+        return await change_project(request, project_id, body)
+
+    @api.delete("/manage/projects/{project_id}", status_code=204, tags=["projects"],
+                response_class=Response)
+    async def delete_project(request: Request, project_id: str) -> Response:
+        await plane.delete_project(_actor(request), project_id)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ tokens
+
+    @api.get("/manage/tokens", response_model=list[TokenOut], tags=["tokens"])
+    async def list_tokens(project_id: Annotated[str | None, Query(max_length=200)] = None
+                          ) -> list[TokenOut]:
+        return [TokenOut(**token_fields(plane.live(t)))
+                for t in await plane.store.list_tokens(project_id)]
+
+    @api.post("/manage/tokens", status_code=201, response_model=TokenCreated, tags=["tokens"])
+    async def create_token(request: Request, body: TokenCreate) -> TokenCreated:
+        fields = body.model_dump(exclude={"project_id", "duration_minutes"})
+        if body.duration_minutes is not None:
+            if body.expires_at is not None:
+                raise RequestValidationError([{
+                    "loc": ("body", "duration_minutes"), "type": "value_error",
+                    "msg": "give duration_minutes or expires_at, not both"}])
+            fields["expires_at"] = datetime.now(UTC) + timedelta(minutes=body.duration_minutes)
+        record, secret = await plane.create_token(_actor(request), body.project_id, **fields)
+        return TokenCreated(**{**token_fields(record), "token": secret})
+
+    @api.get("/manage/tokens/{token_id}", response_model=TokenOut, tags=["tokens"])
+    async def get_token(token_id: str) -> TokenOut:
+        return TokenOut(**token_fields(await token_or_404(token_id)))
+
+    async def change_token(request: Request, token_id: str, body: TokenPatch) -> TokenOut:
+        changes = body.model_dump(exclude_unset=True)
+        if changes.get("is_active", True) is None:
+            changes.pop("is_active")
+        record = await plane.update_token(_actor(request), token_id, changes)
+        return TokenOut(**token_fields(record))
+
+    @api.patch("/manage/tokens/{token_id}", response_model=TokenOut, tags=["tokens"])
+    async def patch_token(request: Request, token_id: str, body: TokenPatch) -> TokenOut:
+        return await change_token(request, token_id, body)
+
+    @api.put("/manage/tokens/{token_id}", response_model=TokenOut, tags=["tokens"])
+    async def put_token(request: Request, token_id: str, body: TokenPatch) -> TokenOut:
+        return await change_token(request, token_id, body)
+
+    @api.delete("/manage/tokens/{token_id}", status_code=204, tags=["tokens"],
+                response_class=Response)
+    async def revoke_token(request: Request, token_id: str) -> Response:
+        await plane.update_token(_actor(request), token_id, {"is_active": False},
+                                 action="token.revoke")
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ audit
+
+    def audit_out(e: AuditRecord) -> AuditOut:
+        return AuditOut(**to_json(e))
+
+    @api.get("/manage/audit", response_model=AuditPage, tags=["audit"])
+    async def list_audit(
+        since: AwareDatetime | None = None, until: AwareDatetime | None = None,
+        project_id: Annotated[str | None, Query(max_length=200)] = None,
+        token_id: Annotated[str | None, Query(max_length=200)] = None,
+        action: Annotated[str | None, Query(max_length=100)] = None,
+        outcome: Annotated[str | None, Query(max_length=20)] = None,
+        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> AuditPage:
+        query = AuditQuery(since.astimezone(UTC) if since else None,
+                           until.astimezone(UTC) if until else None,
+                           project_id, token_id, action, outcome, page, page_size)
+        events, total = await plane.query_audit(query)
+        return AuditPage(events=[audit_out(e) for e in events], pagination=Pagination(
+            page=page, page_size=page_size, total=total,
+            total_pages=math.ceil(total / page_size)))
+
+    @api.get("/manage/audit/{event_id}", response_model=AuditOut, tags=["audit"])
+    async def get_audit(event_id: str) -> AuditOut:
+        event = await plane.get_audit(event_id)
+        if event is None:
+            raise Missing(f"no audit event {event_id!r}")
+        return audit_out(event)
+
+    # ------------------------------------------------------------ cache
+
+    @api.post("/manage/cache/purge", response_model=CachePurged, tags=["cache"])
+    async def purge_cache(request: Request, body: Annotated[CachePurge, Body()]) -> CachePurged:
+        """Purge cached responses (exact ``method`` + ``url``, or every URL under
+        ``prefix``).  vdm has no response cache yet, so nothing is ever deleted."""
+        await plane._audited(_actor(request), "cache.purge", target=body.url[:200])
+        return CachePurged(deleted=0 if body.prefix is not None else False)
+
+    return api

@@ -1,0 +1,252 @@
+"""SQLite and PostgreSQL storage through SQLAlchemy 2 async Core.
+
+One implementation for both databases: the statements are portable Core, and
+the few differences (SQLite's WAL pragma, PostgreSQL's schema) are set on the
+engine in :func:`create_engine`.  Every value reaches SQL as a bound
+parameter, never by string building, so injection-shaped input is inert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from vdm.store import Conflict, Missing
+from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord, UsageDelta
+from vdm.store.schema import audit_events, projects, revision, tokens
+from vdm.tenants.settings import TenantSettings
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """Times as aware UTC (SQLite hands them back naive)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def create_engine(settings: TenantSettings) -> AsyncEngine:
+    # aiosqlite logs every statement with its parameters at DEBUG: credentials
+    # and token hashes would reach the log with LOG_LEVEL=DEBUG.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    connect_args: dict[str, Any] = {}
+    if settings.database_schema:
+        connect_args["server_settings"] = {"search_path": settings.database_schema}
+    return create_async_engine(url, connect_args=connect_args, pool_size=5, max_overflow=10)
+
+
+def _project(row: Any) -> ProjectRecord:
+    return ProjectRecord(
+        id=row.id, name=row.name, is_active=row.is_active, credentials=dict(row.credentials or {}),
+        created_at=utc(row.created_at), updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+        deactivated_at=utc(row.deactivated_at),
+    )
+
+
+def _token(row: Any) -> TokenRecord:
+    return TokenRecord(
+        id=row.id, project_id=row.project_id, token_hash=row.token_hash, hint=row.hint,
+        name=row.name, is_active=row.is_active, expires_at=utc(row.expires_at),
+        max_requests=row.max_requests, rpm=row.rpm, tpm=row.tpm,
+        allowed_models=row.allowed_models, allowed_providers=row.allowed_providers,
+        request_count=row.request_count, cache_hit_count=row.cache_hit_count,
+        last_used_at=utc(row.last_used_at),
+        created_at=utc(row.created_at), updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+    )
+
+
+def _audit(row: Any) -> AuditRecord:
+    return AuditRecord(
+        id=row.id, ts=utc(row.ts), actor=row.actor, action=row.action,  # type: ignore[arg-type]
+        outcome=row.outcome, request_id=row.request_id, client_ip=row.client_ip,
+        project_id=row.project_id, token_id=row.token_id, target=row.target,
+        details=dict(row.details or {}),
+    )
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}
+
+
+class SqlStore:
+    """Projects, tokens, audit and usage in one database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def _bump(self, conn: Any) -> None:
+        await conn.execute(update(revision).where(revision.c.id == 1)
+                           .values(value=revision.c.value + 1))
+
+    async def revision(self) -> int:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(revision.c.value).where(revision.c.id == 1))
+        return int(value or 0)
+
+    # ------------------------------------------------------------ projects
+
+    async def create_project(self, record: ProjectRecord) -> ProjectRecord:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(projects).values(**_fields(record)))
+                await self._bump(conn)
+        except IntegrityError:
+            raise Conflict(f"a project named {record.name!r} exists already") from None
+        return record
+
+    async def get_project(self, project_id: str) -> ProjectRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(projects).where(projects.c.id == project_id))).first()
+        return _project(row) if row else None
+
+    async def list_projects(self) -> list[ProjectRecord]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(projects).order_by(projects.c.created_at,
+                                                                projects.c.id))
+            return [_project(r) for r in rows]
+
+    async def update_project(self, project_id: str, changes: Mapping[str, Any]) -> ProjectRecord:
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    update(projects).where(projects.c.id == project_id).values(**changes))
+                if result.rowcount == 0:
+                    raise Missing(f"no project {project_id!r}")
+                await self._bump(conn)
+        except IntegrityError:
+            raise Conflict(f"a project named {changes.get('name')!r} exists already") from None
+        project = await self.get_project(project_id)
+        assert project is not None
+        return project
+
+    async def delete_project(self, project_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(tokens.delete().where(tokens.c.project_id == project_id))
+            result = await conn.execute(projects.delete().where(projects.c.id == project_id))
+            if result.rowcount == 0:
+                raise Missing(f"no project {project_id!r}")
+            await self._bump(conn)
+
+    # ------------------------------------------------------------ tokens
+
+    async def create_token(self, record: TokenRecord) -> TokenRecord:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(tokens).values(**_fields(record)))
+                await self._bump(conn)
+        except IntegrityError:
+            raise Missing(f"no project {record.project_id!r}") from None
+        return record
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(tokens).where(tokens.c.id == token_id))).first()
+        return _token(row) if row else None
+
+    async def list_tokens(self, project_id: str | None = None) -> list[TokenRecord]:
+        query = select(tokens).order_by(tokens.c.created_at, tokens.c.id)
+        if project_id is not None:
+            query = query.where(tokens.c.project_id == project_id)
+        async with self.engine.connect() as conn:
+            return [_token(r) for r in await conn.execute(query)]
+
+    async def update_token(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(tokens).where(tokens.c.id == token_id).values(**changes))
+            if result.rowcount == 0:
+                raise Missing(f"no token {token_id!r}")
+            await self._bump(conn)
+        token = await self.get_token(token_id)
+        assert token is not None
+        return token
+
+    # ------------------------------------------------------------ usage
+
+    async def add_usage(self, deltas: Mapping[str, UsageDelta]) -> None:
+        """Write-behind counters (one transaction for the batch)."""
+        if not deltas:
+            return
+        async with self.engine.begin() as conn:
+            for token_id, delta in deltas.items():
+                values: dict[str, Any] = {
+                    "request_count": tokens.c.request_count + delta.requests,
+                    "cache_hit_count": tokens.c.cache_hit_count + delta.cache_hits,
+                }
+                if delta.last_used_at is not None:
+                    values["last_used_at"] = delta.last_used_at
+                await conn.execute(update(tokens).where(tokens.c.id == token_id).values(**values))
+
+    async def consume(self, token_id: str, now: datetime) -> bool:
+        """Count one request against a lifetime quota, atomically: the row is
+        updated only while ``request_count < max_requests``, so concurrent
+        instances can never together exceed it."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(tokens)
+                .where(tokens.c.id == token_id, tokens.c.max_requests.is_not(None),
+                       tokens.c.request_count < tokens.c.max_requests)
+                .values(request_count=tokens.c.request_count + 1, last_used_at=now))
+        return bool(result.rowcount)
+
+    # ------------------------------------------------------------ audit
+
+    async def add_audit(self, events: list[AuditRecord]) -> None:
+        if not events:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(audit_events), [_fields(e) for e in events])
+
+    async def query_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
+        conditions = []
+        c = audit_events.c
+        if query.since is not None:
+            conditions.append(c.ts >= query.since)
+        if query.until is not None:
+            conditions.append(c.ts <= query.until)
+        for column, value in ((c.project_id, query.project_id), (c.token_id, query.token_id),
+                              (c.action, query.action), (c.outcome, query.outcome)):
+            if value is not None:
+                conditions.append(column == value)
+        page = (select(audit_events).where(*conditions).order_by(c.ts.desc(), c.id.desc())
+                .limit(query.page_size).offset((query.page - 1) * query.page_size))
+        async with self.engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(audit_events)
+                                      .where(*conditions))
+            rows = [_audit(r) for r in await conn.execute(page)]
+        return rows, int(total or 0)
+
+    async def get_audit(self, event_id: str) -> AuditRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(audit_events).where(audit_events.c.id == event_id))
+                   ).first()
+        return _audit(row) if row else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,261 @@
+"""The in-memory token registry: who a presented token is, and may it pass.
+
+Loaded whole at start-up and kept current by the control plane itself
+(:mod:`vdm.tenants.service` updates it in the same call that writes the
+database), so a revocation is effective on the very next request; other
+instances sharing the database notice the change through the revision
+counter (:meth:`TokenRegistry.refresh`, polled off the request path).
+
+:meth:`TokenRegistry.admit` is the request path: a dict lookup, a few
+comparisons and counter increments, no ``await`` except for the one
+conditional update a lifetime quota needs on a shared database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded
+from vdm.store.records import ProjectRecord, TokenRecord, UsageDelta
+from vdm.tenants.limits import Counters, now
+from vdm.tenants.secrets import Cipher, CredentialError, hash_token
+
+if TYPE_CHECKING:
+    from vdm.ir import Usage
+    from vdm.store import Store
+    from vdm.tenants.audit import AuditLog
+
+log = logging.getLogger("vdm.tenants")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request is for: the seam every credential kind resolves to (a
+    virtual token here; a JWT verifier returns one too)."""
+
+    project_id: str
+    project_name: str
+    token_id: str | None
+    upstream_keys: Mapping[str, str]  # provider -> the project's own key (decrypted)
+    allowed_models: frozenset[str] | None = None
+    allowed_providers: frozenset[str] | None = None
+
+    def allows(self, provider: str, requested: str, upstream: str) -> bool:
+        """May this principal use ``provider`` for the model it named (``requested``,
+        resolved to ``upstream``)?  Models match by the name sent, the upstream
+        name, or ``provider:upstream``."""
+        if self.allowed_providers is not None and provider not in self.allowed_providers:
+            return False
+        models = self.allowed_models
+        return models is None or bool(
+            {requested, upstream, f"{provider}:{upstream}"} & models)
+
+
+@dataclass(slots=True)
+class _Entry:
+    token: TokenRecord
+    principal: Principal
+    expires: float | None  # epoch seconds
+    counters: Counters
+    project_active: bool
+
+
+class TokenRegistry:
+    def __init__(self, store: Store, cipher: Cipher, audit: AuditLog, *, shared: bool,
+                 flush_interval: float = 1.0, refresh_interval: float = 1.0) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._audit = audit
+        self._shared = shared
+        self._by_hash: dict[str, _Entry] = {}
+        self._by_id: dict[str, _Entry] = {}
+        self._projects: dict[str, ProjectRecord] = {}
+        self._pending: dict[str, UsageDelta] = {}
+        self._revision = -1
+        self._flush_interval = flush_interval
+        self._refresh_interval = refresh_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        # Held by a reload and by every change (store write + registry update), so a
+        # reload that read the database before a change cannot undo it.
+        self.lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.refresh(force=True)
+        self._tasks = [asyncio.create_task(self._every(self._flush_interval, self.flush)),
+                       asyncio.create_task(self._every(self._refresh_interval, self.refresh))]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+
+    async def _every(self, seconds: float, work: object) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()  # type: ignore[operator]
+            except Exception:  # a database hiccup must not end the loop
+                log.warning("tenant registry: %s failed", getattr(work, "__name__", work),
+                            exc_info=True)
+
+    async def refresh(self, force: bool = False) -> None:
+        """Reload everything when another writer changed it (the revision moved)."""
+        async with self.lock:
+            await self._reload(force)
+
+    async def _reload(self, force: bool) -> None:
+        revision = await self._store.revision()
+        if revision == self._revision and not force:
+            return
+        projects = {p.id: p for p in await self._store.list_projects()}
+        tokens = await self._store.list_tokens()
+        self._projects = projects
+        old = self._by_id
+        self._by_hash, self._by_id = {}, {}
+        for token in tokens:
+            previous = old.get(token.id)
+            self._put(token, previous.counters if previous else None)
+        self._revision = revision
+
+    async def flush(self) -> None:
+        """Write the counters gathered since the last flush (write-behind)."""
+        pending, self._pending = self._pending, {}
+        if pending:
+            await self._store.add_usage(pending)
+
+    # ------------------------------------------------------------ changes
+
+    def _put(self, token: TokenRecord, counters: Counters | None = None) -> None:
+        project = self._projects.get(token.project_id)
+        if project is None:
+            return
+        keys: dict[str, str] = {}
+        for provider, stored in project.credentials.items():
+            try:
+                keys[provider] = self._cipher.open(stored)
+            except CredentialError as exc:
+                log.error("project %s: credential for %s unusable: %s", project.id, provider, exc)
+        principal = Principal(
+            project.id, project.name, token.id, keys,
+            frozenset(token.allowed_models) if token.allowed_models is not None else None,
+            frozenset(token.allowed_providers) if token.allowed_providers is not None else None,
+        )
+        counters = counters or Counters()
+        counters.used = max(counters.used, token.request_count)
+        entry = _Entry(token, principal,
+                       token.expires_at.timestamp() if token.expires_at else None,
+                       counters, project.is_active)
+        stale = self._by_id.get(token.id)
+        if stale is not None:
+            self._by_hash.pop(stale.token.token_hash, None)
+        self._by_hash[token.token_hash] = entry
+        self._by_id[token.id] = entry
+
+    def put_token(self, token: TokenRecord) -> None:
+        old = self._by_id.get(token.id)
+        self._put(token, old.counters if old else None)
+
+    def put_project(self, project: ProjectRecord) -> None:
+        self._projects[project.id] = project
+        for entry in list(self._by_id.values()):
+            if entry.token.project_id == project.id:
+                self._put(entry.token, entry.counters)
+
+    def drop_project(self, project_id: str) -> None:
+        self._projects.pop(project_id, None)
+        for entry in [e for e in self._by_id.values() if e.token.project_id == project_id]:
+            del self._by_id[entry.token.id]
+            self._by_hash.pop(entry.token.token_hash, None)
+
+    def live(self, token_id: str) -> Counters | None:
+        """The counters as this instance knows them (newer than the database's
+        until the next flush)."""
+        entry = self._by_id.get(token_id)
+        return entry.counters if entry else None
+
+    # ------------------------------------------------------------ the request path
+
+    async def admit(self, token: str, *, request_id: str, client_ip: str | None) -> Principal:
+        entry = self._by_hash.get(hash_token(token))
+        if entry is None:
+            self._deny(None, "unknown token", request_id, client_ip)
+            raise AuthenticationFailed("invalid API token")
+        record = entry.token
+        if not record.is_active:
+            self._deny(entry, "token revoked", request_id, client_ip)
+            raise AuthenticationFailed("this API token has been revoked")
+        moment = now()
+        if entry.expires is not None and moment >= entry.expires:
+            self._deny(entry, "token expired", request_id, client_ip)
+            raise AuthenticationFailed("this API token has expired")
+        if not entry.project_active:
+            self._deny(entry, "project inactive", request_id, client_ip)
+            raise PermissionDenied("the project of this API token is inactive")
+        counters = entry.counters
+        window = counters.window
+        window.roll(moment)
+        if record.rpm is not None and window.requests >= record.rpm:
+            self._deny(entry, "rpm limit", request_id, client_ip)
+            raise QuotaExceeded(f"this API token's limit of {record.rpm} requests per minute "
+                                "is reached", retry_after=window.seconds_left(moment))
+        if record.tpm is not None and window.tokens >= record.tpm:
+            self._deny(entry, "tpm limit", request_id, client_ip)
+            raise QuotaExceeded(f"this API token's limit of {record.tpm} tokens per minute "
+                                "is reached", retry_after=window.seconds_left(moment))
+        limit = record.max_requests
+        if limit is not None and counters.used >= limit:
+            self._deny(entry, "quota exhausted", request_id, client_ip)
+            raise QuotaExceeded(f"this API token's quota of {limit} requests is used up")
+        stamp = datetime.fromtimestamp(moment, UTC)
+        counters.last_used = moment
+        if limit is not None and self._shared:
+            counters.used += 1  # held while the database decides (no over-admission here)
+            window.requests += 1
+            try:
+                admitted = await self._store.consume(record.id, stamp)
+            except BaseException:
+                counters.used -= 1
+                window.requests -= 1
+                raise
+            if not admitted:
+                window.requests -= 1
+                counters.used = limit
+                self._deny(entry, "quota exhausted", request_id, client_ip)
+                raise QuotaExceeded(f"this API token's quota of {limit} requests is used up")
+            return entry.principal
+        counters.used += 1
+        window.requests += 1
+        delta = self._pending.get(record.id)
+        if delta is None:
+            delta = self._pending[record.id] = UsageDelta()
+        delta.requests += 1
+        delta.last_used_at = stamp
+        return entry.principal
+
+    def record_usage(self, principal: Principal, usage: Usage | None) -> None:
+        """Tokens a finished request used, for its token's TPM window."""
+        if usage is None or principal.token_id is None:
+            return
+        entry = self._by_id.get(principal.token_id)
+        if entry is not None and entry.token.tpm is not None:
+            entry.counters.window.roll(now())
+            entry.counters.window.tokens += usage.input_tokens + usage.output_tokens
+
+    def _deny(self, entry: _Entry | None, reason: str, request_id: str,
+              client_ip: str | None) -> None:
+        token = entry.token if entry else None
+        self._audit.record(
+            actor=f"token:{token.id}" if token else "anonymous", action="proxy.authenticate",
+            outcome="denied", request_id=request_id, client_ip=client_ip,
+            project_id=token.project_id if token else None,
+            token_id=token.id if token else None, details={"reason": reason})

@@ -1,0 +1,222 @@
+"""The control plane: projects and tokens changed in the database and in the
+registry in one step, each change an audit event.
+
+:class:`ControlPlane` is built at start-up only when the control plane is on
+(``MANAGEMENT_TOKEN`` or ``DATABASE_URL``); the management API and nothing
+else calls its operations.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from vdm.store import Missing, Store
+from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
+from vdm.tenants.audit import AuditLog
+from vdm.tenants.registry import TokenRegistry
+from vdm.tenants.secrets import Cipher, CredentialError, hash_token, new_token, obfuscate
+from vdm.tenants.settings import TenantSettings
+
+log = logging.getLogger("vdm.tenants")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a change, for its audit event."""
+
+    name: str
+    request_id: str | None = None
+    client_ip: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ControlPlane:
+    def __init__(self, settings: TenantSettings, store: Store, providers: list[str],
+                 default_provider: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.providers = providers
+        self.default_provider = default_provider
+        self.cipher = Cipher(settings.encryption_key)
+        self.audit = AuditLog(store, settings.audit_log_file)
+        self.registry = TokenRegistry(store, self.cipher, self.audit, shared=settings.shared,
+                                      refresh_interval=settings.refresh_interval)
+
+    @classmethod
+    async def open(cls, settings: TenantSettings, providers: list[str],
+                   default_provider: str) -> ControlPlane:
+        """Migrate the database, load the registry, start the background writers."""
+        from vdm.store import migrate
+        from vdm.store.sql import SqlStore, create_engine
+
+        engine = create_engine(settings)
+        try:
+            await migrate.upgrade(engine, settings.database_schema)
+            plane = cls(settings, SqlStore(engine), providers, default_provider)
+            await plane._check_credentials()
+            await plane.registry.start()
+        except BaseException:
+            await engine.dispose()
+            raise
+        plane.audit.start()
+        return plane
+
+    async def _check_credentials(self) -> None:
+        """Fail at start-up, not on a request, when stored keys cannot be read."""
+        for project in await self.store.list_projects():
+            for stored in project.credentials.values():
+                try:
+                    self.cipher.open(stored)
+                except CredentialError as exc:
+                    raise RuntimeError(f"project {project.name!r}: {exc}") from None
+
+    async def close(self) -> None:
+        try:
+            await self.registry.close()
+            await self.audit.close()
+        finally:
+            await self.store.close()
+
+    # ------------------------------------------------------------ views
+
+    def shown_credentials(self, project: ProjectRecord) -> dict[str, str]:
+        out = {}
+        for provider, stored in project.credentials.items():
+            try:
+                out[provider] = obfuscate(self.cipher.open(stored))
+            except CredentialError:
+                out[provider] = "(unreadable)"
+        return out
+
+    def live(self, token: TokenRecord) -> TokenRecord:
+        """The token with this instance's newest request count."""
+        counters = self.registry.live(token.id)
+        if counters is not None:
+            token.request_count = max(token.request_count, counters.used)
+            if counters.last_used is not None:
+                token.last_used_at = datetime.fromtimestamp(counters.last_used, UTC)
+        return token
+
+    # ------------------------------------------------------------ audit
+
+    async def _audited(self, actor: Actor, action: str, *, target: str | None = None,
+                       project_id: str | None = None, token_id: str | None = None,
+                       details: dict[str, Any] | None = None, outcome: str = "success") -> None:
+        self.audit.record(actor=actor.name, action=action, outcome=outcome,
+                          request_id=actor.request_id, client_ip=actor.client_ip,
+                          project_id=project_id, token_id=token_id, target=target,
+                          details=details)
+        await self.audit.flush()  # a management action's event is stored before it answers
+
+    async def failed(self, actor: Actor, action: str, reason: str, **ids: str | None) -> None:
+        await self._audited(actor, action, outcome="failure", details={"reason": reason}, **ids)
+
+    async def query_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
+        await self.audit.flush()
+        return await self.store.query_audit(query)
+
+    async def get_audit(self, event_id: str) -> AuditRecord | None:
+        await self.audit.flush()
+        return await self.store.get_audit(event_id)
+
+    # ------------------------------------------------------------ projects
+
+    def _check_providers(self, names: Mapping[str, str]) -> None:
+        unknown = [n for n in names if n not in self.providers]
+        if unknown:
+            raise Missing(f"unknown provider(s) {', '.join(sorted(unknown))}; "
+                          f"configured: {', '.join(self.providers)}")
+
+    def _sealed(self, keys: Mapping[str, str | None], current: Mapping[str, str]
+                ) -> dict[str, str]:
+        out = dict(current)
+        for provider, key in keys.items():
+            if key:
+                out[provider] = self.cipher.seal(key)
+            else:
+                out.pop(provider, None)  # an empty key removes the project's own
+        return out
+
+    async def create_project(self, actor: Actor, name: str, keys: Mapping[str, str],
+                             is_active: bool = True) -> ProjectRecord:
+        self._check_providers(keys)
+        now = utcnow()
+        record = ProjectRecord(uuid.uuid4().hex, name, is_active, self._sealed(keys, {}), now,
+                               now, None if is_active else now)
+        async with self.registry.lock:
+            await self.store.create_project(record)
+            self.registry.put_project(record)
+        await self._audited(actor, "project.create", target=name, project_id=record.id,
+                            details={"providers": sorted(keys)})
+        return record
+
+    async def update_project(self, actor: Actor, project_id: str, *, name: str | None = None,
+                             is_active: bool | None = None,
+                             keys: Mapping[str, str | None] | None = None) -> ProjectRecord:
+        current = await self.store.get_project(project_id)
+        if current is None:
+            raise Missing(f"no project {project_id!r}")
+        changes: dict[str, Any] = {"updated_at": utcnow()}
+        if name is not None:
+            changes["name"] = name
+        if is_active is not None and is_active != current.is_active:
+            changes["is_active"] = is_active
+            changes["deactivated_at"] = None if is_active else changes["updated_at"]
+        if keys:
+            self._check_providers({k: "" for k in keys})
+            changes["credentials"] = self._sealed(keys, current.credentials)
+        async with self.registry.lock:
+            project = await self.store.update_project(project_id, changes)
+            self.registry.put_project(project)
+        await self._audited(actor, "project.update", target=project.name, project_id=project_id,
+                            details={"fields": sorted(k for k in changes if k != "updated_at"
+                                                      and k != "deactivated_at")})
+        return project
+
+    async def delete_project(self, actor: Actor, project_id: str) -> None:
+        async with self.registry.lock:
+            await self.store.delete_project(project_id)
+            self.registry.drop_project(project_id)
+        await self._audited(actor, "project.delete", project_id=project_id)
+
+    # ------------------------------------------------------------ tokens
+
+    async def create_token(self, actor: Actor, project_id: str, **fields: Any
+                           ) -> tuple[TokenRecord, str]:
+        if await self.store.get_project(project_id) is None:
+            raise Missing(f"no project {project_id!r}")
+        self._check_token_fields(fields)
+        secret = new_token()
+        now = utcnow()
+        record = TokenRecord(id=uuid.uuid4().hex, project_id=project_id,
+                             token_hash=hash_token(secret), hint=obfuscate(secret),
+                             created_at=now, updated_at=now, **fields)
+        async with self.registry.lock:
+            await self.store.create_token(record)
+            self.registry.put_token(record)
+        await self._audited(actor, "token.create", project_id=project_id, token_id=record.id,
+                            target=record.hint)
+        return record, secret
+
+    def _check_token_fields(self, fields: Mapping[str, Any]) -> None:
+        providers = fields.get("allowed_providers")
+        if providers:
+            self._check_providers({p: "" for p in providers})
+
+    async def update_token(self, actor: Actor, token_id: str, changes: Mapping[str, Any],
+                           action: str = "token.update") -> TokenRecord:
+        self._check_token_fields(changes)
+        async with self.registry.lock:
+            token = await self.store.update_token(token_id, {**changes, "updated_at": utcnow()})
+            self.registry.put_token(token)
+        await self._audited(actor, action, project_id=token.project_id, token_id=token_id,
+                            target=token.hint, details={"fields": sorted(changes)})
+        return self.live(token)

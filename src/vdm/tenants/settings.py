@@ -1,0 +1,124 @@
+"""Settings of the control plane: projects, tokens, audit and their storage.
+
+Read once at start-up with the rest (:func:`vdm.config.load_settings`); every
+problem names the environment variable or the TOML key ``[tenants]``.
+
+The control plane is *on* when ``MANAGEMENT_TOKEN`` or ``DATABASE_URL`` is
+set.  Off (the default), the gateway opens no database at all and nothing
+on the request path changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+KEYS = {"management-token", "database-url", "database-schema", "encryption-key",
+        "audit-log-file", "refresh-interval"}
+_SCHEMES = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+            "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+            "postgresql+asyncpg": "postgresql+asyncpg"}
+_MIN_MANAGEMENT_TOKEN = 16
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    management_token: str | None = None
+    database_url: str | None = None  # as configured; None: the SQLite file below
+    database_schema: str | None = None  # PostgreSQL schema (search_path) for vdm's tables
+    encryption_key: str | None = None  # Fernet key for project credentials
+    audit_log_file: str | None = None
+    data_dir: str = ""  # where the default SQLite file lives
+    refresh_interval: float = 1.0  # shared databases: how often other instances' changes are read
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.management_token or self.database_url)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL with the async driver SQLAlchemy needs."""
+        if not self.database_url:
+            return "sqlite+aiosqlite:///" + str(Path(self.data_dir) / "vdm.db")
+        scheme, sep, rest = self.database_url.partition("://")
+        return _SCHEMES.get(scheme, scheme) + sep + rest
+
+    @property
+    def shared(self) -> bool:
+        """Several instances may share this database (PostgreSQL)."""
+        return self.sqlalchemy_url.startswith("postgresql")
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(
+        Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share")
+    return Path(base) / "vdm"
+
+
+def tenant_settings(table: Any, env: Mapping[str, str], sources: dict[str, str],
+                    problems: list[str]) -> TenantSettings:
+    if not isinstance(table, dict):
+        problems.append("tenants: must be a table")
+        table = {}
+
+    def pick(key: str, var: str) -> tuple[Any, str]:
+        if env.get(var):
+            sources[f"tenants.{key}"] = f"env {var}"
+            return env[var], f"environment variable {var}"
+        return table.get(key), f"{sources.get(f'tenants.{key}', 'config')}: tenants.{key}"
+
+    token, token_src = pick("management-token", "MANAGEMENT_TOKEN")
+    if token is not None and (not isinstance(token, str) or len(token) < _MIN_MANAGEMENT_TOKEN):
+        problems.append(f"{token_src}: must be a string of at least {_MIN_MANAGEMENT_TOKEN} "
+                        "characters (e.g. `openssl rand -hex 32`)")
+        token = None
+    url, url_src = pick("database-url", "DATABASE_URL")
+    if url is not None:
+        scheme = urlparse(str(url)).scheme
+        if scheme not in _SCHEMES:
+            problems.append(f"{url_src}: expected a postgresql://… or sqlite:///… URL, "
+                            f"got scheme {scheme!r}")
+            url = None
+    schema, schema_src = pick("database-schema", "DATABASE_SCHEMA")
+    if schema is not None and not (isinstance(schema, str) and schema.replace("_", "a").isalnum()
+                                   and not schema[0].isdigit()):
+        problems.append(f"{schema_src}: a schema name is letters, digits and '_'")
+        schema = None
+    key, key_src = pick("encryption-key", "VDM_ENCRYPTION_KEY")
+    if key is not None and not _is_fernet_key(key):
+        problems.append(f"{key_src}: expected a Fernet key (32 url-safe base64-encoded bytes; "
+                        "make one with `python -c 'from cryptography.fernet import Fernet; "
+                        "print(Fernet.generate_key().decode())'`)")
+        key = None
+    audit, _ = pick("audit-log-file", "AUDIT_LOG_FILE")
+    refresh_raw, refresh_src = pick("refresh-interval", "TENANTS_REFRESH_INTERVAL")
+    refresh = 1.0
+    if refresh_raw is not None:
+        try:
+            refresh = float(refresh_raw)
+            if refresh <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"{refresh_src}: expected a positive number of seconds, "
+                            f"got {refresh_raw!r}")
+    return TenantSettings(
+        management_token=token, database_url=str(url) if url else None,
+        database_schema=schema, encryption_key=key,
+        audit_log_file=str(audit) if audit else None, data_dir=str(data_dir(env)),
+        refresh_interval=refresh,
+    )
+
+
+def _is_fernet_key(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return len(base64.urlsafe_b64decode(value.encode())) == 32
+    except (binascii.Error, ValueError):
+        return False

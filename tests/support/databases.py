@@ -1,0 +1,63 @@
+"""The two databases every storage test runs against.
+
+SQLite is a file in the test's tmp dir; PostgreSQL is the server on
+127.0.0.1:5432 (database ``test``), each test in a schema of its own, dropped
+afterwards, so parallel runs never collide.  Without that server the
+PostgreSQL cases are skipped, except under ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("VDM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    if postgres_available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (database 'test'); CI needs it")
+    pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 (database 'test')")
+
+
+def _drop_schema(schema: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def database_env(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
+    """Environment variables that point vdm at a fresh database of ``kind``."""
+    if kind == "sqlite":
+        yield {"DATABASE_URL": f"sqlite:///{tmp / 'vdm-test.db'}"}
+        return
+    require_postgres()
+    schema = f"vdm_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        yield {"DATABASE_URL": PG_URL, "DATABASE_SCHEMA": schema}
+    finally:
+        _drop_schema(schema)
