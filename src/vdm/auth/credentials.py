@@ -9,8 +9,10 @@ One seam for every credential kind: a checker resolves the credential to a
 * anything else — ``PROXY_API_KEY`` when set (the simple mode; no principal);
 * nothing matched while the control plane is on — 401.
 
-A JWT verifier plugs in as ``jwt=`` (anything with the :class:`Authenticator`
-shape); it is asked for credentials that look like a JWT before the proxy key.
+* a JWT (``eyJ….….…``) — :class:`JwtAdmission`: the tokens ``vdm token
+  generate`` issues for gRPC, verified with the same secret and revocation list,
+  when the gateway checks credentials at all (``PROXY_API_KEY`` or the control
+  plane on); it is asked before the proxy key.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vdm.errors import AuthenticationFailed
 from vdm.tenants.secrets import TOKEN_PREFIX
 
 if TYPE_CHECKING:
+    from vdm.auth.jwt import Verifier
     from vdm.tenants.audit import AuditLog
     from vdm.tenants.registry import Principal
 
@@ -36,6 +39,33 @@ def looks_like_jwt(credential: str) -> bool:
     return credential.startswith("eyJ") and credential.count(".") == 2
 
 
+class JwtAdmission:
+    """A verified JWT as a principal: its ``sub`` is the project name, its
+    ``jti`` the token; no upstream keys of its own (the gateway's are used)."""
+
+    __slots__ = ("_audit", "_verifier")
+
+    def __init__(self, verifier: Verifier, audit: AuditLog | None = None) -> None:
+        self._verifier = verifier
+        self._audit = audit
+
+    async def admit(self, credential: str, *, request_id: str, client_ip: str | None
+                    ) -> Principal:
+        from vdm.auth.jwt import TokenRejected
+        from vdm.tenants.registry import Principal
+
+        try:
+            claims = self._verifier.verify(credential)
+        except TokenRejected as exc:
+            if self._audit is not None:
+                self._audit.record(actor="anonymous", action="proxy.authenticate",
+                                   outcome="denied", request_id=request_id,
+                                   client_ip=client_ip, details={"reason": f"jwt {exc.reason}"})
+            raise AuthenticationFailed(exc.message) from None
+        return Principal(project_id=f"jwt:{claims.subject}", project_name=claims.subject,
+                         token_id=claims.jti, upstream_keys={})
+
+
 class Credentials:
     __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens")
 
@@ -45,7 +75,8 @@ class Credentials:
         self._tokens = tokens
         self._jwt = jwt
         self._audit = audit
-        self._required = tokens is not None or jwt is not None
+        # A JWT alone never turns checking on: it is one more accepted credential.
+        self._required = tokens is not None
 
     async def check(self, headers: Mapping[str, str], request_id: str,
                     client_ip: str | None) -> Principal | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ import msgspec
 
 from vdm import __version__
 from vdm import passthrough as pt
-from vdm.auth.credentials import Credentials
+from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.config import Settings, load_settings
 from vdm.errors import (
@@ -81,6 +82,7 @@ class App:
         # None: every request passes (no PROXY_API_KEY, control plane off).
         self.auth: Credentials | None = Credentials(self.proxy_key) if self.proxy_key else None
         self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
+        self._revocation_watch: asyncio.Task[None] | None = None
         self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.management_key = (ProxyKey(settings.tenants.management_token)
                                if settings.tenants.management_token else None)
@@ -110,6 +112,8 @@ class App:
                 try:
                     if self.settings.tenants.enabled:
                         await self._open_control_plane()
+                    if self.auth is not None:
+                        await self._accept_jwts()
                     self.gateway = Gateway.from_settings(self.settings, self.metrics)
                     await self.gateway.start()
                     if self.settings.server.models_prefetch:
@@ -122,6 +126,8 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._revocation_watch is not None:
+                    self._revocation_watch.cancel()
                 if self.grpc is not None:
                     await self.grpc.stop(self.settings.server.shutdown_timeout)
                 if self.gateway is not None:
@@ -141,6 +147,26 @@ class App:
             gateway, self.settings, host=grpc.host or self.settings.server.host, port=grpc.port,
             tls_cert=grpc.tls_cert, tls_key=grpc.tls_key)
         log.info("gRPC LLMProxy listening on %s", self.grpc.url)
+
+    async def _accept_jwts(self) -> None:
+        """Let the HTTP doors accept the JWTs ``vdm token generate`` issues
+        (same secret, same revocations as gRPC) when a secret is configured
+        or was generated; never generate one here."""
+        from vdm.auth.jwt import Verifier, load_secret, secret_path
+        from vdm.auth.token_store import RevocationList
+
+        grpc = self.settings.grpc
+        path = secret_path(os.environ)
+        if not grpc.jwt_secret and not await asyncio.to_thread(path.exists):
+            return
+        secret = await asyncio.to_thread(load_secret, grpc)
+        revocations = RevocationList.default()
+        await asyncio.to_thread(revocations.load)
+        self._revocation_watch = asyncio.create_task(revocations.watch(), name="vdm-jwt-revocations")
+        audit = self.plane.audit if self.plane is not None else None
+        tokens = self.plane.registry if self.plane is not None else None
+        self.auth = Credentials(self.proxy_key, tokens, audit=audit,
+                                jwt=JwtAdmission(Verifier(secret, revocations), audit))
 
     async def _open_control_plane(self) -> None:
         from vdm.tenants.service import ControlPlane
