@@ -35,6 +35,8 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from vdm.cache.settings import KEYS as _CACHE_KEYS
+from vdm.cache.settings import CacheSettings, cache_settings
 from vdm.tenants.settings import KEYS as _TENANT_KEYS
 from vdm.tenants.settings import TenantSettings, tenant_settings
 
@@ -161,6 +163,7 @@ class Settings:
     middleware: MiddlewareSettings = field(default_factory=MiddlewareSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
 def fingerprint(secret: str) -> str:
@@ -177,7 +180,7 @@ def key_id(provider: str, secret: str) -> str:
 # ---------------------------------------------------------------- TOML layers
 
 _TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware", "grpc",
-             "tenants"}
+             "tenants", "cache"}
 _SERVER_KEYS = {
     "host", "port", "log-level", "log-format", "request-timeout", "max-tokens-limit", "max-body-size",
     "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
@@ -243,6 +246,9 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
     if isinstance(tenants, dict):
         problems += [f"{source}: unknown key 'tenants.{k}'" for k in tenants
                      if k not in _TENANT_KEYS]
+    cache = data.get("cache", {})
+    if isinstance(cache, dict):
+        problems += [f"{source}: unknown key 'cache.{k}'" for k in cache if k not in _CACHE_KEYS]
     providers = data.get("providers", {})
     if not isinstance(providers, dict):
         problems.append(f"{source}: 'providers' must be a table")
@@ -304,6 +310,7 @@ def load_settings(
     providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)
     tenants = tenant_settings(merged.get("tenants", {}), env, sources, problems)
+    cache = cache_settings(merged.get("cache", {}), env, sources, problems, server.redis_url)
     model_fallbacks = _fallbacks(merged.get("fallbacks", {}), env, sources, problems)
     if not problems:
         _check_fallbacks(model_fallbacks, providers, default, aliases, fallbacks, problems)
@@ -324,6 +331,7 @@ def load_settings(
         middleware=middleware,
         grpc=grpc,
         tenants=tenants,
+        cache=cache,
     )
 
 

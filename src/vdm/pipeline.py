@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from vdm import ir
+from vdm.cache import Plan, ResponseCache
 from vdm.config import Settings
 from vdm.errors import (
     AuthenticationFailed,
@@ -177,6 +178,7 @@ class Gateway:
         providers: Mapping[str, Provider],
         cooldowns: Cooldowns | None = None,
         metrics: Metrics | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
@@ -208,6 +210,9 @@ class Gateway:
             for model, alternatives in settings.fallbacks.items()
         }
         self.chain = build_chain(settings.middleware)
+        self.cache = cache if cache is not None else ResponseCache.build(
+            settings.cache, None, self.router.resolve)
+        self._cache_models = bool(settings.cache.models)
         self.catalog = ModelCatalog(
             {n: p for n, p in self.providers.items() if isinstance(p, ModelLister)},
             self._alias_entries(),
@@ -230,7 +235,11 @@ class Gateway:
             cooldowns = MemoryCooldowns()
         cooldowns.on_bench = metrics.cooldown
         providers = {n: build(p, settings.server, cooldowns) for n, p in settings.providers.items()}
-        return cls(settings, providers, cooldowns, metrics)
+        gateway = cls(settings, providers, cooldowns, metrics)
+        if settings.cache.backend == "redis":
+            gateway.cache = ResponseCache.build(settings.cache, settings.server.redis_url,
+                                                gateway.router.resolve)
+        return gateway
 
     async def start(self) -> None:
         await self.cooldowns.start()
@@ -240,10 +249,27 @@ class Gateway:
         for provider in self.providers.values():
             await provider.close()
         await self.cooldowns.close()
+        await self.cache.close()
 
     def _route(self, model: str) -> tuple[Route, Provider]:
         route = self.router.resolve(model)
         return route, self.providers[route.provider]
+
+    # ------------------------------------------------------------ response cache
+
+    def _cache_plan(
+        self, door: str, parsed: dict[str, Any], headers: Mapping[str, str], model: str,
+        client_key: str | None, principal: Principal | None,
+    ) -> Plan | None:
+        """The cache entry a request reads and writes (None, after one check,
+        when it asks for no caching and no model has a TTL)."""
+        if not self._cache_models and "cache-control" not in headers:
+            return None
+        route = self.router.resolve(model)
+        if principal is not None:
+            _permitted(principal, model, (route,))  # a hit is no way around allowed models
+        return self.cache.plan(door, parsed, headers, route,
+                               principal.project_id if principal else None, client_key)
 
     # ------------------------------------------------------------ attempts
 
@@ -403,7 +429,12 @@ class Gateway:
                                        anthropic.encode_event, anthropic.encode_stream_error,
                                        anthropic.encode_response)
 
+        plan = self._cache_plan("anthropic", parsed, headers, model, client_key, principal)
+        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
+            return hit
         work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
+        if plan is not None:
+            work = self.cache.recorded(plan, work)
         if parsed.get("stream") is True:
             return await self._opened(work, anthropic.PING, anthropic.encode_stream_error)
         return await work
@@ -446,7 +477,12 @@ class Gateway:
                 lambda response: openai_ingress.encode_response(response, model),
             )
 
+        plan = self._cache_plan("openai", parsed, headers, model, client_key, principal)
+        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
+            return hit
         work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
+        if plan is not None:
+            work = self.cache.recorded(plan, work)
         if parsed.get("stream") is True:
             return await self._opened(work, openai_ingress.PING,
                                       openai_ingress.encode_stream_error)
@@ -494,7 +530,12 @@ class Gateway:
                 encoder.encode_error, lambda response: responses.encode_response(response, options),
             )
 
+        plan = self._cache_plan("responses", parsed, headers, model, client_key, principal)
+        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
+            return hit
         work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
+        if plan is not None:
+            work = self.cache.recorded(plan, work)
         if stream:
             return await self._opened(work, responses.PING, responses.encode_stream_error)
         return await work

@@ -460,7 +460,9 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> None:
         for _, data in self._parser.feed(chunk):
-            if b'"usage"' in data or b'"finish_reason":"' in data:
+            # (a finish reason, compact or as json.dumps spaces it; null is skipped)
+            if b'"usage"' in data or b'"finish_reason":"' in data \
+                    or b'"finish_reason": "' in data:
                 self.read(data)
 
     def read(self, data: bytes) -> None:

@@ -178,7 +178,7 @@ class App:
         if self.management_key is not None:
             from vdm.server.manage import build
 
-            self.manage = build(self.plane)
+            self.manage = build(self.plane, lambda: self.gateway.cache if self.gateway else None)
 
     async def _management(self, scope: Scope, receive: Receive, send: Send,
                           headers: dict[str, str], request_id: str) -> None:
@@ -354,6 +354,8 @@ async def _reply(
         _record_outcome(app, door, reply, started, answered)
         if principal is not None:
             app.plane.registry.record_usage(principal, reply.outcome.usage)
+            if reply.headers.get("x-vdm-cache") == "hit":
+                app.plane.registry.record_cache_hit(principal)
         if access.isEnabledFor(logging.INFO):
             _log_outcome(scope, reply, watch.gone)
 

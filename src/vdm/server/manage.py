@@ -12,19 +12,24 @@ is a 400 (malformed JSON) or 422 (field-level ``detail``), an unknown id a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from vdm import __version__
+from vdm.errors import GatewayError
 from vdm.store import Conflict, Missing
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
 from vdm.tenants.audit import to_json
 from vdm.tenants.service import Actor, ControlPlane
+
+if TYPE_CHECKING:
+    from vdm.cache import ResponseCache
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[str, StringConstraints(max_length=4096)]
@@ -141,7 +146,16 @@ class AuditPage(BaseModel):
 class CachePurge(_In):
     method: Annotated[str, StringConstraints(min_length=1, max_length=16)]
     url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
-    prefix: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    prefix: Annotated[str, StringConstraints(max_length=8192)] | None = Field(
+        None, description="purge every entry of the doors whose path starts with this")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="with prefix: only this model (routed as a request's would be)")
+    project: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        None, description="only this project's entries")
+    body: dict[str, Any] | None = Field(
+        None, description="without prefix: the exact request body (JSON) to purge")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="without prefix: the request's anthropic-beta/-version")
 
 
 class CachePurged(BaseModel):
@@ -164,7 +178,8 @@ def _actor(request: Request) -> Actor:
     return Actor("management", scope.get("vdm.request_id"), client[0] if client else None)
 
 
-def build(plane: ControlPlane) -> FastAPI:
+def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambda: None
+          ) -> FastAPI:
     api = FastAPI(title="vdm management API", version=__version__,
                   openapi_url="/manage/openapi.json", docs_url="/manage/docs", redoc_url=None,
                   responses=_ERRORS)
@@ -334,9 +349,23 @@ def build(plane: ControlPlane) -> FastAPI:
 
     @api.post("/manage/cache/purge", response_model=CachePurged, tags=["cache"])
     async def purge_cache(request: Request, body: Annotated[CachePurge, Body()]) -> CachePurged:
-        """Purge cached responses (exact ``method`` + ``url``, or every URL under
-        ``prefix``).  vdm has no response cache yet, so nothing is ever deleted."""
-        await plane._audited(_actor(request), "cache.purge", target=body.url[:200])
-        return CachePurged(deleted=0 if body.prefix is not None else False)
+        """Purge cached responses: one exact request (``url`` + its ``body``;
+        ``deleted`` is true if it was cached), or every entry of the doors under
+        ``prefix``, narrowed by ``model`` and ``project`` (``deleted`` counts)."""
+        responses = cache()
+        if responses is None:
+            return CachePurged(deleted=0 if body.prefix is not None else False)
+        try:
+            deleted = await responses.purge(url=body.url, prefix=body.prefix, model=body.model,
+                                            project=body.project, body=body.body,
+                                            headers=body.headers)
+        except (ValueError, GatewayError) as exc:
+            message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            raise HTTPException(400, message) from None
+        await plane._audited(_actor(request), "cache.purge", target=body.url[:200],
+                             project_id=body.project,
+                             details={"prefix": body.prefix, "model": body.model,
+                                      "deleted": deleted})
+        return CachePurged(deleted=deleted)
 
     return api

@@ -183,6 +183,11 @@ class TokenRegistry:
         entry = self._by_id.get(token_id)
         return entry.counters if entry else None
 
+    def unflushed_cache_hits(self, token_id: str) -> int:
+        """Cache hits of a token not yet written to the database."""
+        delta = self._pending.get(token_id)
+        return delta.cache_hits if delta else 0
+
     # ------------------------------------------------------------ the request path
 
     async def admit(self, token: str, *, request_id: str, client_ip: str | None) -> Principal:
@@ -250,6 +255,15 @@ class TokenRegistry:
         if entry is not None and entry.token.tpm is not None:
             entry.counters.window.roll(now())
             entry.counters.window.tokens += usage.input_tokens + usage.output_tokens
+
+    def record_cache_hit(self, principal: Principal) -> None:
+        """A request answered from the response cache (the token's ``cache_hit_count``)."""
+        if principal.token_id is None:
+            return
+        delta = self._pending.get(principal.token_id)
+        if delta is None:
+            delta = self._pending[principal.token_id] = UsageDelta()
+        delta.cache_hits += 1
 
     def _deny(self, entry: _Entry | None, reason: str, request_id: str,
               client_ip: str | None) -> None:

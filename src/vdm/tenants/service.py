@@ -103,6 +103,7 @@ class ControlPlane:
             token.request_count = max(token.request_count, counters.used)
             if counters.last_used is not None:
                 token.last_used_at = datetime.fromtimestamp(counters.last_used, UTC)
+        token.cache_hit_count += self.registry.unflushed_cache_hits(token.id)
         return token
 
     # ------------------------------------------------------------ audit
