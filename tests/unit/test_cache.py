@@ -1,0 +1,64 @@
+"""Pure parts of the response cache: Cache-Control, keys, the memory store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vdm.cache import keys
+from vdm.cache.keys import Ask, cache_control
+from vdm.cache.settings import cache_settings
+from vdm.cache.store import MemoryStore
+from vdm.errors import InvalidRequest
+
+
+def test_cache_control() -> None:
+    assert cache_control(None, None, 100) is None
+    assert cache_control(None, 30, 100) == Ask(None, 30)
+    assert cache_control("max-age=60", None, 100) == Ask(60, 60)
+    assert cache_control("max-age=999", None, 100) == Ask(999, 100)  # stored at most max_ttl
+    assert cache_control("no-cache", 30, 100) == Ask(0, 30)
+    assert cache_control("no-store, max-age=5", 30, 100) is None
+    assert cache_control("private", None, 100) is None
+    with pytest.raises(InvalidRequest):
+        cache_control("max-age=-1", None, 100)
+
+
+def test_keys_quote_parts_and_tenants_differ() -> None:
+    d = keys.digest("openai", {"model": "m", "messages": [], "user": "x"}, {})
+    assert d == keys.digest("openai", {"messages": [], "model": "m"}, {})  # "user" is not a field
+    k = keys.key(keys.tenant(None, "secret", False), "openai", "ollama", "llama3:8b", d)
+    assert "secret" not in k and "llama3%3A8b" in k
+    assert keys.tenant("p1", None, False) != keys.tenant(None, None, False)
+    assert keys.tenant("p1", None, True) == keys.tenant("p2", None, True) == keys.SHARED
+
+
+def test_memory_store_lru_and_expiry() -> None:
+    now = [0.0]
+    store = MemoryStore(max_bytes=25, clock=lambda: now[0])
+
+    async def run() -> None:
+        await store.put("a", b"x" * 10, 5)
+        await store.put("b", b"x" * 10, 5)
+        assert await store.get("a") is not None  # "a" used: "b" is now the oldest
+        await store.put("c", b"x" * 10, 5)
+        assert await store.get("b") is None and await store.get("a") is not None
+        now[0] = 6.0
+        assert await store.get("a") is None  # expired
+        await store.put("big", b"x" * 100, 5)  # larger than the whole store
+        assert await store.get("big") is None
+        assert await store.purge("*") == 1 and store.size == 0
+
+    asyncio.run(run())
+
+
+def test_settings_problems_name_the_source() -> None:
+    problems: list[str] = []
+    s = cache_settings({}, {"CACHE_MODELS": "openai:gpt-4o-mini=300,bad=1,x:y=soon"}, {},
+                       problems, None)
+    assert s.models == {"openai:gpt-4o-mini": 300}
+    assert len(problems) == 2 and all("CACHE_MODELS" in p for p in problems)
+    problems = []
+    cache_settings({"backend": "redis"}, {}, {}, problems, None)
+    assert problems and "REDIS_URL" in problems[0]
