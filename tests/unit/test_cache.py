@@ -55,8 +55,9 @@ def test_memory_store_lru_and_expiry() -> None:
 
 def test_settings_problems_name_the_source() -> None:
     problems: list[str] = []
-    s = cache_settings({}, {"CACHE_MODELS": "openai:gpt-4o-mini=300,bad=1,x:y=soon"}, {},
-                       problems, None)
+    s = cache_settings(
+        {}, {"CACHE_MODELS": "openai:gpt-4o-mini=300,bad=1,x:y=soon"}, {}, problems, None
+    )
     assert s.models == {"openai:gpt-4o-mini": 300}
     assert len(problems) == 2 and all("CACHE_MODELS" in p for p in problems)
     problems = []

@@ -208,7 +208,7 @@ class ResponseCache:
         if prefix is None:
             door = keys.PATHS.get(url)
             if door is None:
-                raise ValueError(f"url must be one of {', '.join(keys.PATHS)} (or give prefix)")
+                return False  # nothing is cached under any other path
             if body is None or not isinstance(body.get("model"), str):
                 raise ValueError("an exact purge needs the request's body (with its model)")
             route = self._resolve(body["model"])
