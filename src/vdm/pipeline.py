@@ -368,11 +368,13 @@ class Gateway:
     # ------------------------------------------------------------ IR in, IR out
 
     async def complete(
-        self, request: ir.ChatRequest, headers: Mapping[str, str] | None = None
+        self, request: ir.ChatRequest, headers: Mapping[str, str] | None = None,
+        principal: Principal | None = None,
     ) -> Completion:
         """Serve an IR request with the routing, aliases, retries, fallbacks and
         middleware of every other door; return once the first event is in (so a
-        refusal raises here, as the error tree's ``GatewayError``)."""
+        refusal raises here, as the error tree's ``GatewayError``).  A tenant's
+        ``principal`` narrows the routes and lends its keys, as on the HTTP doors."""
         headers = headers or {}
         call = Call(current_request_id.get(), "grpc", headers) if self.chain else None
         attempts = 0
@@ -392,7 +394,7 @@ class Gateway:
             return Reply(200, {}, stream=_observed(first, events, outcome),  # type: ignore[arg-type]
                          outcome=outcome)
 
-        served = self._serve(request.model, shape, headers, None, call, attempt)
+        served = self._serve(request.model, shape, headers, None, call, attempt, principal)
         reply = await (served if call is None else self.chain.run(call, served))
         assert reply.stream is not None and reply.outcome is not None
         return Completion(reply.outcome, reply.stream, attempts)  # type: ignore[arg-type]

@@ -8,7 +8,9 @@ own loop, gateway and signal handling.
 Shutdown: SIGTERM/SIGINT stop new calls, let calls in flight finish for up
 to ``SHUTDOWN_TIMEOUT`` seconds, then cancel the rest; a second signal
 cancels them at once.  Auth is on unless the caller passes ``auth=False``
-(only ``vdm grpc serve --no-auth`` does, with a warning).
+(only ``vdm grpc serve --no-auth`` does, with a warning); ``tenants`` (the
+control plane's token registry, from ``vdm server start``) adds the virtual
+tokens to the JWTs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -31,6 +34,9 @@ from vdm.grpc.auth import JWTInterceptor
 from vdm.grpc.limits import Limiter
 from vdm.grpc.servicer import LLMProxyServicer
 from vdm.pipeline import Gateway
+
+if TYPE_CHECKING:
+    from vdm.tenants.registry import TokenRegistry
 
 log = logging.getLogger("vdm.grpc")
 
@@ -64,6 +70,7 @@ async def start_service(
     auth: bool = True,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    tenants: TokenRegistry | None = None,
 ) -> Service:
     """Bind, start and return the service (raises RuntimeError when the port is taken)."""
     grpc_settings = settings.grpc
@@ -73,12 +80,12 @@ async def start_service(
         secret = await asyncio.to_thread(load_secret, grpc_settings)
         revocations = RevocationList.default()
         await asyncio.to_thread(revocations.load)
-        interceptors.append(JWTInterceptor(Verifier(secret, revocations)))
+        interceptors.append(JWTInterceptor(Verifier(secret, revocations), tenants))
         watcher = asyncio.create_task(revocations.watch(), name="vdm-revocations")
     # so_reuseport off: a second server on a taken port must fail, not share it.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_VibectlLLMProxyServicer_to_server(
-        LLMProxyServicer(gateway, grpc_settings, Limiter(grpc_settings)), server
+        LLMProxyServicer(gateway, grpc_settings, Limiter(grpc_settings), tenants), server
     )
     address = _address(host, port)
     try:

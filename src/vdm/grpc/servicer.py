@@ -8,6 +8,9 @@ provider for ``StreamExecute``.  Each call is held to the limits
 
 A stream is text chunks, then ``complete`` (the model that served it), then
 ``final_metrics``; or, at any point, one ``error`` chunk, which ends it.
+
+A virtual token's call (:func:`~vdm.grpc.auth.current_principal`) runs with
+its project's keys and limits, and its token usage is recorded when it ends.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -26,11 +30,14 @@ from vdm.errors import GatewayError, UpstreamTimeout
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 from vdm.grpc import translate
-from vdm.grpc.auth import current_subject
+from vdm.grpc.auth import current_principal, current_subject
 from vdm.grpc.limits import Limiter, LimitExceeded
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.pipeline import Completion, Gateway, new_request_id
+
+if TYPE_CHECKING:
+    from vdm.tenants.registry import TokenRegistry
 
 log = logging.getLogger("vdm.grpc")
 
@@ -47,8 +54,15 @@ class _Stream:
 
 
 class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
-    def __init__(self, gateway: Gateway, settings: GrpcSettings, limiter: Limiter) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        settings: GrpcSettings,
+        limiter: Limiter,
+        tenants: TokenRegistry | None = None,
+    ) -> None:
         self._gateway = gateway
+        self._tenants = tenants
         self._settings = settings
         self._limiter = limiter
         self._timeout = settings.request_timeout
@@ -63,11 +77,14 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         token = current_request_id.set(request_id)
         started = time.perf_counter()
         try:
+            principal = current_principal()
             chat = self._chat_request(request, stream=False)
             with self._limiter.admit(current_subject()):
                 async with asyncio.timeout(self._timeout):
-                    completion = await self._gateway.complete(chat)
+                    completion = await self._gateway.complete(chat, principal=principal)
                     response = await _fold(completion.events)
+            if principal is not None and self._tenants is not None:
+                self._tenants.record_usage(principal, response.usage)
             text = translate.answer_text(response, structured=bool(chat.tools))
             return pb.ExecuteResponse(
                 request_id=request_id,
@@ -91,6 +108,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         current_request_id.set(request_id)  # this call's own task
         started = time.perf_counter()
         try:
+            principal = current_principal()
             chat = self._chat_request(request, stream=True)
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
             with self._limiter.admit(current_subject()):
@@ -98,7 +116,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                 # a timeout must not land inside gRPC's own write of a chunk.
                 deadline = asyncio.get_running_loop().time() + self._timeout
                 async with asyncio.timeout_at(deadline):
-                    completion = await self._gateway.complete(chat)
+                    completion = await self._gateway.complete(chat, principal=principal)
                 texts = _texts(completion.events, state)
                 try:
                     while True:
@@ -109,6 +127,8 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                         yield pb.StreamChunk(request_id=request_id, text_chunk=text)
                 finally:
                     await texts.aclose()  # type: ignore[attr-defined]
+                    if principal is not None and self._tenants is not None:
+                        self._tenants.record_usage(principal, state.usage)  # what was used
         except Exception as exc:
             yield pb.StreamChunk(request_id=request_id, error=self._error(exc))
             return
@@ -125,6 +145,10 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
     async def GetServerInfo(
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetServerInfoResponse:
+        try:
+            current_principal()
+        except GatewayError as exc:  # a spent quota: no ExecuteError to carry it here
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
         limits = self._limiter.effective(current_subject())
         info = pb.GetServerInfoResponse(
             server_name=SERVER_NAME,

@@ -138,14 +138,16 @@ class App:
                 return
 
     async def _start_grpc(self, gateway: Gateway) -> None:
-        """The gRPC LLMProxy service on the same loop and gateway (JWT auth on)."""
+        """The gRPC LLMProxy service on the same loop and gateway (JWT auth on;
+        with the control plane, its virtual tokens too)."""
         from vdm.grpc.server import start_service
 
         grpc = self.settings.grpc
         assert grpc.port is not None
         self.grpc = await start_service(
             gateway, self.settings, host=grpc.host or self.settings.server.host, port=grpc.port,
-            tls_cert=grpc.tls_cert, tls_key=grpc.tls_key)
+            tls_cert=grpc.tls_cert, tls_key=grpc.tls_key,
+            tenants=self.plane.registry if self.plane is not None else None)
         log.info("gRPC LLMProxy listening on %s", self.grpc.url)
 
     async def _accept_jwts(self) -> None:
