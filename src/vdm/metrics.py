@@ -41,6 +41,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _P95_WINDOW = 1000  # running totals' p95 is over each route's last this many requests
 _ROUTE_LABELS = ("door", "provider", "model")
+RECENT_REQUESTS = 1000  # the dashboard's ring of finished requests (and its percentiles)
+
+
+# (time.time(), door, provider, model, status, total s, upstream s, usage, cache hit,
+#  error kind, request id): one finished request in Metrics.recent.
+Recent = tuple[float, str, str, str, int, float, "float | None", "ir.Usage | None", bool,
+               "str | None", str]
 
 
 class Histogram:
@@ -68,6 +75,7 @@ class RouteStats:
     """Everything recorded for one ``(door, provider, model)``."""
 
     __slots__ = (
+        "cache_hits",
         "cached_tokens",
         "errors",
         "input_tokens",
@@ -87,6 +95,7 @@ class RouteStats:
         self.input_tokens = 0
         self.output_tokens = 0
         self.cached_tokens = 0
+        self.cache_hits = 0  # answered from the response cache
         self.total = Histogram()
         self.ttft = Histogram()
         self.upstream = Histogram()
@@ -104,6 +113,9 @@ class Metrics:
         self.cooldowns: dict[tuple[str, int], int] = {}
         self.in_flight = 0
         self.open_streams = 0
+        # The last requests, newest last, for the dashboard: one tuple append per
+        # request; formatted only when the dashboard asks (vdm.server.dashboard).
+        self.recent: deque[Recent] = deque(maxlen=RECENT_REQUESTS)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
@@ -127,9 +139,14 @@ class Metrics:
         upstream: float | None,
         usage: ir.Usage | None,
         error: str | None,
+        *,
+        cache_hit: bool = False,
+        request_id: str = "",
     ) -> None:
         """A request that reached a provider ended (streamed ones when the stream ends)."""
         stats = self._route(door, provider, model)
+        if cache_hit:
+            stats.cache_hits += 1
         stats.requests += 1
         stats.statuses[status] = stats.statuses.get(status, 0) + 1
         stats.total.observe(total)
@@ -144,10 +161,15 @@ class Metrics:
             stats.cached_tokens += usage.cache_read_input_tokens or 0
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
+        self.recent.append((time.time(), door, provider, model, status, total, upstream,
+                            usage, cache_hit, error, request_id))
 
-    def failed(self, door: str, provider: str, status: int, kind: str, total: float) -> None:
+    def failed(self, door: str, provider: str, status: int, kind: str, total: float,
+               request_id: str = "") -> None:
         """A request that ended with an error status (``provider`` may be empty:
         it failed before routing)."""
+        self.recent.append((time.time(), door, provider, "", status, total, None, None, False,
+                            kind, request_id))
         stats = self._route(door, provider, "")
         stats.requests += 1
         stats.statuses[status] = stats.statuses.get(status, 0) + 1

@@ -42,6 +42,9 @@ class Cooldowns(Protocol):
 class MemoryCooldowns:
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
+        # The HTTP status of each key's last bench made here (the dashboard's
+        # "benched" vs "cooling"); those learnt from Redis have none.
+        self.last_status: dict[str, int] = {}
         # Told of each bench made here (metrics); not of those learnt from Redis.
         self.on_bench: Callable[[str, int], None] | None = None
 
@@ -54,6 +57,7 @@ class MemoryCooldowns:
 
     def bench(self, key_id: str, seconds: float, status: int) -> None:
         self._apply(key_id, time.time() + seconds)
+        self.last_status[key_id] = status
         log.warning("key %s benched for %.0f s after HTTP %d", key_id, seconds, status)
         if self.on_bench is not None:
             self.on_bench(key_id, status)

@@ -42,6 +42,7 @@ from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
+from vdm.server import dashboard
 from vdm.server.asgi import (
     ClientGone,
     Receive,
@@ -212,6 +213,50 @@ class App:
 
         await self.manage(scope, receive, send_with_id)
 
+    async def _dashboard(self, scope: Scope, send: Send, headers: dict[str, str],
+                         request_id: str, path: str) -> None:
+        """``/dashboard/*``: the shipped page (no data, open) and its snapshot
+        (MANAGEMENT_TOKEN when set, else PROXY_API_KEY when set, else open)."""
+        ids = id_headers(request_id)
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_bytes(send, 405, {**_JSON, **ids, "allow": "GET, HEAD"},
+                             _encode({"detail": f"method {scope['method']} not allowed; use GET"}))
+            return
+        if path != dashboard.SNAPSHOT:
+            found = dashboard.asset(path)
+            if found is None:
+                await send_bytes(send, 404, {**_JSON, **ids},
+                                 _encode({"detail": f"no dashboard file {path}"}))
+                return
+            body, content_type = found
+            await send_bytes(send, 200, {"content-type": content_type, **ids,
+                                         "cache-control": "no-cache",
+                                         "content-security-policy": dashboard.CSP}, body)
+            return
+        key = self.management_key or self.proxy_key
+        if key is None and self.plane is not None:  # tenants' traffic: not for any caller
+            await send_bytes(send, 403, {**_JSON, **ids}, _encode(
+                {"detail": "set MANAGEMENT_TOKEN to use the dashboard with the control plane"}))
+            return
+        if key is not None:
+            try:
+                key.check(presented_key(headers))
+            except AuthenticationFailed:
+                if self.plane is not None:
+                    from vdm.tenants.service import Actor
+
+                    client = scope.get("client")
+                    await self.plane.failed(
+                        Actor("anonymous", request_id, client[0] if client else None),
+                        "dashboard.authenticate", "wrong or missing dashboard token")
+                name = "MANAGEMENT_TOKEN" if self.management_key else "PROXY_API_KEY"
+                await send_bytes(send, 401, {**_JSON, **ids, "www-authenticate": "Bearer"},
+                                 _encode({"detail": "invalid or missing dashboard token "
+                                                    f"(Authorization: Bearer {name})"}))
+                return
+        await send_bytes(send, 200, {**_JSON, **ids, "cache-control": "no-store"},
+                         _encode(dashboard.snapshot(self)))
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
@@ -223,6 +268,9 @@ class App:
         try:
             if path.startswith(MANAGE) and (len(path) == 7 or path[7] == "/"):
                 await self._management(scope, receive, send, headers, request_id)
+                return
+            if dashboard.is_dashboard(path):
+                await self._dashboard(scope, send, headers, request_id, path)
                 return
             handler = self._handler(scope["method"], path)
             if self.auth is not None and path not in OPEN_PATHS:
@@ -372,6 +420,8 @@ def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered
         _DOOR_NAMES[door], o.provider, o.model, reply.status, now - started,
         o.first_byte - started if o.first_byte is not None else None,
         answered - o.started, o.usage, "stream" if o.error else None,
+        cache_hit=reply.headers.get("x-vdm-cache") == "hit",
+        request_id=reply.headers.get("x-request-id", ""),
     )
 
 
@@ -394,7 +444,7 @@ def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started:
     (only the API's requests are counted, not those of /health, /metrics, ...)."""
     if scope["path"].startswith("/v1/"):
         app.metrics.failed(_DOOR_NAMES[door], getattr(exc, "provider", "") or "", exc.status,
-                           exc.kind, time.perf_counter() - started)
+                           exc.kind, time.perf_counter() - started, current_request_id.get(""))
     if access.isEnabledFor(logging.INFO):
         access.info("%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message)
 

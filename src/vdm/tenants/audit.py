@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from vdm.store import AuditStore
 from vdm.store.records import AuditRecord
 
 log = logging.getLogger("vdm.audit")
+RECENT_EVENTS = 50
 _MAX_BUFFER = 100_000  # beyond this (a flood of bad tokens) the oldest are dropped, logged
 
 
@@ -46,6 +48,8 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.dropped = 0
+        # This instance's latest events, for the dashboard (no database query per poll).
+        self.recent: deque[AuditRecord] = deque(maxlen=RECENT_EVENTS)
 
     def record(self, *, actor: str, action: str, outcome: str, request_id: str | None = None,
                client_ip: str | None = None, project_id: str | None = None,
@@ -57,6 +61,7 @@ class AuditLog:
             self._buffer.pop(0)
             self.dropped += 1
         self._buffer.append(event)
+        self.recent.append(event)
         return event
 
     def start(self) -> None:
