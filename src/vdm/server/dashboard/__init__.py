@@ -81,7 +81,8 @@ def _latency(entries: list[Recent]) -> dict[str, float | None]:
     upstream = sorted(e[6] for e in entries if e[6] is not None)
     overhead = sorted(max(e[5] - e[6], 0.0) for e in entries if e[6] is not None)
     return {
-        "p50_ms": _ms(percentile(total, 0.5)), "p95_ms": _ms(percentile(total, 0.95)),
+        "p50_ms": _ms(percentile(total, 0.5)),
+        "p95_ms": _ms(percentile(total, 0.95)),
         "upstream_p50_ms": _ms(percentile(upstream, 0.5)),
         "upstream_p95_ms": _ms(percentile(upstream, 0.95)),
         "overhead_p50_ms": _ms(percentile(overhead, 0.5)),
@@ -94,9 +95,19 @@ def routes(app: App) -> list[dict[str, Any]]:
     latency percentiles over the recent ring."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for (_, provider, model), s in app.metrics.routes.items():
-        row = merged.setdefault((provider, model), {
-            "provider": provider or "-", "model": model or "-", "requests": 0, "errors": 0,
-            "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "cache_hits": 0})
+        row = merged.setdefault(
+            (provider, model),
+            {
+                "provider": provider or "-",
+                "model": model or "-",
+                "requests": 0,
+                "errors": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cached_tokens": 0,
+                "cache_hits": 0,
+            },
+        )
         row["requests"] += s.requests
         row["errors"] += sum(s.errors.values())
         row["input_tokens"] += s.input_tokens
@@ -109,8 +120,9 @@ def routes(app: App) -> list[dict[str, Any]]:
     out = []
     for key in sorted(merged):
         row = merged[key]
-        row["cache_hit_rate"] = (round(row["cache_hits"] / row["requests"], 3)
-                                 if row["requests"] else None)
+        row["cache_hit_rate"] = (
+            round(row["cache_hits"] / row["requests"], 3) if row["requests"] else None
+        )
         row.update(_latency(ring.get(key, [])))
         out.append(row)
     return out
@@ -134,9 +146,15 @@ def keys(app: App) -> list[dict[str, Any]]:
             left = cooldowns.until(kid) - now
             status = statuses.get(kid)
             state = "ok" if left <= 0 else ("benched" if status in _AUTH_STATUSES else "cooling")
-            out.append({"provider": provider, "key": kid.partition(":")[2],
-                        "state": state, "seconds_left": round(max(left, 0.0), 1),
-                        "last_status": status})
+            out.append(
+                {
+                    "provider": provider,
+                    "key": kid.partition(":")[2],
+                    "state": state,
+                    "seconds_left": round(max(left, 0.0), 1),
+                    "last_status": status,
+                }
+            )
     return out
 
 
@@ -144,16 +162,26 @@ def _recent(app: App) -> list[dict[str, Any]]:
     ring = app.metrics.recent
     shown = [ring[i] for i in range(max(len(ring) - RECENT_SHOWN, 0), len(ring))]
     out = []
-    for ts, door, provider, model, status, total, upstream, usage, hit, error, rid in \
-            reversed(shown):
-        out.append({
-            "time": time.strftime("%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}",
-            "door": door, "provider": provider or "-", "model": model or "-",
-            "status": status, "total_ms": _ms(total), "upstream_ms": _ms(upstream),
-            "input_tokens": usage.input_tokens if usage else None,
-            "output_tokens": usage.output_tokens if usage else None,
-            "cache_hit": hit, "error": error, "request_id": rid,
-        })
+    for ts, door, provider, model, status, total, upstream, usage, hit, error, rid in reversed(
+        shown
+    ):
+        out.append(
+            {
+                "time": time.strftime("%H:%M:%S", time.gmtime(ts))
+                + f".{int(ts * 1000) % 1000:03d}",
+                "door": door,
+                "provider": provider or "-",
+                "model": model or "-",
+                "status": status,
+                "total_ms": _ms(total),
+                "upstream_ms": _ms(upstream),
+                "input_tokens": usage.input_tokens if usage else None,
+                "output_tokens": usage.output_tokens if usage else None,
+                "cache_hit": hit,
+                "error": error,
+                "request_id": rid,
+            }
+        )
     return out
 
 
@@ -170,8 +198,17 @@ def snapshot(app: App) -> dict[str, Any]:
     """Everything the page shows, in one JSON object."""
     metrics = app.metrics
     rows = routes(app)
-    totals = {name: sum(r[name] for r in rows) for name in (
-        "requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cache_hits")}
+    totals = {
+        name: sum(r[name] for r in rows)
+        for name in (
+            "requests",
+            "errors",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "cache_hits",
+        )
+    }
     return {
         "version": __version__,
         "uptime_seconds": round(time.time() - metrics.started, 3),
