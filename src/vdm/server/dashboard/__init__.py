@@ -129,8 +129,8 @@ def routes(app: App) -> list[dict[str, Any]]:
 
 
 def keys(app: App) -> list[dict[str, Any]]:
-    """Every configured provider key by its hash: ok, cooling (rate limited or
-    an upstream error) or benched (refused: 401/403), and for how long."""
+    """Every configured provider key by its hash: ok, cooling (429, or a bench
+    learnt from another instance) or benched (refused: 401/403), and for how long."""
     gateway = app.gateway
     if gateway is None:
         return []
