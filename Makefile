@@ -24,6 +24,7 @@ run: $(STAMP)
 
 test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest -q
 
 lint: $(DEVSTAMP)

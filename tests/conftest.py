@@ -59,17 +59,23 @@ def upstream_env(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream) -> dic
 
 @pytest.fixture(scope="session")
 def gateway(
-    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
-    with run_gateway(upstream_env(fake_openai, fake_anthropic),
-                     tmp_path_factory.mktemp("gateway")) as gw:
+    with run_gateway(
+        upstream_env(fake_openai, fake_anthropic), tmp_path_factory.mktemp("gateway")
+    ) as gw:
         yield gw
 
 
 @pytest.fixture(autouse=True)
 def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
-    fakes = [request.getfixturevalue(name) for name in ("fake_openai", "fake_anthropic")
-             if name in request.fixturenames]
+    fakes = [
+        request.getfixturevalue(name)
+        for name in ("fake_openai", "fake_anthropic")
+        if name in request.fixturenames
+    ]
     for fake in fakes:
         fake.reset()
     yield
@@ -79,8 +85,9 @@ def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def client(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0,
-                             timeout=20) as c:
+    with anthropic.Anthropic(
+        base_url=gateway.url, api_key="client-key", max_retries=0, timeout=20
+    ) as c:
         yield c
 
 

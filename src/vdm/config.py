@@ -45,8 +45,11 @@ API_FORMATS = ("openai", "anthropic", "azure")
 AZURE = "azure"
 AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA dated api-version
 # Hosts that make an OpenAI-format provider (no explicit api-format) an Azure one.
-AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com",
-                       ".services.ai.azure.com")
+AZURE_HOST_SUFFIXES = (
+    ".openai.azure.com",
+    ".cognitiveservices.azure.com",
+    ".services.ai.azure.com",
+)
 # Azure deployment names: letters, digits, '-', '_', '.'; they go into a URL path.
 AZURE_DEPLOYMENT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 PASSTHROUGH_KEY = "!PASSTHRU"
@@ -179,27 +182,71 @@ def key_id(provider: str, secret: str) -> str:
 
 # ---------------------------------------------------------------- TOML layers
 
-_TOP_KEYS = {"default-provider", "server", "providers", "fallbacks", "middleware", "grpc",
-             "tenants", "cache"}
+_TOP_KEYS = {
+    "default-provider",
+    "server",
+    "providers",
+    "fallbacks",
+    "middleware",
+    "grpc",
+    "tenants",
+    "cache",
+}
 _SERVER_KEYS = {
-    "host", "port", "log-level", "log-format", "request-timeout", "max-tokens-limit", "max-body-size",
-    "proxy-api-key", "max-retries", "retry-backoff", "connect-timeout", "first-byte-timeout",
-    "idle-timeout", "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
-    "key-rate-limit-cooldown", "key-cooldown-max", "redis-url",
-    "models-cache-ttl", "models-wait", "models-prefetch",
-    "max-upload-size", "passthrough-allow",
+    "host",
+    "port",
+    "log-level",
+    "log-format",
+    "request-timeout",
+    "max-tokens-limit",
+    "max-body-size",
+    "proxy-api-key",
+    "max-retries",
+    "retry-backoff",
+    "connect-timeout",
+    "first-byte-timeout",
+    "idle-timeout",
+    "total-timeout",
+    "ping-interval",
+    "shutdown-timeout",
+    "key-auth-cooldown",
+    "key-rate-limit-cooldown",
+    "key-cooldown-max",
+    "redis-url",
+    "models-cache-ttl",
+    "models-wait",
+    "models-prefetch",
+    "max-upload-size",
+    "passthrough-allow",
 }
 _GRPC_KEYS = {
-    "host", "port", "tls-cert", "tls-key", "default-model", "max-requests-per-minute",
-    "max-concurrent-requests", "max-requests-per-minute-per-token",
-    "max-concurrent-requests-per-token", "max-input-length", "request-timeout", "jwt-secret",
+    "host",
+    "port",
+    "tls-cert",
+    "tls-key",
+    "default-model",
+    "max-requests-per-minute",
+    "max-concurrent-requests",
+    "max-requests-per-minute-per-token",
+    "max-concurrent-requests-per-token",
+    "max-input-length",
+    "request-timeout",
+    "jwt-secret",
     "jwt-secret-file",
 }
 JWT_SECRET_MIN_LENGTH = 32  # bytes: HS256 wants a key at least as long as its hash
 _MIDDLEWARE_KEYS = {"enabled", "thought-signature-cache-ttl", "thought-signature-max-cache-size"}
 _PROVIDER_KEYS = {
-    "base-url", "api-format", "api-key", "api-version", "headers", "aliases",
-    "fallback-aliases", "max-tokens-field", "supports-reasoning", "deployments",
+    "base-url",
+    "api-format",
+    "api-key",
+    "api-version",
+    "headers",
+    "aliases",
+    "fallback-aliases",
+    "max-tokens-field",
+    "supports-reasoning",
+    "deployments",
     "responses-api",
 }
 
@@ -240,12 +287,16 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
     if not isinstance(middleware, dict):
         problems.append(f"{source}: 'middleware' must be a table")
     else:
-        problems += [f"{source}: unknown key 'middleware.{k}'"
-                     for k in middleware if k not in _MIDDLEWARE_KEYS]
+        problems += [
+            f"{source}: unknown key 'middleware.{k}'"
+            for k in middleware
+            if k not in _MIDDLEWARE_KEYS
+        ]
     tenants = data.get("tenants", {})
     if isinstance(tenants, dict):
-        problems += [f"{source}: unknown key 'tenants.{k}'" for k in tenants
-                     if k not in _TENANT_KEYS]
+        problems += [
+            f"{source}: unknown key 'tenants.{k}'" for k in tenants if k not in _TENANT_KEYS
+        ]
     cache = data.get("cache", {})
     if isinstance(cache, dict):
         problems += [f"{source}: unknown key 'cache.{k}'" for k in cache if k not in _CACHE_KEYS]
@@ -261,7 +312,8 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
             problems.append(f"{source}: provider name '{name}' must be lowercase [a-z0-9_]")
         problems += [
             f"{source}: unknown key 'providers.{name}.{k}'"
-            for k in table if k not in _PROVIDER_KEYS
+            for k in table
+            if k not in _PROVIDER_KEYS
         ]
     return problems
 
@@ -279,9 +331,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- loading
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     """Read every layer and return validated settings (or raise ConfigError)."""
     cwd = cwd or Path.cwd()
     from_dotenv: set[str] = set()
@@ -374,9 +424,18 @@ def _server_settings(
     retries = _as_int(*pick("max-retries", "MAX_RETRIES"), problems, low=0, high=10)
     seconds = {
         name: _as_float(*pick(name, name.upper().replace("-", "_")), problems)
-        for name in ("retry-backoff", "connect-timeout", "first-byte-timeout", "idle-timeout",
-                     "total-timeout", "ping-interval", "shutdown-timeout", "key-auth-cooldown",
-                     "key-rate-limit-cooldown", "key-cooldown-max")
+        for name in (
+            "retry-backoff",
+            "connect-timeout",
+            "first-byte-timeout",
+            "idle-timeout",
+            "total-timeout",
+            "ping-interval",
+            "shutdown-timeout",
+            "key-auth-cooldown",
+            "key-rate-limit-cooldown",
+            "key-cooldown-max",
+        )
     }
     redis_url, redis_src = pick("redis-url", "REDIS_URL")
     if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
@@ -448,8 +507,11 @@ def _middleware_settings(
             enabled.append(name)
     gemini = "gemini-thought-signatures"
     flag = env.get("GEMINI_THOUGHT_SIGNATURES_ENABLED", "")
-    if flag and _bool(flag, "environment variable GEMINI_THOUGHT_SIGNATURES_ENABLED", problems) \
-            and gemini not in enabled:
+    if (
+        flag
+        and _bool(flag, "environment variable GEMINI_THOUGHT_SIGNATURES_ENABLED", problems)
+        and gemini not in enabled
+    ):
         enabled.append(gemini)
 
     def pick(key: str, env_name: str) -> tuple[Any, str]:
@@ -458,8 +520,11 @@ def _middleware_settings(
         return table.get(key), source(key)
 
     ttl = _as_float(*pick("thought-signature-cache-ttl", "THOUGHT_SIGNATURE_CACHE_TTL"), problems)
-    size = _as_int(*pick("thought-signature-max-cache-size", "THOUGHT_SIGNATURE_MAX_CACHE_SIZE"),
-                   problems, low=1)
+    size = _as_int(
+        *pick("thought-signature-max-cache-size", "THOUGHT_SIGNATURE_MAX_CACHE_SIZE"),
+        problems,
+        low=1,
+    )
     return MiddlewareSettings(
         enabled=tuple(enabled),
         thought_signature_cache_ttl=ttl or 3600.0,
@@ -468,7 +533,10 @@ def _middleware_settings(
 
 
 def _grpc_settings(
-    table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str], problems: list[str],
+    table: dict[str, Any],
+    env: Mapping[str, str],
+    sources: dict[str, str],
+    problems: list[str],
     server: ServerSettings,
 ) -> GrpcSettings:
     def pick(key: str, env_name: str) -> tuple[Any, str]:
@@ -488,8 +556,10 @@ def _grpc_settings(
         if value and not Path(str(value)).expanduser().is_file():
             problems.append(f"{where}: no such file: {value}")
     if bool(tls["tls-cert"]) != bool(tls["tls-key"]):
-        problems.append("grpc TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY "
-                        "(tls-cert and tls-key under [grpc]), or neither")
+        problems.append(
+            "grpc TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY "
+            "(tls-cert and tls-key under [grpc]), or neither"
+        )
     default_model, _ = pick("default-model", "GRPC_DEFAULT_MODEL")
     timeout = _as_float(*pick("request-timeout", "GRPC_REQUEST_TIMEOUT"), problems)
     return GrpcSettings(
@@ -516,10 +586,16 @@ def _jwt_secret(
     candidates = [
         (env.get("VDM_JWT_SECRET"), False, "environment variable VDM_JWT_SECRET"),
         (env.get("VDM_JWT_SECRET_FILE"), True, "environment variable VDM_JWT_SECRET_FILE"),
-        (table.get("jwt-secret"), False, f"{sources.get('grpc.jwt-secret', 'config')}: "
-                                         "grpc.jwt-secret"),
-        (table.get("jwt-secret-file"), True, f"{sources.get('grpc.jwt-secret-file', 'config')}"
-                                             ": grpc.jwt-secret-file"),
+        (
+            table.get("jwt-secret"),
+            False,
+            f"{sources.get('grpc.jwt-secret', 'config')}: grpc.jwt-secret",
+        ),
+        (
+            table.get("jwt-secret-file"),
+            True,
+            f"{sources.get('grpc.jwt-secret-file', 'config')}: grpc.jwt-secret-file",
+        ),
     ]
     for value, is_file, where in candidates:
         if not value:
@@ -532,8 +608,9 @@ def _jwt_secret(
                 problems.append(f"{where}: cannot read the secret file: {exc.strerror}")
                 return None
         if len(secret.encode()) < JWT_SECRET_MIN_LENGTH:
-            problems.append(f"{where}: the JWT secret must be at least "
-                            f"{JWT_SECRET_MIN_LENGTH} bytes long")
+            problems.append(
+                f"{where}: the JWT secret must be at least {JWT_SECRET_MIN_LENGTH} bytes long"
+            )
             return None
         return secret
     return None
@@ -549,8 +626,10 @@ def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] 
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         value = "; ".join(value)
     if not isinstance(value, str):
-        problems.append(f"{source}: expected a string like 'GET,POST /v1/files; POST "
-                        f"/v1/embeddings' (or an array of such entries), got {value!r}")
+        problems.append(
+            f"{source}: expected a string like 'GET,POST /v1/files; POST "
+            f"/v1/embeddings' (or an array of such entries), got {value!r}"
+        )
         return None
     try:
         return parse_allowlist(value)
@@ -560,7 +639,11 @@ def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] 
 
 
 def _as_int(
-    value: Any, source: str, problems: list[str], *, low: int | None = None,
+    value: Any,
+    source: str,
+    problems: list[str],
+    *,
+    low: int | None = None,
     high: int | None = None,
 ) -> int | None:
     if value is None or value == "":
@@ -593,7 +676,16 @@ def _as_float(value: Any, source: str, problems: list[str]) -> float | None:
 def _bool(value: Any, source: str, problems: list[str]) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+    if isinstance(value, str) and value.lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return value.lower() in ("1", "true", "yes", "on")
     problems.append(f"{source}: expected true or false, got {value!r}")
     return False
@@ -637,7 +729,10 @@ def _providers(
 
 
 def _provider(
-    name: str, table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str],
+    name: str,
+    table: dict[str, Any],
+    env: Mapping[str, str],
+    sources: dict[str, str],
     problems: list[str],
 ) -> ProviderSettings | None:
     upper = name.upper()
@@ -661,16 +756,22 @@ def _provider(
         )
         return None
     base_url = _base_url(name, fmt, *pick("base-url", "BASE_URL"), problems)
-    if base_url is not None and fmt_raw is None and is_azure_host(urlparse(base_url).hostname or ""):
+    if (
+        base_url is not None
+        and fmt_raw is None
+        and is_azure_host(urlparse(base_url).hostname or "")
+    ):
         fmt = AZURE
     version, _ = pick("api-version", "API_VERSION")
     headers = {str(k): str(v) for k, v in (table.get("headers") or {}).items()}
     header_prefix = f"{upper}_CUSTOM_HEADER_"
     for var, value in env.items():
         if var.startswith(header_prefix) and len(var) > len(header_prefix):
-            headers[var[len(header_prefix):].replace("_", "-").lower()] = value
+            headers[var[len(header_prefix) :].replace("_", "-").lower()] = value
     reasoning_raw, reasoning_src = pick("supports-reasoning", "SUPPORTS_REASONING")
-    reasoning = _bool(reasoning_raw, reasoning_src, problems) if reasoning_raw is not None else False
+    reasoning = (
+        _bool(reasoning_raw, reasoning_src, problems) if reasoning_raw is not None else False
+    )
     field_name, field_src = pick("max-tokens-field", "MAX_TOKENS_FIELD")
     field_name = str(field_name or "max_tokens")
     if field_name not in ("max_tokens", "max_completion_tokens"):
@@ -678,8 +779,9 @@ def _provider(
             f"{field_src}: expected 'max_tokens' or 'max_completion_tokens', got {field_name!r}"
         )
     del key_src
-    responses_api = _responses_api(name, fmt, *pick("responses-api", "RESPONSES_API"), sources,
-                                   problems)
+    responses_api = _responses_api(
+        name, fmt, *pick("responses-api", "RESPONSES_API"), sources, problems
+    )
     deployments: dict[str, str] = {}
     if fmt == AZURE:
         version = version or AZURE_DEFAULT_API_VERSION
@@ -708,8 +810,9 @@ def _provider(
 RESPONSES_APIS = ("native", "convert")
 
 
-def _responses_api(name: str, fmt: str, value: Any, source: str, sources: Mapping[str, str],
-                   problems: list[str]) -> Literal["native", "convert"]:
+def _responses_api(
+    name: str, fmt: str, value: Any, source: str, sources: Mapping[str, str], problems: list[str]
+) -> Literal["native", "convert"]:
     """``{NAME}_RESPONSES_API``: whether the provider speaks the Responses API
     itself.  Only OpenAI-format providers can; the package default (``native``
     for ``openai``) quietly does not apply when that provider is pointed at
@@ -722,8 +825,10 @@ def _responses_api(name: str, fmt: str, value: Any, source: str, sources: Mappin
         return "convert"
     if choice == "native" and fmt != "openai":
         if sources.get(f"providers.{name}.responses-api") != "defaults.toml":
-            problems.append(f"{source}: 'native' needs an OpenAI-format provider "
-                            f"(api format is {fmt!r}); use 'convert'")
+            problems.append(
+                f"{source}: 'native' needs an OpenAI-format provider "
+                f"(api format is {fmt!r}); use 'convert'"
+            )
         return "convert"
     return choice  # type: ignore[return-value]
 
@@ -749,7 +854,10 @@ def is_azure_host(host: str) -> bool:
 
 
 def _deployments(
-    name: str, table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str],
+    name: str,
+    table: dict[str, Any],
+    env: Mapping[str, str],
+    sources: dict[str, str],
     problems: list[str],
 ) -> dict[str, str]:
     """model -> Azure deployment: TOML ``[providers.NAME.deployments]``, then
@@ -812,14 +920,17 @@ def _alias_table(table: Any, provider: str, problems: list[str]) -> dict[str, st
 
 
 def _aliases(
-    name: str, table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str],
+    name: str,
+    table: dict[str, Any],
+    env: Mapping[str, str],
+    sources: dict[str, str],
     problems: list[str],
 ) -> dict[str, str]:
     out = _alias_table(table.get("aliases", {}), name, problems)
     prefix = f"{name.upper()}_ALIAS_"
     for var, model in env.items():
         if var.startswith(prefix) and len(var) > len(prefix) and model:
-            alias = var[len(prefix):].lower()  # env names are upper-case by habit
+            alias = var[len(prefix) :].lower()  # env names are upper-case by habit
             out[alias] = model
             sources[f"providers.{name}.aliases.{alias}"] = f"env {var}"
     return out
@@ -836,8 +947,10 @@ def _fallbacks(
         table = {}
     for model, alternatives in table.items():
         source = f"{sources.get('fallbacks.' + model, 'config')}: fallbacks.{model}"
-        if not isinstance(alternatives, list) or not alternatives or not all(
-            isinstance(a, str) and a.strip() for a in alternatives
+        if (
+            not isinstance(alternatives, list)
+            or not alternatives
+            or not all(isinstance(a, str) and a.strip() for a in alternatives)
         ):
             problems.append(f"{source}: expected a non-empty list of model names")
             continue
@@ -858,9 +971,12 @@ def _fallbacks(
 
 
 def _check_fallbacks(
-    fallbacks: Mapping[str, tuple[str, ...]], providers: Mapping[str, ProviderSettings],
-    default: str, aliases: Mapping[str, Mapping[str, str]],
-    fallback_aliases: Mapping[str, Mapping[str, str]], problems: list[str],
+    fallbacks: Mapping[str, tuple[str, ...]],
+    providers: Mapping[str, ProviderSettings],
+    default: str,
+    aliases: Mapping[str, Mapping[str, str]],
+    fallback_aliases: Mapping[str, Mapping[str, str]],
+    problems: list[str],
 ) -> None:
     """Every model named in a fallback chain must route somewhere."""
     from vdm.errors import InvalidRequest
@@ -876,8 +992,11 @@ def _check_fallbacks(
 
 
 def _default_provider(
-    merged: dict[str, Any], env: Mapping[str, str], sources: dict[str, str],
-    providers: Mapping[str, ProviderSettings], problems: list[str],
+    merged: dict[str, Any],
+    env: Mapping[str, str],
+    sources: dict[str, str],
+    providers: Mapping[str, ProviderSettings],
+    problems: list[str],
 ) -> tuple[str, str]:
     if env.get("VDM_DEFAULT_PROVIDER"):
         name, source = env["VDM_DEFAULT_PROVIDER"].lower(), "env VDM_DEFAULT_PROVIDER"
@@ -906,7 +1025,9 @@ def lint(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[
         dotenv = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
         env = {**dotenv, **os.environ}
     problems: list[str] = []
-    keyed = {v[: -len("_API_KEY")].lower() for v in env if v.endswith("_API_KEY") and env[v].strip()}
+    keyed = {
+        v[: -len("_API_KEY")].lower() for v in env if v.endswith("_API_KEY") and env[v].strip()
+    }
     for path in (user_config_path(env), cwd / "vdm.toml"):
         tables = _read_toml(path, str(path), []).get("providers", {})
         keyed |= {n for n, t in tables.items() if isinstance(t, dict) and t.get("api-key")}
@@ -915,11 +1036,15 @@ def lint(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[
         tables = _read_toml(path, str(path), []).get("providers", {})
         for name, table in tables.items():
             if isinstance(table, dict) and name not in keyed and table.get("aliases"):
-                problems.append(f"{path}: providers.{name}.aliases: provider '{name}' is not "
-                                f"configured (no api-key and no {name.upper()}_API_KEY)")
+                problems.append(
+                    f"{path}: providers.{name}.aliases: provider '{name}' is not "
+                    f"configured (no api-key and no {name.upper()}_API_KEY)"
+                )
     for var in env:
         prefix, sep, _ = var.partition("_ALIAS_")
         if sep and prefix and prefix.lower() not in keyed and _PROVIDER_NAME.match(prefix.lower()):
-            problems.append(f"environment variable {var}: alias of provider '{prefix.lower()}', "
-                            f"which is not configured (no {prefix}_API_KEY)")
+            problems.append(
+                f"environment variable {var}: alias of provider '{prefix.lower()}', "
+                f"which is not configured (no {prefix}_API_KEY)"
+            )
     return problems

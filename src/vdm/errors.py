@@ -126,8 +126,9 @@ class ShuttingDown(GatewayError):
     kind = "overloaded"
 
     def __init__(self) -> None:
-        super().__init__("the gateway is shutting down; this request was ended before it "
-                         "finished (retry it)")
+        super().__init__(
+            "the gateway is shutting down; this request was ended before it finished (retry it)"
+        )
 
 
 class UpstreamError(GatewayError):

@@ -27,9 +27,7 @@ import msgspec
 
 Role = Literal["user", "assistant", "system"]
 
-StopReason = Literal[
-    "end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"
-]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
 
 
 # ---------------------------------------------------------------- content parts
@@ -312,8 +310,9 @@ class MessageBuilder:
             if kind == "text":
                 content.append(TextPart("".join(block[1])))
             elif kind == "tool_use":
-                content.append(ToolUsePart(block[1], block[2], parse_tool_input("".join(block[3])),
-                                           block[4]))
+                content.append(
+                    ToolUsePart(block[1], block[2], parse_tool_input("".join(block[3])), block[4])
+                )
             elif kind == "thinking":
                 content.append(ThinkingPart("".join(block[1]), block[2]))
             else:

@@ -82,8 +82,7 @@ def _journal_handler() -> logging.Handler | None:
     if not os.path.exists(JOURNAL_SOCKET):
         return None
     try:
-        handler = logging.handlers.SysLogHandler(address=JOURNAL_SOCKET,
-                                                 socktype=socket.SOCK_DGRAM)
+        handler = logging.handlers.SysLogHandler(address=JOURNAL_SOCKET, socktype=socket.SOCK_DGRAM)
     except OSError:
         return None
     handler.ident = f"vdm[{os.getpid()}]: "  # the journal's SYSLOG_IDENTIFIER is "vdm"
@@ -110,7 +109,8 @@ def configure(level: str, fmt: str = "console", *, systemd: bool = False) -> Non
         if fallback:
             os.environ.pop(JOURNAL_ENV, None)
             logging.getLogger("vdm").warning(
-                "--systemd: no journal at %s; logging to the console", JOURNAL_SOCKET)
+                "--systemd: no journal at %s; logging to the console", JOURNAL_SOCKET
+            )
     root.setLevel(level)
     # uvicorn's own loggers go through ours; its access log is replaced by vdm.access.
     for name in ("uvicorn", "uvicorn.error"):

@@ -46,8 +46,9 @@ RECENT_REQUESTS = 1000  # the dashboard's ring of finished requests (and its per
 
 # (time.time(), door, provider, model, status, total s, upstream s, usage, cache hit,
 #  error kind, request id): one finished request in Metrics.recent.
-Recent = tuple[float, str, str, str, int, float, "float | None", "ir.Usage | None", bool,
-               "str | None", str]
+Recent = tuple[
+    float, str, str, str, int, float, "float | None", "ir.Usage | None", bool, "str | None", str
+]
 
 
 class Histogram:
@@ -161,15 +162,30 @@ class Metrics:
             stats.cached_tokens += usage.cache_read_input_tokens or 0
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
-        self.recent.append((time.time(), door, provider, model, status, total, upstream,
-                            usage, cache_hit, error, request_id))
+        self.recent.append(
+            (
+                time.time(),
+                door,
+                provider,
+                model,
+                status,
+                total,
+                upstream,
+                usage,
+                cache_hit,
+                error,
+                request_id,
+            )
+        )
 
-    def failed(self, door: str, provider: str, status: int, kind: str, total: float,
-               request_id: str = "") -> None:
+    def failed(
+        self, door: str, provider: str, status: int, kind: str, total: float, request_id: str = ""
+    ) -> None:
         """A request that ended with an error status (``provider`` may be empty:
         it failed before routing)."""
-        self.recent.append((time.time(), door, provider, "", status, total, None, None, False,
-                            kind, request_id))
+        self.recent.append(
+            (time.time(), door, provider, "", status, total, None, None, False, kind, request_id)
+        )
         stats = self._route(door, provider, "")
         stats.requests += 1
         stats.statuses[status] = stats.statuses.get(status, 0) + 1

@@ -116,16 +116,24 @@ class _RelayRules:
 
 
 _ANTHROPIC_RELAY = _RelayRules(
-    anthropic.UsageTap, anthropic.encode_stream_error, msgspec.json.Decoder(_AnthropicAnswer),
+    anthropic.UsageTap,
+    anthropic.encode_stream_error,
+    msgspec.json.Decoder(_AnthropicAnswer),
     lambda a: (anthropic.usage_from_dict(a.usage), a.stop_reason),
 )
 _OPENAI_RELAY = _RelayRules(
-    _OpenAITap, openai_ingress.encode_stream_error, msgspec.json.Decoder(_OpenAIAnswer),
-    lambda a: (usage_from_openai(a.usage) if a.usage else None,
-               a.choices[0].finish_reason if a.choices else None),
+    _OpenAITap,
+    openai_ingress.encode_stream_error,
+    msgspec.json.Decoder(_OpenAIAnswer),
+    lambda a: (
+        usage_from_openai(a.usage) if a.usage else None,
+        a.choices[0].finish_reason if a.choices else None,
+    ),
 )
 _RESPONSES_RELAY = _RelayRules(
-    responses.UsageTap, responses.encode_stream_error, msgspec.json.Decoder(responses.ResponsesAnswer),
+    responses.UsageTap,
+    responses.encode_stream_error,
+    msgspec.json.Decoder(responses.ResponsesAnswer),
     lambda a: (responses.usage_from_responses(a.usage), a.status),
 )
 
@@ -195,7 +203,8 @@ class Gateway:
             n: isinstance(p, OpenAIChatNative) for n, p in self.providers.items()
         }
         self._responses_native = {
-            n: isinstance(p, OpenAIResponsesNative) and n in settings.providers
+            n: isinstance(p, OpenAIResponsesNative)
+            and n in settings.providers
             and settings.providers[n].responses_api == "native"
             for n, p in self.providers.items()
         }
@@ -210,8 +219,11 @@ class Gateway:
             for model, alternatives in settings.fallbacks.items()
         }
         self.chain = build_chain(settings.middleware)
-        self.cache = cache if cache is not None else ResponseCache.build(
-            settings.cache, None, self.router.resolve)
+        self.cache = (
+            cache
+            if cache is not None
+            else ResponseCache.build(settings.cache, None, self.router.resolve)
+        )
         self._cache_models = bool(settings.cache.models)
         self.catalog = ModelCatalog(
             {n: p for n, p in self.providers.items() if isinstance(p, ModelLister)},
@@ -237,8 +249,9 @@ class Gateway:
         providers = {n: build(p, settings.server, cooldowns) for n, p in settings.providers.items()}
         gateway = cls(settings, providers, cooldowns, metrics)
         if settings.cache.backend == "redis":
-            gateway.cache = ResponseCache.build(settings.cache, settings.server.redis_url,
-                                                gateway.router.resolve)
+            gateway.cache = ResponseCache.build(
+                settings.cache, settings.server.redis_url, gateway.router.resolve
+            )
         return gateway
 
     async def start(self) -> None:
@@ -258,8 +271,13 @@ class Gateway:
     # ------------------------------------------------------------ response cache
 
     def _cache_plan(
-        self, door: str, parsed: dict[str, Any], headers: Mapping[str, str], model: str,
-        client_key: str | None, principal: Principal | None,
+        self,
+        door: str,
+        parsed: dict[str, Any],
+        headers: Mapping[str, str],
+        model: str,
+        client_key: str | None,
+        principal: Principal | None,
     ) -> Plan | None:
         """The cache entry a request reads and writes (None, after one check,
         when it asks for no caching and no model has a TTL)."""
@@ -268,14 +286,20 @@ class Gateway:
         route = self.router.resolve(model)
         if principal is not None:
             _permitted(principal, model, (route,))  # a hit is no way around allowed models
-        return self.cache.plan(door, parsed, headers, route,
-                               principal.project_id if principal else None, client_key)
+        return self.cache.plan(
+            door, parsed, headers, route, principal.project_id if principal else None, client_key
+        )
 
     # ------------------------------------------------------------ attempts
 
     async def _serve(
-        self, model: str, parsed: dict[str, Any], headers: Mapping[str, str],
-        client_key: str | None, call: Call | None, attempt: Attempt,
+        self,
+        model: str,
+        parsed: dict[str, Any],
+        headers: Mapping[str, str],
+        client_key: str | None,
+        call: Call | None,
+        attempt: Attempt,
         principal: Principal | None = None,
     ) -> Reply:
         """Run ``attempt`` on the model's route, retrying and falling back until
@@ -292,8 +316,10 @@ class Gateway:
             # A client's own key is meant for the provider it routed to, never another.
             key = client_key if route.provider == primary.provider else None
             ctx = ClientContext(
-                client_key=key, headers=headers,
-                upstream_key=principal.upstream_keys.get(route.provider) if principal else None)
+                client_key=key,
+                headers=headers,
+                upstream_key=principal.upstream_keys.get(route.provider) if principal else None,
+            )
             for retry in range(self._max_retries + 1):
                 outcome = Outcome(provider=route.provider, model=route.model)
                 if call is not None:  # every attempt is seen (a retry or fallback is a new one)
@@ -311,8 +337,13 @@ class Gateway:
                     error = exc
                     if exc.retryable and retry < self._max_retries:
                         delay = random.uniform(0, min(self._backoff * 2**retry, _MAX_BACKOFF))
-                        log.warning("%s; retry %d of %d in %.2f s", exc.message, retry + 1,
-                                    self._max_retries, delay)
+                        log.warning(
+                            "%s; retry %d of %d in %.2f s",
+                            exc.message,
+                            retry + 1,
+                            self._max_retries,
+                            delay,
+                        )
                         self.metrics.retry(route.provider)
                         await asyncio.sleep(delay)
                         continue
@@ -320,13 +351,21 @@ class Gateway:
                 reply.headers["x-vdm-provider"] = route.provider
                 reply.headers["x-vdm-model"] = route.model
                 if index:
-                    log.warning("served by fallback %s:%s after: %s", route.provider,
-                                route.model, error.message if error else "")
+                    log.warning(
+                        "served by fallback %s:%s after: %s",
+                        route.provider,
+                        route.model,
+                        error.message if error else "",
+                    )
                 return reply
             if index + 1 < len(candidates):
                 nxt = candidates[index + 1]
-                log.warning("%s; falling back to %s:%s", error.message if error else "",
-                            nxt.provider, nxt.model)
+                log.warning(
+                    "%s; falling back to %s:%s",
+                    error.message if error else "",
+                    nxt.provider,
+                    nxt.model,
+                )
                 self.metrics.failover(route.provider, nxt.provider)
         assert error is not None
         raise error
@@ -341,12 +380,19 @@ class Gateway:
         except TimeoutError:
             raise UpstreamTimeout(
                 f"provider '{provider}' sent no first byte within "
-                f"{self._first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)", provider=provider,
+                f"{self._first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)",
+                provider=provider,
             ) from None
 
     async def _convert(
-        self, request: ir.ChatRequest, route: Route, provider: Provider, ctx: ClientContext,
-        outcome: Outcome, call: Call | None, encode_event: Callable[[ir.Event], bytes],
+        self,
+        request: ir.ChatRequest,
+        route: Route,
+        provider: Provider,
+        ctx: ClientContext,
+        outcome: Outcome,
+        call: Call | None,
+        encode_event: Callable[[ir.Event], bytes],
         encode_error: Callable[[GatewayError], bytes],
         encode_response: Callable[[ir.ChatResponse], bytes],
     ) -> Reply:
@@ -362,13 +408,14 @@ class Gateway:
             stream = _render_stream(first, events, outcome, encode_event, encode_error)
             return Reply(200, dict(_SSE_HEADERS), stream=stream, outcome=outcome)
         response = await _fold(first, events, outcome)
-        return Reply(200, {"content-type": _JSON}, body=encode_response(response),
-                     outcome=outcome)
+        return Reply(200, {"content-type": _JSON}, body=encode_response(response), outcome=outcome)
 
     # ------------------------------------------------------------ IR in, IR out
 
     async def complete(
-        self, request: ir.ChatRequest, headers: Mapping[str, str] | None = None,
+        self,
+        request: ir.ChatRequest,
+        headers: Mapping[str, str] | None = None,
         principal: Principal | None = None,
     ) -> Completion:
         """Serve an IR request with the routing, aliases, retries, fallbacks and
@@ -380,8 +427,9 @@ class Gateway:
         attempts = 0
         shape = {"stream": request.stream, "messages": request.messages, "tools": request.tools}
 
-        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
-                          outcome: Outcome) -> Reply:
+        async def attempt(
+            route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
+        ) -> Reply:
             nonlocal attempts
             attempts += 1
             wanted = request if call is None else await self.chain.request(call, request)
@@ -391,8 +439,12 @@ class Gateway:
                 first, events = await self.chain.events(call, first, events)
             # The Reply carries IR events rather than bytes here, so the chain's
             # end-of-stream hook (on_response) sees this door's calls too.
-            return Reply(200, {}, stream=_observed(first, events, outcome),  # type: ignore[arg-type]
-                         outcome=outcome)
+            return Reply(
+                200,
+                {},
+                stream=_observed(first, events, outcome),  # type: ignore[arg-type]
+                outcome=outcome,
+            )
 
         served = self._serve(request.model, shape, headers, None, call, attempt, principal)
         reply = await (served if call is None else self.chain.run(call, served))
@@ -402,34 +454,56 @@ class Gateway:
     # ------------------------------------------------------------ /v1/messages
 
     async def messages(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
         principal: Principal | None = None,
     ) -> Reply:
         if self.chain:
             call = Call(current_request_id.get(), "anthropic", headers)
             return await self.chain.run(
-                call, self._messages(body, headers, client_key, call, principal))
+                call, self._messages(body, headers, client_key, call, principal)
+            )
         return await self._messages(body, headers, client_key, None, principal)
 
     async def _messages(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
+        call: Call | None,
         principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model = anthropic.validate_request_fields(parsed)
         decoded: list[ir.ChatRequest] = []  # decoded once, by the first conversion attempt
 
-        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
-                          outcome: Outcome) -> Reply:
+        async def attempt(
+            route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
+        ) -> Reply:
             if self._native[route.provider]:
                 return await self._passthrough(
-                    provider, parsed, body, route, ctx, outcome  # type: ignore[arg-type]
+                    provider,
+                    parsed,
+                    body,
+                    route,
+                    ctx,
+                    outcome,  # type: ignore[arg-type]
                 )
             if not decoded:
                 decoded.append(anthropic.decode_request(parsed))
-            return await self._convert(decoded[0], route, provider, ctx, outcome, call,
-                                       anthropic.encode_event, anthropic.encode_stream_error,
-                                       anthropic.encode_response)
+            return await self._convert(
+                decoded[0],
+                route,
+                provider,
+                ctx,
+                outcome,
+                call,
+                anthropic.encode_event,
+                anthropic.encode_stream_error,
+                anthropic.encode_response,
+            )
 
         plan = self._cache_plan("anthropic", parsed, headers, model, client_key, principal)
         if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
@@ -444,36 +518,54 @@ class Gateway:
     # ------------------------------------------------------------ /v1/chat/completions
 
     async def chat_completions(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
         principal: Principal | None = None,
     ) -> Reply:
         if self.chain:
             call = Call(current_request_id.get(), "openai", headers)
             return await self.chain.run(
-                call, self._chat_completions(body, headers, client_key, call, principal))
+                call, self._chat_completions(body, headers, client_key, call, principal)
+            )
         return await self._chat_completions(body, headers, client_key, None, principal)
 
     async def _chat_completions(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
+        call: Call | None,
         principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model = openai_ingress.validate_request_fields(parsed)
         decoded: list[tuple[ir.ChatRequest, openai_ingress.Options]] = []
 
-        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
-                          outcome: Outcome) -> Reply:
+        async def attempt(
+            route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
+        ) -> Reply:
             if self._openai_native[route.provider]:
                 return await self._relay(
-                    route, outcome, parsed.get("stream") is True, _OPENAI_RELAY,
+                    route,
+                    outcome,
+                    parsed.get("stream") is True,
+                    _OPENAI_RELAY,
                     lambda: provider.forward_chat(  # type: ignore[attr-defined]
-                        body, parsed, route.model, ctx),
+                        body, parsed, route.model, ctx
+                    ),
                 )
             if not decoded:
                 decoded.append(openai_ingress.decode_request(parsed))
             request, options = decoded[0]
             return await self._convert(
-                request, route, provider, ctx, outcome, call,
+                request,
+                route,
+                provider,
+                ctx,
+                outcome,
+                call,
                 openai_ingress.ChunkEncoder(model, options).encode,
                 openai_ingress.encode_stream_error,
                 lambda response: openai_ingress.encode_response(response, model),
@@ -486,24 +578,31 @@ class Gateway:
         if plan is not None:
             work = self.cache.recorded(plan, work)
         if parsed.get("stream") is True:
-            return await self._opened(work, openai_ingress.PING,
-                                      openai_ingress.encode_stream_error)
+            return await self._opened(work, openai_ingress.PING, openai_ingress.encode_stream_error)
         return await work
 
     # ------------------------------------------------------------ /v1/responses
 
     async def responses(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
         principal: Principal | None = None,
     ) -> Reply:
         if self.chain:
             call = Call(current_request_id.get(), "responses", headers)
             return await self.chain.run(
-                call, self._responses(body, headers, client_key, call, principal))
+                call, self._responses(body, headers, client_key, call, principal)
+            )
         return await self._responses(body, headers, client_key, None, principal)
 
     async def _responses(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None, call: Call | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
+        call: Call | None,
         principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
@@ -511,25 +610,40 @@ class Gateway:
         stream = parsed.get("stream") is True
         decoded: list[tuple[ir.ChatRequest, responses.Options]] = []
 
-        async def attempt(route: Route, provider: Provider, ctx: ClientContext,
-                          outcome: Outcome) -> Reply:
+        async def attempt(
+            route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
+        ) -> Reply:
             if self._responses_native[route.provider]:
                 return await self._relay(
-                    route, outcome, stream, _RESPONSES_RELAY,
+                    route,
+                    outcome,
+                    stream,
+                    _RESPONSES_RELAY,
                     lambda: provider.forward_responses(  # type: ignore[attr-defined]
-                        body, parsed, route.model, ctx),
+                        body, parsed, route.model, ctx
+                    ),
                 )
             if not decoded:
                 decoded.append(responses.decode_request(parsed))
                 dropped = decoded[0][1].dropped
                 if dropped:
-                    log.warning("/v1/responses to %s: dropped what it has no equivalent for: %s",
-                                route.provider, ", ".join(dropped))
+                    log.warning(
+                        "/v1/responses to %s: dropped what it has no equivalent for: %s",
+                        route.provider,
+                        ", ".join(dropped),
+                    )
             request, options = decoded[0]
             encoder = ResponsesEncoder(options)  # one per attempt: a fresh stream
             return await self._convert(
-                request, route, provider, ctx, outcome, call, encoder.encode,
-                encoder.encode_error, lambda response: responses.encode_response(response, options),
+                request,
+                route,
+                provider,
+                ctx,
+                outcome,
+                call,
+                encoder.encode,
+                encoder.encode_error,
+                lambda response: responses.encode_response(response, options),
             )
 
         plan = self._cache_plan("responses", parsed, headers, model, client_key, principal)
@@ -582,12 +696,19 @@ class Gateway:
         stream = parsed.get("stream") is True
         upstream_body = self._upstream_body(parsed, body, route.model)
         return await self._relay(
-            route, outcome, stream, _ANTHROPIC_RELAY,
+            route,
+            outcome,
+            stream,
+            _ANTHROPIC_RELAY,
             lambda: provider.forward_messages(upstream_body, route.model, ctx, stream=stream),
         )
 
     async def _relay(
-        self, route: Route, outcome: Outcome, stream: bool, rules: _RelayRules,
+        self,
+        route: Route,
+        outcome: Outcome,
+        stream: bool,
+        rules: _RelayRules,
         forward: Callable[[], Awaitable[RawResponse]],
     ) -> Reply:
         """One passthrough attempt: the answer relayed as bytes while a tap
@@ -598,9 +719,12 @@ class Gateway:
             raw = await forward()
             if stream and is_event_stream(raw.headers):
                 chunks = await _primed(raw.body)
-                return Reply(raw.status, raw.headers, outcome=outcome,
-                             stream=_tap_stream(chunks, outcome, rules.tap(),
-                                                rules.encode_stream_error))
+                return Reply(
+                    raw.status,
+                    raw.headers,
+                    outcome=outcome,
+                    stream=_tap_stream(chunks, outcome, rules.tap(), rules.encode_stream_error),
+                )
         data = b"".join([chunk async for chunk in raw.body])
         try:
             outcome.usage, outcome.stop_reason = rules.usage(rules.answer.decode(data))
@@ -618,7 +742,10 @@ class Gateway:
     # ------------------------------------------------------------ count_tokens
 
     async def count_tokens(
-        self, body: bytes, headers: Mapping[str, str], client_key: str | None,
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_key: str | None,
         principal: Principal | None = None,
     ) -> Reply:
         parsed = fields.decode_json_object(body)
@@ -627,12 +754,16 @@ class Gateway:
         if principal is not None:
             _permitted(principal, model, (route,))
         reply_headers = {
-            "content-type": _JSON, "x-vdm-provider": route.provider, "x-vdm-model": route.model,
+            "content-type": _JSON,
+            "x-vdm-provider": route.provider,
+            "x-vdm-model": route.model,
         }
         if self._native[route.provider]:
             ctx = ClientContext(
-                client_key=client_key, headers=headers,
-                upstream_key=principal.upstream_keys.get(route.provider) if principal else None)
+                client_key=client_key,
+                headers=headers,
+                upstream_key=principal.upstream_keys.get(route.provider) if principal else None,
+            )
             upstream_body = rewrite(body, parsed, {"model": route.model})
             data = await provider.count_tokens(upstream_body, ctx)  # type: ignore[attr-defined]
             return Reply(200, reply_headers, body=data)
@@ -666,7 +797,10 @@ class Gateway:
 
 
 async def _ping_until(
-    task: asyncio.Future[Reply], early: Reply, ping: bytes, interval: float,
+    task: asyncio.Future[Reply],
+    early: Reply,
+    ping: bytes,
+    interval: float,
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
     """The body of an early-opened stream: pings until ``task`` has a reply,
@@ -699,13 +833,13 @@ async def _ping_until(
                 await reply.stream.aclose()  # type: ignore[attr-defined]
 
 
-def _permitted(principal: Principal, model: str, routes: tuple[Route, ...]
-               ) -> tuple[Route, ...]:
+def _permitted(principal: Principal, model: str, routes: tuple[Route, ...]) -> tuple[Route, ...]:
     """The routes a tenant's token may use; 403 when it may not use the model at all."""
     allowed = tuple(r for r in routes if principal.allows(r.provider, model, r.model))
     if not allowed or allowed[0] is not routes[0]:
-        raise PermissionDenied(f"this API token may not use model {model!r} "
-                               f"({routes[0].provider}:{routes[0].model})")
+        raise PermissionDenied(
+            f"this API token may not use model {model!r} ({routes[0].provider}:{routes[0].model})"
+        )
     return allowed
 
 
@@ -758,8 +892,9 @@ async def _first_event(
         raise
 
 
-async def _fold(first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outcome
-                ) -> ir.ChatResponse:
+async def _fold(
+    first: ir.Event, events: AsyncIterator[ir.Event], outcome: Outcome
+) -> ir.ChatResponse:
     builder = ir.MessageBuilder()
     builder.feed(first)
     try:
@@ -823,7 +958,9 @@ class _Tap(Protocol):
 
 
 async def _tap_stream(
-    body: AsyncIterator[bytes], outcome: Outcome, tap: _Tap,
+    body: AsyncIterator[bytes],
+    outcome: Outcome,
+    tap: _Tap,
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
     """Relay ``body`` while ``tap`` reads usage, in whole SSE frames: the start

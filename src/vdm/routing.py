@@ -62,7 +62,8 @@ class Router:
         order = {p: i for i, p in enumerate(providers)}
         self._user = [
             _Alias(normalise(a), a, p, m, order[p])
-            for p, table in aliases.items() if p in order
+            for p, table in aliases.items()
+            if p in order
             for a, m in table.items()
         ]
         self._per_provider: dict[str, list[_Alias]] = {}
@@ -70,9 +71,7 @@ class Router:
             user = {normalise(a): (a, m) for a, m in aliases.get(p, {}).items()}
             merged = {normalise(a): (a, m) for a, m in fallback_aliases.get(p, {}).items()}
             merged.update(user)  # user aliases override package fallbacks
-            self._per_provider[p] = [
-                _Alias(k, a, p, m, order[p]) for k, (a, m) in merged.items()
-            ]
+            self._per_provider[p] = [_Alias(k, a, p, m, order[p]) for k, (a, m) in merged.items()]
         self._cache: dict[str, Route] = {}
 
     def resolve(self, model: str) -> Route:
@@ -114,7 +113,8 @@ class Router:
         """Aliases by provider, as they apply (user overrides fallbacks)."""
         return {
             p: {a.name: a.model for a in sorted(entries, key=lambda a: a.key)}
-            for p, entries in self._per_provider.items() if entries
+            for p, entries in self._per_provider.items()
+            if entries
         }
 
 

@@ -26,8 +26,13 @@ Set ``VDM_CLAUDE_CODE_VERSION`` (a version, a range or ``latest``) to install an
 an existing install in ``.cache/claude-code`` is used whatever its version.
 """
 
-CLAUDE_CODE = NpmCli("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION,
-                     "VDM_CLAUDE_CODE_VERSION", "claude-code", "claude")
+CLAUDE_CODE = NpmCli(
+    "@anthropic-ai/claude-code",
+    CLAUDE_CODE_VERSION,
+    "VDM_CLAUDE_CODE_VERSION",
+    "claude-code",
+    "claude",
+)
 PREFIX = CLAUDE_CODE.prefix
 BINARY = CLAUDE_CODE.path
 

@@ -38,8 +38,9 @@ def test_claude_code_writes_a_file_through_a_converted_tool_loop(
             answer = completion("Created hello.txt for you.")
         elif body.get("tools"):
             arguments = json.dumps({"file_path": str(target), "content": "hi from vdm\n"})
-            answer = completion(None, finish="tool_calls",
-                                tool_calls=[tool_call("call_w1", "Write", arguments)])
+            answer = completion(
+                None, finish="tool_calls", tool_calls=[tool_call("call_w1", "Write", arguments)]
+            )
         else:  # side requests (titles, summaries) get plain text
             answer = completion("ok")
         return SSEReply(stream_of(answer))
@@ -47,8 +48,9 @@ def test_claude_code_writes_a_file_through_a_converted_tool_loop(
     fake_openai.responder = respond
     env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url + "/v1"}
     with run_gateway(env, tmp_path / "gw") as gateway:
-        result = run_claude(claude, "Create hello.txt saying hi",
-                            claude_env(gateway.url, tmp_path / "home"), work)
+        result = run_claude(
+            claude, "Create hello.txt saying hi", claude_env(gateway.url, tmp_path / "home"), work
+        )
         log = gateway.log()
     assert result.returncode == 0, f"claude failed:\n{result.stdout}\n{result.stderr}\n{log}"
     assert target.read_text() == "hi from vdm\n"

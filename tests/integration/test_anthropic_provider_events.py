@@ -25,8 +25,13 @@ from vdm.providers.http import make_session
 KEY = "sk-ant-provider-key"
 
 
-def run_events(fake: FakeUpstream, request: ir.ChatRequest, *,
-               headers: dict[str, str] | None = None, **settings: Any) -> list[ir.Event]:
+def run_events(
+    fake: FakeUpstream,
+    request: ir.ChatRequest,
+    *,
+    headers: dict[str, str] | None = None,
+    **settings: Any,
+) -> list[ir.Event]:
     async def go() -> list[ir.Event]:
         provider = AnthropicProvider(
             ProviderSettings("ant", "anthropic", fake.url, (KEY,), **settings),
@@ -34,8 +39,12 @@ def run_events(fake: FakeUpstream, request: ir.ChatRequest, *,
             max_tokens_limit=1000,
         )
         try:
-            return [e async for e in provider.events(request, "claude-upstream",
-                                                     ClientContext(headers=headers))]
+            return [
+                e
+                async for e in provider.events(
+                    request, "claude-upstream", ClientContext(headers=headers)
+                )
+            ]
         finally:
             await provider.close()
 
@@ -62,12 +71,17 @@ def test_non_streaming_call(fake_anthropic: FakeUpstream) -> None:
     assert upstream.headers["content-type"] == "application/json"
     assert "anthropic-beta" not in upstream.headers
     assert upstream.json == {
-        "model": "claude-upstream", "max_tokens": 1000, "system": "be kind",
+        "model": "claude-upstream",
+        "max_tokens": 1000,
+        "system": "be kind",
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}],
     }
     assert ir.fold(events) == ir.ChatResponse(
-        id="msg_upstream123", model="client-model", content=[ir.TextPart("Hi there")],
-        stop_reason="end_turn", usage=ir.Usage(25, 20, 3),
+        id="msg_upstream123",
+        model="client-model",
+        content=[ir.TextPart("Hi there")],
+        stop_reason="end_turn",
+        usage=ir.Usage(25, 20, 3),
     )
     assert isinstance(events[0], ir.MessageStart)
     assert isinstance(events[-1], ir.MessageStop)
@@ -75,8 +89,12 @@ def test_non_streaming_call(fake_anthropic: FakeUpstream) -> None:
 
 def test_streaming_call(fake_anthropic: FakeUpstream) -> None:
     fake_anthropic.reply(SSEReply(anthropic_stream(["Hel", "lo ", "world"])))
-    events = run_events(fake_anthropic, chat(stream=True), api_version="2024-01-01",
-                        headers={"anthropic-beta": "tools-2024", "authorization": "Bearer x"})
+    events = run_events(
+        fake_anthropic,
+        chat(stream=True),
+        api_version="2024-01-01",
+        headers={"anthropic-beta": "tools-2024", "authorization": "Bearer x"},
+    )
     upstream = fake_anthropic.last
     assert upstream.path == "/v1/messages"
     assert upstream.headers["anthropic-version"] == "2024-01-01"
@@ -105,9 +123,13 @@ def test_stream_requested_but_json_answered(fake_anthropic: FakeUpstream) -> Non
 
 
 def test_upstream_429_is_a_status_error(fake_anthropic: FakeUpstream) -> None:
-    fake_anthropic.reply(JSONReply(
-        {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
-        status=429, headers={"retry-after": "7"}))
+    fake_anthropic.reply(
+        JSONReply(
+            {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+            status=429,
+            headers={"retry-after": "7"},
+        )
+    )
     with pytest.raises(UpstreamStatusError) as info:
         run_events(fake_anthropic, chat(stream=True))
     assert info.value.upstream_status == 429
@@ -123,8 +145,10 @@ def test_cut_stream_is_a_protocol_error(fake_anthropic: FakeUpstream) -> None:
 
 
 def test_error_event_mid_stream_is_a_protocol_error(fake_anthropic: FakeUpstream) -> None:
-    error = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
-             b'"message":"Overloaded"}}\n\n')
+    error = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+        b'"message":"Overloaded"}}\n\n'
+    )
     frames = [*anthropic_stream(["partial"])[:4], error]
     fake_anthropic.reply(SSEReply(frames))
     with pytest.raises(UpstreamProtocolError, match="Overloaded"):

@@ -41,8 +41,11 @@ def unique() -> str:
 
 
 @pytest.fixture(scope="module")
-def gw(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gw(
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
     env = {**upstream_env(fake_openai, fake_anthropic), "CACHE_MODELS": f"{ROUTED_TTL_MODEL}=300"}
     with run_gateway(env, tmp_path_factory.mktemp("cache")) as gateway:
         yield gateway
@@ -56,15 +59,19 @@ def ant(gw: Gateway, key: str = "client-key") -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=30)
 
 
-def chat(client: openai.OpenAI, prompt: str, model: str = "gpt-4o",
-         headers: dict[str, str] | None = None) -> Any:
+def chat(
+    client: openai.OpenAI, prompt: str, model: str = "gpt-4o", headers: dict[str, str] | None = None
+) -> Any:
     return client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": prompt}],
-        extra_headers=CACHE if headers is None else headers)
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        extra_headers=CACHE if headers is None else headers,
+    )
 
 
-def test_miss_then_hit_the_upstream_sees_one_request(gw: Gateway, fake_openai: FakeUpstream
-                                                     ) -> None:
+def test_miss_then_hit_the_upstream_sees_one_request(
+    gw: Gateway, fake_openai: FakeUpstream
+) -> None:
     fake_openai.responder = lambda r: JSONReply(completion("cached answer"))
     prompt = unique()
     with oai(gw) as client:
@@ -112,8 +119,12 @@ def test_streamed_hit_replays_a_valid_stream_conversion(
     caches: list[str] = []
     with ant(gw) as client:
         for _ in range(2):
-            with client.messages.stream(model="gpt-4o", max_tokens=50, extra_headers=CACHE,
-                                        messages=[{"role": "user", "content": prompt}]) as s:
+            with client.messages.stream(
+                model="gpt-4o",
+                max_tokens=50,
+                extra_headers=CACHE,
+                messages=[{"role": "user", "content": prompt}],
+            ) as s:
                 caches.append(s.response.headers["x-vdm-cache"])
                 messages.append(s.get_final_message())
     assert caches == ["miss", "hit"]
@@ -122,15 +133,20 @@ def test_streamed_hit_replays_a_valid_stream_conversion(
     assert len(fake_openai.requests) == 1
 
 
-def test_streamed_hit_replays_the_passthrough_bytes(gw: Gateway, fake_anthropic: FakeUpstream
-                                                     ) -> None:
+def test_streamed_hit_replays_the_passthrough_bytes(
+    gw: Gateway, fake_anthropic: FakeUpstream
+) -> None:
     fake_anthropic.responder = lambda r: SSEReply(anthropic_stream(["pass", "through"]))
     prompt = unique()
     texts: list[str] = []
     with ant(gw) as client:
         for _ in range(2):
-            with client.messages.stream(model="ant:claude-x", max_tokens=50, extra_headers=CACHE,
-                                        messages=[{"role": "user", "content": prompt}]) as s:
+            with client.messages.stream(
+                model="ant:claude-x",
+                max_tokens=50,
+                extra_headers=CACHE,
+                messages=[{"role": "user", "content": prompt}],
+            ) as s:
                 texts.append(s.get_final_text())
                 last = s.response.headers["x-vdm-cache"]
     assert texts == ["passthrough", "passthrough"] and last == "hit"
@@ -144,8 +160,11 @@ def test_openai_stream_hit(gw: Gateway, fake_openai: FakeUpstream) -> None:
     with oai(gw) as client:
         for _ in range(2):
             stream = client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": prompt}], stream=True,
-                extra_headers=CACHE)
+                model="gpt-4o",
+                messages=[{"role": "user", "content": prompt}],
+                stream=True,
+                extra_headers=CACHE,
+            )
             texts.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
     assert texts == ["chunks", "chunks"]
     assert len(fake_openai.requests) == 1
@@ -167,24 +186,20 @@ def test_an_aborted_stream_is_not_cached(gw: Gateway, fake_openai: FakeUpstream)
     fake_openai.reply(SSEReply(chunks, cut_after=2))  # the upstream dies mid-answer
     body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": prompt}]}
     with httpx.Client(timeout=30) as http:
-        with http.stream("POST", gw.url + "/v1/chat/completions", json=body,
-                         headers=CACHE) as r:
+        with http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE) as r:
             assert r.headers["x-vdm-cache"] == "miss"
             text = r.read().decode()
         assert '"error"' in text
         # the client leaves after the first chunk
         fake_openai.reply(SSEReply(chunks, delay=0.2))
-        with http.stream("POST", gw.url + "/v1/chat/completions", json=body,
-                         headers=CACHE) as r:
+        with http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE) as r:
             next(r.iter_bytes())
         time.sleep(0.5)
         fake_openai.reply(SSEReply(chunks))
-        with http.stream("POST", gw.url + "/v1/chat/completions", json=body,
-                         headers=CACHE) as r:
+        with http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE) as r:
             assert r.headers["x-vdm-cache"] == "miss"
             r.read()
-        with http.stream("POST", gw.url + "/v1/chat/completions", json=body,
-                         headers=CACHE) as r:
+        with http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE) as r:
             assert r.headers["x-vdm-cache"] == "hit"
             replayed = r.read().decode()
             assert replayed.rstrip().endswith("data: [DONE]") and '"error"' not in replayed
@@ -223,11 +238,16 @@ def test_a_bad_max_age_is_a_400(gw: Gateway) -> None:
 # ---------------------------------------------------------------- tenants and purge
 
 
-def tenant_env(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp: Path,
-               **extra: str) -> dict[str, str]:
-    return {**upstream_env(fake_openai, fake_anthropic), "MANAGEMENT_TOKEN": MGMT,
-            "AUDIT_LOG_FILE": str(tmp / "audit.jsonl"),
-            "DATABASE_URL": f"sqlite:///{tmp / 'vdm.db'}", **extra}
+def tenant_env(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp: Path, **extra: str
+) -> dict[str, str]:
+    return {
+        **upstream_env(fake_openai, fake_anthropic),
+        "MANAGEMENT_TOKEN": MGMT,
+        "AUDIT_LOG_FILE": str(tmp / "audit.jsonl"),
+        "DATABASE_URL": f"sqlite:///{tmp / 'vdm.db'}",
+        **extra,
+    }
 
 
 def manage(gw: Gateway) -> httpx.Client:
@@ -241,10 +261,14 @@ def token_for(api: httpx.Client, name: str) -> tuple[str, str, str]:
 
 
 def ask(gw: Gateway, token: str, prompt: str) -> httpx.Response:
-    body = {"model": "ant:claude-x", "max_tokens": 10,
-            "messages": [{"role": "user", "content": prompt}]}
-    return httpx.post(gw.url + "/v1/messages", json=body, timeout=10,
-                      headers={"x-api-key": token, **CACHE})
+    body = {
+        "model": "ant:claude-x",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    return httpx.post(
+        gw.url + "/v1/messages", json=body, timeout=10, headers={"x-api-key": token, **CACHE}
+    )
 
 
 def run_tenant_cache(gw: Gateway, fake_anthropic: FakeUpstream) -> None:
@@ -261,8 +285,11 @@ def run_tenant_cache(gw: Gateway, fake_anthropic: FakeUpstream) -> None:
         assert len(fake_anthropic.requests) == 2
         assert api.get(f"/manage/tokens/{token_a}").json()["cache_hit_count"] == 1
 
-        body = {"model": "ant:claude-x", "max_tokens": 10,
-                "messages": [{"role": "user", "content": prompt}]}
+        body = {
+            "model": "ant:claude-x",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": prompt}],
+        }
         exact = {"method": "POST", "url": "/v1/messages", "body": body, "project": project_a}
         assert api.post("/manage/cache/purge", json=exact).json() == {"deleted": True}
         assert api.post("/manage/cache/purge", json=exact).json() == {"deleted": False}
@@ -299,8 +326,9 @@ def redis_url() -> str:
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
 
 
-def test_redis_backend(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path,
-                       redis_url: str) -> None:
+def test_redis_backend(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
     import redis
 
     env = tenant_env(fake_openai, fake_anthropic, tmp_path, REDIS_URL=redis_url)

@@ -29,8 +29,9 @@ def test_head_root_answers(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("name", ["messages_request.json", "messages_tool_result_request.json"])
-def test_converted_for_an_openai_upstream(gateway: Gateway, fake_openai: FakeUpstream,
-                                          name: str) -> None:
+def test_converted_for_an_openai_upstream(
+    gateway: Gateway, fake_openai: FakeUpstream, name: str
+) -> None:
     captured = fixture(name)
     # (a bare claude-… name would match this gateway's user alias `claude` of `ant`)
     captured["body"]["model"] = "openai:" + captured["body"]["model"]

@@ -11,8 +11,14 @@ from tests.support.gateway import clean_env, run_gateway
 
 
 def vdm(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vdm", *args], env={**clean_env(), **env},
-                          cwd=cwd, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "vdm", *args],
+        env={**clean_env(), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_version(tmp_path: Path) -> None:
@@ -25,9 +31,14 @@ def test_version(tmp_path: Path) -> None:
 
 def test_start_up_summary_shows_providers_and_key_prefixes_only(tmp_path: Path) -> None:
     secret = "sk-live-very-secret-value"
-    env = {"OPENAI_API_KEY": secret, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-           "ZED_API_KEY": "k2", "ZED_BASE_URL": "http://127.0.0.1:9", "ZED_API_FORMAT": "anthropic",
-           "OPENAI_ALIAS_FAST": "gpt-fast"}
+    env = {
+        "OPENAI_API_KEY": secret,
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "ZED_API_KEY": "k2",
+        "ZED_BASE_URL": "http://127.0.0.1:9",
+        "ZED_API_FORMAT": "anthropic",
+        "OPENAI_ALIAS_FAST": "gpt-fast",
+    }
     with run_gateway(env, tmp_path) as gateway:
         pass
     out = gateway.log()
@@ -36,8 +47,11 @@ def test_start_up_summary_shows_providers_and_key_prefixes_only(tmp_path: Path) 
     assert f"http://127.0.0.1:{gateway.url.rsplit(':', 1)[1]}" in out
     assert "default provider: openai" in out
     lines = out.splitlines()
-    assert any(line.split()[:2] == ["zed", "anthropic"] and "http://127.0.0.1:9" in line
-               for line in lines if line.strip())
+    assert any(
+        line.split()[:2] == ["zed", "anthropic"] and "http://127.0.0.1:9" in line
+        for line in lines
+        if line.strip()
+    )
     assert any(line.split()[:2] == ["openai", "openai"] for line in lines if line.strip())
     assert "fast → gpt-fast" in out
     assert "sonnet → gpt-4o" in out  # package fallback alias
@@ -53,8 +67,12 @@ def test_with_no_keys_it_says_it_serves_echo(tmp_path: Path) -> None:
 
 def test_configuration_errors_name_their_source_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "vdm.toml").write_text('[server]\nport = 8082\ncolour = "blue"\n')
-    result = vdm("server", "start", env={"HOME": str(tmp_path), "BAD_API_KEY": "k",
-                                          "BAD_API_FORMAT": "soap"}, cwd=tmp_path)
+    result = vdm(
+        "server",
+        "start",
+        env={"HOME": str(tmp_path), "BAD_API_KEY": "k", "BAD_API_FORMAT": "soap"},
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "vdm.toml" in result.stderr and "colour" in result.stderr
     assert "BAD_API_FORMAT" in result.stderr

@@ -917,8 +917,10 @@ def test_200_aborted_streams_leak_no_upstream_connection(resilient: Rig) -> None
     total, at_once = 200, 25
     for fake, name in ((r.oai, "oai"), (r.ant, "ant")):
         fake.responder = lambda _, n=name: _long_stream(n, delay=0.05, pieces=60)  # ~3 s each
-    before = {"oai": established_connections(r.oai.port),
-              "ant": established_connections(r.ant.port)}
+    before = {
+        "oai": established_connections(r.oai.port),
+        "ant": established_connections(r.ant.port),
+    }
     mark = r.mark()
 
     async def abandon(client: httpx.AsyncClient, n: int) -> None:
@@ -940,7 +942,9 @@ def test_200_aborted_streams_leak_no_upstream_connection(resilient: Rig) -> None
     try:
         asyncio.run(run())
         assert r.oai.wait_for(lambda: r.oai.cancelled + r.ant.cancelled == total, timeout=15), (
-            r.oai.cancelled, r.ant.cancelled)
+            r.oai.cancelled,
+            r.ant.cancelled,
+        )
         for fake, name in ((r.oai, "oai"), (r.ant, "ant")):
             assert fake.wait_for(
                 lambda f=fake, n=name: established_connections(f.port) <= before[n] + 4

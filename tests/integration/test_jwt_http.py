@@ -22,10 +22,20 @@ ASK = [{"role": "user", "content": "hello"}]
 
 
 def vdm(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "VDM_JWT_SECRET": SECRET}
-    return subprocess.run([sys.executable, "-m", "vdm", *args], env=env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    env = {
+        **clean_env(),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "VDM_JWT_SECRET": SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vdm", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +56,12 @@ def token(gateway: Gateway, subject: str = "team-a") -> str:
 
 
 def status(gateway: Gateway, credential: str) -> httpx.Response:
-    return httpx.post(gateway.url + "/v1/messages", timeout=10,
-                      headers={"authorization": f"Bearer {credential}"},
-                      json={"model": "echo:echo", "max_tokens": 5, "messages": ASK})
+    return httpx.post(
+        gateway.url + "/v1/messages",
+        timeout=10,
+        headers={"authorization": f"Bearer {credential}"},
+        json={"model": "echo:echo", "max_tokens": 5, "messages": ASK},
+    )
 
 
 def test_a_jwt_opens_both_doors(guarded: Gateway) -> None:
@@ -63,20 +76,67 @@ def test_a_jwt_opens_both_doors(guarded: Gateway) -> None:
     assert issued not in guarded.log()
 
 
-@pytest.mark.parametrize(("forge", "reason"), [
-    (lambda: jwt.encode({"sub": "x", "iss": "vdm", "iat": int(time.time()),
-                         "exp": int(time.time()) + 60, "jti": "j1"}, "another-secret" * 4,
-                        algorithm="HS256"), "bad signature"),
-    (lambda: jwt.encode({"sub": "x", "iss": "vdm", "iat": int(time.time()) - 120,
-                         "exp": int(time.time()) - 60, "jti": "j2"}, SECRET, algorithm="HS256"),
-     "expired"),
-    (lambda: jwt.encode({"sub": "x", "iss": "vdm", "iat": int(time.time()),
-                         "exp": int(time.time()) + 60, "jti": "j3"}, None, algorithm="none"),
-     "malformed"),
-    (lambda: jwt.encode({"sub": "x", "iss": "vdm", "iat": int(time.time()),
-                         "exp": int(time.time()) + 60, "jti": "j4"}, SECRET * 2, algorithm="HS512"),
-     "malformed"),
-])
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        (
+            lambda: jwt.encode(
+                {
+                    "sub": "x",
+                    "iss": "vdm",
+                    "iat": int(time.time()),
+                    "exp": int(time.time()) + 60,
+                    "jti": "j1",
+                },
+                "another-secret" * 4,
+                algorithm="HS256",
+            ),
+            "bad signature",
+        ),
+        (
+            lambda: jwt.encode(
+                {
+                    "sub": "x",
+                    "iss": "vdm",
+                    "iat": int(time.time()) - 120,
+                    "exp": int(time.time()) - 60,
+                    "jti": "j2",
+                },
+                SECRET,
+                algorithm="HS256",
+            ),
+            "expired",
+        ),
+        (
+            lambda: jwt.encode(
+                {
+                    "sub": "x",
+                    "iss": "vdm",
+                    "iat": int(time.time()),
+                    "exp": int(time.time()) + 60,
+                    "jti": "j3",
+                },
+                None,
+                algorithm="none",
+            ),
+            "malformed",
+        ),
+        (
+            lambda: jwt.encode(
+                {
+                    "sub": "x",
+                    "iss": "vdm",
+                    "iat": int(time.time()),
+                    "exp": int(time.time()) + 60,
+                    "jti": "j4",
+                },
+                SECRET * 2,
+                algorithm="HS512",
+            ),
+            "malformed",
+        ),
+    ],
+)
 def test_bad_jwts_are_401_naming_why(guarded: Gateway, forge: object, reason: str) -> None:
     response = status(guarded, forge())  # type: ignore[operator]
     assert response.status_code == 401
@@ -101,6 +161,9 @@ def test_a_revoked_jwt_is_refused_on_the_next_requests(guarded: Gateway) -> None
 def test_an_open_gateway_does_not_start_checking_for_jwts(tmp_path: Path) -> None:
     with run_gateway({"VDM_JWT_SECRET": SECRET}, tmp_path) as gateway:
         assert status(gateway, "anything").status_code == 200
-        response = httpx.post(gateway.url + "/v1/messages", timeout=10, json={
-            "model": "echo:echo", "max_tokens": 5, "messages": ASK})
+        response = httpx.post(
+            gateway.url + "/v1/messages",
+            timeout=10,
+            json={"model": "echo:echo", "max_tokens": 5, "messages": ASK},
+        )
         assert response.status_code == 200

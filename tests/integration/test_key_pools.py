@@ -24,8 +24,9 @@ ASK = [{"role": "user", "content": "hi"}]
 
 
 def key_of(recorded: Recorded) -> str:
-    return recorded.headers.get("authorization", "").removeprefix("Bearer ") or \
-        recorded.headers.get("x-api-key", "")
+    return recorded.headers.get("authorization", "").removeprefix(
+        "Bearer "
+    ) or recorded.headers.get("x-api-key", "")
 
 
 def by_key(refusals: dict[str, tuple[int, dict[str, str]]]) -> Callable[[Recorded], JSONReply]:
@@ -35,8 +36,9 @@ def by_key(refusals: dict[str, tuple[int, dict[str, str]]]) -> Callable[[Recorde
         refusal = refusals.get(key_of(recorded))
         if refusal is not None:
             status, headers = refusal
-            return JSONReply({"error": {"message": f"refused with {status}"}}, status=status,
-                             headers=headers)
+            return JSONReply(
+                {"error": {"message": f"refused with {status}"}}, status=status, headers=headers
+            )
         return JSONReply(completion(f"served by {key_of(recorded)}"))
 
     return respond
@@ -47,13 +49,19 @@ def keys_tried(fake: FakeUpstream) -> list[str]:
 
 
 def pool_env(fake: FakeUpstream, keys: list[str], **extra: str) -> dict[str, str]:
-    return {"POOL_API_KEY": " ".join(keys), "POOL_BASE_URL": fake.url + "/v1",
-            "VDM_DEFAULT_PROVIDER": "pool", "MAX_RETRIES": "0", **extra}
+    return {
+        "POOL_API_KEY": " ".join(keys),
+        "POOL_BASE_URL": fake.url + "/v1",
+        "VDM_DEFAULT_PROVIDER": "pool",
+        "MAX_RETRIES": "0",
+        **extra,
+    }
 
 
 def ask(gateway: Gateway) -> anthropic.types.Message:
-    with anthropic.Anthropic(base_url=gateway.url, api_key="client", max_retries=0,
-                             timeout=20) as client:
+    with anthropic.Anthropic(
+        base_url=gateway.url, api_key="client", max_retries=0, timeout=20
+    ) as client:
         return client.messages.create(model="m", max_tokens=10, messages=ASK)  # type: ignore[arg-type]
 
 
@@ -63,8 +71,9 @@ def keys() -> list[str]:
     return [f"k1-{tag}", f"k2-{tag}", f"k3-{tag}"]
 
 
-def test_round_robin_over_the_pool(fake_openai: FakeUpstream, tmp_path: Path,
-                                   keys: list[str]) -> None:
+def test_round_robin_over_the_pool(
+    fake_openai: FakeUpstream, tmp_path: Path, keys: list[str]
+) -> None:
     fake_openai.responder = by_key({})
     with run_gateway(pool_env(fake_openai, keys), tmp_path) as gateway:
         texts = [ask(gateway).content[0].text for _ in range(6)]  # type: ignore[union-attr]
@@ -93,11 +102,13 @@ def test_refused_key_is_benched_and_the_request_served_by_the_next(
 def test_every_key_rate_limited_gives_429_with_the_soonest_return(
     fake_openai: FakeUpstream, tmp_path: Path, keys: list[str]
 ) -> None:
-    fake_openai.responder = by_key({
-        keys[0]: (429, {"retry-after": "40"}),
-        keys[1]: (429, {"retry-after": "20"}),
-        keys[2]: (429, {"retry-after": "30"}),
-    })
+    fake_openai.responder = by_key(
+        {
+            keys[0]: (429, {"retry-after": "40"}),
+            keys[1]: (429, {"retry-after": "20"}),
+            keys[2]: (429, {"retry-after": "30"}),
+        }
+    )
     with run_gateway(pool_env(fake_openai, keys), tmp_path) as gateway:
         with pytest.raises(anthropic.RateLimitError) as raised:
             ask(gateway)
@@ -127,14 +138,21 @@ def test_rate_limited_key_without_retry_after_uses_the_default(
 
 
 @pytest.fixture(scope="module")
-def passthru_gateway(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def passthru_gateway(
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
     env = {
-        "MINE_API_KEY": "!PASSTHRU", "MINE_BASE_URL": fake_openai.url + "/v1",
-        "MYANT_API_KEY": "!PASSTHRU", "MYANT_BASE_URL": fake_anthropic.url,
+        "MINE_API_KEY": "!PASSTHRU",
+        "MINE_BASE_URL": fake_openai.url + "/v1",
+        "MYANT_API_KEY": "!PASSTHRU",
+        "MYANT_BASE_URL": fake_anthropic.url,
         "MYANT_API_FORMAT": "anthropic",
-        "OURS_API_KEY": "sk-ours", "OURS_BASE_URL": fake_openai.url + "/v1",
-        "VDM_DEFAULT_PROVIDER": "ours", "MAX_RETRIES": "0",
+        "OURS_API_KEY": "sk-ours",
+        "OURS_BASE_URL": fake_openai.url + "/v1",
+        "VDM_DEFAULT_PROVIDER": "ours",
+        "MAX_RETRIES": "0",
         "VDM_FALLBACKS": "mine:m=ours:m2",
     }
     with run_gateway(env, tmp_path_factory.mktemp("passthru")) as gateway:
@@ -145,53 +163,73 @@ def test_passthru_sends_the_clients_key_both_doors(
     passthru_gateway: Gateway, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
 ) -> None:
     fake_openai.responder = by_key({})
-    with anthropic.Anthropic(base_url=passthru_gateway.url, api_key="sk-client-1",
-                             max_retries=0) as client:
+    with anthropic.Anthropic(
+        base_url=passthru_gateway.url, api_key="sk-client-1", max_retries=0
+    ) as client:
         client.messages.create(model="mine:m", max_tokens=5, messages=ASK)  # type: ignore[arg-type]
     assert fake_openai.last.headers["authorization"] == "Bearer sk-client-1"
-    with openai.OpenAI(base_url=passthru_gateway.url + "/v1", api_key="sk-client-2",
-                       max_retries=0) as oclient:
+    with openai.OpenAI(
+        base_url=passthru_gateway.url + "/v1", api_key="sk-client-2", max_retries=0
+    ) as oclient:
         oclient.chat.completions.create(model="mine:m", messages=ASK)  # type: ignore[arg-type]
     assert fake_openai.last.headers["authorization"] == "Bearer sk-client-2"
-    fake_anthropic.responder = lambda r: JSONReply({
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "x", "content": [],
-        "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": 1, "output_tokens": 1}})
-    with anthropic.Anthropic(base_url=passthru_gateway.url, api_key="sk-client-3",
-                             max_retries=0) as client:
+    fake_anthropic.responder = lambda r: JSONReply(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "x",
+            "content": [],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
+    with anthropic.Anthropic(
+        base_url=passthru_gateway.url, api_key="sk-client-3", max_retries=0
+    ) as client:
         client.messages.create(model="myant:m", max_tokens=5, messages=ASK)  # type: ignore[arg-type]
     assert fake_anthropic.last.headers["x-api-key"] == "sk-client-3"
     assert "sk-client" not in passthru_gateway.log()
 
 
-def test_passthru_without_a_client_key_is_a_clear_401(passthru_gateway: Gateway,
-                                                      fake_openai: FakeUpstream) -> None:
+def test_passthru_without_a_client_key_is_a_clear_401(
+    passthru_gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
     import httpx
 
-    response = httpx.post(passthru_gateway.url + "/v1/messages", timeout=10, json={
-        "model": "mine:m", "max_tokens": 5, "messages": ASK})
+    response = httpx.post(
+        passthru_gateway.url + "/v1/messages",
+        timeout=10,
+        json={"model": "mine:m", "max_tokens": 5, "messages": ASK},
+    )
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
     assert "PASSTHRU" in response.json()["error"]["message"]
     assert fake_openai.requests == []
 
 
-def test_static_provider_never_sees_the_clients_key(passthru_gateway: Gateway,
-                                                    fake_openai: FakeUpstream) -> None:
+def test_static_provider_never_sees_the_clients_key(
+    passthru_gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
     fake_openai.responder = by_key({})
-    with anthropic.Anthropic(base_url=passthru_gateway.url, api_key="sk-client-4",
-                             max_retries=0) as client:
+    with anthropic.Anthropic(
+        base_url=passthru_gateway.url, api_key="sk-client-4", max_retries=0
+    ) as client:
         client.messages.create(model="m", max_tokens=5, messages=ASK)  # type: ignore[arg-type]
     assert fake_openai.last.headers["authorization"] == "Bearer sk-ours"
 
 
-def test_a_fallback_gets_its_own_key_not_the_clients(passthru_gateway: Gateway,
-                                                      fake_openai: FakeUpstream) -> None:
+def test_a_fallback_gets_its_own_key_not_the_clients(
+    passthru_gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
     fake_openai.responder = by_key({"sk-client-5": (401, {})})
-    with anthropic.Anthropic(base_url=passthru_gateway.url, api_key="sk-client-5",
-                             max_retries=0) as client:
+    with anthropic.Anthropic(
+        base_url=passthru_gateway.url, api_key="sk-client-5", max_retries=0
+    ) as client:
         message = client.messages.with_raw_response.create(
-            model="mine:m", max_tokens=5, messages=ASK)  # type: ignore[arg-type]
+            model="mine:m", max_tokens=5, messages=ASK
+        )  # type: ignore[arg-type]
     assert keys_tried(fake_openai) == ["sk-client-5", "sk-ours"]
     assert fake_openai.requests[1].json["model"] == "m2"
     assert message.headers["x-vdm-provider"] == "ours"
@@ -261,8 +299,9 @@ def test_without_redis_each_instance_keeps_its_own_view(
         assert keys_tried(fake_openai)[0] == keys[0]  # the other instance did not hear of it
 
 
-def test_redis_down_at_start_still_serves(fake_openai: FakeUpstream, tmp_path: Path,
-                                          keys: list[str]) -> None:
+def test_redis_down_at_start_still_serves(
+    fake_openai: FakeUpstream, tmp_path: Path, keys: list[str]
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]

@@ -26,8 +26,9 @@ AUTH = {"authorization": f"Bearer {MGMT}"}
 @pytest.fixture(scope="module")
 def manage_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp: Path = tmp_path_factory.mktemp("schema")
-    with run_gateway({"MANAGEMENT_TOKEN": MGMT, "DATABASE_URL": f"sqlite:///{tmp / 'db'}"},
-                     tmp) as gw:
+    with run_gateway(
+        {"MANAGEMENT_TOKEN": MGMT, "DATABASE_URL": f"sqlite:///{tmp / 'db'}"}, tmp
+    ) as gw:
         yield gw
 
 
@@ -42,8 +43,9 @@ def check(url: str) -> list[str]:
 
 
 def _check_one(op: Any, url: str, checks: list[Any]) -> list[str]:
-    @settings(max_examples=12, deadline=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(case=op.as_strategy())
     def run(case: schemathesis.Case) -> None:
         response = case.call(headers=AUTH, base_url=url)
@@ -59,9 +61,13 @@ def _check_one(op: Any, url: str, checks: list[Any]) -> list[str]:
 def test_management_api_holds_to_its_schema(manage_gateway: Gateway) -> None:
     # In a process of its own: pytest's assertion rewriting of schemathesis' lazily
     # imported modules trips CPython 3.11.7's gh-106905 deep inside a full run.
-    done = subprocess.run([sys.executable, "-m", "tests.integration.test_manage_schema",
-                           manage_gateway.url], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.integration.test_manage_schema", manage_gateway.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -47,7 +47,7 @@ BODY = (
     b'{"type":"tool_use","id":"toolu_01","name":"Read","input":{"path":"/a","model":"m-up"}}]},\n'
     b'  {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_01",'
     b'"content":"file text"}]}\n'
-    b' ],\n'
+    b" ],\n"
     b' "model"  :  "ant:m-up",\n'
     b' "thinking": {"type": "enabled", "budget_tokens": 2048},\n'
     b' "context_management": {"edits": [{"type": "clear_tool_uses_20250919",'
@@ -73,15 +73,20 @@ def assert_same_but_model(received: bytes, sent: bytes, old: str, new: str) -> N
     before, after = expected_upstream_body(sent, old, new)
     assert received.startswith(before), "bytes before the model changed"
     assert received.endswith(after), "bytes after the model changed"
-    middle = received[len(before): len(received) - len(after)]
+    middle = received[len(before) : len(received) - len(after)]
     assert json.loads(b"{" + middle + b"}") == {"model": new}
     assert json.loads(received) == {**json.loads(sent), "model": new}
 
 
 def headers(**extra: str) -> dict[str, str]:
-    return {"content-type": "application/json", "anthropic-version": "2023-06-01",
-            "anthropic-beta": BETA, "x-api-key": CLIENT_KEY,
-            "authorization": f"Bearer {CLIENT_KEY}", **extra}
+    return {
+        "content-type": "application/json",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": BETA,
+        "x-api-key": CLIENT_KEY,
+        "authorization": f"Bearer {CLIENT_KEY}",
+        **extra,
+    }
 
 
 def assert_client_key_not_forwarded(sent: dict[str, str]) -> None:
@@ -93,19 +98,20 @@ def assert_client_key_not_forwarded(sent: dict[str, str]) -> None:
 # ---------------------------------------------------------------- non-streaming
 
 
-def test_body_forwarded_byte_for_byte_except_the_model(gateway: Gateway,
-                                                       fake_anthropic: FakeUpstream) -> None:
-    answer = (b'{"id":"msg_1","type":"message","role":"assistant","model":"m-up",'
-              b'"content":[{"type":"thinking","thinking":"hm","signature":"sig=="},'
-              b'{"type":"text","text":"caf\\u00e9"}],  "stop_reason":"end_turn",'
-              b'"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":20,'
-              b'"cache_read_input_tokens":7,"cache_creation":{"ephemeral_1h_input_tokens":0}},'
-              b'"container":null}')
-    fake_anthropic.reply(RawReply(answer, headers={
-        "anthropic-ratelimit-requests-remaining": "41"}))
+def test_body_forwarded_byte_for_byte_except_the_model(
+    gateway: Gateway, fake_anthropic: FakeUpstream
+) -> None:
+    answer = (
+        b'{"id":"msg_1","type":"message","role":"assistant","model":"m-up",'
+        b'"content":[{"type":"thinking","thinking":"hm","signature":"sig=="},'
+        b'{"type":"text","text":"caf\\u00e9"}],  "stop_reason":"end_turn",'
+        b'"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":20,'
+        b'"cache_read_input_tokens":7,"cache_creation":{"ephemeral_1h_input_tokens":0}},'
+        b'"container":null}'
+    )
+    fake_anthropic.reply(RawReply(answer, headers={"anthropic-ratelimit-requests-remaining": "41"}))
     sent = body()
-    response = httpx.post(gateway.url + "/v1/messages", content=sent, headers=headers(),
-                          timeout=20)
+    response = httpx.post(gateway.url + "/v1/messages", content=sent, headers=headers(), timeout=20)
     assert response.status_code == 200, response.text
     # the answer comes back as the upstream wrote it
     assert response.content == answer
@@ -122,27 +128,37 @@ def test_body_forwarded_byte_for_byte_except_the_model(gateway: Gateway,
     assert_client_key_not_forwarded(upstream.headers)
 
 
-def test_answer_that_is_not_utf8_is_relayed_as_it_is(gateway: Gateway,
-                                                     fake_anthropic: FakeUpstream) -> None:
+def test_answer_that_is_not_utf8_is_relayed_as_it_is(
+    gateway: Gateway, fake_anthropic: FakeUpstream
+) -> None:
     """The passthrough relays bytes; reading usage from them must not turn an
     answer with invalid UTF-8 into a gateway error."""
-    text_answer = (b'{"type":"message","role":"assistant","content":[{"type":"text",'
-                   b'"text":"\xff"}],"stop_reason":"end_turn","usage":{"input_tokens":1}}')
+    text_answer = (
+        b'{"type":"message","role":"assistant","content":[{"type":"text",'
+        b'"text":"\xff"}],"stop_reason":"end_turn","usage":{"input_tokens":1}}'
+    )
     for answer in (text_answer, text_answer.replace(b'"end_turn"', b'"\xff"')):
         fake_anthropic.reply(RawReply(answer))
-        response = httpx.post(gateway.url + "/v1/messages", content=body(), headers=headers(),
-                              timeout=20)
+        response = httpx.post(
+            gateway.url + "/v1/messages", content=body(), headers=headers(), timeout=20
+        )
         assert response.status_code == 200, response.text
         assert response.content == answer
 
 
-def test_stream_that_is_not_utf8_is_relayed_as_it_is(gateway: Gateway,
-                                                     fake_anthropic: FakeUpstream) -> None:
+def test_stream_that_is_not_utf8_is_relayed_as_it_is(
+    gateway: Gateway, fake_anthropic: FakeUpstream
+) -> None:
     frames = anthropic_stream(["ok"])
     frames[-2] = frames[-2].replace(b'"stop_sequence": null', b'"stop_sequence": "\xff"')
     fake_anthropic.reply(SSEReply(frames))
-    with httpx.stream("POST", gateway.url + "/v1/messages", content=body(stream=True),
-                      headers=headers(), timeout=20) as streamed:
+    with httpx.stream(
+        "POST",
+        gateway.url + "/v1/messages",
+        content=body(stream=True),
+        headers=headers(),
+        timeout=20,
+    ) as streamed:
         assert streamed.status_code == 200
         assert streamed.read() == b"".join(frames)
 
@@ -150,8 +166,7 @@ def test_stream_that_is_not_utf8_is_relayed_as_it_is(gateway: Gateway,
 def test_alias_in_passthrough(gateway: Gateway, fake_anthropic: FakeUpstream) -> None:
     fake_anthropic.reply(JSONReply(anthropic_message("ok")))
     sent = body(model=b"ant:claude")
-    response = httpx.post(gateway.url + "/v1/messages", content=sent, headers=headers(),
-                          timeout=20)
+    response = httpx.post(gateway.url + "/v1/messages", content=sent, headers=headers(), timeout=20)
     assert response.status_code == 200
     assert response.headers["x-vdm-model"] == "claude-x"
     assert_same_but_model(fake_anthropic.last.body, sent, "ant:claude", "claude-x")
@@ -161,8 +176,11 @@ def test_default_anthropic_version_when_the_client_sends_none(
     gateway: Gateway, fake_anthropic: FakeUpstream
 ) -> None:
     fake_anthropic.reply(JSONReply(anthropic_message("ok")))
-    response = httpx.post(gateway.url + "/v1/messages", timeout=20, json={
-        "model": "ant:m", "max_tokens": 5, "messages": ASK})
+    response = httpx.post(
+        gateway.url + "/v1/messages",
+        timeout=20,
+        json={"model": "ant:m", "max_tokens": 5, "messages": ASK},
+    )
     assert response.status_code == 200
     sent = fake_anthropic.last.headers
     assert sent["anthropic-version"] == "2023-06-01"
@@ -171,24 +189,48 @@ def test_default_anthropic_version_when_the_client_sends_none(
 
 
 def test_sdk_non_streaming(client: anthropic.Anthropic, fake_anthropic: FakeUpstream) -> None:
-    fake_anthropic.reply(JSONReply(anthropic_message(content=[
-        {"type": "thinking", "thinking": "Because.", "signature": "SIG-abc=="},
-        {"type": "text", "text": "Hi from Anthropic"},
-    ])))
+    fake_anthropic.reply(
+        JSONReply(
+            anthropic_message(
+                content=[
+                    {"type": "thinking", "thinking": "Because.", "signature": "SIG-abc=="},
+                    {"type": "text", "text": "Hi from Anthropic"},
+                ]
+            )
+        )
+    )
     history = [
         {"role": "user", "content": "Question?"},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Earlier.", "signature": "EARLIER-SIG=="},
-            {"type": "text", "text": "Answer."}]},
-        {"role": "user", "content": [{"type": "text", "text": "More?",
-                                      "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Earlier.", "signature": "EARLIER-SIG=="},
+                {"type": "text", "text": "Answer."},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "text",
+                    "text": "More?",
+                    "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                }
+            ],
+        },
     ]
     raw = client.messages.with_raw_response.create(
-        model="ant:claude", max_tokens=2000, messages=history,  # type: ignore[arg-type]
+        model="ant:claude",
+        max_tokens=2000,
+        messages=history,  # type: ignore[arg-type]
         thinking={"type": "enabled", "budget_tokens": 1024},
         extra_headers={"anthropic-beta": BETA},
-        extra_body={"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
-                    "output_config": {"effort": "low"}, "top_k": 5})
+        extra_body={
+            "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+            "output_config": {"effort": "low"},
+            "top_k": 5,
+        },
+    )
     assert raw.headers["x-vdm-provider"] == "ant"
     assert raw.headers["x-vdm-model"] == "claude-x"
     message = raw.parse()
@@ -237,8 +279,9 @@ def test_stream_relayed_byte_for_byte(gateway: Gateway, fake_anthropic: FakeUpst
     chunks = thinking_stream()
     fake_anthropic.reply(SSEReply(chunks, headers={"anthropic-ratelimit-tokens-remaining": "9"}))
     sent = body(stream=True)
-    with httpx.stream("POST", gateway.url + "/v1/messages", content=sent, headers=headers(),
-                      timeout=20) as response:
+    with httpx.stream(
+        "POST", gateway.url + "/v1/messages", content=sent, headers=headers(), timeout=20
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["x-vdm-provider"] == "ant"
@@ -254,8 +297,12 @@ def test_stream_relayed_byte_for_byte(gateway: Gateway, fake_anthropic: FakeUpst
 
 def test_sdk_streaming(client: anthropic.Anthropic, fake_anthropic: FakeUpstream) -> None:
     fake_anthropic.reply(SSEReply(thinking_stream()))
-    with client.messages.stream(model="ant:claude", max_tokens=2000, messages=ASK,
-                                thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
+    with client.messages.stream(
+        model="ant:claude",
+        max_tokens=2000,
+        messages=ASK,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "Hello caf\u00e9"
@@ -279,8 +326,9 @@ class CutSSE:
 
 
 @pytest.fixture
-def cutting_fake(fake_anthropic: FakeUpstream, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[FakeUpstream]:
+def cutting_fake(
+    fake_anthropic: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeUpstream]:
     original = fake_anthropic._answer
 
     async def answer(request: web.Request, reply: Any) -> web.StreamResponse:
@@ -305,9 +353,10 @@ def test_stream_cut_by_the_upstream_ends_with_an_error_event(
     frames = anthropic_stream(["one ", "two ", "three"])
     cutting_fake.reply(CutSSE(frames[:4]))
     seen: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as raised, client.messages.stream(
-        model="ant:m", max_tokens=50, messages=ASK
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError) as raised,
+        client.messages.stream(model="ant:m", max_tokens=50, messages=ASK) as stream,
+    ):
         for event in stream:
             seen.append(event.type)
     assert "content_block_start" in seen  # the first bytes did go out
@@ -321,23 +370,28 @@ def test_stream_ending_early_without_message_stop_is_an_error(
     answer, not a finished one: the client must see an error event."""
     frames = anthropic_stream(["one ", "two ", "three"])
     fake_anthropic.reply(SSEReply(frames[:5]))
-    with pytest.raises(anthropic.APIStatusError) as raised, client.messages.stream(
-        model="ant:m", max_tokens=50, messages=ASK
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError) as raised,
+        client.messages.stream(model="ant:m", max_tokens=50, messages=ASK) as stream,
+    ):
         for _ in stream:
             pass
     assert "'ant'" in str(raised.value)
 
 
-def test_upstream_error_event_is_relayed(client: anthropic.Anthropic,
-                                         fake_anthropic: FakeUpstream) -> None:
+def test_upstream_error_event_is_relayed(
+    client: anthropic.Anthropic, fake_anthropic: FakeUpstream
+) -> None:
     frames = anthropic_stream(["one "])
-    error = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
-             b'"message":"Overloaded"}}\n\n')
+    error = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+        b'"message":"Overloaded"}}\n\n'
+    )
     fake_anthropic.reply(SSEReply([*frames[:3], error]))
-    with pytest.raises(anthropic.APIStatusError) as raised, client.messages.stream(
-        model="ant:m", max_tokens=50, messages=ASK
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError) as raised,
+        client.messages.stream(model="ant:m", max_tokens=50, messages=ASK) as stream,
+    ):
         for _ in stream:
             pass
     assert "Overloaded" in str(raised.value)
@@ -349,13 +403,16 @@ def test_upstream_error_event_is_relayed(client: anthropic.Anthropic,
 def test_count_tokens_forwarded_with_the_model_rewritten(
     gateway: Gateway, client: anthropic.Anthropic, fake_anthropic: FakeUpstream
 ) -> None:
-    sent = (b'{"messages": [{"role": "user", "content": "caf\\u00e9"}],  '
-            b'"model": "ant:claude-x", "system": [{"type": "text", "text": "s", '
-            b'"cache_control": {"type": "ephemeral", "ttl": "1h"}}], '
-            b'"thinking": {"type": "enabled", "budget_tokens": 1024}}')
+    sent = (
+        b'{"messages": [{"role": "user", "content": "caf\\u00e9"}],  '
+        b'"model": "ant:claude-x", "system": [{"type": "text", "text": "s", '
+        b'"cache_control": {"type": "ephemeral", "ttl": "1h"}}], '
+        b'"thinking": {"type": "enabled", "budget_tokens": 1024}}'
+    )
     fake_anthropic.reply(RawReply(b'{"input_tokens": 321}'))
-    response = httpx.post(gateway.url + "/v1/messages/count_tokens", content=sent,
-                          headers=headers(), timeout=20)
+    response = httpx.post(
+        gateway.url + "/v1/messages/count_tokens", content=sent, headers=headers(), timeout=20
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"input_tokens": 321}
     assert response.headers["x-vdm-provider"] == "ant"
@@ -374,10 +431,15 @@ def test_count_tokens_forwarded_with_the_model_rewritten(
     assert fake_anthropic.last.json["model"] == "claude-x"
 
 
-def test_count_tokens_upstream_error(client: anthropic.Anthropic,
-                                     fake_anthropic: FakeUpstream) -> None:
-    fake_anthropic.reply(JSONReply({"type": "error", "error": {
-        "type": "authentication_error", "message": "bad key"}}, status=401))
+def test_count_tokens_upstream_error(
+    client: anthropic.Anthropic, fake_anthropic: FakeUpstream
+) -> None:
+    fake_anthropic.reply(
+        JSONReply(
+            {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}},
+            status=401,
+        )
+    )
     with pytest.raises(anthropic.AuthenticationError) as raised:
         client.messages.count_tokens(model="ant:m", messages=ASK)
     assert "bad key" in raised.value.message
@@ -386,23 +448,35 @@ def test_count_tokens_upstream_error(client: anthropic.Anthropic,
 # ---------------------------------------------------------------- upstream errors
 
 
-@pytest.mark.parametrize(("status", "kind", "exception"), [
-    (400, "invalid_request_error", anthropic.BadRequestError),
-    (401, "authentication_error", anthropic.AuthenticationError),
-    (403, "permission_error", anthropic.PermissionDeniedError),
-    (404, "not_found_error", anthropic.NotFoundError),
-    (413, "request_too_large", anthropic.RequestTooLargeError),
-    (429, "rate_limit_error", anthropic.RateLimitError),
-    (500, "api_error", anthropic.InternalServerError),
-    (529, "overloaded_error", anthropic.OverloadedError),
-])
+@pytest.mark.parametrize(
+    ("status", "kind", "exception"),
+    [
+        (400, "invalid_request_error", anthropic.BadRequestError),
+        (401, "authentication_error", anthropic.AuthenticationError),
+        (403, "permission_error", anthropic.PermissionDeniedError),
+        (404, "not_found_error", anthropic.NotFoundError),
+        (413, "request_too_large", anthropic.RequestTooLargeError),
+        (429, "rate_limit_error", anthropic.RateLimitError),
+        (500, "api_error", anthropic.InternalServerError),
+        (529, "overloaded_error", anthropic.OverloadedError),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True])
-def test_upstream_error_statuses(client: anthropic.Anthropic, fake_anthropic: FakeUpstream,
-                                 status: int, kind: str, exception: type[Exception],
-                                 stream: bool) -> None:
-    fake_anthropic.reply(JSONReply(
-        {"type": "error", "error": {"type": kind, "message": f"upstream {status} says no"}},
-        status=status, headers={"retry-after": "3"} if status == 429 else {}))
+def test_upstream_error_statuses(
+    client: anthropic.Anthropic,
+    fake_anthropic: FakeUpstream,
+    status: int,
+    kind: str,
+    exception: type[Exception],
+    stream: bool,
+) -> None:
+    fake_anthropic.reply(
+        JSONReply(
+            {"type": "error", "error": {"type": kind, "message": f"upstream {status} says no"}},
+            status=status,
+            headers={"retry-after": "3"} if status == 429 else {},
+        )
+    )
     with pytest.raises(exception) as raised:
         if stream:
             with client.messages.stream(model="ant:m", max_tokens=5, messages=ASK) as s:

@@ -21,8 +21,10 @@ ASK = [{"role": "user", "content": "hi"}]
 def slow_stream(pieces: int, delay: float) -> SSEReply:
     body = [chunk({"role": "assistant", "content": ""})]
     body += [chunk({"content": f"w{i} "}) for i in range(pieces)]
-    body += [chunk({}, finish="stop"), chunk(None, usage={"prompt_tokens": 1,
-                                                          "completion_tokens": pieces})]
+    body += [
+        chunk({}, finish="stop"),
+        chunk(None, usage={"prompt_tokens": 1, "completion_tokens": pieces}),
+    ]
     return SSEReply(sse(*body), delay=delay)
 
 
@@ -42,8 +44,9 @@ class Reader(threading.Thread):
     def run(self) -> None:
         try:
             request = {"model": "m", "max_tokens": 50, "messages": ASK, "stream": self.stream}
-            with httpx.stream("POST", self.url + "/v1/messages", json=request,
-                              timeout=30) as response:
+            with httpx.stream(
+                "POST", self.url + "/v1/messages", json=request, timeout=30
+            ) as response:
                 self.status = response.status_code
                 if not self.stream:
                     self.body = json.loads(response.read())
@@ -63,8 +66,9 @@ class Reader(threading.Thread):
         return [name for name, _ in self.events]
 
     def text(self) -> str:
-        return "".join(d["delta"].get("text", "") for n, d in self.events
-                       if n == "content_block_delta")
+        return "".join(
+            d["delta"].get("text", "") for n, d in self.events if n == "content_block_delta"
+        )
 
 
 def env(fake: FakeUpstream, **extra: str) -> dict[str, str]:
@@ -80,8 +84,9 @@ def refused(url: str) -> bool:
         return True
 
 
-def test_sigterm_lets_a_stream_finish_then_exits_0(fake_openai: FakeUpstream,
-                                                   tmp_path: Path) -> None:
+def test_sigterm_lets_a_stream_finish_then_exits_0(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
     fake_openai.reply(slow_stream(20, 0.1))
     with run_gateway(env(fake_openai, SHUTDOWN_TIMEOUT="20"), tmp_path) as gateway:
         reader = Reader(gateway)
@@ -97,8 +102,9 @@ def test_sigterm_lets_a_stream_finish_then_exits_0(fake_openai: FakeUpstream,
     assert reader.text() == "".join(f"w{i} " for i in range(20))
 
 
-def test_drain_timeout_ends_the_stream_with_an_error_event(fake_openai: FakeUpstream,
-                                                           tmp_path: Path) -> None:
+def test_drain_timeout_ends_the_stream_with_an_error_event(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
     fake_openai.reply(slow_stream(100, 0.1))
     with run_gateway(env(fake_openai, SHUTDOWN_TIMEOUT="1"), tmp_path) as gateway:
         reader = Reader(gateway)
@@ -118,8 +124,7 @@ def test_drain_timeout_ends_the_stream_with_an_error_event(fake_openai: FakeUpst
     assert 0.8 < took < 6
 
 
-def test_a_second_sigterm_ends_the_rest_at_once(fake_openai: FakeUpstream,
-                                                tmp_path: Path) -> None:
+def test_a_second_sigterm_ends_the_rest_at_once(fake_openai: FakeUpstream, tmp_path: Path) -> None:
     fake_openai.reply(slow_stream(200, 0.1))
     with run_gateway(env(fake_openai, SHUTDOWN_TIMEOUT="60"), tmp_path) as gateway:
         reader = Reader(gateway)
@@ -136,8 +141,9 @@ def test_a_second_sigterm_ends_the_rest_at_once(fake_openai: FakeUpstream,
     assert reader.events[-1][0] == "error"
 
 
-def test_a_waiting_request_gets_a_503_when_the_drain_ends(fake_openai: FakeUpstream,
-                                                          tmp_path: Path) -> None:
+def test_a_waiting_request_gets_a_503_when_the_drain_ends(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
     fake_openai.reply(Hang(30))
     with run_gateway(env(fake_openai, SHUTDOWN_TIMEOUT="1"), tmp_path) as gateway:
         reader = Reader(gateway, stream=False)

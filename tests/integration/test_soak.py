@@ -62,8 +62,11 @@ class Faulty:
                 case "503":
                     return JSONReply({"error": {"message": "overloaded"}}, status=503)
                 case "429":
-                    return JSONReply({"error": {"message": "slow down"}}, status=429,
-                                     headers={"retry-after": "1"})
+                    return JSONReply(
+                        {"error": {"message": "slow down"}},
+                        status=429,
+                        headers={"retry-after": "1"},
+                    )
                 case "401":
                     return JSONReply({"error": {"message": "bad key"}}, status=401)
                 case "drop":
@@ -95,12 +98,19 @@ async def one(client: httpx.AsyncClient, n: int) -> tuple[str, str]:
     stream = kind.endswith("stream")
     if kind.startswith("anthropic"):
         path = "/v1/messages"
-        body: dict[str, Any] = {"model": "m", "max_tokens": 20, "stream": stream,
-                                "messages": [{"role": "user", "content": f"say {tag}"}]}
+        body: dict[str, Any] = {
+            "model": "m",
+            "max_tokens": 20,
+            "stream": stream,
+            "messages": [{"role": "user", "content": f"say {tag}"}],
+        }
     else:
         path = "/v1/chat/completions"
-        body = {"model": "m", "stream": stream,
-                "messages": [{"role": "user", "content": f"say {tag}"}]}
+        body = {
+            "model": "m",
+            "stream": stream,
+            "messages": [{"role": "user", "content": f"say {tag}"}],
+        }
     async with client.stream("POST", path, json=body) as response:
         data = await response.aread()
     status = response.status_code
@@ -115,8 +125,11 @@ async def one(client: httpx.AsyncClient, n: int) -> tuple[str, str]:
     expected = f"answer {tag}"
     if not stream:
         answer = json.loads(data)
-        text = (answer["content"][0]["text"] if kind == "anthropic"
-                else answer["choices"][0]["message"]["content"])
+        text = (
+            answer["content"][0]["text"]
+            if kind == "anthropic"
+            else answer["choices"][0]["message"]["content"]
+        )
         assert text == expected, (text, expected)
         return kind, "ok"
     return kind, _check_stream(kind, data.decode(), expected)
@@ -132,8 +145,9 @@ def _check_stream(kind: str, text: str, expected: str) -> str:
             assert events[-1]["error"]["message"]
             return "error:stream"
         assert types[0] == "message_start" and types[-1] == "message_stop", types
-        got = "".join(e["delta"].get("text", "") for e in events
-                      if e["type"] == "content_block_delta")
+        got = "".join(
+            e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta"
+        )
         assert got == expected, (got, expected)
         return "ok"
     if datas[-1] != "[DONE]":
@@ -141,8 +155,9 @@ def _check_stream(kind: str, text: str, expected: str) -> str:
         assert error["error"]["message"], error
         return "error:stream"
     chunks = [json.loads(d) for d in datas[:-1]]
-    got = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks
-                  if c.get("choices"))
+    got = "".join(
+        (c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices")
+    )
     assert got == expected, (got, expected)
     return "ok"
 
@@ -166,9 +181,12 @@ def test_soak_with_random_faults(fake_openai: FakeUpstream, tmp_path: Path) -> N
     faulty = Faulty(seed=20261201)
     fake_openai.responder = faulty
     env = {
-        "POOL_API_KEY": "sk-a sk-b sk-c", "POOL_BASE_URL": fake_openai.url + "/v1",
-        "VDM_DEFAULT_PROVIDER": "pool", "LOG_LEVEL": "WARNING",
-        "RETRY_BACKOFF": "0.005", "KEY_COOLDOWN_MAX": "0.05",
+        "POOL_API_KEY": "sk-a sk-b sk-c",
+        "POOL_BASE_URL": fake_openai.url + "/v1",
+        "VDM_DEFAULT_PROVIDER": "pool",
+        "LOG_LEVEL": "WARNING",
+        "RETRY_BACKOFF": "0.005",
+        "KEY_COOLDOWN_MAX": "0.05",
     }
     with run_gateway(env, tmp_path) as gateway:
         warm = asyncio.run(drive(gateway.url, 0, WARM_UP))
@@ -177,8 +195,11 @@ def test_soak_with_random_faults(fake_openai: FakeUpstream, tmp_path: Path) -> N
         final = rss_kib(gateway)
         # ... and it still serves a plain request correctly afterwards.
         fake_openai.responder = lambda r: JSONReply(completion("after the storm"))
-        after = httpx.post(gateway.url + "/v1/messages", timeout=10, json={
-            "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+        after = httpx.post(
+            gateway.url + "/v1/messages",
+            timeout=10,
+            json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        )
         assert after.json()["content"][0]["text"] == "after the storm"
     verdicts = warm + rest
     assert sum(verdicts.values()) == TOTAL

@@ -24,19 +24,35 @@ PROJECT_OPENAI_KEY = "sk-project-openai-SECRET-4242"
 PROJECT_ANT_KEY = "sk-project-ant-SECRET-4343"
 GATEWAY_OPENAI_KEY = "sk-gateway-openai-pool-key"
 MSG = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-ANT_REPLY = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-             "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
-             "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2}}
+ANT_REPLY = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-x",
+    "content": [{"type": "text", "text": "ok"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 3, "output_tokens": 2},
+}
 
 
-def env_for(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp: Path,
-            **extra: str) -> dict[str, str]:
-    return {"OPENAI_API_KEY": GATEWAY_OPENAI_KEY, "OPENAI_BASE_URL": fake_openai.url + "/v1",
-            "ANT_API_KEY": "sk-gateway-ant-pool-key", "ANT_BASE_URL": fake_anthropic.url,
-            "ANT_API_FORMAT": "anthropic", "VDM_DEFAULT_PROVIDER": "openai",
-            "MANAGEMENT_TOKEN": MGMT, "AUDIT_LOG_FILE": str(tmp / "audit.jsonl"),
-            "MAX_RETRIES": "0", "LOG_LEVEL": "DEBUG",
-            "DATABASE_URL": f"sqlite:///{tmp / 'vdm.db'}", **extra}
+def env_for(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp: Path, **extra: str
+) -> dict[str, str]:
+    return {
+        "OPENAI_API_KEY": GATEWAY_OPENAI_KEY,
+        "OPENAI_BASE_URL": fake_openai.url + "/v1",
+        "ANT_API_KEY": "sk-gateway-ant-pool-key",
+        "ANT_BASE_URL": fake_anthropic.url,
+        "ANT_API_FORMAT": "anthropic",
+        "VDM_DEFAULT_PROVIDER": "openai",
+        "MANAGEMENT_TOKEN": MGMT,
+        "AUDIT_LOG_FILE": str(tmp / "audit.jsonl"),
+        "MAX_RETRIES": "0",
+        "LOG_LEVEL": "DEBUG",
+        "DATABASE_URL": f"sqlite:///{tmp / 'vdm.db'}",
+        **extra,
+    }
 
 
 def answer_everything(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream) -> None:
@@ -54,16 +70,19 @@ def ask(gw: Gateway, token: str | None, body: dict[str, Any] = MSG) -> httpx.Res
 
 
 @pytest.fixture
-def tenant_gateway(fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
-                   tmp_path: Path) -> Iterator[Gateway]:
+def tenant_gateway(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> Iterator[Gateway]:
     answer_everything(fake_openai, fake_anthropic)
     with run_gateway(env_for(fake_openai, fake_anthropic, tmp_path), tmp_path) as gw:
         yield gw
 
 
 def make_project(api: httpx.Client, name: str = "team-a") -> dict[str, Any]:
-    r = api.post("/manage/projects", json={
-        "name": name, "api_keys": {"openai": PROJECT_OPENAI_KEY, "ant": PROJECT_ANT_KEY}})
+    r = api.post(
+        "/manage/projects",
+        json={"name": name, "api_keys": {"openai": PROJECT_OPENAI_KEY, "ant": PROJECT_ANT_KEY}},
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -75,8 +94,8 @@ def make_token(api: httpx.Client, project_id: str, **fields: Any) -> dict[str, A
 
 
 def test_lifecycle_doors_substitution_revocation_and_no_leaks(
-        tenant_gateway: Gateway, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
-        tmp_path: Path) -> None:
+    tenant_gateway: Gateway, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> None:
     gw = tenant_gateway
     with manage(gw) as api:
         project = make_project(api)
@@ -95,13 +114,15 @@ def test_lifecycle_doors_substitution_revocation_and_no_leaks(
         # OpenAI door -> Anthropic-native provider, also with the project's key.
         with openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0) as client:
             chat = client.chat.completions.create(
-                model="ant:claude-x", messages=[{"role": "user", "content": "hi"}])
+                model="ant:claude-x", messages=[{"role": "user", "content": "hi"}]
+            )
         assert chat.choices[0].message.content == "ok"
         assert fake_anthropic.last.headers["x-api-key"] == PROJECT_ANT_KEY
         # OpenAI passthrough door: project key too.
         with openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0) as client:
-            client.chat.completions.create(model="gpt-4o",
-                                           messages=[{"role": "user", "content": "x"}])
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+            )
         assert fake_openai.last.headers["authorization"] == f"Bearer {PROJECT_OPENAI_KEY}"
 
         # A project without its own key for a provider uses the gateway's pool.
@@ -117,22 +138,30 @@ def test_lifecycle_doors_substitution_revocation_and_no_leaks(
 
         # Wrong and absent credentials.
         assert ask(gw, None).status_code == 401
-        assert ask(gw, "sk-vdm-not-a-real-token").json()["error"]["type"] == \
-            "authentication_error"
-        r = httpx.post(gw.url + "/v1/chat/completions", headers={"authorization": "Bearer x"},
-                       json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+        assert ask(gw, "sk-vdm-not-a-real-token").json()["error"]["type"] == "authentication_error"
+        r = httpx.post(
+            gw.url + "/v1/chat/completions",
+            headers={"authorization": "Bearer x"},
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
         # Revocation works on the very next request.
         assert api.delete(f"/manage/tokens/{created['id']}").status_code == 204
         r = ask(gw, secret)
         assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
-        assert api.patch(f"/manage/tokens/{created['id']}",
-                         json={"is_active": True}).status_code == 200
+        assert (
+            api.patch(f"/manage/tokens/{created['id']}", json={"is_active": True}).status_code
+            == 200
+        )
         assert ask(gw, secret).status_code == 200
         # Deactivating the project: 403 at once.
-        assert api.patch(f"/manage/projects/{project['id']}",
-                         json={"is_active": False}).json()["is_active"] is False
+        assert (
+            api.patch(f"/manage/projects/{project['id']}", json={"is_active": False}).json()[
+                "is_active"
+            ]
+            is False
+        )
         r = ask(gw, secret)
         assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
         api.patch(f"/manage/projects/{project['id']}", json={"is_active": True})
@@ -145,25 +174,37 @@ def test_lifecycle_doors_substitution_revocation_and_no_leaks(
         assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
 
         # Allowed models / providers.
-        narrow = make_token(api, project["id"], allowed_models=["fast"],
-                            allowed_providers=["openai"])["token"]
+        narrow = make_token(
+            api, project["id"], allowed_models=["fast"], allowed_providers=["openai"]
+        )["token"]
         r = ask(gw, narrow)
         assert r.status_code == 403 and "gpt-4o" in r.json()["error"]["message"]
         assert ask(gw, narrow, {**MSG, "model": "openai:fast"}).status_code == 200
 
         # Management auth, validation, 404s.
         assert httpx.get(gw.url + "/manage/projects").status_code == 401
-        assert httpx.get(gw.url + "/manage/projects",
-                         headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.get(
+                gw.url + "/manage/projects", headers={"authorization": "Bearer wrong"}
+            ).status_code
+            == 401
+        )
         assert api.get("/manage/projects/nope").status_code == 404
         bad = api.post("/manage/tokens", json={"project_id": project["id"], "max_requests": 0})
-        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body",
-                                                                            "max_requests"]
-        assert api.post("/manage/projects", content=b"{nope",
-                        headers={"content-type": "application/json"}).status_code == 400
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "max_requests"]
+        assert (
+            api.post(
+                "/manage/projects", content=b"{nope", headers={"content-type": "application/json"}
+            ).status_code
+            == 400
+        )
         assert api.post("/manage/tokens", json={"project_id": "nope"}).status_code == 404
-        assert api.post("/manage/projects", json={"name": "x", "api_keys": {"nosuch": "k"}}
-                        ).status_code == 404
+        assert (
+            api.post(
+                "/manage/projects", json={"name": "x", "api_keys": {"nosuch": "k"}}
+            ).status_code
+            == 404
+        )
 
         # Audit: management actions and authentication failures, filtered and paged.
         page = api.get("/manage/audit", params={"action": "token.revoke"}).json()
@@ -174,30 +215,47 @@ def test_lifecycle_doors_substitution_revocation_and_no_leaks(
         assert api.get(f"/manage/audit/{event['id']}").json() == event
         denied = api.get("/manage/audit", params={"outcome": "denied", "page_size": 2}).json()
         assert denied["pagination"]["total"] >= 6 and len(denied["events"]) == 2
-        assert api.get("/manage/audit", params={"token_id": created["id"],
-                                                "outcome": "denied"}).json()["pagination"][
-            "total"] == 2  # revoked + project inactive
+        assert (
+            api.get(
+                "/manage/audit", params={"token_id": created["id"], "outcome": "denied"}
+            ).json()["pagination"]["total"]
+            == 2
+        )  # revoked + project inactive
         failed_manage = api.get("/manage/audit", params={"action": "manage.authenticate"})
         assert failed_manage.json()["pagination"]["total"] == 2
         future = api.get("/manage/audit", params={"since": _iso(time.time() + 3600)}).json()
         assert future["pagination"]["total"] == 0
         assert api.get("/manage/audit", params={"since": "yesterday"}).status_code == 422
-        assert api.post("/manage/cache/purge", json={"method": "GET", "url": "/v1/x"}
-                        ).json() == {"deleted": False}
-        responses = json.dumps([api.get("/manage/projects").json(),
-                                api.get("/manage/tokens").json(),
-                                api.get("/manage/audit", params={"page_size": 500}).json()])
+        assert api.post("/manage/cache/purge", json={"method": "GET", "url": "/v1/x"}).json() == {
+            "deleted": False
+        }
+        responses = json.dumps(
+            [
+                api.get("/manage/projects").json(),
+                api.get("/manage/tokens").json(),
+                api.get("/manage/audit", params={"page_size": 500}).json(),
+            ]
+        )
 
     gw.process.terminate()
     gw.process.wait(10)
     audit_file = (tmp_path / "audit.jsonl").read_text()
     lines = [json.loads(line) for line in audit_file.splitlines()]
-    assert {e["action"] for e in lines} >= {"project.create", "token.create", "token.revoke",
-                                             "proxy.authenticate", "manage.authenticate"}
+    assert {e["action"] for e in lines} >= {
+        "project.create",
+        "token.create",
+        "token.revoke",
+        "proxy.authenticate",
+        "manage.authenticate",
+    }
     database = (tmp_path / "vdm.db").read_bytes() + b"".join(
-        p.read_bytes() for p in tmp_path.glob("vdm.db-*"))
-    for text, where in ((gw.log(), "log"), (audit_file, "audit file"),
-                        (responses, "management responses")):
+        p.read_bytes() for p in tmp_path.glob("vdm.db-*")
+    )
+    for text, where in (
+        (gw.log(), "log"),
+        (audit_file, "audit file"),
+        (responses, "management responses"),
+    ):
         for known in (secret, bare_token, narrow, PROJECT_OPENAI_KEY, PROJECT_ANT_KEY, MGMT):
             assert known not in text, f"a secret leaked into the {where}"
     for known in (secret, bare_token, MGMT):
@@ -211,12 +269,14 @@ def _iso(epoch: float) -> str:
 
 
 def test_project_keys_are_encrypted_at_rest_with_the_key(
-        fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path) -> None:
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> None:
     from cryptography.fernet import Fernet
 
     answer_everything(fake_openai, fake_anthropic)
-    env = env_for(fake_openai, fake_anthropic, tmp_path,
-                  VDM_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    env = env_for(
+        fake_openai, fake_anthropic, tmp_path, VDM_ENCRYPTION_KEY=Fernet.generate_key().decode()
+    )
     with run_gateway(env, tmp_path) as gw, manage(gw) as api:
         project = make_project(api)
         token = make_token(api, project["id"])["token"]
@@ -228,12 +288,14 @@ def test_project_keys_are_encrypted_at_rest_with_the_key(
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_exactly_max_requests_succeed_out_of_50_concurrent(
-        kind: str, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream,
-        tmp_path: Path) -> None:
+    kind: str, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> None:
     answer_everything(fake_openai, fake_anthropic)
     for db in database_env(kind, tmp_path):
-        with run_gateway(env_for(fake_openai, fake_anthropic, tmp_path, **db), tmp_path) as gw, \
-                manage(gw) as api:
+        with (
+            run_gateway(env_for(fake_openai, fake_anthropic, tmp_path, **db), tmp_path) as gw,
+            manage(gw) as api,
+        ):
             project = make_project(api)
             token = make_token(api, project["id"], max_requests=17)
             secret = token["token"]
@@ -255,8 +317,11 @@ def test_rpm_and_tpm_limits(tenant_gateway: Gateway) -> None:
         # The fake completion reports 45 tokens a request (USAGE): 2 fit under 50.
         tpm = make_token(api, project["id"], tpm=50)["token"]
         assert [ask(gw, tpm).status_code for _ in range(3)] == [200, 200, 429]
-        r = httpx.post(gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {tpm}"},
-                       json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+        r = httpx.post(
+            gw.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {tpm}"},
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert r.status_code == 429 and "tokens per minute" in r.json()["error"]["message"]
 
 
@@ -272,18 +337,35 @@ def test_cli_manages_projects_tokens_and_audit(tenant_gateway: Gateway, tmp_path
     from tests.support.gateway import clean_env
 
     def vdm(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {**clean_env(), "HOME": str(tmp_path / "clihome"), "MANAGEMENT_TOKEN": MGMT, "COLUMNS": "300"}
-        return subprocess.run([sys.executable, "-m", "vdm", "manage", *args,
-                               "--url", tenant_gateway.url], env=env, capture_output=True,
-                              text=True, timeout=60)
+        env = {
+            **clean_env(),
+            "HOME": str(tmp_path / "clihome"),
+            "MANAGEMENT_TOKEN": MGMT,
+            "COLUMNS": "300",
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "vdm", "manage", *args, "--url", tenant_gateway.url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
-    made = vdm("project", "create", "--name", "cli-team", "--api-key",
-               f"openai={PROJECT_OPENAI_KEY}", "--json")
+    made = vdm(
+        "project",
+        "create",
+        "--name",
+        "cli-team",
+        "--api-key",
+        f"openai={PROJECT_OPENAI_KEY}",
+        "--json",
+    )
     assert made.returncode == 0, made.stderr
     project = json.loads(made.stdout)
     assert PROJECT_OPENAI_KEY not in made.stdout
-    token = json.loads(vdm("token", "create", "--project", project["id"], "--max-requests",
-                           "5", "--json").stdout)
+    token = json.loads(
+        vdm("token", "create", "--project", project["id"], "--max-requests", "5", "--json").stdout
+    )
     assert ask(tenant_gateway, token["token"]).status_code == 200
     table = vdm("token", "list", "--project", project["id"])
     assert table.returncode == 0 and token["id"][:8] in table.stdout

@@ -239,12 +239,21 @@ class FakeUpstream:
         async for piece in request.content.iter_any():
             size += len(piece)
             digest.update(piece)
-        self.requests.append(Recorded(
-            request.method, request.path, request.query_string,
-            {k.lower(): v for k, v in request.headers.items()}, b"", size, digest.hexdigest(),
-            request.raw_path))
-        return web.json_response({**answer.body, "bytes": size, "sha256": digest.hexdigest()},
-                                 status=answer.status)
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                request.query_string,
+                {k.lower(): v for k, v in request.headers.items()},
+                b"",
+                size,
+                digest.hexdigest(),
+                request.raw_path,
+            )
+        )
+        return web.json_response(
+            {**answer.body, "bytes": size, "sha256": digest.hexdigest()}, status=answer.status
+        )
 
     async def _answer(self, request: web.Request, answer: Reply) -> web.StreamResponse:
         match answer:
@@ -273,8 +282,9 @@ class FakeUpstream:
                 await response.write_eof()
                 return response
             case StreamBytes(total=total, status=status, content_type=ctype):
-                response = web.StreamResponse(status=status, headers={
-                    "content-type": ctype, "content-length": str(total)})
+                response = web.StreamResponse(
+                    status=status, headers={"content-type": ctype, "content-length": str(total)}
+                )
                 await response.prepare(request)
                 for piece in pattern(total):
                     await response.write(piece)
@@ -552,28 +562,43 @@ def anthropic_stream_of(message: dict[str, Any]) -> list[bytes]:
     def ev(name: str, data: dict[str, Any]) -> bytes:
         return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
-    head = {**message, "content": [], "stop_reason": None,
-            "usage": {**message["usage"], "output_tokens": 1}}
+    head = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "usage": {**message["usage"], "output_tokens": 1},
+    }
     out = [ev("message_start", {"message": head})]
     for index, block in enumerate(message["content"]):
         kind = block["type"]
         if kind == "text":
-            start, deltas = {"type": "text", "text": ""}, [
-                {"type": "text_delta", "text": p} for p in _split(block["text"], 3)]
+            start, deltas = (
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": p} for p in _split(block["text"], 3)],
+            )
         elif kind == "thinking":
             start = {"type": "thinking", "thinking": "", "signature": ""}
-            deltas = [{"type": "thinking_delta", "thinking": p}
-                      for p in _split(block["thinking"], 3)]
+            deltas = [
+                {"type": "thinking_delta", "thinking": p} for p in _split(block["thinking"], 3)
+            ]
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
         else:  # tool_use
             start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": p}
-                      for p in _split(json.dumps(block["input"]), 3)]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": p}
+                for p in _split(json.dumps(block["input"]), 3)
+            ]
         out.append(ev("content_block_start", {"index": index, "content_block": start}))
         out += [ev("content_block_delta", {"index": index, "delta": d}) for d in deltas]
         out.append(ev("content_block_stop", {"index": index}))
-    out.append(ev("message_delta", {
-        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-        "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    out.append(
+        ev(
+            "message_delta",
+            {
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
+    )
     out.append(ev("message_stop", {}))
     return out

@@ -38,7 +38,11 @@ class Gateway:
 
 @contextmanager
 def run_gateway(
-    env: Mapping[str, str], tmp: Path, *, cwd: Path | None = None, timeout: float = 20.0,
+    env: Mapping[str, str],
+    tmp: Path,
+    *,
+    cwd: Path | None = None,
+    timeout: float = 20.0,
     args: Sequence[str] = (),
 ) -> Iterator[Gateway]:
     """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
@@ -53,13 +57,32 @@ def run_gateway(
     work = cwd or tmp / "work"
     work.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"gateway-{port}.log"
-    full_env = {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                "LOG_LEVEL": "INFO", "MODELS_PREFETCH": "false", **env}
+    full_env = {
+        **clean_env(),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "LOG_LEVEL": "INFO",
+        "MODELS_PREFETCH": "false",
+        **env,
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vdm", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port), *args],
-            env=full_env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "vdm",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
+            env=full_env,
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -78,7 +101,9 @@ def _wait_ready(gateway: Gateway, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if gateway.process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {gateway.process.returncode}:\n{gateway.log()}")
+            raise RuntimeError(
+                f"gateway exited with {gateway.process.returncode}:\n{gateway.log()}"
+            )
         try:
             with urllib.request.urlopen(gateway.url + "/ready", timeout=1) as response:
                 if response.status == 200:

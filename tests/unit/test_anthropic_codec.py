@@ -59,16 +59,25 @@ def test_one_system_block_is_a_string_several_are_blocks() -> None:
 
 
 def test_mid_conversation_system_joins_top_level_system_and_turns_merge() -> None:
-    body = encode_request(request(
-        user(ir.TextPart("one")),
-        ir.Message("system", [ir.TextPart("later rule")]),
-        user(ir.TextPart("two")),
-        system=[ir.TextPart("first rule")],
-    ), "m")
-    assert body["system"] == [{"type": "text", "text": "first rule"},
-                              {"type": "text", "text": "later rule"}]
-    assert body["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}]
+    body = encode_request(
+        request(
+            user(ir.TextPart("one")),
+            ir.Message("system", [ir.TextPart("later rule")]),
+            user(ir.TextPart("two")),
+            system=[ir.TextPart("first rule")],
+        ),
+        "m",
+    )
+    assert body["system"] == [
+        {"type": "text", "text": "first rule"},
+        {"type": "text", "text": "later rule"},
+    ]
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+        }
+    ]
 
 
 def test_mid_conversation_system_alone_is_a_string() -> None:
@@ -78,22 +87,35 @@ def test_mid_conversation_system_alone_is_a_string() -> None:
 
 
 def test_consecutive_assistant_turns_merge() -> None:
-    body = encode_request(request(
-        HI, assistant(ir.TextPart("a")), assistant(ir.TextPart("b")), user(ir.TextPart("c")),
-    ), "m")
+    body = encode_request(
+        request(
+            HI,
+            assistant(ir.TextPart("a")),
+            assistant(ir.TextPart("b")),
+            user(ir.TextPart("c")),
+        ),
+        "m",
+    )
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "a"},
-                                          {"type": "text", "text": "b"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+        },
         {"role": "user", "content": [{"type": "text", "text": "c"}]},
     ]
 
 
 def test_images_base64_and_url() -> None:
-    body = encode_request(request(user(
-        ir.ImagePart(media_type="image/png", data="AAAA"),
-        ir.ImagePart(url="https://example.com/cat.jpg"),
-    )), "m")
+    body = encode_request(
+        request(
+            user(
+                ir.ImagePart(media_type="image/png", data="AAAA"),
+                ir.ImagePart(url="https://example.com/cat.jpg"),
+            )
+        ),
+        "m",
+    )
     assert body["messages"][0]["content"] == [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
@@ -101,51 +123,86 @@ def test_images_base64_and_url() -> None:
 
 
 def test_tool_use_and_tool_result_blocks() -> None:
-    body = encode_request(request(
-        HI,
-        assistant(ir.TextPart("let me look"),
-                  ir.ToolUsePart("toolu_1", "Read", {"path": "a.txt"})),
-        user(ir.ToolResultPart("toolu_1", [ir.TextPart("contents"),
-                                           ir.ImagePart(media_type="image/gif", data="R0")]),
-             ir.ToolResultPart("toolu_2", [], is_error=True)),
-    ), "m")
+    body = encode_request(
+        request(
+            HI,
+            assistant(
+                ir.TextPart("let me look"), ir.ToolUsePart("toolu_1", "Read", {"path": "a.txt"})
+            ),
+            user(
+                ir.ToolResultPart(
+                    "toolu_1",
+                    [ir.TextPart("contents"), ir.ImagePart(media_type="image/gif", data="R0")],
+                ),
+                ir.ToolResultPart("toolu_2", [], is_error=True),
+            ),
+        ),
+        "m",
+    )
     assert body["messages"][1:] == [
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "let me look"},
-            {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"path": "a.txt"}},
-        ]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
-                {"type": "text", "text": "contents"},
-                {"type": "image",
-                 "source": {"type": "base64", "media_type": "image/gif", "data": "R0"}},
-            ]},
-            {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True},
-        ]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "let me look"},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"path": "a.txt"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [
+                        {"type": "text", "text": "contents"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/gif", "data": "R0"},
+                        },
+                    ],
+                },
+                {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True},
+            ],
+        },
     ]
 
 
 def test_tool_results_open_a_merged_user_turn() -> None:
-    body = encode_request(request(
-        HI,
-        assistant(ir.ToolUsePart("toolu_1", "Read", {})),
-        user(ir.TextPart("also this")),
-        user(ir.ToolResultPart("toolu_1", [ir.TextPart("ok")])),
-    ), "m")
-    assert body["messages"][2] == {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_1",
-         "content": [{"type": "text", "text": "ok"}]},
-        {"type": "text", "text": "also this"},
-    ]}
+    body = encode_request(
+        request(
+            HI,
+            assistant(ir.ToolUsePart("toolu_1", "Read", {})),
+            user(ir.TextPart("also this")),
+            user(ir.ToolResultPart("toolu_1", [ir.TextPart("ok")])),
+        ),
+        "m",
+    )
+    assert body["messages"][2] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_1",
+                "content": [{"type": "text", "text": "ok"}],
+            },
+            {"type": "text", "text": "also this"},
+        ],
+    }
 
 
 def test_thinking_with_signature_and_redacted_thinking_kept() -> None:
-    body = encode_request(request(HI, assistant(
-        ir.ThinkingPart("hmm", "sig=="),
-        ir.ThinkingPart("unsigned reasoning from elsewhere"),
-        ir.RedactedThinkingPart("opaque"),
-        ir.TextPart("answer"),
-    )), "m")
+    body = encode_request(
+        request(
+            HI,
+            assistant(
+                ir.ThinkingPart("hmm", "sig=="),
+                ir.ThinkingPart("unsigned reasoning from elsewhere"),
+                ir.RedactedThinkingPart("opaque"),
+                ir.TextPart("answer"),
+            ),
+        ),
+        "m",
+    )
     assert body["messages"][1]["content"] == [
         {"type": "thinking", "thinking": "hmm", "signature": "sig=="},
         {"type": "redacted_thinking", "data": "opaque"},
@@ -154,73 +211,114 @@ def test_thinking_with_signature_and_redacted_thinking_kept() -> None:
 
 
 def test_parts_foreign_to_the_role_and_empty_turns_drop() -> None:
-    body = encode_request(request(
-        user(ir.TextPart("q"), ir.ToolUsePart("t", "x", {}), ir.ThinkingPart("t", "s")),
-        assistant(ir.TextPart(""), ir.ImagePart(url="u"), ir.ToolResultPart("t", [])),
-    ), "m")
+    body = encode_request(
+        request(
+            user(ir.TextPart("q"), ir.ToolUsePart("t", "x", {}), ir.ThinkingPart("t", "s")),
+            assistant(ir.TextPart(""), ir.ImagePart(url="u"), ir.ToolResultPart("t", [])),
+        ),
+        "m",
+    )
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
 
 
 def test_tools_and_tool_choice() -> None:
-    tools = [ir.Tool("get_weather", "Weather now",
-                     {"type": "object", "properties": {"city": {"type": "string"}}}),
-             ir.Tool("noop")]
-    body = encode_request(request(HI, tools=tools,
-                                  tool_choice=ir.ToolChoice("tool", "get_weather", True)), "m")
+    tools = [
+        ir.Tool(
+            "get_weather",
+            "Weather now",
+            {"type": "object", "properties": {"city": {"type": "string"}}},
+        ),
+        ir.Tool("noop"),
+    ]
+    body = encode_request(
+        request(HI, tools=tools, tool_choice=ir.ToolChoice("tool", "get_weather", True)), "m"
+    )
     assert body["tools"] == [
-        {"name": "get_weather", "description": "Weather now",
-         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {
+            "name": "get_weather",
+            "description": "Weather now",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
         {"name": "noop", "input_schema": {"type": "object", "properties": {}}},
     ]
-    assert body["tool_choice"] == {"type": "tool", "name": "get_weather",
-                                   "disable_parallel_tool_use": True}
+    assert body["tool_choice"] == {
+        "type": "tool",
+        "name": "get_weather",
+        "disable_parallel_tool_use": True,
+    }
 
 
-@pytest.mark.parametrize(("choice", "expected"), [
-    (ir.ToolChoice("auto"), {"type": "auto"}),
-    (ir.ToolChoice("any"), {"type": "any"}),
-    (ir.ToolChoice("any", disable_parallel=True),
-     {"type": "any", "disable_parallel_tool_use": True}),
-    (ir.ToolChoice("none", disable_parallel=True), {"type": "none"}),
-])
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (ir.ToolChoice("auto"), {"type": "auto"}),
+        (ir.ToolChoice("any"), {"type": "any"}),
+        (
+            ir.ToolChoice("any", disable_parallel=True),
+            {"type": "any", "disable_parallel_tool_use": True},
+        ),
+        (ir.ToolChoice("none", disable_parallel=True), {"type": "none"}),
+    ],
+)
 def test_tool_choice_modes(choice: ir.ToolChoice, expected: dict[str, Any]) -> None:
     body = encode_request(request(HI, tools=[ir.Tool("t")], tool_choice=choice), "m")
     assert body["tool_choice"] == expected
 
 
 def test_tool_choice_without_tools_is_dropped() -> None:
-    assert "tool_choice" not in encode_request(
-        request(HI, tool_choice=ir.ToolChoice("none")), "m")
+    assert "tool_choice" not in encode_request(request(HI, tool_choice=ir.ToolChoice("none")), "m")
 
 
-@pytest.mark.parametrize(("thinking", "max_tokens", "expected"), [
-    (ir.Thinking("enabled", 2048), 8000, {"type": "enabled", "budget_tokens": 2048}),
-    (ir.Thinking("enabled", 10_000), 8000, {"type": "enabled", "budget_tokens": 7999}),
-    (ir.Thinking("enabled"), 8000, {"type": "enabled", "budget_tokens": 1024}),
-    (ir.Thinking("adaptive"), 8000, {"type": "adaptive"}),
-    (ir.Thinking("disabled"), 8000, {"type": "disabled"}),
-])
+@pytest.mark.parametrize(
+    ("thinking", "max_tokens", "expected"),
+    [
+        (ir.Thinking("enabled", 2048), 8000, {"type": "enabled", "budget_tokens": 2048}),
+        (ir.Thinking("enabled", 10_000), 8000, {"type": "enabled", "budget_tokens": 7999}),
+        (ir.Thinking("enabled"), 8000, {"type": "enabled", "budget_tokens": 1024}),
+        (ir.Thinking("adaptive"), 8000, {"type": "adaptive"}),
+        (ir.Thinking("disabled"), 8000, {"type": "disabled"}),
+    ],
+)
 def test_thinking(thinking: ir.Thinking, max_tokens: int, expected: dict[str, Any]) -> None:
     body = encode_request(request(HI, thinking=thinking, max_tokens=max_tokens), "m")
     assert body["thinking"] == expected
 
 
-@pytest.mark.parametrize(("effort", "expected"), [
-    ("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"), ("max", "max"),
-])
+@pytest.mark.parametrize(
+    ("effort", "expected"),
+    [
+        ("minimal", "low"),
+        ("low", "low"),
+        ("medium", "medium"),
+        ("high", "high"),
+        ("max", "max"),
+    ],
+)
 def test_effort_goes_to_output_config(effort: ir.Effort, expected: str) -> None:
     body = encode_request(request(HI, effort=effort), "m")
     assert body["output_config"] == {"effort": expected}
 
 
 def test_sampling_stop_user_and_stream() -> None:
-    body = encode_request(request(
-        HI, temperature=0.5, top_p=0.9, top_k=40, stop=["END", "STOP"], user="u-1",
-        stream=True,
-    ), "m")
+    body = encode_request(
+        request(
+            HI,
+            temperature=0.5,
+            top_p=0.9,
+            top_k=40,
+            stop=["END", "STOP"],
+            user="u-1",
+            stream=True,
+        ),
+        "m",
+    )
     assert {k: v for k, v in body.items() if k not in ("model", "max_tokens", "messages")} == {
-        "temperature": 0.5, "top_p": 0.9, "top_k": 40, "stop_sequences": ["END", "STOP"],
-        "metadata": {"user_id": "u-1"}, "stream": True,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stop_sequences": ["END", "STOP"],
+        "metadata": {"user_id": "u-1"},
+        "stream": True,
     }
     assert "stream" not in encode_request(request(HI), "m")
 
@@ -233,8 +331,10 @@ def ev(name: str, data: dict[str, Any]) -> bytes:
 
 
 def start(index: int, block: dict[str, Any]) -> bytes:
-    return ev("content_block_start",
-              {"type": "content_block_start", "index": index, "content_block": block})
+    return ev(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": block},
+    )
 
 
 def delta(index: int, d: dict[str, Any]) -> bytes:
@@ -246,16 +346,34 @@ def stop(index: int) -> bytes:
 
 
 def message_start(usage: dict[str, Any], id_: str = "msg_1") -> bytes:
-    return ev("message_start", {"type": "message_start", "message": {
-        "id": id_, "type": "message", "role": "assistant", "model": "claude-up",
-        "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})
+    return ev(
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": id_,
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-up",
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage,
+            },
+        },
+    )
 
 
 def message_end(reason: str, usage: dict[str, Any]) -> list[bytes]:
     return [
-        ev("message_delta", {"type": "message_delta",
-                             "delta": {"stop_reason": reason, "stop_sequence": None},
-                             "usage": usage}),
+        ev(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": None},
+                "usage": usage,
+            },
+        ),
         ev("message_stop", {"type": "message_stop"}),
     ]
 
@@ -326,16 +444,21 @@ def test_realistic_stream_events() -> None:
         ir.MessageStop(),
     ]
     assert ir.fold(events) == ir.ChatResponse(
-        id="msg_1", model="claude-up",
-        content=[ir.ThinkingPart("Let me search.", "EqQBsig"), ir.TextPart("It is sunny."),
-                 ir.ToolUsePart("toolu_9", "get_weather", {"city": "Paris"})],
-        stop_reason="tool_use", usage=ir.Usage(50, 88, 7),
+        id="msg_1",
+        model="claude-up",
+        content=[
+            ir.ThinkingPart("Let me search.", "EqQBsig"),
+            ir.TextPart("It is sunny."),
+            ir.ToolUsePart("toolu_9", "get_weather", {"city": "Paris"}),
+        ],
+        stop_reason="tool_use",
+        usage=ir.Usage(50, 88, 7),
     )
 
 
 def test_stream_split_at_every_byte_decodes_the_same() -> None:
     whole = b"".join(REALISTIC)
-    assert decode([whole[i:i + 1] for i in range(len(whole))]) == decode(REALISTIC)
+    assert decode([whole[i : i + 1] for i in range(len(whole))]) == decode(REALISTIC)
 
 
 def test_client_model_replaces_upstream_model() -> None:
@@ -344,16 +467,25 @@ def test_client_model_replaces_upstream_model() -> None:
 
 
 def test_redacted_thinking_block() -> None:
-    events = decode([message_start({"input_tokens": 1}),
-                     start(0, {"type": "redacted_thinking", "data": "opaque"}), stop(0),
-                     *message_end("end_turn", {"output_tokens": 2})])
+    events = decode(
+        [
+            message_start({"input_tokens": 1}),
+            start(0, {"type": "redacted_thinking", "data": "opaque"}),
+            stop(0),
+            *message_end("end_turn", {"output_tokens": 2}),
+        ]
+    )
     assert ir.fold(events).content == [ir.RedactedThinkingPart("opaque")]
 
 
 def test_error_event_raises_with_its_message() -> None:
-    frames = [message_start({"input_tokens": 1}),
-              ev("error", {"type": "error",
-                           "error": {"type": "overloaded_error", "message": "Overloaded"}})]
+    frames = [
+        message_start({"input_tokens": 1}),
+        ev(
+            "error",
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        ),
+    ]
     with pytest.raises(UpstreamProtocolError, match="overloaded_error: Overloaded") as info:
         decode(frames)
     assert info.value.provider == "ant"
@@ -371,8 +503,12 @@ def test_unfinished_stream_does_not_see_stop() -> None:
 
 
 def test_unknown_stop_reason_maps_to_neutral_one() -> None:
-    events = decode([message_start({"input_tokens": 1}),
-                     *message_end("model_context_window_exceeded", {"output_tokens": 2})])
+    events = decode(
+        [
+            message_start({"input_tokens": 1}),
+            *message_end("model_context_window_exceeded", {"output_tokens": 2}),
+        ]
+    )
     assert ir.fold(events).stop_reason == "max_tokens"
 
 
@@ -380,7 +516,10 @@ def test_unknown_stop_reason_maps_to_neutral_one() -> None:
 
 
 MESSAGE = {
-    "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-up",
+    "id": "msg_2",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-up",
     "content": [
         {"type": "thinking", "thinking": "ponder", "signature": "sig"},
         {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
@@ -389,18 +528,25 @@ MESSAGE = {
         {"type": "tool_use", "id": "toolu_2", "name": "Noop", "input": {}},
         {"type": "redacted_thinking", "data": "xyz"},
     ],
-    "stop_reason": "tool_use", "stop_sequence": None,
+    "stop_reason": "tool_use",
+    "stop_sequence": None,
     "usage": {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 2},
 }
 
 
 def test_response_events_fold_to_the_message() -> None:
     assert ir.fold(list(response_events(MESSAGE))) == ir.ChatResponse(
-        id="msg_2", model="claude-up",
-        content=[ir.ThinkingPart("ponder", "sig"), ir.TextPart("Hello"),
-                 ir.ToolUsePart("toolu_1", "Read", {"path": "/a"}),
-                 ir.ToolUsePart("toolu_2", "Noop", {}), ir.RedactedThinkingPart("xyz")],
-        stop_reason="tool_use", usage=ir.Usage(10, 5, None, 2),
+        id="msg_2",
+        model="claude-up",
+        content=[
+            ir.ThinkingPart("ponder", "sig"),
+            ir.TextPart("Hello"),
+            ir.ToolUsePart("toolu_1", "Read", {"path": "/a"}),
+            ir.ToolUsePart("toolu_2", "Noop", {}),
+            ir.RedactedThinkingPart("xyz"),
+        ],
+        stop_reason="tool_use",
+        usage=ir.Usage(10, 5, None, 2),
     )
 
 
@@ -430,23 +576,42 @@ json_values = st.recursive(
 ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=10)
 blocks = st.one_of(
     st.builds(lambda t: {"type": "text", "text": t}, texts),
-    st.builds(lambda i, n, a: {"type": "tool_use", "id": "toolu_" + i, "name": n, "input": a},
-              ids, st.sampled_from(["Read", "Bash", "get_weather"]),
-              st.dictionaries(texts, json_values, max_size=4)),
+    st.builds(
+        lambda i, n, a: {"type": "tool_use", "id": "toolu_" + i, "name": n, "input": a},
+        ids,
+        st.sampled_from(["Read", "Bash", "get_weather"]),
+        st.dictionaries(texts, json_values, max_size=4),
+    ),
     st.builds(lambda t, s: {"type": "thinking", "thinking": t, "signature": s}, texts, ids),
     st.builds(lambda d: {"type": "redacted_thinking", "data": d}, ids),
-    st.builds(lambda i: {"type": "server_tool_use", "id": "srvtoolu_" + i,
-                         "name": "web_search", "input": {"query": i}}, ids),
+    st.builds(
+        lambda i: {
+            "type": "server_tool_use",
+            "id": "srvtoolu_" + i,
+            "name": "web_search",
+            "input": {"query": i},
+        },
+        ids,
+    ),
 )
 usages = st.fixed_dictionaries(
     {"input_tokens": st.integers(0, 10_000), "output_tokens": st.integers(0, 5_000)},
-    optional={"cache_read_input_tokens": st.integers(0, 500),
-              "cache_creation_input_tokens": st.integers(0, 500)},
+    optional={
+        "cache_read_input_tokens": st.integers(0, 500),
+        "cache_creation_input_tokens": st.integers(0, 500),
+    },
 )
 messages = st.builds(
     lambda content, reason, usage: {
-        "id": "msg_prop", "type": "message", "role": "assistant", "model": "claude-up",
-        "content": content, "stop_reason": reason, "stop_sequence": None, "usage": usage},
+        "id": "msg_prop",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-up",
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": None,
+        "usage": usage,
+    },
     st.lists(blocks, max_size=6),
     st.sampled_from(["end_turn", "max_tokens", "tool_use", "refusal", "pause_turn"]),
     usages,
@@ -464,8 +629,7 @@ def as_stream(draw: st.DrawFn, message: dict[str, Any]) -> list[bytes]:
     usage = message["usage"]
     first = {k: v for k, v in usage.items() if k != "output_tokens"}
     # (a real stream's first output count is small; 0 final means 0 all along)
-    out = [message_start({**first, "output_tokens": min(usage["output_tokens"], 1)},
-                         message["id"])]
+    out = [message_start({**first, "output_tokens": min(usage["output_tokens"], 1)}, message["id"])]
     for i, block in enumerate(message["content"]):
         out += block_frames(draw, i, block)
     return out + message_end(message["stop_reason"], {"output_tokens": usage["output_tokens"]})
@@ -474,21 +638,28 @@ def as_stream(draw: st.DrawFn, message: dict[str, Any]) -> list[bytes]:
 def block_frames(draw: st.DrawFn, i: int, block: dict[str, Any]) -> list[bytes]:
     kind = block["type"]
     if kind == "text":
-        return [start(i, {"type": "text", "text": ""}),
-                *(delta(i, {"type": "text_delta", "text": p}) for p in pieces(draw, block["text"])),
-                stop(i)]
+        return [
+            start(i, {"type": "text", "text": ""}),
+            *(delta(i, {"type": "text_delta", "text": p}) for p in pieces(draw, block["text"])),
+            stop(i),
+        ]
     if kind in ("tool_use", "server_tool_use"):
         raw = json.dumps(block["input"]) if block["input"] else ""
-        return [start(i, {**block, "input": {}}),
-                *(delta(i, {"type": "input_json_delta", "partial_json": p})
-                  for p in pieces(draw, raw)),
-                stop(i)]
+        return [
+            start(i, {**block, "input": {}}),
+            *(delta(i, {"type": "input_json_delta", "partial_json": p}) for p in pieces(draw, raw)),
+            stop(i),
+        ]
     if kind == "thinking":
-        return [start(i, {"type": "thinking", "thinking": "", "signature": ""}),
-                *(delta(i, {"type": "thinking_delta", "thinking": p})
-                  for p in pieces(draw, block["thinking"])),
-                delta(i, {"type": "signature_delta", "signature": block["signature"]}),
-                stop(i)]
+        return [
+            start(i, {"type": "thinking", "thinking": "", "signature": ""}),
+            *(
+                delta(i, {"type": "thinking_delta", "thinking": p})
+                for p in pieces(draw, block["thinking"])
+            ),
+            delta(i, {"type": "signature_delta", "signature": block["signature"]}),
+            stop(i),
+        ]
     return [start(i, block), stop(i)]
 
 

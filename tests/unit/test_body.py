@@ -34,7 +34,7 @@ def splice_parts(body: bytes, old: str) -> tuple[bytes, bytes]:
     """The bytes before the model key and after its value."""
     key = body.index(b'"model"')
     value = body.index(json.dumps(old).encode(), key)
-    return body[:key], body[value + len(json.dumps(old)):]
+    return body[:key], body[value + len(json.dumps(old)) :]
 
 
 def test_unchanged_model_returns_the_same_bytes_object() -> None:
@@ -44,26 +44,38 @@ def test_unchanged_model_returns_the_same_bytes_object() -> None:
     assert rewrite(BODY, parsed, {"model": "claude-sonnet-4-5", "max_tokens": 4096}) is BODY
 
 
-@pytest.mark.parametrize("new", ["claude-x", "a", "x" * 300, "modèle-ü", 'we"ird\\name',
-                                 "claude-sonnet-4-5-long-suffix"])
+@pytest.mark.parametrize(
+    "new", ["claude-x", "a", "x" * 300, "modèle-ü", 'we"ird\\name', "claude-sonnet-4-5-long-suffix"]
+)
 def test_model_splice_keeps_every_other_byte(new: str) -> None:
     out = rewrite(BODY, parsed_of(BODY), {"model": new})
     before, after = splice_parts(BODY, "claude-sonnet-4-5")
     assert out.startswith(before)
     assert out.endswith(after)
-    middle = out[len(before): len(out) - len(after)]
+    middle = out[len(before) : len(out) - len(after)]
     assert json.loads(b"{" + middle + b"}") == {"model": new}
     assert json.loads(out) == {**parsed_of(BODY), "model": new}
     # everything the gateway does not understand is there verbatim
-    for piece in (b'"signature":"EqQBCkYIBxgCKkA+/=="', b'"ttl":"1h"', b"\\u00e9",
-                  b"\\ud83d\\ude00", b"\\/slash", b'"max_tokens" :  4096',
-                  b'"context_management": {"edits"', b"12345678901234567890"):
+    for piece in (
+        b'"signature":"EqQBCkYIBxgCKkA+/=="',
+        b'"ttl":"1h"',
+        b"\\u00e9",
+        b"\\ud83d\\ude00",
+        b"\\/slash",
+        b'"max_tokens" :  4096',
+        b'"context_management": {"edits"',
+        b"12345678901234567890",
+    ):
         assert piece in out
 
 
 def test_model_key_first_last_and_compact() -> None:
-    for body in (b'{"model":"m1","max_tokens":1}', b'{"max_tokens":1,"model":"m1"}',
-                 b'{ "model" : "m1" }', b'{"messages":[],"model":\n\t"m1"\n}'):
+    for body in (
+        b'{"model":"m1","max_tokens":1}',
+        b'{"max_tokens":1,"model":"m1"}',
+        b'{ "model" : "m1" }',
+        b'{"messages":[],"model":\n\t"m1"\n}',
+    ):
         out = rewrite(body, parsed_of(body), {"model": "m2"})
         assert json.loads(out) == {**parsed_of(body), "model": "m2"}
         before, after = splice_parts(body, "m1")
@@ -72,8 +84,10 @@ def test_model_key_first_last_and_compact() -> None:
 
 def test_model_string_inside_message_text_is_left_alone() -> None:
     # the model name, and even '"model": "<name>"', appear JSON-escaped in a text
-    body = (b'{"messages":[{"role":"user","content":"use {\\"model\\": \\"claude-x\\"} '
-            b'and \\"model\\":\\"claude-x\\""}],"model":"claude-x","max_tokens":5}')
+    body = (
+        b'{"messages":[{"role":"user","content":"use {\\"model\\": \\"claude-x\\"} '
+        b'and \\"model\\":\\"claude-x\\""}],"model":"claude-x","max_tokens":5}'
+    )
     parsed = parsed_of(body)
     out = rewrite(body, parsed, {"model": "gpt-4o"})
     assert json.loads(out) == {**parsed, "model": "gpt-4o"}
@@ -82,9 +96,11 @@ def test_model_string_inside_message_text_is_left_alone() -> None:
 
 def test_nested_model_key_with_the_same_value() -> None:
     # a real second "model" key, inside a tool input in the history
-    body = (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "assistant", '
-            b'"content": [{"type": "tool_use", "id": "t1", "name": "Task", '
-            b'"input": {"model": "claude-x", "prompt": "p"}}]}]}')
+    body = (
+        b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "assistant", '
+        b'"content": [{"type": "tool_use", "id": "t1", "name": "Task", '
+        b'"input": {"model": "claude-x", "prompt": "p"}}]}]}'
+    )
     parsed = parsed_of(body)
     out = rewrite(body, parsed, {"model": "gpt-4o"})
     result = json.loads(out)
@@ -93,11 +109,14 @@ def test_nested_model_key_with_the_same_value() -> None:
     assert result == {**parsed, "model": "gpt-4o"}
 
 
-@pytest.mark.parametrize("top", [
-    b'"model": "claude\\u002dx"',     # the value written with an escape
-    b'"mod\\u0065l": "claude-x"',     # the key written with an escape
-    b'"model": "\\u0063laude-x"',
-])
+@pytest.mark.parametrize(
+    "top",
+    [
+        b'"model": "claude\\u002dx"',  # the value written with an escape
+        b'"mod\\u0065l": "claude-x"',  # the key written with an escape
+        b'"model": "\\u0063laude-x"',
+    ],
+)
 @pytest.mark.parametrize("nested_first", [True, False])
 def test_top_level_model_written_with_escapes_and_a_nested_plain_one(
     top: bytes, nested_first: bool

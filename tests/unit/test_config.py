@@ -53,7 +53,8 @@ def problems(home: Path, cwd: Path, **env: str) -> str:
 
 def test_user_config_path() -> None:
     assert user_config_path({"XDG_CONFIG_HOME": "/x/cfg", "HOME": "/h"}) == Path(
-        "/x/cfg/vdm/vdm.toml")
+        "/x/cfg/vdm/vdm.toml"
+    )
     assert user_config_path({"HOME": "/h"}) == Path("/h/.config/vdm/vdm.toml")
 
 
@@ -70,8 +71,11 @@ def test_package_defaults(home: Path, cwd: Path) -> None:
 
 
 def test_layers_user_then_local_then_env(home: Path, cwd: Path) -> None:
-    user_toml(home, '[server]\nport = 9001\nlog-level = "debug"\nrequest-timeout = 11\n'
-                    'max-tokens-limit = 1000\n')
+    user_toml(
+        home,
+        '[server]\nport = 9001\nlog-level = "debug"\nrequest-timeout = 11\n'
+        "max-tokens-limit = 1000\n",
+    )
     assert load(home, cwd).server.port == 9001
     (cwd / "vdm.toml").write_text("[server]\nport = 9002\nrequest-timeout = 12.5\n")
     settings = load(home, cwd)
@@ -88,17 +92,27 @@ def test_layers_user_then_local_then_env(home: Path, cwd: Path) -> None:
 
 
 def test_provider_tables_merge_across_layers(home: Path, cwd: Path) -> None:
-    user_toml(home, '[providers.foo]\napi-key = "user-key"\nbase-url = "https://user.example/v1"\n'
-                    '[providers.foo.aliases]\nfast = "foo-fast"\n')
-    (cwd / "vdm.toml").write_text('[providers.foo]\nbase-url = "https://local.example/v1"\n'
-                                  '[providers.foo.aliases]\nslow = "foo-slow"\n')
+    user_toml(
+        home,
+        '[providers.foo]\napi-key = "user-key"\nbase-url = "https://user.example/v1"\n'
+        '[providers.foo.aliases]\nfast = "foo-fast"\n',
+    )
+    (cwd / "vdm.toml").write_text(
+        '[providers.foo]\nbase-url = "https://local.example/v1"\n'
+        '[providers.foo.aliases]\nslow = "foo-slow"\n'
+    )
     settings = load(home, cwd)
     foo = settings.providers["foo"]
     assert foo.api_keys == ("user-key",)
     assert foo.base_url == "https://local.example/v1"
     assert settings.aliases["foo"] == {"fast": "foo-fast", "slow": "foo-slow"}
-    settings = load(home, cwd, FOO_BASE_URL="https://env.example/v1", FOO_API_KEY="env-key",
-                    FOO_ALIAS_FAST="env-fast")
+    settings = load(
+        home,
+        cwd,
+        FOO_BASE_URL="https://env.example/v1",
+        FOO_API_KEY="env-key",
+        FOO_ALIAS_FAST="env-fast",
+    )
     assert settings.providers["foo"].base_url == "https://env.example/v1"
     assert settings.providers["foo"].api_keys == ("env-key",)
     assert settings.aliases["foo"]["fast"] == "env-fast"
@@ -121,8 +135,9 @@ def bare_environ(monkeypatch: pytest.MonkeyPatch, home: Path, cwd: Path) -> None
 def test_dotenv_is_read_only_when_env_is_not_given(
     home: Path, cwd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (cwd / ".env").write_text("DOT_API_KEY=from-dotenv\nDOT_BASE_URL=https://dot.example/v1\n"
-                              "PORT=9100\n")
+    (cwd / ".env").write_text(
+        "DOT_API_KEY=from-dotenv\nDOT_BASE_URL=https://dot.example/v1\nPORT=9100\n"
+    )
     settings = load_settings(env=None, cwd=cwd)
     assert settings.providers["dot"].api_keys == ("from-dotenv",)
     assert settings.server.port == 9100
@@ -144,10 +159,16 @@ def test_dotenv_is_read_only_when_env_is_not_given(
 
 
 def test_provider_from_environment(home: Path, cwd: Path) -> None:
-    settings = load(home, cwd,
-                    FOO_API_KEY="k-foo", FOO_BASE_URL="https://foo.example/api/",
-                    FOO_API_FORMAT="Anthropic", FOO_API_VERSION="2024-01-01",
-                    FOO_CUSTOM_HEADER_X_FOO="bar", FOO_CUSTOM_HEADER_X_TWO_WORDS="baz")
+    settings = load(
+        home,
+        cwd,
+        FOO_API_KEY="k-foo",
+        FOO_BASE_URL="https://foo.example/api/",
+        FOO_API_FORMAT="Anthropic",
+        FOO_API_VERSION="2024-01-01",
+        FOO_CUSTOM_HEADER_X_FOO="bar",
+        FOO_CUSTOM_HEADER_X_TWO_WORDS="baz",
+    )
     foo = settings.providers["foo"]
     assert foo.api_format == "anthropic"
     assert foo.base_url == "https://foo.example/api"  # trailing slash dropped
@@ -159,8 +180,15 @@ def test_provider_from_environment(home: Path, cwd: Path) -> None:
 
 
 def test_well_known_providers_need_only_a_key(home: Path, cwd: Path) -> None:
-    settings = load(home, cwd, OPENAI_API_KEY="a", GROQ_API_KEY="b", ANTHROPIC_API_KEY="c",
-                    GEMINI_API_KEY="d", OLLAMA_API_KEY="e")
+    settings = load(
+        home,
+        cwd,
+        OPENAI_API_KEY="a",
+        GROQ_API_KEY="b",
+        ANTHROPIC_API_KEY="c",
+        GEMINI_API_KEY="d",
+        OLLAMA_API_KEY="e",
+    )
     p = settings.providers
     assert p["openai"].base_url == "https://api.openai.com/v1"
     assert p["openai"].api_format == "openai"
@@ -188,8 +216,12 @@ def test_not_providers_and_empty_keys_are_ignored(home: Path, cwd: Path) -> None
 
 
 def test_discovery_order_follows_the_environment(home: Path, cwd: Path) -> None:
-    env = {"ZED_API_KEY": "1", "ZED_BASE_URL": "http://z.example",
-           "ALPHA_API_KEY": "2", "ALPHA_BASE_URL": "http://a.example"}
+    env = {
+        "ZED_API_KEY": "1",
+        "ZED_BASE_URL": "http://z.example",
+        "ALPHA_API_KEY": "2",
+        "ALPHA_BASE_URL": "http://a.example",
+    }
     settings = load(home, cwd, **env)
     assert list(settings.providers) == ["zed", "alpha", "echo"]
 
@@ -198,7 +230,8 @@ def test_provider_from_toml_table(home: Path, cwd: Path) -> None:
     (cwd / "vdm.toml").write_text(
         '[providers.local]\napi-key = "k1 k2"\nbase-url = "http://localhost:8000/v1"\n'
         'max-tokens-field = "max_completion_tokens"\nsupports-reasoning = true\n'
-        '[providers.local.headers]\nx-team = "blue"\n')
+        '[providers.local.headers]\nx-team = "blue"\n'
+    )
     local = load(home, cwd).providers["local"]
     assert local.api_keys == ("k1", "k2")
     assert dict(local.headers) == {"x-team": "blue"}
@@ -218,15 +251,17 @@ def test_key_pool_is_whitespace_separated(home: Path, cwd: Path) -> None:
 
 
 def test_bad_api_format_from_env_names_the_variable(home: Path, cwd: Path) -> None:
-    message = problems(home, cwd, FOO_API_KEY="k", FOO_BASE_URL="http://f.example",
-                       FOO_API_FORMAT="grpc")
+    message = problems(
+        home, cwd, FOO_API_KEY="k", FOO_BASE_URL="http://f.example", FOO_API_FORMAT="grpc"
+    )
     assert "FOO_API_FORMAT" in message and "grpc" in message
 
 
 def test_bad_api_format_from_toml_names_file_and_key(home: Path, cwd: Path) -> None:
     path = cwd / "vdm.toml"
-    path.write_text('[providers.foo]\napi-key = "k"\nbase-url = "http://f.example"\n'
-                    'api-format = "soap"\n')
+    path.write_text(
+        '[providers.foo]\napi-key = "k"\nbase-url = "http://f.example"\napi-format = "soap"\n'
+    )
     message = problems(home, cwd)
     assert str(path) in message and "providers.foo.api-format" in message
 
@@ -243,15 +278,21 @@ def test_bad_base_url_from_user_toml_names_file_and_key(home: Path, cwd: Path) -
     assert str(path) in message and "providers.foo.base-url" in message
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("colour = 1\n", "'colour'"),
-    ("[server]\nprot = 1\n", "'server.prot'"),
-    ('[providers.foo]\napi-key = "k"\nbase_url = "http://x.example"\n',
-     "'providers.foo.base_url'"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("colour = 1\n", "'colour'"),
+        ("[server]\nprot = 1\n", "'server.prot'"),
+        (
+            '[providers.foo]\napi-key = "k"\nbase_url = "http://x.example"\n',
+            "'providers.foo.base_url'",
+        ),
+    ],
+)
 @pytest.mark.parametrize("where", ["user", "local"])
-def test_unknown_toml_key_names_file_and_key(home: Path, cwd: Path, text: str, key: str,
-                                             where: str) -> None:
+def test_unknown_toml_key_names_file_and_key(
+    home: Path, cwd: Path, text: str, key: str, where: str
+) -> None:
     if where == "user":
         path = user_toml(home, text)
     else:
@@ -267,15 +308,19 @@ def test_broken_toml_names_the_file(home: Path, cwd: Path) -> None:
     assert str(path) in problems(home, cwd)
 
 
-@pytest.mark.parametrize(("env", "needle"), [
-    ({"PORT": "eighty"}, "PORT"),
-    ({"PORT": "70000"}, "PORT"),
-    ({"REQUEST_TIMEOUT": "-1"}, "REQUEST_TIMEOUT"),
-    ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
-    ({"MAX_BODY_SIZE": "10"}, "MAX_BODY_SIZE"),
-])
-def test_bad_server_values_from_env(home: Path, cwd: Path, env: dict[str, str],
-                                    needle: str) -> None:
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"REQUEST_TIMEOUT": "-1"}, "REQUEST_TIMEOUT"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        ({"MAX_BODY_SIZE": "10"}, "MAX_BODY_SIZE"),
+    ],
+)
+def test_bad_server_values_from_env(
+    home: Path, cwd: Path, env: dict[str, str], needle: str
+) -> None:
     assert needle in problems(home, cwd, **env)
 
 
@@ -288,8 +333,16 @@ def test_bad_server_value_from_toml_names_file_and_key(home: Path, cwd: Path) ->
 
 def test_every_problem_is_reported_at_once(home: Path, cwd: Path) -> None:
     with pytest.raises(ConfigError) as raised:
-        load(home, cwd, PORT="x", FOO_API_KEY="k", FOO_BASE_URL="nope",
-             BAR_API_KEY="k", BAR_BASE_URL="http://b.example", BAR_API_FORMAT="x")
+        load(
+            home,
+            cwd,
+            PORT="x",
+            FOO_API_KEY="k",
+            FOO_BASE_URL="nope",
+            BAR_API_KEY="k",
+            BAR_BASE_URL="http://b.example",
+            BAR_API_FORMAT="x",
+        )
     assert len(raised.value.problems) == 3
 
 
@@ -300,9 +353,14 @@ def test_echo_is_reserved(home: Path, cwd: Path) -> None:
 # ---------------------------------------------------------------- default provider
 
 
-TWO = {"FIRST_API_KEY": "1", "FIRST_BASE_URL": "http://first.example",
-       "SECOND_API_KEY": "2", "SECOND_BASE_URL": "http://second.example",
-       "THIRD_API_KEY": "3", "THIRD_BASE_URL": "http://third.example"}
+TWO = {
+    "FIRST_API_KEY": "1",
+    "FIRST_BASE_URL": "http://first.example",
+    "SECOND_API_KEY": "2",
+    "SECOND_BASE_URL": "http://second.example",
+    "THIRD_API_KEY": "3",
+    "THIRD_BASE_URL": "http://third.example",
+}
 
 
 def test_default_provider_precedence(home: Path, cwd: Path) -> None:
@@ -354,16 +412,23 @@ def test_echo_may_be_named_as_default(home: Path, cwd: Path) -> None:
 def test_model_list_settings_defaults_and_overrides(home: Path, cwd: Path) -> None:
     server = load(home, cwd).server
     assert (server.models_cache_ttl, server.models_wait, server.models_prefetch) == (
-        600.0, 2.0, True)
+        600.0,
+        2.0,
+        True,
+    )
     (cwd / "vdm.toml").write_text("[server]\nmodels-cache-ttl = 60\nmodels-prefetch = false\n")
     server = load(home, cwd, MODELS_WAIT="0.5").server
     assert (server.models_cache_ttl, server.models_wait, server.models_prefetch) == (
-        60.0, 0.5, False)
+        60.0,
+        0.5,
+        False,
+    )
 
 
 def test_bad_model_list_settings_name_their_variables(home: Path, cwd: Path) -> None:
-    message = problems(home, cwd, MODELS_CACHE_TTL="-1", MODELS_WAIT="soon",
-                       MODELS_PREFETCH="maybe")
+    message = problems(
+        home, cwd, MODELS_CACHE_TTL="-1", MODELS_WAIT="soon", MODELS_PREFETCH="maybe"
+    )
     assert "MODELS_CACHE_TTL" in message and "MODELS_WAIT" in message
     assert "MODELS_PREFETCH" in message
 
@@ -375,10 +440,13 @@ def test_passthrough_settings(home: Path, cwd: Path) -> None:
     assert load(home, cwd).server.max_upload_size == 512 * 1024 * 1024
     (cwd / "vdm.toml").write_text(
         '[server]\npassthrough-allow = ["GET /v1/files", "POST /v1/embeddings"]\n'
-        "max-upload-size = 2048\n")
+        "max-upload-size = 2048\n"
+    )
     server = load(home, cwd).server
-    assert server.passthrough_allow == (Rule(frozenset({"GET"}), "/v1/files"),
-                                        Rule(frozenset({"POST"}), "/v1/embeddings"))
+    assert server.passthrough_allow == (
+        Rule(frozenset({"GET"}), "/v1/files"),
+        Rule(frozenset({"POST"}), "/v1/embeddings"),
+    )
     assert server.max_upload_size == 2048
     assert load(home, cwd, PASSTHROUGH_ALLOW="none").server.passthrough_allow == ()
 
@@ -394,13 +462,30 @@ def test_passthrough_settings_errors_name_their_source(home: Path, cwd: Path) ->
 
 
 def test_responses_api_is_native_only_for_openai_by_default(home: Path, cwd: Path) -> None:
-    settings = load(home, cwd, OPENAI_API_KEY="k", GROQ_API_KEY="k", ANT_API_KEY="k",
-                    ANT_BASE_URL="https://a.example", ANT_API_FORMAT="anthropic")
+    settings = load(
+        home,
+        cwd,
+        OPENAI_API_KEY="k",
+        GROQ_API_KEY="k",
+        ANT_API_KEY="k",
+        ANT_BASE_URL="https://a.example",
+        ANT_API_FORMAT="anthropic",
+    )
     apis = {n: p.responses_api for n, p in settings.providers.items()}
     assert apis == {"openai": "native", "groq": "convert", "ant": "convert", "echo": "convert"}
-    assert load(home, cwd, OPENAI_API_KEY="k", OPENAI_RESPONSES_API="convert",
-                GROQ_API_KEY="k", GROQ_RESPONSES_API="NATIVE").providers["groq"].responses_api \
+    assert (
+        load(
+            home,
+            cwd,
+            OPENAI_API_KEY="k",
+            OPENAI_RESPONSES_API="convert",
+            GROQ_API_KEY="k",
+            GROQ_RESPONSES_API="NATIVE",
+        )
+        .providers["groq"]
+        .responses_api
         == "native"
+    )
 
 
 def test_the_default_native_quietly_yields_to_another_format(home: Path, cwd: Path) -> None:
@@ -410,8 +495,11 @@ def test_the_default_native_quietly_yields_to_another_format(home: Path, cwd: Pa
 
 
 def test_bad_responses_api_settings_name_their_source(home: Path, cwd: Path) -> None:
-    user_toml(home, '[providers.zz]\napi-key = "k"\nbase-url = "https://z.example"\n'
-                    'api-format = "anthropic"\nresponses-api = "native"\n')
+    user_toml(
+        home,
+        '[providers.zz]\napi-key = "k"\nbase-url = "https://z.example"\n'
+        'api-format = "anthropic"\nresponses-api = "native"\n',
+    )
     with pytest.raises(ConfigError) as raised:
         load(home, cwd, GROQ_API_KEY="k", GROQ_RESPONSES_API="sometimes")
     problems = raised.value.problems

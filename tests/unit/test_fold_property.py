@@ -24,8 +24,11 @@ MODEL = "client-model"
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 json_scalars = (
-    st.none() | st.booleans() | st.integers(-10**6, 10**6)
-    | st.floats(allow_nan=False, allow_infinity=False, width=32) | text
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | text
 )
 json_values = st.recursive(
     json_scalars,
@@ -50,10 +53,17 @@ def arguments(draw: st.DrawFn) -> str:
 @st.composite
 def answers(draw: st.DrawFn) -> dict[str, Any]:
     """A chat.completion: text (maybe empty or null), reasoning, 0-3 tool calls."""
-    calls = draw(st.lists(
-        st.tuples(st.from_regex(r"call_[A-Za-z0-9]{1,10}", fullmatch=True),
-                  st.sampled_from(["Read", "Bash", "get_weather", "x.y-z"]), arguments()),
-        max_size=3, unique_by=lambda c: c[0]))
+    calls = draw(
+        st.lists(
+            st.tuples(
+                st.from_regex(r"call_[A-Za-z0-9]{1,10}", fullmatch=True),
+                st.sampled_from(["Read", "Bash", "get_weather", "x.y-z"]),
+                arguments(),
+            ),
+            max_size=3,
+            unique_by=lambda c: c[0],
+        )
+    )
     message: dict[str, Any] = {"role": "assistant", "content": draw(st.none() | text)}
     reasoning = draw(text)
     if reasoning:
@@ -73,7 +83,10 @@ def answers(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         usage["prompt_tokens_details"] = {"cached_tokens": draw(st.integers(0, prompt))}
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "upstream",
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "upstream",
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": usage,
     }
@@ -89,9 +102,13 @@ def pieces(draw: st.DrawFn, value: str) -> list[str]:
 
 
 def chunk(delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
-            "model": "upstream",
-            "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}]}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "upstream",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
+    }
 
 
 @st.composite
@@ -100,25 +117,46 @@ def streamed(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     choice = body["choices"][0]
     message = choice["message"]
     chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [chunk({"reasoning_content": p})
-               for p in pieces(draw, message.get("reasoning_content", ""))]
+    chunks += [
+        chunk({"reasoning_content": p}) for p in pieces(draw, message.get("reasoning_content", ""))
+    ]
     chunks += [chunk({"content": p}) for p in pieces(draw, message["content"] or "")]
     for index, call in enumerate(message.get("tool_calls", [])):
         parts = pieces(draw, call["function"]["arguments"])
         # the first fragment may ride on the chunk that names the call
         first = parts.pop(0) if parts and draw(st.booleans()) else ""
-        chunks.append(chunk({"tool_calls": [{
-            "index": index, "id": call["id"], "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": first}}]}))
-        chunks += [chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
-                   for p in parts]
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": first},
+                        }
+                    ]
+                }
+            )
+        )
+        chunks += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]}) for p in parts
+        ]
     if draw(st.booleans()) and len(chunks) > 1:
         chunks[-1]["choices"][0]["finish_reason"] = choice["finish_reason"]
     else:
         chunks.append(chunk({}, choice["finish_reason"]))
     # usage in a final chunk without choices (stream_options.include_usage)
-    chunks.append({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
-                   "model": "upstream", "choices": [], "usage": body["usage"]})
+    chunks.append(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "upstream",
+            "choices": [],
+            "usage": body["usage"],
+        }
+    )
     return body, chunks
 
 
@@ -140,13 +178,21 @@ def assert_valid_anthropic_order(events: list[ir.Event]) -> None:
     seen = 0
     for event in events[1:-2]:
         match event:
-            case ir.TextStart(index=i) | ir.ThinkingStart(index=i) | ir.ToolUseStart(index=i) \
-                    | ir.RedactedThinkingStart(index=i):
+            case (
+                ir.TextStart(index=i)
+                | ir.ThinkingStart(index=i)
+                | ir.ToolUseStart(index=i)
+                | ir.RedactedThinkingStart(index=i)
+            ):
                 assert open_block is None, f"block {i} starts while {open_block} is open"
                 assert i == seen, f"block {i} starts out of order (expected {seen})"
                 open_block, seen = i, seen + 1
-            case ir.TextDelta(index=i) | ir.ThinkingDelta(index=i) | ir.ToolInputDelta(index=i) \
-                    | ir.SignatureDelta(index=i):
+            case (
+                ir.TextDelta(index=i)
+                | ir.ThinkingDelta(index=i)
+                | ir.ToolInputDelta(index=i)
+                | ir.SignatureDelta(index=i)
+            ):
                 assert i == open_block, f"delta for block {i} while {open_block} is open"
             case ir.BlockStop(index=i):
                 assert i == open_block, f"stop of block {i} while {open_block} is open"
@@ -161,8 +207,11 @@ def assert_valid_anthropic_order(events: list[ir.Event]) -> None:
 
 def assert_block_kinds_match_deltas(events: list[ir.Event]) -> None:
     kinds: dict[int, type] = {}
-    allowed = {ir.TextStart: ir.TextDelta, ir.ThinkingStart: ir.ThinkingDelta,
-               ir.ToolUseStart: ir.ToolInputDelta}
+    allowed = {
+        ir.TextStart: ir.TextDelta,
+        ir.ThinkingStart: ir.ThinkingDelta,
+        ir.ToolUseStart: ir.ToolInputDelta,
+    }
     for event in events:
         if type(event) in allowed:
             kinds[event.index] = allowed[type(event)]  # type: ignore[union-attr]
@@ -186,22 +235,36 @@ def expected_message(body: dict[str, Any]) -> ir.ChatResponse:
     if message["content"]:
         content.append(ir.TextPart(message["content"]))
     for call in message.get("tool_calls", []):
-        content.append(ir.ToolUsePart("toolu_" + call["id"], call["function"]["name"],
-                                      json.loads(call["function"]["arguments"])))
+        content.append(
+            ir.ToolUsePart(
+                "toolu_" + call["id"],
+                call["function"]["name"],
+                json.loads(call["function"]["arguments"]),
+            )
+        )
     if not content:
         content.append(ir.TextPart(""))
     finish = choice["finish_reason"]
     calls = bool(message.get("tool_calls"))
-    reason = {"stop": "tool_use" if calls else "end_turn", "length": "max_tokens",
-              "tool_calls": "tool_use", "content_filter": "refusal",
-              None: "tool_use" if calls else "end_turn"}[finish]
+    reason = {
+        "stop": "tool_use" if calls else "end_turn",
+        "length": "max_tokens",
+        "tool_calls": "tool_use",
+        "content_filter": "refusal",
+        None: "tool_use" if calls else "end_turn",
+    }[finish]
     usage = body["usage"]
     cached = usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
     return ir.ChatResponse(
-        id="msg_X", model=MODEL, content=content, stop_reason=reason,  # type: ignore[arg-type]
-        usage=ir.Usage(input_tokens=usage["prompt_tokens"] - cached,
-                       output_tokens=usage["completion_tokens"],
-                       cache_read_input_tokens=cached or None),
+        id="msg_X",
+        model=MODEL,
+        content=content,
+        stop_reason=reason,  # type: ignore[arg-type]
+        usage=ir.Usage(
+            input_tokens=usage["prompt_tokens"] - cached,
+            output_tokens=usage["completion_tokens"],
+            cache_read_input_tokens=cached or None,
+        ),
     )
 
 
@@ -238,8 +301,11 @@ def test_the_property_sees_the_interesting_cases() -> None:
             seen.add("tools")
         if message.get("reasoning_content"):
             seen.add("reasoning")
-        if not message["content"] and not message.get("tool_calls") \
-                and not message.get("reasoning_content"):
+        if (
+            not message["content"]
+            and not message.get("tool_calls")
+            and not message.get("reasoning_content")
+        ):
             seen.add("empty")
         if "prompt_tokens_details" in body["usage"]:
             seen.add("cached")

@@ -14,12 +14,14 @@ from vdm.providers.keys import KeyPool
 
 def refused(status: int, retry_after: str | None = None) -> UpstreamStatusError:
     headers = {"retry-after": retry_after} if retry_after else {}
-    return UpstreamStatusError(f"HTTP {status}", provider="p", upstream_status=status,
-                               headers=headers)
+    return UpstreamStatusError(
+        f"HTTP {status}", provider="p", upstream_status=status, headers=headers
+    )
 
 
-def run(pool: KeyPool, answers: dict[str, list[int | str]], client_key: str | None = None
-        ) -> tuple[str, list[str]]:
+def run(
+    pool: KeyPool, answers: dict[str, list[int | str]], client_key: str | None = None
+) -> tuple[str, list[str]]:
     """Call through the pool; ``answers[key]`` is what each use of that key gets
     (a status refuses, "ok" answers).  Returns (result, keys used)."""
     used: list[str] = []

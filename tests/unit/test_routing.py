@@ -29,15 +29,18 @@ def resolve(r: Router, model: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- prefixes
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("openai:gpt-4o", ("openai", "gpt-4o")),
-    ("ollama:llama3:8b", ("ollama", "llama3:8b")),   # only the first colon splits
-    ("ollama:a:b:c", ("ollama", "a:b:c")),
-    ("OpenAI:gpt-4o", ("openai", "gpt-4o")),         # prefixes are case-insensitive
-    ("ant:claude-opus-4-1", ("ant", "claude-opus-4-1")),
-    ("echo:anything", ("echo", "anything")),
-    ("  openai:gpt-4o  ", ("openai", "gpt-4o")),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("openai:gpt-4o", ("openai", "gpt-4o")),
+        ("ollama:llama3:8b", ("ollama", "llama3:8b")),  # only the first colon splits
+        ("ollama:a:b:c", ("ollama", "a:b:c")),
+        ("OpenAI:gpt-4o", ("openai", "gpt-4o")),  # prefixes are case-insensitive
+        ("ant:claude-opus-4-1", ("ant", "claude-opus-4-1")),
+        ("echo:anything", ("echo", "anything")),
+        ("  openai:gpt-4o  ", ("openai", "gpt-4o")),
+    ],
+)
 def test_prefix_routing(model: str, expected: tuple[str, str]) -> None:
     assert resolve(router(), model) == expected
 
@@ -130,8 +133,10 @@ def test_aliases_within_a_prefixed_provider() -> None:
 # ---------------------------------------------------------------- fallback aliases
 
 
-FALLBACKS = {"openai": {"sonnet": "gpt-4o", "haiku": "gpt-4o-mini"},
-             "ollama": {"sonnet": "qwen3:32b"}}
+FALLBACKS = {
+    "openai": {"sonnet": "gpt-4o", "haiku": "gpt-4o-mini"},
+    "ollama": {"sonnet": "qwen3:32b"},
+}
 
 
 def test_fallback_aliases_apply_only_within_the_default_or_prefixed_provider() -> None:

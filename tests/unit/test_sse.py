@@ -135,7 +135,7 @@ def test_flush_emits_a_last_frame_without_blank_line(tail: bytes) -> None:
 
 
 def test_flush_of_a_split_last_frame() -> None:
-    assert parse(b"data: {\"a\"", b": 1}") == [(None, b'{"a": 1}')]
+    assert parse(b'data: {"a"', b": 1}") == [(None, b'{"a": 1}')]
 
 
 def test_flush_of_nothing_pending_is_empty() -> None:
@@ -151,4 +151,7 @@ def test_frame_round_trips_through_the_parser() -> None:
     stream = b"".join(frames)
     for cut in range(len(stream) + 1):
         assert parse(stream[:cut], stream[cut:], flush=False) == [
-            ("message_start", b'{"x":1}'), (None, b"[DONE]"), ("ping", b"{}")]
+            ("message_start", b'{"x":1}'),
+            (None, b"[DONE]"),
+            ("ping", b"{}"),
+        ]

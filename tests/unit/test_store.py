@@ -25,8 +25,9 @@ def db_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str,
 
 
 def run(env: dict[str, str], body: Callable[[SqlStore], Awaitable[Any]]) -> Any:
-    settings = TenantSettings(database_url=env["DATABASE_URL"],
-                              database_schema=env.get("DATABASE_SCHEMA"))
+    settings = TenantSettings(
+        database_url=env["DATABASE_URL"], database_schema=env.get("DATABASE_SCHEMA")
+    )
 
     async def main() -> Any:
         engine = create_engine(settings)
@@ -44,8 +45,15 @@ def project(name: str = "alpha", id_: str = "p1") -> ProjectRecord:
 
 
 def token(id_: str = "t1", project_id: str = "p1", **extra: Any) -> TokenRecord:
-    return TokenRecord(id=id_, project_id=project_id, token_hash="h" + id_, hint="sk-vdm-…",
-                       created_at=T0, updated_at=T0, **extra)
+    return TokenRecord(
+        id=id_,
+        project_id=project_id,
+        token_hash="h" + id_,
+        hint="sk-vdm-…",
+        created_at=T0,
+        updated_at=T0,
+        **extra,
+    )
 
 
 def test_migrations_upgrade_once_and_report_status(db_env: dict[str, str]) -> None:
@@ -120,11 +128,21 @@ def test_usage_write_behind_and_atomic_quota(db_env: dict[str, str]) -> None:
 
 def test_audit_filters_and_pages(db_env: dict[str, str]) -> None:
     async def body(store: SqlStore) -> None:
-        events = [AuditRecord(f"e{i}", T0 + timedelta(minutes=i), "management",
-                              "token.create" if i % 2 else "project.create",
-                              "success" if i < 8 else "failure", f"req{i}", "127.0.0.1",
-                              "p1" if i < 5 else "p2", "t1" if i == 3 else None,
-                              details={"i": i}) for i in range(10)]
+        events = [
+            AuditRecord(
+                f"e{i}",
+                T0 + timedelta(minutes=i),
+                "management",
+                "token.create" if i % 2 else "project.create",
+                "success" if i < 8 else "failure",
+                f"req{i}",
+                "127.0.0.1",
+                "p1" if i < 5 else "p2",
+                "t1" if i == 3 else None,
+                details={"i": i},
+            )
+            for i in range(10)
+        ]
         await store.add_audit(events)
         rows, total = await store.query_audit(AuditQuery(page_size=3))
         assert total == 10 and [r.id for r in rows] == ["e9", "e8", "e7"]  # newest first
@@ -132,8 +150,9 @@ def test_audit_filters_and_pages(db_env: dict[str, str]) -> None:
         assert [r.id for r in rows] == ["e0"]
         rows, total = await store.query_audit(AuditQuery(project_id="p1", action="token.create"))
         assert total == 2 and {r.id for r in rows} == {"e1", "e3"}
-        rows, total = await store.query_audit(AuditQuery(
-            since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4)))
+        rows, total = await store.query_audit(
+            AuditQuery(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4))
+        )
         assert {r.id for r in rows} == {"e2", "e3", "e4"}
         assert (await store.query_audit(AuditQuery(outcome="failure")))[1] == 2
         assert (await store.query_audit(AuditQuery(token_id="t1")))[0][0].id == "e3"

@@ -25,14 +25,19 @@ arguments = st.one_of(
     st.just('{"unterminated": '),  # malformed upstream JSON
 )
 tool_calls = st.lists(
-    st.tuples(st.text("abcdefgh0123456789", min_size=1, max_size=8),
-              st.sampled_from(["Read", "Write", "get_weather"]), arguments),
-    max_size=3, unique_by=lambda c: c[0],
+    st.tuples(
+        st.text("abcdefgh0123456789", min_size=1, max_size=8),
+        st.sampled_from(["Read", "Write", "get_weather"]),
+        arguments,
+    ),
+    max_size=3,
+    unique_by=lambda c: c[0],
 )
 usage = st.fixed_dictionaries(
     {"prompt_tokens": st.integers(0, 10_000), "completion_tokens": st.integers(0, 5_000)},
-    optional={"prompt_tokens_details": st.fixed_dictionaries(
-        {"cached_tokens": st.integers(0, 100)})},
+    optional={
+        "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": st.integers(0, 100)})
+    },
 )
 
 
@@ -79,11 +84,24 @@ def chunkings(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         chunks.append(chunk({"content": piece}))
     for index, call in enumerate(message.get("tool_calls", [])):
         function = call["function"]
-        chunks.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                             "function": {"name": function["name"]}}]}))
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": function["name"]},
+                        }
+                    ]
+                }
+            )
+        )
         for piece in split(draw, function["arguments"]):
-            chunks.append(chunk({"tool_calls": [{"index": index,
-                                                 "function": {"arguments": piece}}]}))
+            chunks.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            )
     chunks.append(chunk({}, body["choices"][0]["finish_reason"]))
     chunks.append({"choices": [], "usage": body["usage"]})
     return body, chunks

@@ -41,15 +41,21 @@ def test_cipher_encrypts_with_a_key_and_refuses_without_it() -> None:
 
 
 def test_settings_problems_name_their_variables() -> None:
-    env = {"HOME": "/nonexistent", "MANAGEMENT_TOKEN": "short", "DATABASE_URL": "mysql://x/y",
-           "VDM_ENCRYPTION_KEY": "not-a-key", "DATABASE_SCHEMA": "bad-name;"}
+    env = {
+        "HOME": "/nonexistent",
+        "MANAGEMENT_TOKEN": "short",
+        "DATABASE_URL": "mysql://x/y",
+        "VDM_ENCRYPTION_KEY": "not-a-key",
+        "DATABASE_SCHEMA": "bad-name;",
+    }
     with pytest.raises(ConfigError) as info:
         load_settings(env=env)
     text = str(info.value)
     for var in ("MANAGEMENT_TOKEN", "DATABASE_URL", "VDM_ENCRYPTION_KEY", "DATABASE_SCHEMA"):
         assert f"environment variable {var}" in text
-    ok = load_settings(env={"HOME": "/h", "MANAGEMENT_TOKEN": "m" * 20,
-                            "DATABASE_URL": "postgresql://u@h/db"}).tenants
+    ok = load_settings(
+        env={"HOME": "/h", "MANAGEMENT_TOKEN": "m" * 20, "DATABASE_URL": "postgresql://u@h/db"}
+    ).tenants
     assert ok.enabled and ok.shared and ok.sqlalchemy_url == "postgresql+asyncpg://u@h/db"
     default = load_settings(env={"HOME": "/h"}).tenants
     assert not default.enabled
@@ -57,8 +63,9 @@ def test_settings_problems_name_their_variables() -> None:
 
 
 def test_principal_allows_by_model_name_upstream_name_or_provider() -> None:
-    p = Principal("p", "proj", "t", {}, frozenset({"fast", "ant:claude-x"}), frozenset({"ant",
-                                                                                        "openai"}))
+    p = Principal(
+        "p", "proj", "t", {}, frozenset({"fast", "ant:claude-x"}), frozenset({"ant", "openai"})
+    )
     assert p.allows("openai", "fast", "gpt-fast")
     assert p.allows("ant", "claude", "claude-x")
     assert not p.allows("openai", "gpt-4o", "gpt-4o")
@@ -95,8 +102,15 @@ class FakeStore:
 def registry_with(shared: bool = False, **fields: Any) -> tuple[TokenRegistry, str, FakeStore]:
     secret = new_token()
     project = ProjectRecord("p1", "proj", True, {"openai": "plain:sk-project"}, T0, T0)
-    record = TokenRecord(id="t1", project_id="p1", token_hash=hash_token(secret), hint="h",
-                         created_at=T0, updated_at=T0, **fields)
+    record = TokenRecord(
+        id="t1",
+        project_id="p1",
+        token_hash=hash_token(secret),
+        hint="h",
+        created_at=T0,
+        updated_at=T0,
+        **fields,
+    )
     store = FakeStore(project, [record])
     registry = TokenRegistry(store, Cipher(None), AuditLog(None, None), shared=shared)  # type: ignore[arg-type]
     asyncio.run(registry.refresh(force=True))
@@ -105,8 +119,10 @@ def registry_with(shared: bool = False, **fields: Any) -> tuple[TokenRegistry, s
 
 def admit_many(registry: TokenRegistry, secret: str, n: int) -> list[Any]:
     async def main() -> list[Any]:
-        return await asyncio.gather(*(registry.admit(secret, request_id="r", client_ip=None)
-                                      for _ in range(n)), return_exceptions=True)
+        return await asyncio.gather(
+            *(registry.admit(secret, request_id="r", client_ip=None) for _ in range(n)),
+            return_exceptions=True,
+        )
 
     return asyncio.run(main())
 

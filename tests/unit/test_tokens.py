@@ -29,12 +29,17 @@ def b64(data: bytes) -> str:
 
 def png(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def gif(width: int, height: int, version: bytes = b"GIF89a") -> bytes:
@@ -49,9 +54,10 @@ def jpeg(width: int, height: int, *, sof: int = 0xC0, exif_bytes: int = 0) -> by
     out = b"\xff\xd8" + app0
     if exif_bytes:
         # an APP1 full of bytes that look like markers (0xFFC0) must be skipped whole
-        out += segment(0xE1, b"Exif\0\0" + b"\xff\xc0\x00\x11\x08\x00\x01\x00\x01" *
-                       (exif_bytes // 9))
-    out += segment(0xDB, bytes(65))                    # DQT
+        out += segment(
+            0xE1, b"Exif\0\0" + b"\xff\xc0\x00\x11\x08\x00\x01\x00\x01" * (exif_bytes // 9)
+        )
+    out += segment(0xDB, bytes(65))  # DQT
     out += segment(0xC4, b"\x00" + bytes(16) + b"\x00")  # DHT: 0xC4 is not a frame header
     components = b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
     out += segment(sof, b"\x08" + struct.pack(">HH", height, width) + b"\x03" + components)
@@ -60,8 +66,9 @@ def jpeg(width: int, height: int, *, sof: int = 0xC0, exif_bytes: int = 0) -> by
 
 
 def webp_vp8x(width: int, height: int) -> bytes:
-    payload = (b"\x10" + b"\0\0\0" + (width - 1).to_bytes(3, "little")
-               + (height - 1).to_bytes(3, "little"))
+    payload = (
+        b"\x10" + b"\0\0\0" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    )
     chunk = b"VP8X" + struct.pack("<I", len(payload)) + payload
     body = b"WEBP" + chunk
     return b"RIFF" + struct.pack("<I", len(body)) + body
@@ -94,7 +101,11 @@ def expected_tokens(width: int, height: int) -> int:
 
 
 BUILDERS = {
-    "png": png, "gif": gif, "jpeg": jpeg, "webp-vp8x": webp_vp8x, "webp-vp8": webp_vp8,
+    "png": png,
+    "gif": gif,
+    "jpeg": jpeg,
+    "webp-vp8x": webp_vp8x,
+    "webp-vp8": webp_vp8,
     "webp-vp8l": webp_vp8l,
 }
 
@@ -109,10 +120,10 @@ def test_size_read_from_the_header(kind: str, width: int, height: int) -> None:
 
 def test_known_token_values() -> None:
     assert image_tokens(image(png(750, 750))) == 750
-    assert image_tokens(image(gif(100, 200))) == 27            # ceil(20000 / 750)
+    assert image_tokens(image(gif(100, 200))) == 27  # ceil(20000 / 750)
     assert image_tokens(image(jpeg(300, 200))) == 80
     assert image_tokens(image(webp_vp8x(30, 25))) == 1
-    assert image_tokens(image(png(1, 1))) == 1                 # never zero
+    assert image_tokens(image(png(1, 1))) == 1  # never zero
 
 
 def test_gif87a_and_progressive_jpeg() -> None:
@@ -131,7 +142,7 @@ def test_big_images_are_scaled_to_the_long_edge() -> None:
     # 1568x196 it is ceil(307328 / 750) = 410.
     assert image_tokens(image(png(3136, 392))) == 410
     assert image_tokens(image(png(392, 3136))) == 410
-    assert image_tokens(image(jpeg(6272, 784))) == 410          # scaled by 1/4
+    assert image_tokens(image(jpeg(6272, 784))) == 410  # scaled by 1/4
     assert image_tokens(image(webp_vp8x(3136, 392))) == 410
     # at the cap itself nothing changes
     assert image_tokens(image(png(1568, 196))) == 410
@@ -169,11 +180,16 @@ def test_count_grows_with_everything_in_the_request() -> None:
     base = count_request_tokens(request())
     assert base > 0
     assert count_request_tokens(request(system=[ir.TextPart("x" * 400)])) == base + 100
-    two = [ir.Message("user", [ir.TextPart("Hello there")]),
-           ir.Message("assistant", [ir.TextPart("y" * 80)])]
+    two = [
+        ir.Message("user", [ir.TextPart("Hello there")]),
+        ir.Message("assistant", [ir.TextPart("y" * 80)]),
+    ]
     assert count_request_tokens(request(messages=two)) > base + 20
-    tool = ir.Tool("get_weather", "Weather for a city", {
-        "type": "object", "properties": {"city": {"type": "string"}}})
+    tool = ir.Tool(
+        "get_weather",
+        "Weather for a city",
+        {"type": "object", "properties": {"city": {"type": "string"}}},
+    )
     with_tool = count_request_tokens(request(tools=[tool]))
     assert with_tool > base + 8
     assert count_request_tokens(request(tools=[tool, tool])) > with_tool
@@ -183,15 +199,16 @@ def test_count_includes_tool_use_results_thinking_and_images() -> None:
     base = count_request_tokens(request())
 
     def plus(*parts: ir.Part) -> int:
-        messages = [ir.Message("user", [ir.TextPart("Hello there")]),
-                    ir.Message("assistant", list(parts))]
+        messages = [
+            ir.Message("user", [ir.TextPart("Hello there")]),
+            ir.Message("assistant", list(parts)),
+        ]
         return count_request_tokens(request(messages=messages)) - base
 
     overhead = plus()
     assert plus(ir.ThinkingPart("t" * 400, "sig")) >= overhead + 99
     assert plus(ir.ToolUsePart("toolu_1", "Read", {"path": "p" * 400})) >= overhead + 99
-    result = ir.ToolResultPart("toolu_1", [ir.TextPart("r" * 400),
-                                           image(png(750, 750))])
+    result = ir.ToolResultPart("toolu_1", [ir.TextPart("r" * 400), image(png(750, 750))])
     assert plus(result) >= overhead + 100 + 750
     assert plus(image(png(750, 750))) == overhead + 750
     assert plus(ir.ImagePart(url="https://example.com/x.png")) == overhead + 1600

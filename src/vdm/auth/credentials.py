@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 
 class Authenticator(Protocol):
-    async def admit(self, credential: str, *, request_id: str, client_ip: str | None
-                    ) -> Principal: ...
+    async def admit(
+        self, credential: str, *, request_id: str, client_ip: str | None
+    ) -> Principal: ...
 
 
 def looks_like_jwt(credential: str) -> bool:
@@ -49,8 +50,7 @@ class JwtAdmission:
         self._verifier = verifier
         self._audit = audit
 
-    async def admit(self, credential: str, *, request_id: str, client_ip: str | None
-                    ) -> Principal:
+    async def admit(self, credential: str, *, request_id: str, client_ip: str | None) -> Principal:
         from vdm.auth.jwt import TokenRejected
         from vdm.tenants.registry import Principal
 
@@ -58,19 +58,34 @@ class JwtAdmission:
             claims = self._verifier.verify(credential)
         except TokenRejected as exc:
             if self._audit is not None:
-                self._audit.record(actor="anonymous", action="proxy.authenticate",
-                                   outcome="denied", request_id=request_id,
-                                   client_ip=client_ip, details={"reason": f"jwt {exc.reason}"})
+                self._audit.record(
+                    actor="anonymous",
+                    action="proxy.authenticate",
+                    outcome="denied",
+                    request_id=request_id,
+                    client_ip=client_ip,
+                    details={"reason": f"jwt {exc.reason}"},
+                )
             raise AuthenticationFailed(exc.message) from None
-        return Principal(project_id=f"jwt:{claims.subject}", project_name=claims.subject,
-                         token_id=claims.jti, upstream_keys={})
+        return Principal(
+            project_id=f"jwt:{claims.subject}",
+            project_name=claims.subject,
+            token_id=claims.jti,
+            upstream_keys={},
+        )
 
 
 class Credentials:
     __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens")
 
-    def __init__(self, proxy_key: ProxyKey | None, tokens: Authenticator | None = None, *,
-                 jwt: Authenticator | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        proxy_key: ProxyKey | None,
+        tokens: Authenticator | None = None,
+        *,
+        jwt: Authenticator | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._proxy_key = proxy_key
         self._tokens = tokens
         self._jwt = jwt
@@ -78,16 +93,17 @@ class Credentials:
         # A JWT alone never turns checking on: it is one more accepted credential.
         self._required = tokens is not None
 
-    async def check(self, headers: Mapping[str, str], request_id: str,
-                    client_ip: str | None) -> Principal | None:
+    async def check(
+        self, headers: Mapping[str, str], request_id: str, client_ip: str | None
+    ) -> Principal | None:
         presented = presented_key(headers)
         if presented is not None:
             if self._tokens is not None and presented.startswith(TOKEN_PREFIX):
-                return await self._tokens.admit(presented, request_id=request_id,
-                                                client_ip=client_ip)
+                return await self._tokens.admit(
+                    presented, request_id=request_id, client_ip=client_ip
+                )
             if self._jwt is not None and looks_like_jwt(presented):
-                return await self._jwt.admit(presented, request_id=request_id,
-                                             client_ip=client_ip)
+                return await self._jwt.admit(presented, request_id=request_id, client_ip=client_ip)
         if self._proxy_key is not None:
             try:
                 self._proxy_key.check(presented)
@@ -99,11 +115,17 @@ class Credentials:
             self._deny("no API token", request_id, client_ip)
             raise AuthenticationFailed(
                 "this gateway requires an API token (sk-vdm-…) as x-api-key or "
-                "Authorization: Bearer")
+                "Authorization: Bearer"
+            )
         return None
 
     def _deny(self, reason: str, request_id: str, client_ip: str | None) -> None:
         if self._audit is not None:
-            self._audit.record(actor="anonymous", action="proxy.authenticate",
-                               outcome="denied", request_id=request_id, client_ip=client_ip,
-                               details={"reason": reason})
+            self._audit.record(
+                actor="anonymous",
+                action="proxy.authenticate",
+                outcome="denied",
+                request_id=request_id,
+                client_ip=client_ip,
+                details={"reason": reason},
+            )

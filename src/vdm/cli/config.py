@@ -90,8 +90,13 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
                 (f"{base}.api-version", p.api_version, src.get(f"{base}.api-version", "default"))
             )
         if p.api_format == "openai":
-            out.append((f"{base}.responses-api", p.responses_api,
-                        src.get(f"{base}.responses-api", "default")))
+            out.append(
+                (
+                    f"{base}.responses-api",
+                    p.responses_api,
+                    src.get(f"{base}.responses-api", "default"),
+                )
+            )
         for header in p.headers:
             out.append(
                 (

@@ -22,8 +22,9 @@ from rich.table import Table
 from vdm.cli.common import console, fail, settings_or_exit
 from vdm.cli.health import gateway_url
 
-manage_app = typer.Typer(help="Projects, tokens and audit (the management API).",
-                         no_args_is_help=True)
+manage_app = typer.Typer(
+    help="Projects, tokens and audit (the management API).", no_args_is_help=True
+)
 project_app = typer.Typer(help="Projects.", no_args_is_help=True)
 token_app = typer.Typer(help="Virtual tokens (sk-vdm-…).", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit events.", no_args_is_help=True)
@@ -36,8 +37,13 @@ Url = Annotated[str | None, typer.Option(help="The gateway's URL.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _call(url: str | None, method: str, path: str, body: dict[str, Any] | None = None,
-          query: dict[str, Any] | None = None) -> Any:
+def _call(
+    url: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    query: dict[str, Any] | None = None,
+) -> Any:
     settings = settings_or_exit()
     token = settings.tenants.management_token
     if not token:
@@ -46,8 +52,12 @@ def _call(url: str | None, method: str, path: str, body: dict[str, Any] | None =
     params = {k: v for k, v in (query or {}).items() if v is not None}
     target = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(target, data=data, method=method, headers={
-        "authorization": f"Bearer {token}", "content-type": "application/json"})
+    request = urllib.request.Request(
+        target,
+        data=data,
+        method=method,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             raw = response.read()
@@ -83,10 +93,28 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
 
 
 _PROJECT_COLS = ["id", "name", "is_active", "api_keys", "created_at"]
-_TOKEN_COLS = ["id", "token", "project_id", "is_active", "request_count", "max_requests",
-               "rpm", "tpm", "expires_at", "last_used_at"]
-_AUDIT_COLS = ["id", "timestamp", "actor", "action", "outcome", "project_id", "token_id",
-               "client_ip"]
+_TOKEN_COLS = [
+    "id",
+    "token",
+    "project_id",
+    "is_active",
+    "request_count",
+    "max_requests",
+    "rpm",
+    "tpm",
+    "expires_at",
+    "last_used_at",
+]
+_AUDIT_COLS = [
+    "id",
+    "timestamp",
+    "actor",
+    "action",
+    "outcome",
+    "project_id",
+    "token_id",
+    "client_ip",
+]
 ApiKeys = Annotated[list[str] | None, typer.Option("--api-key", help="PROVIDER=KEY (repeat)")]
 
 
@@ -97,25 +125,46 @@ def project_list(url: Url = None, as_json: Json = False) -> None:
 
 @project_app.command("show")
 def project_show(project_id: str, url: Url = None, as_json: Json = False) -> None:
-    _show(_call(url, "GET", f"/manage/projects/{urllib.parse.quote(project_id)}"), as_json,
-          _PROJECT_COLS)
+    _show(
+        _call(url, "GET", f"/manage/projects/{urllib.parse.quote(project_id)}"),
+        as_json,
+        _PROJECT_COLS,
+    )
 
 
 @project_app.command("create")
-def project_create(name: Annotated[str, typer.Option()], api_key: ApiKeys = None,
-                   url: Url = None, as_json: Json = False) -> None:
-    _show(_call(url, "POST", "/manage/projects", {"name": name, "api_keys": _pairs(api_key)}),
-          as_json, _PROJECT_COLS)
+def project_create(
+    name: Annotated[str, typer.Option()],
+    api_key: ApiKeys = None,
+    url: Url = None,
+    as_json: Json = False,
+) -> None:
+    _show(
+        _call(url, "POST", "/manage/projects", {"name": name, "api_keys": _pairs(api_key)}),
+        as_json,
+        _PROJECT_COLS,
+    )
 
 
 @project_app.command("update")
-def project_update(project_id: str, name: Annotated[str | None, typer.Option()] = None,
-                   active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
-                   api_key: ApiKeys = None, url: Url = None, as_json: Json = False) -> None:
-    body = {k: v for k, v in {"name": name, "is_active": active,
-                              "api_keys": _pairs(api_key) or None}.items() if v is not None}
-    _show(_call(url, "PATCH", f"/manage/projects/{urllib.parse.quote(project_id)}", body),
-          as_json, _PROJECT_COLS)
+def project_update(
+    project_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
+    api_key: ApiKeys = None,
+    url: Url = None,
+    as_json: Json = False,
+) -> None:
+    body = {
+        k: v
+        for k, v in {"name": name, "is_active": active, "api_keys": _pairs(api_key) or None}.items()
+        if v is not None
+    }
+    _show(
+        _call(url, "PATCH", f"/manage/projects/{urllib.parse.quote(project_id)}", body),
+        as_json,
+        _PROJECT_COLS,
+    )
 
 
 @project_app.command("delete")
@@ -125,46 +174,82 @@ def project_delete(project_id: str, url: Url = None) -> None:
 
 
 @token_app.command("list")
-def token_list(project: Annotated[str | None, typer.Option(help="project id")] = None,
-               url: Url = None, as_json: Json = False) -> None:
-    _show(_call(url, "GET", "/manage/tokens", query={"project_id": project}), as_json,
-          _TOKEN_COLS)
+def token_list(
+    project: Annotated[str | None, typer.Option(help="project id")] = None,
+    url: Url = None,
+    as_json: Json = False,
+) -> None:
+    _show(_call(url, "GET", "/manage/tokens", query={"project_id": project}), as_json, _TOKEN_COLS)
 
 
 @token_app.command("show")
 def token_show(token_id: str, url: Url = None, as_json: Json = False) -> None:
-    _show(_call(url, "GET", f"/manage/tokens/{urllib.parse.quote(token_id)}"), as_json,
-          _TOKEN_COLS)
+    _show(_call(url, "GET", f"/manage/tokens/{urllib.parse.quote(token_id)}"), as_json, _TOKEN_COLS)
 
 
 Opt = Annotated[int | None, typer.Option()]
 Models = Annotated[list[str] | None, typer.Option("--model", help="allowed model (repeat)")]
-Providers = Annotated[list[str] | None, typer.Option("--provider",
-                                                     help="allowed provider (repeat)")]
+Providers = Annotated[
+    list[str] | None, typer.Option("--provider", help="allowed provider (repeat)")
+]
 
 
 @token_app.command("create")
-def token_create(project: Annotated[str, typer.Option(help="project id")],
-                 duration_minutes: Opt = None, max_requests: Opt = None, rpm: Opt = None,
-                 tpm: Opt = None, model: Models = None, provider: Providers = None,
-                 name: Annotated[str | None, typer.Option()] = None,
-                 url: Url = None, as_json: Json = False) -> None:
+def token_create(
+    project: Annotated[str, typer.Option(help="project id")],
+    duration_minutes: Opt = None,
+    max_requests: Opt = None,
+    rpm: Opt = None,
+    tpm: Opt = None,
+    model: Models = None,
+    provider: Providers = None,
+    name: Annotated[str | None, typer.Option()] = None,
+    url: Url = None,
+    as_json: Json = False,
+) -> None:
     """Create a token; its secret is printed once."""
-    body = {k: v for k, v in {"project_id": project, "duration_minutes": duration_minutes,
-                              "max_requests": max_requests, "rpm": rpm, "tpm": tpm,
-                              "allowed_models": model, "allowed_providers": provider,
-                              "name": name}.items() if v is not None}
+    body = {
+        k: v
+        for k, v in {
+            "project_id": project,
+            "duration_minutes": duration_minutes,
+            "max_requests": max_requests,
+            "rpm": rpm,
+            "tpm": tpm,
+            "allowed_models": model,
+            "allowed_providers": provider,
+            "name": name,
+        }.items()
+        if v is not None
+    }
     _show(_call(url, "POST", "/manage/tokens", body), as_json, _TOKEN_COLS)
 
 
 @token_app.command("update")
-def token_update(token_id: str, max_requests: Opt = None, rpm: Opt = None, tpm: Opt = None,
-                 active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
-                 url: Url = None, as_json: Json = False) -> None:
-    body = {k: v for k, v in {"max_requests": max_requests, "rpm": rpm, "tpm": tpm,
-                              "is_active": active}.items() if v is not None}
-    _show(_call(url, "PATCH", f"/manage/tokens/{urllib.parse.quote(token_id)}", body),
-          as_json, _TOKEN_COLS)
+def token_update(
+    token_id: str,
+    max_requests: Opt = None,
+    rpm: Opt = None,
+    tpm: Opt = None,
+    active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
+    url: Url = None,
+    as_json: Json = False,
+) -> None:
+    body = {
+        k: v
+        for k, v in {
+            "max_requests": max_requests,
+            "rpm": rpm,
+            "tpm": tpm,
+            "is_active": active,
+        }.items()
+        if v is not None
+    }
+    _show(
+        _call(url, "PATCH", f"/manage/tokens/{urllib.parse.quote(token_id)}", body),
+        as_json,
+        _TOKEN_COLS,
+    )
 
 
 @token_app.command("revoke")
@@ -177,14 +262,34 @@ Text = Annotated[str | None, typer.Option()]
 
 
 @audit_app.command("list")
-def audit_list(since: Text = None, until: Text = None, project: Text = None,
-               token: Text = None, action: Text = None, outcome: Text = None,
-               page: int = 1, page_size: int = 50, url: Url = None,
-               as_json: Json = False) -> None:
+def audit_list(
+    since: Text = None,
+    until: Text = None,
+    project: Text = None,
+    token: Text = None,
+    action: Text = None,
+    outcome: Text = None,
+    page: int = 1,
+    page_size: int = 50,
+    url: Url = None,
+    as_json: Json = False,
+) -> None:
     """Audit events, newest first (times in ISO 8601 with a zone)."""
-    result = _call(url, "GET", "/manage/audit", query={
-        "since": since, "until": until, "project_id": project, "token_id": token,
-        "action": action, "outcome": outcome, "page": page, "page_size": page_size})
+    result = _call(
+        url,
+        "GET",
+        "/manage/audit",
+        query={
+            "since": since,
+            "until": until,
+            "project_id": project,
+            "token_id": token,
+            "action": action,
+            "outcome": outcome,
+            "page": page,
+            "page_size": page_size,
+        },
+    )
     if as_json:
         _show(result, True, [])
         return
@@ -195,8 +300,11 @@ def audit_list(since: Text = None, until: Text = None, project: Text = None,
 
 @audit_app.command("show")
 def audit_show(event_id: str, url: Url = None, as_json: Json = False) -> None:
-    _show(_call(url, "GET", f"/manage/audit/{urllib.parse.quote(event_id)}"), as_json,
-          [*_AUDIT_COLS, "details"])
+    _show(
+        _call(url, "GET", f"/manage/audit/{urllib.parse.quote(event_id)}"),
+        as_json,
+        [*_AUDIT_COLS, "details"],
+    )
 
 
 # ---------------------------------------------------------------- vdm db

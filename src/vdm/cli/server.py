@@ -90,8 +90,11 @@ def summary(settings: Settings, host: str, port: int) -> None:
         console.print("clients must present PROXY_API_KEY")
     if settings.grpc.port is not None:
         scheme = "vibectl-server" if settings.grpc.tls_cert else "vibectl-server-insecure"
-        console.print(f"gRPC LLMProxy on {scheme}://{settings.grpc.host or host}:"
-                      f"{settings.grpc.port} (JWT auth)", markup=False)
+        console.print(
+            f"gRPC LLMProxy on {scheme}://{settings.grpc.host or host}:"
+            f"{settings.grpc.port} (JWT auth)",
+            markup=False,
+        )
     if list(settings.providers) == ["echo"]:
         console.print(
             "no provider key set: serving the offline [bold]echo[/] provider "
@@ -136,8 +139,11 @@ def start(
     ] = None,
     grpc_port: Annotated[
         int | None,
-        typer.Option(min=1, max=65535, help="Also serve gRPC LLMProxy on this port, sharing "
-                     "the gateway (default: GRPC_PORT)."),
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Also serve gRPC LLMProxy on this port, sharing the gateway (default: GRPC_PORT).",
+        ),
     ] = None,
 ) -> None:
     """Run the gateway (in the foreground unless --daemon)."""

@@ -45,8 +45,11 @@ def tool_use_id(upstream_id: str | None) -> str:
 def upstream_tool_id(tool_use_id: str) -> str:
     """The inverse of :func:`tool_use_id`: the id to send to a non-Anthropic
     upstream, so it sees the call ids it issued (consistent for any input)."""
-    return tool_use_id[6:] if tool_use_id.startswith("toolu_") and len(tool_use_id) > 6 \
+    return (
+        tool_use_id[6:]
+        if tool_use_id.startswith("toolu_") and len(tool_use_id) > 6
         else tool_use_id
+    )
 
 
 # ---------------------------------------------------------------- request decoding
@@ -117,22 +120,24 @@ def validate_request_fields(body: dict[str, Any]) -> str:
 def validate_count_tokens_fields(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("model: field required") if model is None else _fail(
-            "model", "non-empty string", model
+        raise (
+            InvalidRequest("model: field required")
+            if model is None
+            else _fail("model", "non-empty string", model)
         )
     messages = body.get("messages")
     if not isinstance(messages, list):
-        raise InvalidRequest("messages: field required") if messages is None else _fail(
-            "messages", "array", messages
+        raise (
+            InvalidRequest("messages: field required")
+            if messages is None
+            else _fail("messages", "array", messages)
         )
     return model
 
 
 def decode_request(body: dict[str, Any], *, count_only: bool = False) -> ir.ChatRequest:
     """Anthropic request JSON (already parsed) -> IR."""
-    model = (
-        validate_count_tokens_fields(body) if count_only else validate_request_fields(body)
-    )
+    model = validate_count_tokens_fields(body) if count_only else validate_request_fields(body)
     messages = [_decode_message(m, f"messages.{i}") for i, m in enumerate(body["messages"])]
     request = ir.ChatRequest(
         model=model,
@@ -412,21 +417,49 @@ def encode_event(event: ir.Event) -> bytes:
     """One IR stream event -> one Anthropic SSE frame."""
     match event:
         case ir.TextDelta(index=i, text=text):
-            return frame("content_block_delta", _encode(
-                {"type": "content_block_delta", "index": i,
-                 "delta": {"type": "text_delta", "text": text}}))
+            return frame(
+                "content_block_delta",
+                _encode(
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "text_delta", "text": text},
+                    }
+                ),
+            )
         case ir.ToolInputDelta(index=i, partial_json=pj):
-            return frame("content_block_delta", _encode(
-                {"type": "content_block_delta", "index": i,
-                 "delta": {"type": "input_json_delta", "partial_json": pj}}))
+            return frame(
+                "content_block_delta",
+                _encode(
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": pj},
+                    }
+                ),
+            )
         case ir.ThinkingDelta(index=i, thinking=thinking):
-            return frame("content_block_delta", _encode(
-                {"type": "content_block_delta", "index": i,
-                 "delta": {"type": "thinking_delta", "thinking": thinking}}))
+            return frame(
+                "content_block_delta",
+                _encode(
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "thinking_delta", "thinking": thinking},
+                    }
+                ),
+            )
         case ir.SignatureDelta(index=i, signature=sig):
-            return frame("content_block_delta", _encode(
-                {"type": "content_block_delta", "index": i,
-                 "delta": {"type": "signature_delta", "signature": sig}}))
+            return frame(
+                "content_block_delta",
+                _encode(
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "signature_delta", "signature": sig},
+                    }
+                ),
+            )
         case ir.TextStart(index=i):
             return _block_start(i, {"type": "text", "text": ""})
         case ir.ToolUseStart(index=i, id=id_, name=name):
@@ -438,16 +471,35 @@ def encode_event(event: ir.Event) -> bytes:
         case ir.BlockStop(index=i):
             return frame("content_block_stop", _encode({"type": "content_block_stop", "index": i}))
         case ir.MessageStart(id=id_, model=model, usage=usage):
-            return frame("message_start", _encode({
-                "type": "message_start",
-                "message": {"id": id_, "type": "message", "role": "assistant", "model": model,
-                            "content": [], "stop_reason": None, "stop_sequence": None,
-                            "usage": _usage_dict(usage)}}))
+            return frame(
+                "message_start",
+                _encode(
+                    {
+                        "type": "message_start",
+                        "message": {
+                            "id": id_,
+                            "type": "message",
+                            "role": "assistant",
+                            "model": model,
+                            "content": [],
+                            "stop_reason": None,
+                            "stop_sequence": None,
+                            "usage": _usage_dict(usage),
+                        },
+                    }
+                ),
+            )
         case ir.MessageDelta(stop_reason=reason, usage=usage, stop_sequence=seq):
-            return frame("message_delta", _encode({
-                "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": seq},
-                "usage": _usage_dict(usage)}))
+            return frame(
+                "message_delta",
+                _encode(
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": reason, "stop_sequence": seq},
+                        "usage": _usage_dict(usage),
+                    }
+                ),
+            )
         case ir.MessageStop():
             return _MESSAGE_STOP
         case ir.Ping():
@@ -457,8 +509,10 @@ def encode_event(event: ir.Event) -> bytes:
 
 
 def _block_start(index: int, block: dict[str, Any]) -> bytes:
-    return frame("content_block_start", _encode(
-        {"type": "content_block_start", "index": index, "content_block": block}))
+    return frame(
+        "content_block_start",
+        _encode({"type": "content_block_start", "index": index, "content_block": block}),
+    )
 
 
 # ---------------------------------------------------------------- errors
@@ -680,8 +734,9 @@ def _encode_part(part: ir.Part, role: str) -> dict[str, Any] | None:
         case ir.ToolResultPart():
             return _encode_tool_result(part) if user else None
         case ir.ToolUsePart(id=id_, name=name, input=tool_input):
-            return None if user else {"type": "tool_use", "id": id_, "name": name,
-                                      "input": tool_input}
+            return (
+                None if user else {"type": "tool_use", "id": id_, "name": name, "input": tool_input}
+            )
         case ir.ThinkingPart(thinking=thinking, signature=signature):
             if user or not signature:
                 return None
@@ -809,8 +864,8 @@ class EventDecoder:
             value = _decoder.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise UpstreamProtocolError(
-                f"provider '{self.provider}' sent a stream event that is not JSON: "
-                f"{data[:200]!r}", provider=self.provider,
+                f"provider '{self.provider}' sent a stream event that is not JSON: {data[:200]!r}",
+                provider=self.provider,
             ) from exc
         return value if isinstance(value, dict) else None
 
@@ -890,8 +945,11 @@ def _text_start(index: int, block: dict[str, Any]) -> Iterator[ir.Event]:
 
 def _tool_use_start(index: int, block: dict[str, Any]) -> Iterator[ir.Event]:
     id_, name = block.get("id"), block.get("name")
-    yield ir.ToolUseStart(index, id_ if isinstance(id_, str) and id_ else tool_use_id(None),
-                          name if isinstance(name, str) else "")
+    yield ir.ToolUseStart(
+        index,
+        id_ if isinstance(id_, str) and id_ else tool_use_id(None),
+        name if isinstance(name, str) else "",
+    )
     tool_input = block.get("input")
     if isinstance(tool_input, dict) and tool_input:
         yield ir.ToolInputDelta(index, _encode(tool_input).decode())
@@ -936,13 +994,20 @@ def response_events(
     yield from decoder.feed("message_start", {"type": "message_start", "message": body})
     content = body.get("content")
     for i, block in enumerate(content if isinstance(content, list) else []):
-        yield from decoder.feed("content_block_start", {
-            "type": "content_block_start", "index": i, "content_block": block})
+        yield from decoder.feed(
+            "content_block_start",
+            {"type": "content_block_start", "index": i, "content_block": block},
+        )
         yield from decoder.feed("content_block_stop", {"type": "content_block_stop", "index": i})
-    yield from decoder.feed("message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": body.get("stop_reason"),
-                  "stop_sequence": body.get("stop_sequence")},
-        "usage": body.get("usage"),
-    })
+    yield from decoder.feed(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": body.get("stop_reason"),
+                "stop_sequence": body.get("stop_sequence"),
+            },
+            "usage": body.get("usage"),
+        },
+    )
     yield from decoder.feed("message_stop", {"type": "message_stop"})

@@ -42,8 +42,11 @@ def rewrite(body: bytes, parsed: dict[str, Any], changes: dict[str, Any]) -> byt
     changes = {k: v for k, v in changes.items() if parsed.get(k) != v}
     if not changes:
         return body
-    if changes.keys() == {"model"} and isinstance(parsed.get("model"), str) \
-            and isinstance(changes["model"], str):
+    if (
+        changes.keys() == {"model"}
+        and isinstance(parsed.get("model"), str)
+        and isinstance(changes["model"], str)
+    ):
         spliced = _splice_model(body, parsed["model"], changes["model"])
         if spliced is not None:
             return spliced
@@ -77,7 +80,7 @@ def _splice_model(body: bytes, old: str, new: str) -> bytes | None:
     if len(hits) != 1:
         return None
     key, value = hits[0]
-    out = b"".join((body[:key], b'"model":', _encode(new), body[value + len(quoted):]))
+    out = b"".join((body[:key], b'"model":', _encode(new), body[value + len(quoted) :]))
     try:
         top = _top_model.decode(out).model
     except msgspec.DecodeError:

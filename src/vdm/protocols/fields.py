@@ -11,8 +11,14 @@ import msgspec
 from vdm.errors import InvalidRequest
 
 _decoder = msgspec.json.Decoder()
-_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string",
-               list: "array", dict: "object"}
+_TYPE_NAMES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:

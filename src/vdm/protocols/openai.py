@@ -75,9 +75,7 @@ class RequestOptions(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- request
 
 
-def encode_request(
-    request: ir.ChatRequest, model: str, options: RequestOptions
-) -> dict[str, Any]:
+def encode_request(request: ir.ChatRequest, model: str, options: RequestOptions) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": _join_text(request.system)})
@@ -217,7 +215,8 @@ def _append_assistant(out: list[dict[str, Any]], parts: list[ir.Part]) -> None:
                 texts.append(text)
             case ir.ToolUsePart(id=id_, name=name, input=tool_input, provider_details=details):
                 call: dict[str, Any] = {
-                    "id": upstream_tool_id(id_), "type": "function",
+                    "id": upstream_tool_id(id_),
+                    "type": "function",
                     "function": {"name": name, "arguments": _encode(tool_input).decode()},
                 }
                 if details is not None and EXTRA_CONTENT in details:
@@ -279,9 +278,7 @@ def response_events(body: Any, model: str) -> Iterator[ir.Event]:
     delta = dict(message)
     calls = message.get("tool_calls")
     if isinstance(calls, list):
-        delta["tool_calls"] = [
-            dict(c, index=i) for i, c in enumerate(calls) if isinstance(c, dict)
-        ]
+        delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(calls) if isinstance(c, dict)]
     chunk = {
         "choices": [{"delta": delta, "finish_reason": choice.get("finish_reason")}],
         "usage": body.get("usage") if isinstance(body, dict) else None,
@@ -333,8 +330,16 @@ class ChunkDecoder:
     """
 
     __slots__ = (
-        "_finish_reason", "_next_index", "_open", "_open_kind", "_open_tool", "_started",
-        "_tools", "_usage", "model", "saw_finish",
+        "_finish_reason",
+        "_next_index",
+        "_open",
+        "_open_kind",
+        "_open_tool",
+        "_started",
+        "_tools",
+        "_usage",
+        "model",
+        "saw_finish",
     )
 
     def __init__(self, model: str) -> None:
@@ -461,8 +466,7 @@ class UsageTap:
     def feed(self, chunk: bytes) -> None:
         for _, data in self._parser.feed(chunk):
             # (a finish reason, compact or as json.dumps spaces it; null is skipped)
-            if b'"usage"' in data or b'"finish_reason":"' in data \
-                    or b'"finish_reason": "' in data:
+            if b'"usage"' in data or b'"finish_reason":"' in data or b'"finish_reason": "' in data:
                 self.read(data)
 
     def read(self, data: bytes) -> None:

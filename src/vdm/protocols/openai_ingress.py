@@ -71,12 +71,18 @@ def validate_request_fields(body: dict[str, Any]) -> str:
     """Checks every chat request gets, passthrough included; returns the model."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("model: field required") if model is None else _fail(
-            "model", "non-empty string", model)
+        raise (
+            InvalidRequest("model: field required")
+            if model is None
+            else _fail("model", "non-empty string", model)
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages: field required") if messages is None else _fail(
-            "messages", "non-empty array", messages)
+        raise (
+            InvalidRequest("messages: field required")
+            if messages is None
+            else _fail("messages", "non-empty array", messages)
+        )
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _fail("stream", "boolean", stream)
@@ -145,8 +151,9 @@ def _stop(value: Any) -> list[str]:
     raise _fail("stop", "string or array of strings", value)
 
 
-def _decode_message(value: Any, path: str, system: list[ir.TextPart],
-                    messages: list[ir.Message]) -> None:
+def _decode_message(
+    value: Any, path: str, system: list[ir.TextPart], messages: list[ir.Message]
+) -> None:
     if not isinstance(value, dict):
         raise _fail(path, "object", value)
     role = value.get("role")
@@ -170,15 +177,18 @@ def _decode_message(value: Any, path: str, system: list[ir.TextPart],
         texts = [p for p in _content(content, path) if isinstance(p, ir.TextPart | ir.ImagePart)]
         result = ir.ToolResultPart(call_id, texts)
         last = messages[-1] if messages else None
-        if last is not None and last.role == "user" and all(
-            isinstance(p, ir.ToolResultPart) for p in last.content
+        if (
+            last is not None
+            and last.role == "user"
+            and all(isinstance(p, ir.ToolResultPart) for p in last.content)
         ):
             last.content.append(result)
         else:
             messages.append(ir.Message("user", [result]))
     else:
         raise InvalidRequest(
-            f"{path}.role: expected system, developer, user, assistant or tool, got {role!r}")
+            f"{path}.role: expected system, developer, user, assistant or tool, got {role!r}"
+        )
 
 
 def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
@@ -204,8 +214,9 @@ def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
         elif kind == "refusal":
             parts.append(ir.TextPart(str(part.get("refusal", ""))))
         else:
-            raise InvalidRequest(f"{where}.type: content part {kind!r} is not supported; "
-                                 "use text or image_url")
+            raise InvalidRequest(
+                f"{where}.type: content part {kind!r} is not supported; use text or image_url"
+            )
     return parts
 
 
@@ -264,8 +275,9 @@ def _tools(value: Any) -> list[ir.Tool]:
         if not isinstance(schema, dict):
             raise _fail(f"tools.{i}.function.parameters", "object", schema)
         description = function.get("description")
-        tools.append(ir.Tool(function["name"],
-                             description if isinstance(description, str) else None, schema))
+        tools.append(
+            ir.Tool(function["name"], description if isinstance(description, str) else None, schema)
+        )
     return tools
 
 
@@ -281,8 +293,10 @@ def _tool_choice(value: Any, parallel: Any) -> ir.ToolChoice | None:
         name = value["function"].get("name")
         if isinstance(name, str) and name:
             return ir.ToolChoice("tool", name, disable_parallel=disable)
-    raise InvalidRequest("tool_choice: expected 'auto', 'none', 'required' or "
-                         '{"type": "function", "function": {"name": ...}}')
+    raise InvalidRequest(
+        "tool_choice: expected 'auto', 'none', 'required' or "
+        '{"type": "function", "function": {"name": ...}}'
+    )
 
 
 def _thinking(value: Any) -> ir.Thinking | None:
@@ -293,7 +307,8 @@ def _thinking(value: Any) -> ir.Thinking | None:
     budget = EFFORT_BUDGET.get(value) if isinstance(value, str) else None
     if budget is None:
         raise InvalidRequest(
-            f"reasoning_effort: expected none, minimal, low, medium or high, got {value!r}")
+            f"reasoning_effort: expected none, minimal, low, medium or high, got {value!r}"
+        )
     return ir.Thinking("enabled", budget)
 
 
@@ -310,8 +325,10 @@ def format_instruction(value: Any) -> str | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise _fail("response_format.json_schema.schema", "object", schema)
-        return ("Respond with a single valid JSON value that matches this JSON Schema, "
-                "and nothing else:\n" + _encode(schema).decode())
+        return (
+            "Respond with a single valid JSON value that matches this JSON Schema, "
+            "and nothing else:\n" + _encode(schema).decode()
+        )
     raise InvalidRequest("response_format.type: expected text, json_object or json_schema")
 
 
@@ -350,25 +367,42 @@ def encode_response(response: ir.ChatResponse, model: str) -> bytes:
             case ir.ThinkingPart(thinking=thinking):
                 reasoning.append(thinking)
             case ir.ToolUsePart(id=id_, name=name, input=tool_input):
-                calls.append({"id": id_, "type": "function", "function": {
-                    "name": name, "arguments": _encode(tool_input).decode()}})
+                calls.append(
+                    {
+                        "id": id_,
+                        "type": "function",
+                        "function": {"name": name, "arguments": _encode(tool_input).decode()},
+                    }
+                )
             case ir.RedactedThinkingPart() | ir.ImagePart() | ir.ToolResultPart():
                 pass
             case _:
                 assert_never(part)
-    message: dict[str, Any] = {"role": "assistant",
-                               "content": "".join(texts) if texts or not calls else None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+    }
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = calls
-    return _encode({
-        "id": new_completion_id(), "object": "chat.completion", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": finish_reason(response.stop_reason), "logprobs": None}],
-        "usage": usage_dict(response.usage),
-    })
+    return _encode(
+        {
+            "id": new_completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish_reason(response.stop_reason),
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_dict(response.usage),
+        }
+    )
 
 
 _DONE = b"data: [DONE]\n\n"
@@ -380,10 +414,15 @@ class ChunkEncoder:
     __slots__ = ("_head", "_include_usage", "_tools", "_usage")
 
     def __init__(self, model: str, options: Options) -> None:
-        self._head = (b'{"id":"' + new_completion_id().encode()
-                      + b'","object":"chat.completion.chunk","created":'
-                      + str(int(time.time())).encode() + b',"model":' + _encode(model)
-                      + b',"choices":')
+        self._head = (
+            b'{"id":"'
+            + new_completion_id().encode()
+            + b'","object":"chat.completion.chunk","created":'
+            + str(int(time.time())).encode()
+            + b',"model":'
+            + _encode(model)
+            + b',"choices":'
+        )
         self._include_usage = options.include_usage
         self._tools: dict[int, int] = {}  # IR block index -> tool_calls index
         self._usage = ir.Usage()
@@ -400,12 +439,26 @@ class ChunkEncoder:
                 return self._chunk({"reasoning_content": thinking})
             case ir.ToolUseStart(index=i, id=id_, name=name):
                 position = self._tools[i] = len(self._tools)
-                return self._chunk({"tool_calls": [{"index": position, "id": id_,
-                                                    "type": "function",
-                                                    "function": {"name": name, "arguments": ""}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": position,
+                                "id": id_,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             case ir.ToolInputDelta(index=i, partial_json=pj):
-                return self._chunk({"tool_calls": [{"index": self._tools.get(i, 0),
-                                                    "function": {"arguments": pj}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {"index": self._tools.get(i, 0), "function": {"arguments": pj}}
+                        ]
+                    }
+                )
             case ir.MessageStart(usage=usage):
                 self._usage = usage
                 return self._chunk({"role": "assistant", "content": ""})
@@ -415,11 +468,19 @@ class ChunkEncoder:
             case ir.MessageStop():
                 if not self._include_usage:
                     return _DONE
-                usage_frame = frame(None, self._head + b"[]," + b'"usage":'
-                                    + _encode(usage_dict(self._usage)) + b"}")
+                usage_frame = frame(
+                    None,
+                    self._head + b"[]," + b'"usage":' + _encode(usage_dict(self._usage)) + b"}",
+                )
                 return usage_frame + _DONE
-            case (ir.TextStart() | ir.ThinkingStart() | ir.RedactedThinkingStart()
-                  | ir.SignatureDelta() | ir.BlockStop() | ir.Ping()):
+            case (
+                ir.TextStart()
+                | ir.ThinkingStart()
+                | ir.RedactedThinkingStart()
+                | ir.SignatureDelta()
+                | ir.BlockStop()
+                | ir.Ping()
+            ):
                 return b""
             case _:
                 assert_never(event)
@@ -429,8 +490,14 @@ class ChunkEncoder:
 
 
 def error_body(error: GatewayError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": _ERROR_TYPES[error.kind],
-                      "param": None, "code": error.kind}}
+    return {
+        "error": {
+            "message": error.message,
+            "type": _ERROR_TYPES[error.kind],
+            "param": None,
+            "code": error.kind,
+        }
+    }
 
 
 def encode_error(error: GatewayError) -> bytes:
@@ -451,7 +518,10 @@ def encode_stream_error(error: GatewayError) -> bytes:
 
 def model_list(models: Sequence[ModelEntry], created: float) -> dict[str, Any]:
     """``GET /v1/models`` in OpenAI's list shape (``owned_by``: the provider)."""
-    return {"object": "list", "data": [
-        {"id": m.id, "object": "model", "created": int(created), "owned_by": m.owned_by}
-        for m in models
-    ]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": m.id, "object": "model", "created": int(created), "owned_by": m.owned_by}
+            for m in models
+        ],
+    }

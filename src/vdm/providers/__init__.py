@@ -22,7 +22,9 @@ def build(settings: ProviderSettings, server: ServerSettings, cooldowns: Cooldow
 
     session = make_session(server)
     keys = KeyPool(
-        settings.name, settings.api_keys, cooldowns,
+        settings.name,
+        settings.api_keys,
+        cooldowns,
         auth_cooldown=server.key_auth_cooldown,
         rate_limit_cooldown=server.key_rate_limit_cooldown,
         max_cooldown=server.key_cooldown_max,

@@ -40,8 +40,12 @@ DEFAULT_VERSION = "2023-06-01"
 _FORWARDED = ("anthropic-version", "anthropic-beta", "x-stainless-helper-method")
 # How a finished Anthropic stream ends: message_stop, or an error event.
 _STREAM_ENDS = (
-    b"event: message_stop", b"event:message_stop", b'"type":"message_stop"',
-    b'"type": "message_stop"', b"event: error", b"event:error",
+    b"event: message_stop",
+    b"event:message_stop",
+    b'"type":"message_stop"',
+    b'"type": "message_stop"',
+    b"event: error",
+    b"event:error",
 )
 
 
@@ -107,8 +111,7 @@ class AnthropicProvider:
                     return
                 # (also an upstream that ignored ``stream`` and answered JSON)
                 message = self._message(decode_json(await response.read(), self.name))
-                for event in wire.response_events(message, model=request.model,
-                                                  provider=self.name):
+                for event in wire.response_events(message, model=request.model, provider=self.name):
                     yield event
 
     async def _stream(
@@ -143,8 +146,11 @@ class AnthropicProvider:
                 return await response.read()
 
     async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
-        headers = {"anthropic-version": self._version, **self.settings.headers,
-                   "x-api-key": self._keys.key_for(client_key)}
+        headers = {
+            "anthropic-version": self._version,
+            **self.settings.headers,
+            "x-api-key": self._keys.key_for(client_key),
+        }
         payload = await get_json(self._session, self._models_url, headers, self.name)
         return [UpstreamModel(id_, name) for id_, name in decode_model_list(payload, self.name)]
 

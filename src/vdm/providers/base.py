@@ -68,8 +68,13 @@ class OpenAIPassthrough(Protocol):
     """Providers that serve the rest of the OpenAI API (embeddings, files, ...)."""
 
     async def forward(
-        self, method: str, path: str, query: str, headers: Mapping[str, str],
-        body: bytes | AsyncIterator[bytes] | None, ctx: ClientContext,
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        ctx: ClientContext,
     ) -> RawResponse: ...
 
 

@@ -95,7 +95,7 @@ class RedisCooldowns(MemoryCooldowns):
         async for name in self._redis.scan_iter(match=_PREFIX + "*", count=500):
             value = await self._redis.get(name)
             if value is not None:
-                self._apply(name.decode()[len(_PREFIX):], float(value))
+                self._apply(name.decode()[len(_PREFIX) :], float(value))
 
     async def _listen(self, pubsub: Any) -> None:
         while True:
@@ -130,8 +130,12 @@ class RedisCooldowns(MemoryCooldowns):
 
     def _trouble(self, exc: Exception) -> None:
         if self._healthy:
-            log.warning("redis at %s unavailable for key cooldowns (%s: %s); "
-                        "using this instance's view", self._url_note, type(exc).__name__, exc)
+            log.warning(
+                "redis at %s unavailable for key cooldowns (%s: %s); using this instance's view",
+                self._url_note,
+                type(exc).__name__,
+                exc,
+            )
         self._healthy = False
 
     async def close(self) -> None:

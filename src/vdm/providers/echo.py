@@ -23,7 +23,12 @@ from vdm.tokens import count_request_tokens, count_text_tokens
 
 _TOOL_ASK = re.compile(r"\buse the ([\w.-]+) tool\b", re.IGNORECASE)
 _PLACEHOLDER: dict[str, Any] = {
-    "string": "echo", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {},
+    "string": "echo",
+    "integer": 0,
+    "number": 0,
+    "boolean": False,
+    "array": [],
+    "object": {},
 }
 
 

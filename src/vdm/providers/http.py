@@ -31,10 +31,21 @@ _decoder = msgspec.json.Decoder()
 
 # Headers that describe one connection, not the message: never forwarded
 # either way by a proxy (RFC 9110 7.6.1), plus host (the upstream's own).
-HOP_BY_HOP_REQUEST = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "proxy-connection",
-})
+HOP_BY_HOP_REQUEST = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "proxy-connection",
+    }
+)
 # Response headers never relayed to a client after aiohttp decoded the body
 # (its length and encoding are no longer the upstream's).
 HOP_BY_HOP = HOP_BY_HOP_REQUEST | {"content-length", "content-encoding"}
@@ -56,7 +67,8 @@ def make_session(server: ServerSettings, *, limit: int = 256) -> Session:
         limit=limit, limit_per_host=limit, ttl_dns_cache=300, enable_cleanup_closed=True
     )
     timeout = aiohttp.ClientTimeout(
-        total=server.total_timeout, connect=server.connect_timeout,
+        total=server.total_timeout,
+        connect=server.connect_timeout,
         sock_read=server.idle_timeout,
     )
     return aiohttp.ClientSession(
@@ -163,8 +175,11 @@ def relay_headers(headers: Any) -> dict[str, str]:
 def relay_raw_headers(headers: Any) -> dict[str, str]:
     """Headers of an undecoded body (``auto_decompress=False``): only hop-by-hop
     ones go; ``content-length`` and ``content-encoding`` stay true."""
-    return {k.lower(): v for k, v in headers.items()
-            if k.lower() not in HOP_BY_HOP_REQUEST and not k.lower().startswith("proxy-")}
+    return {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() not in HOP_BY_HOP_REQUEST and not k.lower().startswith("proxy-")
+    }
 
 
 async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
@@ -217,7 +232,11 @@ Body = bytes | AsyncIterator[bytes] | None
 
 
 async def request_raw(
-    session: Session, method: str, url: str, body: Body, headers: dict[str, str],
+    session: Session,
+    method: str,
+    url: str,
+    body: Body,
+    headers: dict[str, str],
     provider: str,
 ) -> RawResponse:
     """Any request, answer relayed as the upstream sent it: error statuses too,
@@ -230,20 +249,28 @@ async def request_raw(
     try:
         with upstream_errors(provider):
             response = await session.request(
-                method, URL(url, encoded=True), data=body, headers=headers, auto_decompress=False,
-                allow_redirects=False)
+                method,
+                URL(url, encoded=True),
+                data=body,
+                headers=headers,
+                auto_decompress=False,
+                allow_redirects=False,
+            )
     except UpstreamError as exc:
         cause = exc.__cause__.__cause__ if exc.__cause__ is not None else None
         if isinstance(cause, GatewayError) and not isinstance(cause, UpstreamError):
             raise cause from None
         raise
-    return RawResponse(response.status, relay_raw_headers(response.headers),
-                       relay(response, provider))
+    return RawResponse(
+        response.status, relay_raw_headers(response.headers), relay(response, provider)
+    )
 
 
 def is_event_stream(headers: Mapping[str, str]) -> bool:
-    return any(k.lower() == "content-type" and v.startswith("text/event-stream")
-               for k, v in headers.items())
+    return any(
+        k.lower() == "content-type" and v.startswith("text/event-stream")
+        for k, v in headers.items()
+    )
 
 
 async def require_end(

@@ -29,8 +29,18 @@ _BENCHED_STATUSES = frozenset({401, 403, 429})
 
 
 class KeyPool:
-    __slots__ = ("_auth_cooldown", "_cooldowns", "_ids", "_keys", "_max_cooldown", "_next",
-                 "_provider", "_rate_cooldown", "passthrough", "size")
+    __slots__ = (
+        "_auth_cooldown",
+        "_cooldowns",
+        "_ids",
+        "_keys",
+        "_max_cooldown",
+        "_next",
+        "_provider",
+        "_rate_cooldown",
+        "passthrough",
+        "size",
+    )
 
     def __init__(
         self,
@@ -101,8 +111,12 @@ class KeyPool:
         ends = [self._cooldowns.until(k) for i, k in enumerate(self._ids) if i != index]
         return max(min(ends) - time.time(), 0.0) if ends else None
 
-    async def call(self, client_key: str | None, attempt: Callable[[str], Awaitable[T]],
-                   upstream_key: str | None = None) -> T:
+    async def call(
+        self,
+        client_key: str | None,
+        attempt: Callable[[str], Awaitable[T]],
+        upstream_key: str | None = None,
+    ) -> T:
         """Run ``attempt(key)``, moving through the pool while keys are refused.
         A project's own ``upstream_key`` is used alone (never benched: it is not
         the pool's)."""
@@ -123,8 +137,14 @@ class KeyPool:
                     if exc.upstream_status == 429:
                         # The client may come back when the first key may:
                         # this key when its upstream said, or another sooner.
-                        waits = [w for w in (_retry_after(exc.headers.get("retry-after")),
-                                             self._soonest_other(index)) if w is not None]
+                        waits = [
+                            w
+                            for w in (
+                                _retry_after(exc.headers.get("retry-after")),
+                                self._soonest_other(index),
+                            )
+                            if w is not None
+                        ]
                         wait = min(waits) if waits else self._rate_cooldown
                         exc.headers["retry-after"] = str(max(1, int(wait + 0.999)))
                     raise

@@ -116,7 +116,12 @@ class OpenAIProvider:
         return [UpstreamModel(id_) for id_, _ in decode_model_list(payload, self.name)]
 
     async def forward(
-        self, method: str, path: str, query: str, headers: Mapping[str, str], body: Body,
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: Body,
         ctx: ClientContext,
     ) -> RawResponse:
         """Passthrough of any other OpenAI endpoint: ``path`` is below ``/v1``

@@ -85,8 +85,11 @@ class App:
         self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
         self._revocation_watch: asyncio.Task[None] | None = None
         self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
-        self.management_key = (ProxyKey(settings.tenants.management_token)
-                               if settings.tenants.management_token else None)
+        self.management_key = (
+            ProxyKey(settings.tenants.management_token)
+            if settings.tenants.management_token
+            else None
+        )
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -146,9 +149,14 @@ class App:
         grpc = self.settings.grpc
         assert grpc.port is not None
         self.grpc = await start_service(
-            gateway, self.settings, host=grpc.host or self.settings.server.host, port=grpc.port,
-            tls_cert=grpc.tls_cert, tls_key=grpc.tls_key,
-            tenants=self.plane.registry if self.plane is not None else None)
+            gateway,
+            self.settings,
+            host=grpc.host or self.settings.server.host,
+            port=grpc.port,
+            tls_cert=grpc.tls_cert,
+            tls_key=grpc.tls_key,
+            tenants=self.plane.registry if self.plane is not None else None,
+        )
         log.info("gRPC LLMProxy listening on %s", self.grpc.url)
 
     async def _accept_jwts(self) -> None:
@@ -165,26 +173,34 @@ class App:
         secret = await asyncio.to_thread(load_secret, grpc)
         revocations = RevocationList.default()
         await asyncio.to_thread(revocations.load)
-        self._revocation_watch = asyncio.create_task(revocations.watch(), name="vdm-jwt-revocations")
+        self._revocation_watch = asyncio.create_task(
+            revocations.watch(), name="vdm-jwt-revocations"
+        )
         audit = self.plane.audit if self.plane is not None else None
         tokens = self.plane.registry if self.plane is not None else None
-        self.auth = Credentials(self.proxy_key, tokens, audit=audit,
-                                jwt=JwtAdmission(Verifier(secret, revocations), audit))
+        self.auth = Credentials(
+            self.proxy_key,
+            tokens,
+            audit=audit,
+            jwt=JwtAdmission(Verifier(secret, revocations), audit),
+        )
 
     async def _open_control_plane(self) -> None:
         from vdm.tenants.service import ControlPlane
 
         settings = self.settings
-        self.plane = await ControlPlane.open(settings.tenants, list(settings.providers),
-                                             settings.default_provider)
+        self.plane = await ControlPlane.open(
+            settings.tenants, list(settings.providers), settings.default_provider
+        )
         self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
         if self.management_key is not None:
             from vdm.server.manage import build
 
             self.manage = build(self.plane, lambda: self.gateway.cache if self.gateway else None)
 
-    async def _management(self, scope: Scope, receive: Receive, send: Send,
-                          headers: dict[str, str], request_id: str) -> None:
+    async def _management(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    ) -> None:
         """``/manage/*``: the MANAGEMENT_TOKEN bearer, then the management API."""
         if self.manage is None:
             raise NotFound("the management API is off; set MANAGEMENT_TOKEN to turn it on")
@@ -197,46 +213,80 @@ class App:
             client = scope.get("client")
             await self.plane.failed(
                 Actor("anonymous", request_id, client[0] if client else None),
-                "manage.authenticate", "wrong or missing MANAGEMENT_TOKEN")
-            await send_bytes(send, 401, {**_JSON, **id_headers(request_id),
-                                         "www-authenticate": "Bearer"},
-                             _encode({"detail": "invalid or missing management token "
-                                                "(Authorization: Bearer MANAGEMENT_TOKEN)"}))
+                "manage.authenticate",
+                "wrong or missing MANAGEMENT_TOKEN",
+            )
+            await send_bytes(
+                send,
+                401,
+                {**_JSON, **id_headers(request_id), "www-authenticate": "Bearer"},
+                _encode(
+                    {
+                        "detail": "invalid or missing management token "
+                        "(Authorization: Bearer MANAGEMENT_TOKEN)"
+                    }
+                ),
+            )
             return
         scope = {**scope, "vdm.request_id": request_id}
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()),
-                                                  (b"x-request-id", request_id.encode())]}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
             await send(message)
 
         await self.manage(scope, receive, send_with_id)
 
-    async def _dashboard(self, scope: Scope, send: Send, headers: dict[str, str],
-                         request_id: str, path: str) -> None:
+    async def _dashboard(
+        self, scope: Scope, send: Send, headers: dict[str, str], request_id: str, path: str
+    ) -> None:
         """``/dashboard/*``: the shipped page (no data, open) and its snapshot
         (MANAGEMENT_TOKEN when set, else PROXY_API_KEY when set, else open)."""
         ids = id_headers(request_id)
         if scope["method"] not in ("GET", "HEAD"):
-            await send_bytes(send, 405, {**_JSON, **ids, "allow": "GET, HEAD"},
-                             _encode({"detail": f"method {scope['method']} not allowed; use GET"}))
+            await send_bytes(
+                send,
+                405,
+                {**_JSON, **ids, "allow": "GET, HEAD"},
+                _encode({"detail": f"method {scope['method']} not allowed; use GET"}),
+            )
             return
         if path != dashboard.SNAPSHOT:
             found = dashboard.asset(path)
             if found is None:
-                await send_bytes(send, 404, {**_JSON, **ids},
-                                 _encode({"detail": f"no dashboard file {path}"}))
+                await send_bytes(
+                    send, 404, {**_JSON, **ids}, _encode({"detail": f"no dashboard file {path}"})
+                )
                 return
             body, content_type = found
-            await send_bytes(send, 200, {"content-type": content_type, **ids,
-                                         "cache-control": "no-cache",
-                                         "content-security-policy": dashboard.CSP}, body)
+            await send_bytes(
+                send,
+                200,
+                {
+                    "content-type": content_type,
+                    **ids,
+                    "cache-control": "no-cache",
+                    "content-security-policy": dashboard.CSP,
+                },
+                body,
+            )
             return
         key = self.management_key or self.proxy_key
         if key is None and self.plane is not None:  # tenants' traffic: not for any caller
-            await send_bytes(send, 403, {**_JSON, **ids}, _encode(
-                {"detail": "set MANAGEMENT_TOKEN to use the dashboard with the control plane"}))
+            await send_bytes(
+                send,
+                403,
+                {**_JSON, **ids},
+                _encode(
+                    {"detail": "set MANAGEMENT_TOKEN to use the dashboard with the control plane"}
+                ),
+            )
             return
         if key is not None:
             try:
@@ -248,14 +298,28 @@ class App:
                     client = scope.get("client")
                     await self.plane.failed(
                         Actor("anonymous", request_id, client[0] if client else None),
-                        "dashboard.authenticate", "wrong or missing dashboard token")
+                        "dashboard.authenticate",
+                        "wrong or missing dashboard token",
+                    )
                 name = "MANAGEMENT_TOKEN" if self.management_key else "PROXY_API_KEY"
-                await send_bytes(send, 401, {**_JSON, **ids, "www-authenticate": "Bearer"},
-                                 _encode({"detail": "invalid or missing dashboard token "
-                                                    f"(Authorization: Bearer {name})"}))
+                await send_bytes(
+                    send,
+                    401,
+                    {**_JSON, **ids, "www-authenticate": "Bearer"},
+                    _encode(
+                        {
+                            "detail": "invalid or missing dashboard token "
+                            f"(Authorization: Bearer {name})"
+                        }
+                    ),
+                )
                 return
-        await send_bytes(send, 200, {**_JSON, **ids, "cache-control": "no-store"},
-                         _encode(dashboard.snapshot(self)))
+        await send_bytes(
+            send,
+            200,
+            {**_JSON, **ids, "cache-control": "no-store"},
+            _encode(dashboard.snapshot(self)),
+        )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -275,8 +339,9 @@ class App:
             handler = self._handler(scope["method"], path)
             if self.auth is not None and path not in OPEN_PATHS:
                 client = scope.get("client")
-                principal = await self.auth.check(headers, request_id,
-                                                  client[0] if client else None)
+                principal = await self.auth.check(
+                    headers, request_id, client[0] if client else None
+                )
                 if principal is not None:
                     scope[PRINCIPAL] = principal
             await handler(self, scope, receive, send, headers, request_id)
@@ -298,7 +363,8 @@ class App:
             return passthrough
         if methods is not None:
             raise MethodNotAllowed(
-                f"method {method} not allowed on {path}; use {', '.join(sorted(methods))}")
+                f"method {method} not allowed on {path}; use {', '.join(sorted(methods))}"
+            )
         self.allow.check(method, path)  # raises: 404 outside the allowlist, else 405
         return passthrough  # pragma: no cover - check() only returns for allowed requests
 
@@ -326,8 +392,11 @@ def door_for(app: App, path: str, headers: dict[str, str]) -> Door:
     return anthropic  # type: ignore[return-value]
 
 
-_DOOR_NAMES: dict[Any, str] = {anthropic: "anthropic", openai_ingress: "openai",
-                                responses: "responses"}
+_DOOR_NAMES: dict[Any, str] = {
+    anthropic: "anthropic",
+    openai_ingress: "openai",
+    responses: "responses",
+}
 
 
 class Door(Protocol):
@@ -340,8 +409,9 @@ class Door(Protocol):
     def encode_stream_error(self, error: GatewayError) -> bytes: ...
 
 
-async def send_error(send: Send, exc: GatewayError, request_id: str,
-                     door: Door = anthropic) -> None:  # type: ignore[assignment]
+async def send_error(
+    send: Send, exc: GatewayError, request_id: str, door: Door = anthropic
+) -> None:  # type: ignore[assignment]
     headers = {**_JSON, **exc.headers, **id_headers(request_id)}
     await send_bytes(send, exc.status, headers, door.encode_error(exc))
 
@@ -352,8 +422,13 @@ def _internal(exc: BaseException) -> GatewayError:
 
 
 async def _reply(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
-    request_id: str, call: Callable[..., Awaitable[Reply]],
+    app: App,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    headers: dict[str, str],
+    request_id: str,
+    call: Callable[..., Awaitable[Reply]],
     door: Door = anthropic,  # type: ignore[assignment]
 ) -> None:
     """Read the body, run the pipeline, send its reply (in ``door``'s protocol);
@@ -389,10 +464,16 @@ async def _reply(
             if reply.stream is not None:
                 metrics.open_streams += 1
                 try:
-                    await send_stream(send, reply.status, reply.headers, reply.stream,
-                                      lambda exc: door.encode_stream_error(_internal(exc)),
-                                      ping=door.PING, ping_interval=app.ping_interval,
-                                      on_cancel=lambda: door.encode_stream_error(ShuttingDown()))
+                    await send_stream(
+                        send,
+                        reply.status,
+                        reply.headers,
+                        reply.stream,
+                        lambda exc: door.encode_stream_error(_internal(exc)),
+                        ping=door.PING,
+                        ping_interval=app.ping_interval,
+                        on_cancel=lambda: door.encode_stream_error(ShuttingDown()),
+                    )
                 finally:
                     metrics.open_streams -= 1
                 answered = time.perf_counter()  # a stream's upstream ends with it
@@ -410,16 +491,21 @@ async def _reply(
             _log_outcome(scope, reply, watch.gone)
 
 
-def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered: float
-                    ) -> None:
+def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered: float) -> None:
     """Metrics of a request that reached a provider (streams: once they ended)."""
     o = reply.outcome
     assert o is not None
     now = time.perf_counter()
     app.metrics.finished(
-        _DOOR_NAMES[door], o.provider, o.model, reply.status, now - started,
+        _DOOR_NAMES[door],
+        o.provider,
+        o.model,
+        reply.status,
+        now - started,
         o.first_byte - started if o.first_byte is not None else None,
-        answered - o.started, o.usage, "stream" if o.error else None,
+        answered - o.started,
+        o.usage,
+        "stream" if o.error else None,
         cache_hit=reply.headers.get("x-vdm-cache") == "hit",
         request_id=reply.headers.get("x-request-id", ""),
     )
@@ -432,19 +518,30 @@ def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
     note = " error=" + o.error if o.error else (" client-disconnected" if gone else "")
     access.info(
         "%s %s %d %s:%s in=%s out=%s %.1fms%s",
-        scope["method"], scope["path"], reply.status, o.provider, o.model,
-        usage.input_tokens if usage else "-", usage.output_tokens if usage else "-",
-        (time.perf_counter() - o.started) * 1000, note,
+        scope["method"],
+        scope["path"],
+        reply.status,
+        o.provider,
+        o.model,
+        usage.input_tokens if usage else "-",
+        usage.output_tokens if usage else "-",
+        (time.perf_counter() - o.started) * 1000,
+        note,
     )
 
 
-def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started: float
-                 ) -> None:
+def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started: float) -> None:
     """The access-log line and the metrics of a request that ended in an error status
     (only the API's requests are counted, not those of /health, /metrics, ...)."""
     if scope["path"].startswith("/v1/"):
-        app.metrics.failed(_DOOR_NAMES[door], getattr(exc, "provider", "") or "", exc.status,
-                           exc.kind, time.perf_counter() - started, current_request_id.get(""))
+        app.metrics.failed(
+            _DOOR_NAMES[door],
+            getattr(exc, "provider", "") or "",
+            exc.status,
+            exc.kind,
+            time.perf_counter() - started,
+            current_request_id.get(""),
+        )
     if access.isEnabledFor(logging.INFO):
         access.info("%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message)
 
@@ -452,34 +549,39 @@ def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started:
 # ---------------------------------------------------------------- handlers
 
 
-async def messages(app: App, scope: Scope, receive: Receive, send: Send,
-                   headers: dict[str, str], request_id: str) -> None:
+async def messages(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     assert app.gateway is not None
     await _reply(app, scope, receive, send, headers, request_id, app.gateway.messages)
 
 
-async def count_tokens(app: App, scope: Scope, receive: Receive, send: Send,
-                       headers: dict[str, str], request_id: str) -> None:
+async def count_tokens(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     assert app.gateway is not None
     await _reply(app, scope, receive, send, headers, request_id, app.gateway.count_tokens)
 
 
-async def chat_completions(app: App, scope: Scope, receive: Receive, send: Send,
-                           headers: dict[str, str], request_id: str) -> None:
+async def chat_completions(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     assert app.gateway is not None
-    await _reply(app, scope, receive, send, headers, request_id, app.gateway.chat_completions,
-                 openai_ingress)  # type: ignore[arg-type]
+    await _reply(
+        app, scope, receive, send, headers, request_id, app.gateway.chat_completions, openai_ingress
+    )  # type: ignore[arg-type]
 
 
-async def create_response(app: App, scope: Scope, receive: Receive, send: Send,
-                          headers: dict[str, str], request_id: str) -> None:
+async def create_response(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     assert app.gateway is not None
-    await _reply(app, scope, receive, send, headers, request_id, app.gateway.responses,
-                 responses)  # type: ignore[arg-type]
+    await _reply(app, scope, receive, send, headers, request_id, app.gateway.responses, responses)  # type: ignore[arg-type]
 
 
-async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
-                      headers: dict[str, str], request_id: str) -> None:
+async def passthrough(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     """Any other allowed ``/v1/*`` request, to an OpenAI-format provider.
 
     A JSON body is read (bounded by MAX_BODY_SIZE) for its ``model``; any
@@ -490,11 +592,12 @@ async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
     started = time.perf_counter()
     method: str = scope["method"]
     raw_path = scope.get("raw_path") or scope["path"].encode()
-    path = raw_path.decode("latin-1")[len("/v1"):]  # the base URL ends in /v1
+    path = raw_path.decode("latin-1")[len("/v1") :]  # the base URL ends in /v1
     query = scope.get("query_string", b"").decode("latin-1")
     principal = scope.get(PRINCIPAL)
-    ctx = ClientContext(client_key=presented_key(headers) if principal is None else None,
-                        headers=headers)
+    ctx = ClientContext(
+        client_key=presented_key(headers) if principal is None else None, headers=headers
+    )
     explicit = headers.get(pt.PROVIDER_HEADER)
     router = app.gateway.router
     if pt.is_json(headers):
@@ -512,16 +615,30 @@ async def passthrough(app: App, scope: Scope, receive: Receive, send: Send,
         upstream_headers = pt.request_headers(headers, streamed=True)
         async with stream_request(receive, app.max_upload) as (watch, streamed):
             has_body = "content-length" in headers or "transfer-encoding" in headers
-            raw = await _forward(app, target, method, path, query, upstream_headers,
-                                 streamed.chunks() if has_body else None, ctx)
+            raw = await _forward(
+                app,
+                target,
+                method,
+                path,
+                query,
+                upstream_headers,
+                streamed.chunks() if has_body else None,
+                ctx,
+            )
             streamed.abandon()
             status = await _relay(send, raw, request_id, target.provider)
     elapsed = time.perf_counter() - started
     app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, None, None)
     if access.isEnabledFor(logging.INFO):
-        access.info("%s %s %d %s passthrough %.1fms%s", method, scope["path"], status,
-                    target.provider, elapsed * 1000,
-                    " client-disconnected" if watch.gone else "")
+        access.info(
+            "%s %s %d %s passthrough %.1fms%s",
+            method,
+            scope["path"],
+            status,
+            target.provider,
+            elapsed * 1000,
+            " client-disconnected" if watch.gone else "",
+        )
 
 
 def _tenant_context(ctx: ClientContext, principal: Any, target: pt.Target) -> ClientContext:
@@ -529,23 +646,36 @@ def _tenant_context(ctx: ClientContext, principal: Any, target: pt.Target) -> Cl
     with its project's key for that provider when it has one."""
     if principal is None:
         return ctx
-    if principal.allowed_providers is not None and \
-            target.provider not in principal.allowed_providers:
+    if (
+        principal.allowed_providers is not None
+        and target.provider not in principal.allowed_providers
+    ):
         raise PermissionDenied(f"this API token may not use provider {target.provider!r}")
-    return ClientContext(client_key=None, headers=ctx.headers,
-                         upstream_key=principal.upstream_keys.get(target.provider))
+    return ClientContext(
+        client_key=None,
+        headers=ctx.headers,
+        upstream_key=principal.upstream_keys.get(target.provider),
+    )
 
 
 def _check_declared(headers: dict[str, str], limit: int) -> None:
     length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} "
-                              "(MAX_UPLOAD_SIZE)")
+        raise PayloadTooLarge(
+            f"request body of {length} bytes exceeds the limit of {limit} (MAX_UPLOAD_SIZE)"
+        )
 
 
-async def _forward(app: App, target: pt.Target, method: str, path: str, query: str,
-                   headers: dict[str, str], body: bytes | Any, ctx: ClientContext,
-                   ) -> RawResponse:
+async def _forward(
+    app: App,
+    target: pt.Target,
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes | Any,
+    ctx: ClientContext,
+) -> RawResponse:
     assert app.gateway is not None
     provider = app.gateway.providers[target.provider]
     assert isinstance(provider, OpenAIPassthrough)  # choose() admits OpenAI-format only
@@ -575,8 +705,9 @@ async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> N
     await send_bytes(send, status, {**_JSON, **id_headers(request_id)}, _encode(value))
 
 
-async def models(app: App, scope: Scope, receive: Receive, send: Send,
-                 headers: dict[str, str], request_id: str) -> None:
+async def models(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     assert app.gateway is not None
     entries = await app.gateway.models(presented_key(headers))
     if "anthropic-version" in headers:
@@ -585,73 +716,96 @@ async def models(app: App, scope: Scope, receive: Receive, send: Send,
         await _json(send, request_id, openai_ingress.model_list(entries, app.started))
 
 
-async def aliases(app: App, scope: Scope, receive: Receive, send: Send,
-                  headers: dict[str, str], request_id: str) -> None:
+async def aliases(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     assert app.gateway is not None
     router = app.gateway.router
-    await _json(send, request_id, {
-        "default_provider": router.default_provider,
-        "aliases": router.active_aliases(),
-    })
-
-
-async def health(app: App, scope: Scope, receive: Receive, send: Send,
-                 headers: dict[str, str], request_id: str) -> None:
-    settings = app.settings
-    await _json(send, request_id, {
-        "status": "healthy" if app.gateway is not None else "starting",
-        "version": __version__,
-        "uptime_seconds": round(time.time() - app.started, 1),
-        "default_provider": settings.default_provider,
-        "providers": {
-            name: {
-                "api_format": p.api_format,
-                "base_url": p.base_url,
-                "api_key_configured": p.has_key,
-                "keys": len(p.api_keys),
-                **({"api_version": p.api_version, "deployments": dict(p.deployments)}
-                   if p.api_format == "azure" else {}),
-            }
-            for name, p in settings.providers.items()
+    await _json(
+        send,
+        request_id,
+        {
+            "default_provider": router.default_provider,
+            "aliases": router.active_aliases(),
         },
-    })
+    )
 
 
-async def metrics(app: App, scope: Scope, receive: Receive, send: Send,
-                  headers: dict[str, str], request_id: str) -> None:
+async def health(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
+    settings = app.settings
+    await _json(
+        send,
+        request_id,
+        {
+            "status": "healthy" if app.gateway is not None else "starting",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - app.started, 1),
+            "default_provider": settings.default_provider,
+            "providers": {
+                name: {
+                    "api_format": p.api_format,
+                    "base_url": p.base_url,
+                    "api_key_configured": p.has_key,
+                    "keys": len(p.api_keys),
+                    **(
+                        {"api_version": p.api_version, "deployments": dict(p.deployments)}
+                        if p.api_format == "azure"
+                        else {}
+                    ),
+                }
+                for name, p in settings.providers.items()
+            },
+        },
+    )
+
+
+async def metrics(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     """Prometheus text exposition (built only now, from plain counters)."""
-    await send_bytes(send, 200, {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)},
-                     app.metrics.exposition())
+    await send_bytes(
+        send,
+        200,
+        {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)},
+        app.metrics.exposition(),
+    )
 
 
-async def running_totals(app: App, scope: Scope, receive: Receive, send: Send,
-                         headers: dict[str, str], request_id: str) -> None:
+async def running_totals(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     """JSON totals per provider and model; ``?provider=&model=&door=`` filter."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     unknown = set(query) - {"provider", "model", "door"}
     if unknown:
-        raise InvalidRequest(f"unknown filter {', '.join(sorted(unknown))}; "
-                             "use provider, model or door")
+        raise InvalidRequest(
+            f"unknown filter {', '.join(sorted(unknown))}; use provider, model or door"
+        )
     pick = {k: v[-1] for k, v in query.items()}
     await _json(send, request_id, app.metrics.running_totals(**pick))
 
 
-async def root(app: App, scope: Scope, receive: Receive, send: Send,
-               headers: dict[str, str], request_id: str) -> None:
+async def root(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     # Claude Code sends HEAD / before its first request.
     await _json(send, request_id, {"name": "vdm", "version": __version__})
 
 
-async def ready(app: App, scope: Scope, receive: Receive, send: Send,
-                headers: dict[str, str], request_id: str) -> None:
+async def ready(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     if app.gateway is None:
         await _json(send, request_id, {"status": "starting"}, 503)
     else:
         await _json(send, request_id, {"status": "ready"})
 
 
-async def live(app: App, scope: Scope, receive: Receive, send: Send,
-               headers: dict[str, str], request_id: str) -> None:
+async def live(
+    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+) -> None:
     await _json(send, request_id, {"status": "alive"})
 
 

@@ -69,8 +69,13 @@ def _raw_headers(headers: Mapping[str, str], length: int | None) -> list[tuple[b
 
 
 async def send_bytes(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": _raw_headers(headers, len(body))})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": _raw_headers(headers, len(body)),
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -170,7 +175,8 @@ class StreamedBody:
             size += len(chunk)
             if size > self._limit:
                 raise PayloadTooLarge(
-                    f"request body exceeds the limit of {self._limit} bytes (MAX_UPLOAD_SIZE)")
+                    f"request body exceeds the limit of {self._limit} bytes (MAX_UPLOAD_SIZE)"
+                )
             if chunk:
                 yield chunk
 
@@ -218,8 +224,13 @@ async def send_stream(
     """
     heart: asyncio.Task[None] | None = None
     try:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _raw_headers(headers, None)})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": _raw_headers(headers, None),
+            }
+        )
         loop = asyncio.get_running_loop()
         beat = _Beat(loop.time())
         if ping is not None and ping_interval > 0:
@@ -234,8 +245,9 @@ async def send_stream(
                 heart.cancel()
             if on_cancel is not None:
                 with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": on_cancel(),
-                                "more_body": False})
+                    await send(
+                        {"type": "http.response.body", "body": on_cancel(), "more_body": False}
+                    )
             raise
         except OSError:
             raise

@@ -52,7 +52,8 @@ class ProjectPatch(_In):
     name: Name | None = None
     api_key: Key | None = None
     api_keys: dict[Ident, Key] | None = Field(
-        None, description="provider -> key; an empty key removes that provider's")
+        None, description="provider -> key; an empty key removes that provider's"
+    )
     is_active: bool | None = None
 
 
@@ -147,15 +148,20 @@ class CachePurge(_In):
     method: Annotated[str, StringConstraints(min_length=1, max_length=16)]
     url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
     prefix: Annotated[str, StringConstraints(max_length=8192)] | None = Field(
-        None, description="purge every entry of the doors whose path starts with this")
+        None, description="purge every entry of the doors whose path starts with this"
+    )
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
-        None, description="with prefix: only this model (routed as a request's would be)")
+        None, description="with prefix: only this model (routed as a request's would be)"
+    )
     project: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
-        None, description="only this project's entries")
+        None, description="only this project's entries"
+    )
     body: dict[str, Any] | None = Field(
-        None, description="without prefix: the exact request body (JSON) to purge")
+        None, description="without prefix: the exact request body (JSON) to purge"
+    )
     headers: dict[str, str] = Field(
-        default_factory=dict, description="without prefix: the request's anthropic-beta/-version")
+        default_factory=dict, description="without prefix: the request's anthropic-beta/-version"
+    )
 
 
 class CachePurged(BaseModel):
@@ -167,8 +173,11 @@ class Problem(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem},
-    409: {"model": Problem}, 422: {"model": Problem},
+    400: {"model": Problem},
+    401: {"model": Problem},
+    404: {"model": Problem},
+    409: {"model": Problem},
+    422: {"model": Problem},
 }
 
 
@@ -178,18 +187,24 @@ def _actor(request: Request) -> Actor:
     return Actor("management", scope.get("vdm.request_id"), client[0] if client else None)
 
 
-def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambda: None
-          ) -> FastAPI:
-    api = FastAPI(title="vdm management API", version=__version__,
-                  openapi_url="/manage/openapi.json", docs_url="/manage/docs", redoc_url=None,
-                  responses=_ERRORS)
+def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambda: None) -> FastAPI:
+    api = FastAPI(
+        title="vdm management API",
+        version=__version__,
+        openapi_url="/manage/openapi.json",
+        docs_url="/manage/docs",
+        redoc_url=None,
+        responses=_ERRORS,
+    )
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-                  for e in errors]
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors
+        ]
         return JSONResponse({"detail": detail}, status_code=status)
 
     @api.exception_handler(Missing)
@@ -203,17 +218,35 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
 
     def project_out(p: ProjectRecord) -> ProjectOut:
         shown = plane.shown_credentials(p)
-        return ProjectOut(id=p.id, name=p.name, api_key=shown.get(plane.default_provider, ""),
-                          api_keys=shown, is_active=p.is_active, deactivated_at=p.deactivated_at,
-                          created_at=p.created_at, updated_at=p.updated_at)
+        return ProjectOut(
+            id=p.id,
+            name=p.name,
+            api_key=shown.get(plane.default_provider, ""),
+            api_keys=shown,
+            is_active=p.is_active,
+            deactivated_at=p.deactivated_at,
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
 
     def token_fields(t: TokenRecord) -> dict[str, Any]:
-        return dict(id=t.id, token=t.hint, project_id=t.project_id, name=t.name,
-                    expires_at=t.expires_at, is_active=t.is_active,
-                    request_count=t.request_count, max_requests=t.max_requests, rpm=t.rpm,
-                    tpm=t.tpm, allowed_models=t.allowed_models,
-                    allowed_providers=t.allowed_providers, created_at=t.created_at,
-                    last_used_at=t.last_used_at, cache_hit_count=t.cache_hit_count)
+        return dict(
+            id=t.id,
+            token=t.hint,
+            project_id=t.project_id,
+            name=t.name,
+            expires_at=t.expires_at,
+            is_active=t.is_active,
+            request_count=t.request_count,
+            max_requests=t.max_requests,
+            rpm=t.rpm,
+            tpm=t.tpm,
+            allowed_models=t.allowed_models,
+            allowed_providers=t.allowed_providers,
+            created_at=t.created_at,
+            last_used_at=t.last_used_at,
+            cache_hit_count=t.cache_hit_count,
+        )
 
     def keys_of(body: ProjectPatch | ProjectCreate) -> dict[str, Any]:
         keys: dict[str, Any] = dict(body.api_keys or {})
@@ -241,30 +274,36 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
 
     @api.post("/manage/projects", status_code=201, response_model=ProjectOut, tags=["projects"])
     async def create_project(request: Request, body: ProjectCreate) -> ProjectOut:
-        return project_out(await plane.create_project(
-            _actor(request), body.name, keys_of(body), body.is_active))
+        return project_out(
+            await plane.create_project(_actor(request), body.name, keys_of(body), body.is_active)
+        )
 
     @api.get("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
     async def get_project(project_id: str) -> ProjectOut:
         return project_out(await project_or_404(project_id))
 
-    async def change_project(request: Request, project_id: str, body: ProjectPatch
-                             ) -> ProjectOut:
-        return project_out(await plane.update_project(
-            _actor(request), project_id, name=body.name, is_active=body.is_active,
-            keys=keys_of(body)))
+    async def change_project(request: Request, project_id: str, body: ProjectPatch) -> ProjectOut:
+        return project_out(
+            await plane.update_project(
+                _actor(request),
+                project_id,
+                name=body.name,
+                is_active=body.is_active,
+                keys=keys_of(body),
+            )
+        )
 
     @api.patch("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-    async def patch_project(request: Request, project_id: str, body: ProjectPatch
-                            ) -> ProjectOut:
+    async def patch_project(request: Request, project_id: str, body: ProjectPatch) -> ProjectOut:
         return await change_project(request, project_id, body)
 
     @api.put("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
     async def put_project(request: Request, project_id: str, body: ProjectPut) -> ProjectOut:
         return await change_project(request, project_id, body)
 
-    @api.delete("/manage/projects/{project_id}", status_code=204, tags=["projects"],
-                response_class=Response)
+    @api.delete(
+        "/manage/projects/{project_id}", status_code=204, tags=["projects"], response_class=Response
+    )
     async def delete_project(request: Request, project_id: str) -> Response:
         await plane.delete_project(_actor(request), project_id)
         return Response(status_code=204)
@@ -272,19 +311,28 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
     # ------------------------------------------------------------ tokens
 
     @api.get("/manage/tokens", response_model=list[TokenOut], tags=["tokens"])
-    async def list_tokens(project_id: Annotated[str | None, Query(max_length=200)] = None
-                          ) -> list[TokenOut]:
-        return [TokenOut(**token_fields(plane.live(t)))
-                for t in await plane.store.list_tokens(project_id)]
+    async def list_tokens(
+        project_id: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[TokenOut]:
+        return [
+            TokenOut(**token_fields(plane.live(t)))
+            for t in await plane.store.list_tokens(project_id)
+        ]
 
     @api.post("/manage/tokens", status_code=201, response_model=TokenCreated, tags=["tokens"])
     async def create_token(request: Request, body: TokenCreate) -> TokenCreated:
         fields = body.model_dump(exclude={"project_id", "duration_minutes"})
         if body.duration_minutes is not None:
             if body.expires_at is not None:
-                raise RequestValidationError([{
-                    "loc": ("body", "duration_minutes"), "type": "value_error",
-                    "msg": "give duration_minutes or expires_at, not both"}])
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ("body", "duration_minutes"),
+                            "type": "value_error",
+                            "msg": "give duration_minutes or expires_at, not both",
+                        }
+                    ]
+                )
             fields["expires_at"] = datetime.now(UTC) + timedelta(minutes=body.duration_minutes)
         record, secret = await plane.create_token(_actor(request), body.project_id, **fields)
         return TokenCreated(**{**token_fields(record), "token": secret})
@@ -308,11 +356,13 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
     async def put_token(request: Request, token_id: str, body: TokenPatch) -> TokenOut:
         return await change_token(request, token_id, body)
 
-    @api.delete("/manage/tokens/{token_id}", status_code=204, tags=["tokens"],
-                response_class=Response)
+    @api.delete(
+        "/manage/tokens/{token_id}", status_code=204, tags=["tokens"], response_class=Response
+    )
     async def revoke_token(request: Request, token_id: str) -> Response:
-        await plane.update_token(_actor(request), token_id, {"is_active": False},
-                                 action="token.revoke")
+        await plane.update_token(
+            _actor(request), token_id, {"is_active": False}, action="token.revoke"
+        )
         return Response(status_code=204)
 
     # ------------------------------------------------------------ audit
@@ -322,7 +372,8 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
 
     @api.get("/manage/audit", response_model=AuditPage, tags=["audit"])
     async def list_audit(
-        since: AwareDatetime | None = None, until: AwareDatetime | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
         project_id: Annotated[str | None, Query(max_length=200)] = None,
         token_id: Annotated[str | None, Query(max_length=200)] = None,
         action: Annotated[str | None, Query(max_length=100)] = None,
@@ -330,13 +381,26 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
         page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
         page_size: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> AuditPage:
-        query = AuditQuery(since.astimezone(UTC) if since else None,
-                           until.astimezone(UTC) if until else None,
-                           project_id, token_id, action, outcome, page, page_size)
+        query = AuditQuery(
+            since.astimezone(UTC) if since else None,
+            until.astimezone(UTC) if until else None,
+            project_id,
+            token_id,
+            action,
+            outcome,
+            page,
+            page_size,
+        )
         events, total = await plane.query_audit(query)
-        return AuditPage(events=[audit_out(e) for e in events], pagination=Pagination(
-            page=page, page_size=page_size, total=total,
-            total_pages=math.ceil(total / page_size)))
+        return AuditPage(
+            events=[audit_out(e) for e in events],
+            pagination=Pagination(
+                page=page,
+                page_size=page_size,
+                total=total,
+                total_pages=math.ceil(total / page_size),
+            ),
+        )
 
     @api.get("/manage/audit/{event_id}", response_model=AuditOut, tags=["audit"])
     async def get_audit(event_id: str) -> AuditOut:
@@ -356,16 +420,24 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
         if responses is None:
             return CachePurged(deleted=0 if body.prefix is not None else False)
         try:
-            deleted = await responses.purge(url=body.url, prefix=body.prefix, model=body.model,
-                                            project=body.project, body=body.body,
-                                            headers=body.headers)
+            deleted = await responses.purge(
+                url=body.url,
+                prefix=body.prefix,
+                model=body.model,
+                project=body.project,
+                body=body.body,
+                headers=body.headers,
+            )
         except (ValueError, GatewayError) as exc:
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
             raise HTTPException(400, message) from None
-        await plane._audited(_actor(request), "cache.purge", target=body.url[:200],
-                             project_id=body.project,
-                             details={"prefix": body.prefix, "model": body.model,
-                                      "deleted": deleted})
+        await plane._audited(
+            _actor(request),
+            "cache.purge",
+            target=body.url[:200],
+            project_id=body.project,
+            details={"prefix": body.prefix, "model": body.model, "deleted": deleted},
+        )
         return CachePurged(deleted=deleted)
 
     return api

@@ -41,8 +41,9 @@ class GatewayServer(uvicorn.Server):
             task.cancel(msg="vdm: second shutdown signal")
 
 
-def serve(settings: Settings, host: str, port: int, *, reload: bool = False,
-          workers: int = 1) -> None:
+def serve(
+    settings: Settings, host: str, port: int, *, reload: bool = False, workers: int = 1
+) -> None:
     """Serve until a signal says stop.  With ``workers`` > 1, uvicorn's supervisor
     runs that many processes on one socket; each drains for SHUTDOWN_TIMEOUT on
     SIGTERM like the single process does."""

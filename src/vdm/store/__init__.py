@@ -36,8 +36,9 @@ class ProjectStore(Protocol):
     async def create_project(self, record: ProjectRecord) -> ProjectRecord: ...
     async def get_project(self, project_id: str) -> ProjectRecord | None: ...
     async def list_projects(self) -> list[ProjectRecord]: ...
-    async def update_project(self, project_id: str, changes: Mapping[str, Any]
-                             ) -> ProjectRecord: ...
+    async def update_project(
+        self, project_id: str, changes: Mapping[str, Any]
+    ) -> ProjectRecord: ...
     async def delete_project(self, project_id: str) -> None: ...
 
 
@@ -64,5 +65,14 @@ class Store(ProjectStore, TokenStore, AuditStore, UsageStore, Protocol):
     async def close(self) -> None: ...
 
 
-__all__ = ["AuditQuery", "AuditRecord", "Conflict", "Missing", "ProjectRecord", "Store",
-           "StoreError", "TokenRecord", "UsageDelta"]
+__all__ = [
+    "AuditQuery",
+    "AuditRecord",
+    "Conflict",
+    "Missing",
+    "ProjectRecord",
+    "Store",
+    "StoreError",
+    "TokenRecord",
+    "UsageDelta",
+]

@@ -55,9 +55,11 @@ async def status(engine: AsyncEngine, schema: str | None = None) -> Status:
     head = ScriptDirectory.from_config(_config(schema)).get_current_head()
     assert head is not None
     async with engine.connect() as conn:
+
         def current(sync_conn: Any) -> str | None:
-            ctx = MigrationContext.configure(sync_conn, opts={
-                "version_table": VERSION_TABLE, "version_table_schema": schema})
+            ctx = MigrationContext.configure(
+                sync_conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
+            )
             return ctx.get_current_revision()
 
         return Status(await conn.run_sync(current), head)

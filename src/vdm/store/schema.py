@@ -23,7 +23,8 @@ from sqlalchemy import (
 metadata = MetaData()
 
 projects = Table(
-    "vdm_projects", metadata,
+    "vdm_projects",
+    metadata,
     Column("id", String(36), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("is_active", Boolean, nullable=False, default=True),
@@ -35,10 +36,16 @@ projects = Table(
 )
 
 tokens = Table(
-    "vdm_tokens", metadata,
+    "vdm_tokens",
+    metadata,
     Column("id", String(36), primary_key=True),
-    Column("project_id", String(36), ForeignKey("vdm_projects.id", ondelete="CASCADE"),
-           nullable=False, index=True),
+    Column(
+        "project_id",
+        String(36),
+        ForeignKey("vdm_projects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the secret
     Column("hint", String(32), nullable=False),  # obfuscated form, for display
     Column("name", String(200)),
@@ -57,7 +64,8 @@ tokens = Table(
 )
 
 audit_events = Table(
-    "vdm_audit_events", metadata,
+    "vdm_audit_events",
+    metadata,
     Column("id", String(36), primary_key=True),
     Column("ts", DateTime(timezone=True), nullable=False),
     Column("actor", String(200), nullable=False),
@@ -75,7 +83,8 @@ audit_events = Table(
 # One row: a counter bumped by every change of a project or token, so other
 # instances sharing the database know when to reload (no Redis needed).
 revision = Table(
-    "vdm_revision", metadata,
+    "vdm_revision",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("value", Integer, nullable=False),
 )

@@ -59,29 +59,50 @@ def create_engine(settings: TenantSettings) -> AsyncEngine:
 
 def _project(row: Any) -> ProjectRecord:
     return ProjectRecord(
-        id=row.id, name=row.name, is_active=row.is_active, credentials=dict(row.credentials or {}),
-        created_at=utc(row.created_at), updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+        id=row.id,
+        name=row.name,
+        is_active=row.is_active,
+        credentials=dict(row.credentials or {}),
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),  # type: ignore[arg-type]
         deactivated_at=utc(row.deactivated_at),
     )
 
 
 def _token(row: Any) -> TokenRecord:
     return TokenRecord(
-        id=row.id, project_id=row.project_id, token_hash=row.token_hash, hint=row.hint,
-        name=row.name, is_active=row.is_active, expires_at=utc(row.expires_at),
-        max_requests=row.max_requests, rpm=row.rpm, tpm=row.tpm,
-        allowed_models=row.allowed_models, allowed_providers=row.allowed_providers,
-        request_count=row.request_count, cache_hit_count=row.cache_hit_count,
+        id=row.id,
+        project_id=row.project_id,
+        token_hash=row.token_hash,
+        hint=row.hint,
+        name=row.name,
+        is_active=row.is_active,
+        expires_at=utc(row.expires_at),
+        max_requests=row.max_requests,
+        rpm=row.rpm,
+        tpm=row.tpm,
+        allowed_models=row.allowed_models,
+        allowed_providers=row.allowed_providers,
+        request_count=row.request_count,
+        cache_hit_count=row.cache_hit_count,
         last_used_at=utc(row.last_used_at),
-        created_at=utc(row.created_at), updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),  # type: ignore[arg-type]
     )
 
 
 def _audit(row: Any) -> AuditRecord:
     return AuditRecord(
-        id=row.id, ts=utc(row.ts), actor=row.actor, action=row.action,  # type: ignore[arg-type]
-        outcome=row.outcome, request_id=row.request_id, client_ip=row.client_ip,
-        project_id=row.project_id, token_id=row.token_id, target=row.target,
+        id=row.id,
+        ts=utc(row.ts),
+        actor=row.actor,
+        action=row.action,  # type: ignore[arg-type]
+        outcome=row.outcome,
+        request_id=row.request_id,
+        client_ip=row.client_ip,
+        project_id=row.project_id,
+        token_id=row.token_id,
+        target=row.target,
         details=dict(row.details or {}),
     )
 
@@ -100,8 +121,9 @@ class SqlStore:
         await self.engine.dispose()
 
     async def _bump(self, conn: Any) -> None:
-        await conn.execute(update(revision).where(revision.c.id == 1)
-                           .values(value=revision.c.value + 1))
+        await conn.execute(
+            update(revision).where(revision.c.id == 1).values(value=revision.c.value + 1)
+        )
 
     async def revision(self) -> int:
         async with self.engine.connect() as conn:
@@ -126,15 +148,17 @@ class SqlStore:
 
     async def list_projects(self) -> list[ProjectRecord]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(projects).order_by(projects.c.created_at,
-                                                                projects.c.id))
+            rows = await conn.execute(
+                select(projects).order_by(projects.c.created_at, projects.c.id)
+            )
             return [_project(r) for r in rows]
 
     async def update_project(self, project_id: str, changes: Mapping[str, Any]) -> ProjectRecord:
         try:
             async with self.engine.begin() as conn:
                 result = await conn.execute(
-                    update(projects).where(projects.c.id == project_id).values(**changes))
+                    update(projects).where(projects.c.id == project_id).values(**changes)
+                )
                 if result.rowcount == 0:
                     raise Missing(f"no project {project_id!r}")
                 await self._bump(conn)
@@ -178,7 +202,8 @@ class SqlStore:
     async def update_token(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord:
         async with self.engine.begin() as conn:
             result = await conn.execute(
-                update(tokens).where(tokens.c.id == token_id).values(**changes))
+                update(tokens).where(tokens.c.id == token_id).values(**changes)
+            )
             if result.rowcount == 0:
                 raise Missing(f"no token {token_id!r}")
             await self._bump(conn)
@@ -209,9 +234,13 @@ class SqlStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(tokens)
-                .where(tokens.c.id == token_id, tokens.c.max_requests.is_not(None),
-                       tokens.c.request_count < tokens.c.max_requests)
-                .values(request_count=tokens.c.request_count + 1, last_used_at=now))
+                .where(
+                    tokens.c.id == token_id,
+                    tokens.c.max_requests.is_not(None),
+                    tokens.c.request_count < tokens.c.max_requests,
+                )
+                .values(request_count=tokens.c.request_count + 1, last_used_at=now)
+            )
         return bool(result.rowcount)
 
     # ------------------------------------------------------------ audit
@@ -229,22 +258,33 @@ class SqlStore:
             conditions.append(c.ts >= query.since)
         if query.until is not None:
             conditions.append(c.ts <= query.until)
-        for column, value in ((c.project_id, query.project_id), (c.token_id, query.token_id),
-                              (c.action, query.action), (c.outcome, query.outcome)):
+        for column, value in (
+            (c.project_id, query.project_id),
+            (c.token_id, query.token_id),
+            (c.action, query.action),
+            (c.outcome, query.outcome),
+        ):
             if value is not None:
                 conditions.append(column == value)
-        page = (select(audit_events).where(*conditions).order_by(c.ts.desc(), c.id.desc())
-                .limit(query.page_size).offset((query.page - 1) * query.page_size))
+        page = (
+            select(audit_events)
+            .where(*conditions)
+            .order_by(c.ts.desc(), c.id.desc())
+            .limit(query.page_size)
+            .offset((query.page - 1) * query.page_size)
+        )
         async with self.engine.connect() as conn:
-            total = await conn.scalar(select(func.count()).select_from(audit_events)
-                                      .where(*conditions))
+            total = await conn.scalar(
+                select(func.count()).select_from(audit_events).where(*conditions)
+            )
             rows = [_audit(r) for r in await conn.execute(page)]
         return rows, int(total or 0)
 
     async def get_audit(self, event_id: str) -> AuditRecord | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(audit_events).where(audit_events.c.id == event_id))
-                   ).first()
+            row = (
+                await conn.execute(select(audit_events).where(audit_events.c.id == event_id))
+            ).first()
         return _audit(row) if row else None
 
 

@@ -30,17 +30,22 @@ _MAX_BUFFER = 100_000  # beyond this (a flood of bad tokens) the oldest are drop
 
 def to_json(event: AuditRecord) -> dict[str, Any]:
     return {
-        "id": event.id, "timestamp": event.ts.isoformat().replace("+00:00", "Z"),
-        "actor": event.actor, "action": event.action, "outcome": event.outcome,
-        "request_id": event.request_id, "client_ip": event.client_ip,
-        "project_id": event.project_id, "token_id": event.token_id, "target": event.target,
+        "id": event.id,
+        "timestamp": event.ts.isoformat().replace("+00:00", "Z"),
+        "actor": event.actor,
+        "action": event.action,
+        "outcome": event.outcome,
+        "request_id": event.request_id,
+        "client_ip": event.client_ip,
+        "project_id": event.project_id,
+        "token_id": event.token_id,
+        "target": event.target,
         "details": event.details,
     }
 
 
 class AuditLog:
-    def __init__(self, store: AuditStore | None, path: str | None,
-                 interval: float = 0.5) -> None:
+    def __init__(self, store: AuditStore | None, path: str | None, interval: float = 0.5) -> None:
         self._store = store
         self._path = Path(path) if path else None
         self._buffer: list[AuditRecord] = []
@@ -51,12 +56,32 @@ class AuditLog:
         # This instance's latest events, for the dashboard (no database query per poll).
         self.recent: deque[AuditRecord] = deque(maxlen=RECENT_EVENTS)
 
-    def record(self, *, actor: str, action: str, outcome: str, request_id: str | None = None,
-               client_ip: str | None = None, project_id: str | None = None,
-               token_id: str | None = None, target: str | None = None,
-               details: dict[str, Any] | None = None) -> AuditRecord:
-        event = AuditRecord(uuid.uuid4().hex, datetime.now(UTC), actor, action, outcome,
-                            request_id, client_ip, project_id, token_id, target, details or {})
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        request_id: str | None = None,
+        client_ip: str | None = None,
+        project_id: str | None = None,
+        token_id: str | None = None,
+        target: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        event = AuditRecord(
+            uuid.uuid4().hex,
+            datetime.now(UTC),
+            actor,
+            action,
+            outcome,
+            request_id,
+            client_ip,
+            project_id,
+            token_id,
+            target,
+            details or {},
+        )
         if len(self._buffer) >= _MAX_BUFFER:
             self._buffer.pop(0)
             self.dropped += 1
@@ -89,8 +114,7 @@ class AuditLog:
                 self._buffer[:0] = batch  # kept for the next try
                 raise
             if self._path is not None:
-                lines = "".join(json.dumps(to_json(e), separators=(",", ":")) + "\n"
-                                for e in batch)
+                lines = "".join(json.dumps(to_json(e), separators=(",", ":")) + "\n" for e in batch)
                 await asyncio.to_thread(self._append, lines)
 
     def _append(self, lines: str) -> None:

@@ -53,8 +53,7 @@ class Principal:
         if self.allowed_providers is not None and provider not in self.allowed_providers:
             return False
         models = self.allowed_models
-        return models is None or bool(
-            {requested, upstream, f"{provider}:{upstream}"} & models)
+        return models is None or bool({requested, upstream, f"{provider}:{upstream}"} & models)
 
 
 @dataclass(slots=True)
@@ -67,8 +66,16 @@ class _Entry:
 
 
 class TokenRegistry:
-    def __init__(self, store: Store, cipher: Cipher, audit: AuditLog, *, shared: bool,
-                 flush_interval: float = 1.0, refresh_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cipher: Cipher,
+        audit: AuditLog,
+        *,
+        shared: bool,
+        flush_interval: float = 1.0,
+        refresh_interval: float = 1.0,
+    ) -> None:
         self._store = store
         self._cipher = cipher
         self._audit = audit
@@ -89,8 +96,10 @@ class TokenRegistry:
 
     async def start(self) -> None:
         await self.refresh(force=True)
-        self._tasks = [asyncio.create_task(self._every(self._flush_interval, self.flush)),
-                       asyncio.create_task(self._every(self._refresh_interval, self.refresh))]
+        self._tasks = [
+            asyncio.create_task(self._every(self._flush_interval, self.flush)),
+            asyncio.create_task(self._every(self._refresh_interval, self.refresh)),
+        ]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -105,8 +114,9 @@ class TokenRegistry:
             try:
                 await work()  # type: ignore[operator]
             except Exception:  # a database hiccup must not end the loop
-                log.warning("tenant registry: %s failed", getattr(work, "__name__", work),
-                            exc_info=True)
+                log.warning(
+                    "tenant registry: %s failed", getattr(work, "__name__", work), exc_info=True
+                )
 
     async def refresh(self, force: bool = False) -> None:
         """Reload everything when another writer changed it (the revision moved)."""
@@ -146,15 +156,22 @@ class TokenRegistry:
             except CredentialError as exc:
                 log.error("project %s: credential for %s unusable: %s", project.id, provider, exc)
         principal = Principal(
-            project.id, project.name, token.id, keys,
+            project.id,
+            project.name,
+            token.id,
+            keys,
             frozenset(token.allowed_models) if token.allowed_models is not None else None,
             frozenset(token.allowed_providers) if token.allowed_providers is not None else None,
         )
         counters = counters or Counters()
         counters.used = max(counters.used, token.request_count)
-        entry = _Entry(token, principal,
-                       token.expires_at.timestamp() if token.expires_at else None,
-                       counters, project.is_active)
+        entry = _Entry(
+            token,
+            principal,
+            token.expires_at.timestamp() if token.expires_at else None,
+            counters,
+            project.is_active,
+        )
         stale = self._by_id.get(token.id)
         if stale is not None:
             self._by_hash.pop(stale.token.token_hash, None)
@@ -211,12 +228,16 @@ class TokenRegistry:
         window.roll(moment)
         if record.rpm is not None and window.requests >= record.rpm:
             self._deny(entry, "rpm limit", request_id, client_ip)
-            raise QuotaExceeded(f"this API token's limit of {record.rpm} requests per minute "
-                                "is reached", retry_after=window.seconds_left(moment))
+            raise QuotaExceeded(
+                f"this API token's limit of {record.rpm} requests per minute is reached",
+                retry_after=window.seconds_left(moment),
+            )
         if record.tpm is not None and window.tokens >= record.tpm:
             self._deny(entry, "tpm limit", request_id, client_ip)
-            raise QuotaExceeded(f"this API token's limit of {record.tpm} tokens per minute "
-                                "is reached", retry_after=window.seconds_left(moment))
+            raise QuotaExceeded(
+                f"this API token's limit of {record.tpm} tokens per minute is reached",
+                retry_after=window.seconds_left(moment),
+            )
         limit = record.max_requests
         if limit is not None and counters.used >= limit:
             self._deny(entry, "quota exhausted", request_id, client_ip)
@@ -265,11 +286,17 @@ class TokenRegistry:
             delta = self._pending[principal.token_id] = UsageDelta()
         delta.cache_hits += 1
 
-    def _deny(self, entry: _Entry | None, reason: str, request_id: str,
-              client_ip: str | None) -> None:
+    def _deny(
+        self, entry: _Entry | None, reason: str, request_id: str, client_ip: str | None
+    ) -> None:
         token = entry.token if entry else None
         self._audit.record(
-            actor=f"token:{token.id}" if token else "anonymous", action="proxy.authenticate",
-            outcome="denied", request_id=request_id, client_ip=client_ip,
+            actor=f"token:{token.id}" if token else "anonymous",
+            action="proxy.authenticate",
+            outcome="denied",
+            request_id=request_id,
+            client_ip=client_ip,
             project_id=token.project_id if token else None,
-            token_id=token.id if token else None, details={"reason": reason})
+            token_id=token.id if token else None,
+            details={"reason": reason},
+        )

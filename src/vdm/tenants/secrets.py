@@ -56,12 +56,15 @@ class Cipher:
         if kind != "fernet":
             raise CredentialError("unknown credential format")
         if self._fernet is None:
-            raise CredentialError("a project credential is encrypted; set VDM_ENCRYPTION_KEY "
-                                  "to the key it was stored with")
+            raise CredentialError(
+                "a project credential is encrypted; set VDM_ENCRYPTION_KEY "
+                "to the key it was stored with"
+            )
         from cryptography.fernet import InvalidToken
 
         try:
             return self._fernet.decrypt(value.encode()).decode()
         except InvalidToken:
-            raise CredentialError("a project credential does not decrypt with "
-                                  "VDM_ENCRYPTION_KEY (was it changed?)") from None
+            raise CredentialError(
+                "a project credential does not decrypt with VDM_ENCRYPTION_KEY (was it changed?)"
+            ) from None

@@ -39,20 +39,27 @@ def utcnow() -> datetime:
 
 
 class ControlPlane:
-    def __init__(self, settings: TenantSettings, store: Store, providers: list[str],
-                 default_provider: str) -> None:
+    def __init__(
+        self, settings: TenantSettings, store: Store, providers: list[str], default_provider: str
+    ) -> None:
         self.settings = settings
         self.store = store
         self.providers = providers
         self.default_provider = default_provider
         self.cipher = Cipher(settings.encryption_key)
         self.audit = AuditLog(store, settings.audit_log_file)
-        self.registry = TokenRegistry(store, self.cipher, self.audit, shared=settings.shared,
-                                      refresh_interval=settings.refresh_interval)
+        self.registry = TokenRegistry(
+            store,
+            self.cipher,
+            self.audit,
+            shared=settings.shared,
+            refresh_interval=settings.refresh_interval,
+        )
 
     @classmethod
-    async def open(cls, settings: TenantSettings, providers: list[str],
-                   default_provider: str) -> ControlPlane:
+    async def open(
+        cls, settings: TenantSettings, providers: list[str], default_provider: str
+    ) -> ControlPlane:
         """Migrate the database, load the registry, start the background writers."""
         from vdm.store import migrate
         from vdm.store.sql import SqlStore, create_engine
@@ -108,13 +115,28 @@ class ControlPlane:
 
     # ------------------------------------------------------------ audit
 
-    async def _audited(self, actor: Actor, action: str, *, target: str | None = None,
-                       project_id: str | None = None, token_id: str | None = None,
-                       details: dict[str, Any] | None = None, outcome: str = "success") -> None:
-        self.audit.record(actor=actor.name, action=action, outcome=outcome,
-                          request_id=actor.request_id, client_ip=actor.client_ip,
-                          project_id=project_id, token_id=token_id, target=target,
-                          details=details)
+    async def _audited(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        target: str | None = None,
+        project_id: str | None = None,
+        token_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        outcome: str = "success",
+    ) -> None:
+        self.audit.record(
+            actor=actor.name,
+            action=action,
+            outcome=outcome,
+            request_id=actor.request_id,
+            client_ip=actor.client_ip,
+            project_id=project_id,
+            token_id=token_id,
+            target=target,
+            details=details,
+        )
         await self.audit.flush()  # a management action's event is stored before it answers
 
     async def failed(self, actor: Actor, action: str, reason: str, **ids: str | None) -> None:
@@ -133,11 +155,12 @@ class ControlPlane:
     def _check_providers(self, names: Mapping[str, str]) -> None:
         unknown = [n for n in names if n not in self.providers]
         if unknown:
-            raise Missing(f"unknown provider(s) {', '.join(sorted(unknown))}; "
-                          f"configured: {', '.join(self.providers)}")
+            raise Missing(
+                f"unknown provider(s) {', '.join(sorted(unknown))}; "
+                f"configured: {', '.join(self.providers)}"
+            )
 
-    def _sealed(self, keys: Mapping[str, str | None], current: Mapping[str, str]
-                ) -> dict[str, str]:
+    def _sealed(self, keys: Mapping[str, str | None], current: Mapping[str, str]) -> dict[str, str]:
         out = dict(current)
         for provider, key in keys.items():
             if key:
@@ -146,22 +169,41 @@ class ControlPlane:
                 out.pop(provider, None)  # an empty key removes the project's own
         return out
 
-    async def create_project(self, actor: Actor, name: str, keys: Mapping[str, str],
-                             is_active: bool = True) -> ProjectRecord:
+    async def create_project(
+        self, actor: Actor, name: str, keys: Mapping[str, str], is_active: bool = True
+    ) -> ProjectRecord:
         self._check_providers(keys)
         now = utcnow()
-        record = ProjectRecord(uuid.uuid4().hex, name, is_active, self._sealed(keys, {}), now,
-                               now, None if is_active else now)
+        record = ProjectRecord(
+            uuid.uuid4().hex,
+            name,
+            is_active,
+            self._sealed(keys, {}),
+            now,
+            now,
+            None if is_active else now,
+        )
         async with self.registry.lock:
             await self.store.create_project(record)
             self.registry.put_project(record)
-        await self._audited(actor, "project.create", target=name, project_id=record.id,
-                            details={"providers": sorted(keys)})
+        await self._audited(
+            actor,
+            "project.create",
+            target=name,
+            project_id=record.id,
+            details={"providers": sorted(keys)},
+        )
         return record
 
-    async def update_project(self, actor: Actor, project_id: str, *, name: str | None = None,
-                             is_active: bool | None = None,
-                             keys: Mapping[str, str | None] | None = None) -> ProjectRecord:
+    async def update_project(
+        self,
+        actor: Actor,
+        project_id: str,
+        *,
+        name: str | None = None,
+        is_active: bool | None = None,
+        keys: Mapping[str, str | None] | None = None,
+    ) -> ProjectRecord:
         current = await self.store.get_project(project_id)
         if current is None:
             raise Missing(f"no project {project_id!r}")
@@ -177,9 +219,15 @@ class ControlPlane:
         async with self.registry.lock:
             project = await self.store.update_project(project_id, changes)
             self.registry.put_project(project)
-        await self._audited(actor, "project.update", target=project.name, project_id=project_id,
-                            details={"fields": sorted(k for k in changes if k != "updated_at"
-                                                      and k != "deactivated_at")})
+        await self._audited(
+            actor,
+            "project.update",
+            target=project.name,
+            project_id=project_id,
+            details={
+                "fields": sorted(k for k in changes if k != "updated_at" and k != "deactivated_at")
+            },
+        )
         return project
 
     async def delete_project(self, actor: Actor, project_id: str) -> None:
@@ -190,21 +238,29 @@ class ControlPlane:
 
     # ------------------------------------------------------------ tokens
 
-    async def create_token(self, actor: Actor, project_id: str, **fields: Any
-                           ) -> tuple[TokenRecord, str]:
+    async def create_token(
+        self, actor: Actor, project_id: str, **fields: Any
+    ) -> tuple[TokenRecord, str]:
         if await self.store.get_project(project_id) is None:
             raise Missing(f"no project {project_id!r}")
         self._check_token_fields(fields)
         secret = new_token()
         now = utcnow()
-        record = TokenRecord(id=uuid.uuid4().hex, project_id=project_id,
-                             token_hash=hash_token(secret), hint=obfuscate(secret),
-                             created_at=now, updated_at=now, **fields)
+        record = TokenRecord(
+            id=uuid.uuid4().hex,
+            project_id=project_id,
+            token_hash=hash_token(secret),
+            hint=obfuscate(secret),
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
         async with self.registry.lock:
             await self.store.create_token(record)
             self.registry.put_token(record)
-        await self._audited(actor, "token.create", project_id=project_id, token_id=record.id,
-                            target=record.hint)
+        await self._audited(
+            actor, "token.create", project_id=project_id, token_id=record.id, target=record.hint
+        )
         return record, secret
 
     def _check_token_fields(self, fields: Mapping[str, Any]) -> None:
@@ -212,12 +268,19 @@ class ControlPlane:
         if providers:
             self._check_providers({p: "" for p in providers})
 
-    async def update_token(self, actor: Actor, token_id: str, changes: Mapping[str, Any],
-                           action: str = "token.update") -> TokenRecord:
+    async def update_token(
+        self, actor: Actor, token_id: str, changes: Mapping[str, Any], action: str = "token.update"
+    ) -> TokenRecord:
         self._check_token_fields(changes)
         async with self.registry.lock:
             token = await self.store.update_token(token_id, {**changes, "updated_at": utcnow()})
             self.registry.put_token(token)
-        await self._audited(actor, action, project_id=token.project_id, token_id=token_id,
-                            target=token.hint, details={"fields": sorted(changes)})
+        await self._audited(
+            actor,
+            action,
+            project_id=token.project_id,
+            token_id=token_id,
+            target=token.hint,
+            details={"fields": sorted(changes)},
+        )
         return self.live(token)

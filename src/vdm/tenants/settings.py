@@ -19,11 +19,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-KEYS = {"management-token", "database-url", "database-schema", "encryption-key",
-        "audit-log-file", "refresh-interval"}
-_SCHEMES = {"sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
-            "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
-            "postgresql+asyncpg": "postgresql+asyncpg"}
+KEYS = {
+    "management-token",
+    "database-url",
+    "database-schema",
+    "encryption-key",
+    "audit-log-file",
+    "refresh-interval",
+}
+_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
 _MIN_MANAGEMENT_TOKEN = 16
 
 
@@ -57,12 +67,14 @@ class TenantSettings:
 
 def data_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_DATA_HOME") or str(
-        Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share")
+        Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share"
+    )
     return Path(base) / "vdm"
 
 
-def tenant_settings(table: Any, env: Mapping[str, str], sources: dict[str, str],
-                    problems: list[str]) -> TenantSettings:
+def tenant_settings(
+    table: Any, env: Mapping[str, str], sources: dict[str, str], problems: list[str]
+) -> TenantSettings:
     if not isinstance(table, dict):
         problems.append("tenants: must be a table")
         table = {}
@@ -75,26 +87,32 @@ def tenant_settings(table: Any, env: Mapping[str, str], sources: dict[str, str],
 
     token, token_src = pick("management-token", "MANAGEMENT_TOKEN")
     if token is not None and (not isinstance(token, str) or len(token) < _MIN_MANAGEMENT_TOKEN):
-        problems.append(f"{token_src}: must be a string of at least {_MIN_MANAGEMENT_TOKEN} "
-                        "characters (e.g. `openssl rand -hex 32`)")
+        problems.append(
+            f"{token_src}: must be a string of at least {_MIN_MANAGEMENT_TOKEN} "
+            "characters (e.g. `openssl rand -hex 32`)"
+        )
         token = None
     url, url_src = pick("database-url", "DATABASE_URL")
     if url is not None:
         scheme = urlparse(str(url)).scheme
         if scheme not in _SCHEMES:
-            problems.append(f"{url_src}: expected a postgresql://… or sqlite:///… URL, "
-                            f"got scheme {scheme!r}")
+            problems.append(
+                f"{url_src}: expected a postgresql://… or sqlite:///… URL, got scheme {scheme!r}"
+            )
             url = None
     schema, schema_src = pick("database-schema", "DATABASE_SCHEMA")
-    if schema is not None and not (isinstance(schema, str) and schema.replace("_", "a").isalnum()
-                                   and not schema[0].isdigit()):
+    if schema is not None and not (
+        isinstance(schema, str) and schema.replace("_", "a").isalnum() and not schema[0].isdigit()
+    ):
         problems.append(f"{schema_src}: a schema name is letters, digits and '_'")
         schema = None
     key, key_src = pick("encryption-key", "VDM_ENCRYPTION_KEY")
     if key is not None and not _is_fernet_key(key):
-        problems.append(f"{key_src}: expected a Fernet key (32 url-safe base64-encoded bytes; "
-                        "make one with `python -c 'from cryptography.fernet import Fernet; "
-                        "print(Fernet.generate_key().decode())'`)")
+        problems.append(
+            f"{key_src}: expected a Fernet key (32 url-safe base64-encoded bytes; "
+            "make one with `python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`)"
+        )
         key = None
     audit, _ = pick("audit-log-file", "AUDIT_LOG_FILE")
     refresh_raw, refresh_src = pick("refresh-interval", "TENANTS_REFRESH_INTERVAL")
@@ -105,12 +123,16 @@ def tenant_settings(table: Any, env: Mapping[str, str], sources: dict[str, str],
             if refresh <= 0:
                 raise ValueError
         except (TypeError, ValueError):
-            problems.append(f"{refresh_src}: expected a positive number of seconds, "
-                            f"got {refresh_raw!r}")
+            problems.append(
+                f"{refresh_src}: expected a positive number of seconds, got {refresh_raw!r}"
+            )
     return TenantSettings(
-        management_token=token, database_url=str(url) if url else None,
-        database_schema=schema, encryption_key=key,
-        audit_log_file=str(audit) if audit else None, data_dir=str(data_dir(env)),
+        management_token=token,
+        database_url=str(url) if url else None,
+        database_schema=schema,
+        encryption_key=key,
+        audit_log_file=str(audit) if audit else None,
+        data_dir=str(data_dir(env)),
         refresh_interval=refresh,
     )
 

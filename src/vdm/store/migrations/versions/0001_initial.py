@@ -31,8 +31,12 @@ def upgrade() -> None:
     op.create_table(
         "vdm_tokens",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("project_id", sa.String(36),
-                  sa.ForeignKey("vdm_projects.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "project_id",
+            sa.String(36),
+            sa.ForeignKey("vdm_projects.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("hint", sa.String(32), nullable=False),
         sa.Column("name", sa.String(200)),
