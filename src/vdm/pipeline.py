@@ -270,6 +270,33 @@ class Gateway:
 
     # ------------------------------------------------------------ response cache
 
+    async def _answer(
+        self,
+        door: str,
+        wire: Any,
+        parsed: dict[str, Any],
+        headers: Mapping[str, str],
+        model: str,
+        client_key: str | None,
+        principal: Principal | None,
+        call: Call | None,
+        attempt: Attempt,
+        *,
+        stream: bool,
+    ) -> Reply:
+        """What every door does with its attempt: the cache first (when the
+        request asks for it), then :meth:`_serve`, recorded for the cache; a
+        stream is opened early with ``wire``'s pings if its first event is slow."""
+        plan = self._cache_plan(door, parsed, headers, model, client_key, principal)
+        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
+            return hit
+        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
+        if plan is not None:
+            work = self.cache.recorded(plan, work)
+        if stream:
+            return await self._opened(work, wire.PING, wire.encode_stream_error)
+        return await work
+
     def _cache_plan(
         self,
         door: str,
@@ -505,15 +532,18 @@ class Gateway:
                 anthropic.encode_response,
             )
 
-        plan = self._cache_plan("anthropic", parsed, headers, model, client_key, principal)
-        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
-            return hit
-        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
-        if plan is not None:
-            work = self.cache.recorded(plan, work)
-        if parsed.get("stream") is True:
-            return await self._opened(work, anthropic.PING, anthropic.encode_stream_error)
-        return await work
+        return await self._answer(
+            "anthropic",
+            anthropic,
+            parsed,
+            headers,
+            model,
+            client_key,
+            principal,
+            call,
+            attempt,
+            stream=parsed.get("stream") is True,
+        )
 
     # ------------------------------------------------------------ /v1/chat/completions
 
@@ -571,15 +601,18 @@ class Gateway:
                 lambda response: openai_ingress.encode_response(response, model),
             )
 
-        plan = self._cache_plan("openai", parsed, headers, model, client_key, principal)
-        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
-            return hit
-        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
-        if plan is not None:
-            work = self.cache.recorded(plan, work)
-        if parsed.get("stream") is True:
-            return await self._opened(work, openai_ingress.PING, openai_ingress.encode_stream_error)
-        return await work
+        return await self._answer(
+            "openai",
+            openai_ingress,
+            parsed,
+            headers,
+            model,
+            client_key,
+            principal,
+            call,
+            attempt,
+            stream=parsed.get("stream") is True,
+        )
 
     # ------------------------------------------------------------ /v1/responses
 
@@ -646,15 +679,18 @@ class Gateway:
                 lambda response: responses.encode_response(response, options),
             )
 
-        plan = self._cache_plan("responses", parsed, headers, model, client_key, principal)
-        if plan is not None and (hit := await self.cache.lookup(plan)) is not None:
-            return hit
-        work = self._serve(model, parsed, headers, client_key, call, attempt, principal)
-        if plan is not None:
-            work = self.cache.recorded(plan, work)
-        if stream:
-            return await self._opened(work, responses.PING, responses.encode_stream_error)
-        return await work
+        return await self._answer(
+            "responses",
+            responses,
+            parsed,
+            headers,
+            model,
+            client_key,
+            principal,
+            call,
+            attempt,
+            stream=stream,
+        )
 
     async def _opened(
         self, work: Awaitable[Reply], ping: bytes, encode_error: Callable[[GatewayError], bytes]
