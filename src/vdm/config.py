@@ -192,16 +192,8 @@ _TOP_KEYS = {
     "tenants",
     "cache",
 }
-_SERVER_KEYS = {
-    "host",
-    "port",
-    "log-level",
-    "log-format",
-    "request-timeout",
-    "max-tokens-limit",
-    "max-body-size",
-    "proxy-api-key",
-    "max-retries",
+# Server settings in seconds: one env var each (the key upper-cased, - as _).
+_SECONDS_KEYS = (
     "retry-backoff",
     "connect-timeout",
     "first-byte-timeout",
@@ -212,6 +204,18 @@ _SERVER_KEYS = {
     "key-auth-cooldown",
     "key-rate-limit-cooldown",
     "key-cooldown-max",
+)
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "log-level",
+    "log-format",
+    "request-timeout",
+    "max-tokens-limit",
+    "max-body-size",
+    "proxy-api-key",
+    "max-retries",
+    *_SECONDS_KEYS,
     "redis-url",
     "models-cache-ttl",
     "models-wait",
@@ -424,18 +428,7 @@ def _server_settings(
     retries = _as_int(*pick("max-retries", "MAX_RETRIES"), problems, low=0, high=10)
     seconds = {
         name: _as_float(*pick(name, name.upper().replace("-", "_")), problems)
-        for name in (
-            "retry-backoff",
-            "connect-timeout",
-            "first-byte-timeout",
-            "idle-timeout",
-            "total-timeout",
-            "ping-interval",
-            "shutdown-timeout",
-            "key-auth-cooldown",
-            "key-rate-limit-cooldown",
-            "key-cooldown-max",
-        )
+        for name in _SECONDS_KEYS
     }
     redis_url, redis_src = pick("redis-url", "REDIS_URL")
     if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):

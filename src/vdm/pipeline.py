@@ -425,17 +425,31 @@ class Gateway:
     ) -> Reply:
         """One attempt through the IR: wait for the first event, then render
         the events as SSE or (non-streaming) their fold as one JSON body."""
+        first, events = await self._events(request, route, provider, ctx, outcome, call)
+        if request.stream:
+            stream = _render_stream(first, events, outcome, encode_event, encode_error)
+            return Reply(200, dict(_SSE_HEADERS), stream=stream, outcome=outcome)
+        response = await _fold(first, events, outcome)
+        return Reply(200, {"content-type": _JSON}, body=encode_response(response), outcome=outcome)
+
+    async def _events(
+        self,
+        request: ir.ChatRequest,
+        route: Route,
+        provider: Provider,
+        ctx: ClientContext,
+        outcome: Outcome,
+        call: Call | None,
+    ) -> tuple[ir.Event, AsyncIterator[ir.Event]]:
+        """The provider's IR events, its first one in hand (within
+        FIRST_BYTE_TIMEOUT), with the middleware's request and event hooks."""
         if call is not None:
             request = await self.chain.request(call, request)
         async with self._first_byte(route.provider, outcome):
             first, events = await _first_event(provider, request, route, ctx)
         if call is not None:
             first, events = await self.chain.events(call, first, events)
-        if request.stream:
-            stream = _render_stream(first, events, outcome, encode_event, encode_error)
-            return Reply(200, dict(_SSE_HEADERS), stream=stream, outcome=outcome)
-        response = await _fold(first, events, outcome)
-        return Reply(200, {"content-type": _JSON}, body=encode_response(response), outcome=outcome)
+        return first, events
 
     # ------------------------------------------------------------ IR in, IR out
 
@@ -459,11 +473,7 @@ class Gateway:
         ) -> Reply:
             nonlocal attempts
             attempts += 1
-            wanted = request if call is None else await self.chain.request(call, request)
-            async with self._first_byte(route.provider, outcome):
-                first, events = await _first_event(provider, wanted, route, ctx)
-            if call is not None:
-                first, events = await self.chain.events(call, first, events)
+            first, events = await self._events(request, route, provider, ctx, outcome, call)
             # The Reply carries IR events rather than bytes here, so the chain's
             # end-of-stream hook (on_response) sees this door's calls too.
             return Reply(

@@ -96,11 +96,7 @@ def validate_request_fields(body: dict[str, Any]) -> str:
 
     Returns the requested model name.
     """
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        if model is None:
-            raise InvalidRequest("model: field required")
-        raise _fail("model", "non-empty string", model)
+    model = fields.require_model(body)
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("messages: field required")
@@ -118,13 +114,7 @@ def validate_request_fields(body: dict[str, Any]) -> str:
 
 
 def validate_count_tokens_fields(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise (
-            InvalidRequest("model: field required")
-            if model is None
-            else _fail("model", "non-empty string", model)
-        )
+    model = fields.require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise (

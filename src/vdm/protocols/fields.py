@@ -43,3 +43,13 @@ def type_name(value: Any) -> str:
 
 def fail(path: str, expected: str, value: Any) -> InvalidRequest:
     return InvalidRequest(f"{path}: expected {expected}, got {type_name(value)}")
+
+
+def require_model(body: dict[str, Any]) -> str:
+    """The request's ``model``: required, a non-empty string (every door)."""
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("model: field required")
+    if not isinstance(model, str) or not model:
+        raise fail("model", "non-empty string", model)
+    return model

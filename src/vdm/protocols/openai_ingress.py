@@ -69,13 +69,7 @@ _fail = fields.fail
 
 def validate_request_fields(body: dict[str, Any]) -> str:
     """Checks every chat request gets, passthrough included; returns the model."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise (
-            InvalidRequest("model: field required")
-            if model is None
-            else _fail("model", "non-empty string", model)
-        )
+    model = fields.require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise (

@@ -43,7 +43,7 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
-from vdm.protocols import openai_ingress
+from vdm.protocols import fields, openai_ingress
 from vdm.protocols.sse import SSEParser, frame
 
 _encode = msgspec.json.Encoder().encode
@@ -81,20 +81,12 @@ class Options(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- validation
 
 
-def _fail(path: str, expected: str, value: Any) -> InvalidRequest:
-    kind = "null" if value is None else type(value).__name__
-    return InvalidRequest(f"{path}: expected {expected}, got {kind}")
+_fail = fields.fail
 
 
 def validate_request_fields(body: dict[str, Any]) -> str:
     """Checks every Responses request gets, passthrough included; returns the model."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise (
-            InvalidRequest("model: field required")
-            if model is None
-            else _fail("model", "non-empty string", model)
-        )
+    model = fields.require_model(body)
     value = body.get("input")
     if value is not None and not isinstance(value, str | list):
         raise _fail("input", "string or array of input items", value)
