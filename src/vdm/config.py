@@ -118,6 +118,12 @@ class ServerSettings:
     key_rate_limit_cooldown: float = 30.0
     key_cooldown_max: float = 3600.0
     redis_url: str | None = None
+    # Prefix of the shared Redis keys (event stream, totals, cooldowns, rate limits), so
+    # several deployments can share one Redis.
+    redis_namespace: str = "vdm"
+    # vdm.events: events queued in this process at most; entries kept in the Redis stream.
+    events_queue_size: int = 10_000
+    events_stream_max_length: int = 100_000
     models_cache_ttl: float = 600.0  # seconds a provider's model list is fresh
     models_wait: float = 2.0  # longest /v1/models waits for a provider's list
     models_prefetch: bool = True  # fetch the lists at start-up
@@ -434,6 +440,14 @@ def _server_settings(
     if redis_url and urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
         problems.append(f"{redis_src}: expected a redis://, rediss:// or unix:// URL")
     defaults = ServerSettings()
+    namespace, namespace_src = pick("redis-namespace", "REDIS_NAMESPACE")
+    if namespace is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(namespace)):
+        problems.append(f"{namespace_src}: use 1-64 letters, digits, '_', '.' or '-'")
+        namespace = None
+    queue = _as_int(*pick("events-queue-size", "EVENTS_QUEUE_SIZE"), problems, low=100)
+    stream_length = _as_int(
+        *pick("events-stream-max-length", "EVENTS_STREAM_MAX_LENGTH"), problems, low=1000
+    )
     ttl = _as_float(*pick("models-cache-ttl", "MODELS_CACHE_TTL"), problems)
     wait = _as_float(*pick("models-wait", "MODELS_WAIT"), problems)
     prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
@@ -463,6 +477,9 @@ def _server_settings(
         ),
         key_cooldown_max=seconds["key-cooldown-max"] or defaults.key_cooldown_max,
         redis_url=str(redis_url) if redis_url else None,
+        redis_namespace=str(namespace) if namespace else defaults.redis_namespace,
+        events_queue_size=queue or defaults.events_queue_size,
+        events_stream_max_length=stream_length or defaults.events_stream_max_length,
         models_cache_ttl=ttl or 600.0,
         models_wait=wait or 2.0,
         models_prefetch=prefetch,

@@ -1,5 +1,8 @@
-"""Request metrics: Prometheus text at ``/metrics``, JSON totals at
-``/metrics/running-totals``.
+"""Request metrics of this instance: Prometheus text at ``/metrics``.
+
+Each finished request is also published on the event bus
+(``request.finished``) when one is attached, for the deployment-wide
+running totals (:mod:`vdm.totals`).
 
 Recording is plain attribute arithmetic on small per-route objects (one dict
 lookup per finished request, keyed by ``(door, provider, model)``); nothing
@@ -24,7 +27,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -34,12 +37,15 @@ from prometheus_client.core import (
     Metric,
 )
 
+from vdm import totals
+from vdm.events import KINDS, REQUEST_FINISHED
+
 if TYPE_CHECKING:
     from vdm import ir
+    from vdm.events import Bus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-_P95_WINDOW = 1000  # running totals' p95 is over each route's last this many requests
 _ROUTE_LABELS = ("door", "provider", "model")
 RECENT_REQUESTS = 1000  # the dashboard's ring of finished requests (and its percentiles)
 
@@ -81,7 +87,6 @@ class RouteStats:
         "errors",
         "input_tokens",
         "output_tokens",
-        "recent",
         "requests",
         "statuses",
         "total",
@@ -100,7 +105,6 @@ class RouteStats:
         self.total = Histogram()
         self.ttft = Histogram()
         self.upstream = Histogram()
-        self.recent: deque[float] = deque(maxlen=_P95_WINDOW)
 
 
 class Metrics:
@@ -117,6 +121,7 @@ class Metrics:
         # The last requests, newest last, for the dashboard: one tuple append per
         # request; formatted only when the dashboard asks (vdm.server.dashboard).
         self.recent: deque[Recent] = deque(maxlen=RECENT_REQUESTS)
+        self.bus: Bus | None = None  # vdm.events: told of each finished request
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
@@ -151,7 +156,6 @@ class Metrics:
         stats.requests += 1
         stats.statuses[status] = stats.statuses.get(status, 0) + 1
         stats.total.observe(total)
-        stats.recent.append(total)
         if ttft is not None:
             stats.ttft.observe(ttft)
         if upstream is not None:
@@ -162,6 +166,20 @@ class Metrics:
             stats.cached_tokens += usage.cache_read_input_tokens or 0
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
+        if self.bus is not None:
+            self.bus.publish(
+                REQUEST_FINISHED,
+                totals.finished(
+                    door,
+                    provider,
+                    model,
+                    total,
+                    error=error is not None,
+                    input_tokens=usage.input_tokens or 0 if usage else 0,
+                    output_tokens=usage.output_tokens or 0 if usage else 0,
+                    cached_tokens=usage.cache_read_input_tokens or 0 if usage else 0,
+                ),
+            )
         self.recent.append(
             (
                 time.time(),
@@ -191,7 +209,10 @@ class Metrics:
         stats.statuses[status] = stats.statuses.get(status, 0) + 1
         stats.errors[kind] = stats.errors.get(kind, 0) + 1
         stats.total.observe(total)
-        stats.recent.append(total)
+        if self.bus is not None:
+            self.bus.publish(
+                REQUEST_FINISHED, totals.finished(door, provider, "", total, error=True)
+            )
 
     def retry(self, provider: str) -> None:
         self.retries[provider] = self.retries.get(provider, 0) + 1
@@ -236,12 +257,17 @@ class Metrics:
                 ),
             )
         }
+        cache_hits = CounterMetricFamily(
+            "vdm_cache_hits", "Requests answered from the response cache", labels=_ROUTE_LABELS
+        )
         for (door, provider, model), s in self.routes.items():
             labels = [door, provider, model]
             for status, count in s.statuses.items():
                 requests.add_metric([*labels, str(status)], count)
             for kind, count in s.errors.items():
                 errors.add_metric([*labels, kind], count)
+            if s.cache_hits:
+                cache_hits.add_metric(labels, s.cache_hits)
             if model:  # routed: tokens may have been used
                 tokens.add_metric([*labels, "input"], s.input_tokens)
                 tokens.add_metric([*labels, "output"], s.output_tokens)
@@ -273,6 +299,7 @@ class Metrics:
         yield requests
         yield errors
         yield tokens
+        yield cache_hits
         yield from hists.values()
         yield retries
         yield failovers
@@ -283,51 +310,30 @@ class Metrics:
         yield GaugeMetricFamily(
             "vdm_open_streams", "Streamed responses being sent", value=self.open_streams
         )
-
-    def running_totals(
-        self, provider: str | None = None, model: str | None = None, door: str | None = None
-    ) -> dict[str, Any]:
-        """Totals per provider and model since start (all doors unless ``door``)."""
-        merged: dict[tuple[str, str], list[RouteStats]] = {}
-        for (d, p, m), stats in self.routes.items():
-            if (door and d != door) or (provider and p != provider) or (model and m != model):
-                continue
-            merged.setdefault((p, m), []).append(stats)
-        by_provider: dict[str, list[RouteStats]] = {}
-        for (p, _), group in merged.items():
-            by_provider.setdefault(p, []).extend(group)
-        providers = {
-            p or "-": {
-                **_totals(by_provider[p]),
-                "models": {
-                    m or "-": _totals(group) for (q, m), group in sorted(merged.items()) if q == p
-                },
-            }
-            for p in sorted(by_provider)
-        }
-        grand = _totals([s for group in merged.values() for s in group])
-        return {
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-            "uptime_seconds": round(time.time() - self.started, 1),
-            "filters": {
-                k: v for k, v in (("provider", provider), ("model", model), ("door", door)) if v
-            },
-            "totals": grand,
-            "providers": providers,
-        }
+        if self.bus is not None:
+            yield from _bus_metrics(self.bus)
 
 
-def _totals(group: list[RouteStats]) -> dict[str, Any]:
-    requests = sum(s.requests for s in group)
-    seconds = sum(s.total.sum for s in group)
-    recent = sorted(x for s in group for x in s.recent)
-    p95 = recent[min(len(recent) - 1, int(0.95 * len(recent)))] if recent else None
-    return {
-        "requests": requests,
-        "errors": sum(sum(s.errors.values()) for s in group),
-        "input_tokens": sum(s.input_tokens for s in group),
-        "output_tokens": sum(s.output_tokens for s in group),
-        "cached_tokens": sum(s.cached_tokens for s in group),
-        "avg_latency_ms": round(seconds / requests * 1000, 1) if requests else None,
-        "p95_latency_ms": round(p95 * 1000, 1) if p95 is not None else None,
-    }
+def _bus_metrics(bus: Bus) -> Iterator[Metric]:
+    published = CounterMetricFamily(
+        "vdm_events_published", "Events queued on the event bus", labels=("kind",)
+    )
+    dropped = CounterMetricFamily(
+        "vdm_events_dropped", "Events dropped because the bus queue was full", labels=("kind",)
+    )
+    for kind in KINDS:
+        published.add_metric([kind], bus.published[kind])
+        dropped.add_metric([kind], bus.dropped[kind])
+    failed = CounterMetricFamily(
+        "vdm_events_failed", "Events a consumer gave up on after retries", labels=("consumer",)
+    )
+    for sub in bus.subscriptions:
+        failed.add_metric([sub.name], bus.failed[sub.name])
+    yield published
+    yield dropped
+    yield failed
+    yield GaugeMetricFamily(
+        "vdm_event_queue_depth",
+        "Events queued in this process, not yet handed on",
+        value=bus.depth(),
+    )

@@ -78,6 +78,7 @@ from vdm.providers.http import is_event_stream
 from vdm.routing import Route, Router
 
 if TYPE_CHECKING:
+    from vdm.events import Bus
     from vdm.tenants.registry import Principal
 
 log = logging.getLogger("vdm.pipeline")
@@ -235,17 +236,22 @@ class Gateway:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Gateway:
-        """Build every provider (one pooled session each).  Call inside the loop."""
+    def from_settings(
+        cls, settings: Settings, metrics: Metrics | None = None, bus: Bus | None = None
+    ) -> Gateway:
+        """Build every provider (one pooled session each).  Call inside the loop;
+        with ``bus``, key cooldowns are shared through it (start the bus after)."""
         metrics = metrics if metrics is not None else Metrics()
         cooldowns: MemoryCooldowns  # (RedisCooldowns is one too)
         if settings.server.redis_url:
             from vdm.providers.cooldowns import RedisCooldowns
 
-            cooldowns = RedisCooldowns(settings.server.redis_url)
+            cooldowns = RedisCooldowns(settings.server.redis_url, settings.server.redis_namespace)
         else:
             cooldowns = MemoryCooldowns()
         cooldowns.on_bench = metrics.cooldown
+        if bus is not None:
+            cooldowns.follow(bus)
         providers = {n: build(p, settings.server, cooldowns) for n, p in settings.providers.items()}
         gateway = cls(settings, providers, cooldowns, metrics)
         if settings.cache.backend == "redis":

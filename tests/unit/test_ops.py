@@ -3,6 +3,7 @@ owners, the JSON log format, the journal fallback, and the deploy files."""
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import io
 import json
@@ -19,7 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vdm import ir, logs
 from vdm.cli import process
+from vdm.events.memory import MemoryBus
 from vdm.metrics import BUCKETS, Histogram, Metrics
+from vdm.totals import RunningTotals
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +39,16 @@ def test_histogram_buckets_are_le_and_cumulative() -> None:
 
 
 def test_exposition_parses_and_totals_merge_doors() -> None:
+    asyncio.run(_exposition_and_totals())
+
+
+async def _exposition_and_totals() -> None:
     m = Metrics()
+    bus = MemoryBus(queue_size=100, source="test")
+    running = RunningTotals()
+    running.follow(bus)
+    await bus.start()
+    m.bus = bus
     usage = ir.Usage(input_tokens=3, output_tokens=4, cache_read_input_tokens=2)
     m.finished("anthropic", "p", "x", 200, 0.2, 0.05, 0.1, usage, None)
     m.finished("openai", "p", "x", 200, 0.4, 0.1, 0.3, usage, "stream")
@@ -44,20 +56,24 @@ def test_exposition_parses_and_totals_merge_doors() -> None:
     m.retry("p")
     m.failover("p", "q")
     m.cooldown("p:abcdef", 429)
+    await bus.flush()
     families = {f.name: f for f in text_string_to_metric_families(m.exposition().decode())}
     requests = families["vdm_requests"].samples
     assert sum(s.value for s in requests) == 3
     assert {s.labels["door"] for s in requests} == {"anthropic", "openai"}
     assert [s.value for s in families["vdm_failovers"].samples] == [1]
     assert families["vdm_key_cooldowns"].samples[0].labels == {"provider": "p", "status": "429"}
-    totals = m.running_totals()
+    published = {s.labels["kind"]: s.value for s in families["vdm_events_published"].samples}
+    assert published["request.finished"] == 3
+    totals = await running.report()
     model = totals["providers"]["p"]["models"]["x"]
     assert model["requests"] == 2 and model["errors"] == 1 and model["input_tokens"] == 6
     assert model["avg_latency_ms"] == pytest.approx(300.0)
     assert model["p95_latency_ms"] == pytest.approx(400.0)
     assert totals["totals"]["requests"] == 3
-    assert m.running_totals(door="anthropic")["totals"]["requests"] == 1
-    assert m.running_totals(provider="nope")["providers"] == {}
+    assert (await running.report(door="anthropic"))["totals"]["requests"] == 1
+    assert (await running.report(provider="nope"))["providers"] == {}
+    await bus.close()
 
 
 def test_pid_file_round_trip_and_staleness(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet
 
 from vdm.config import ConfigError, load_settings
 from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded
+from vdm.events.memory import MemoryBus
 from vdm.store.records import ProjectRecord, TokenRecord, UsageDelta
 from vdm.tenants.audit import AuditLog
 from vdm.tenants.registry import Principal, TokenRegistry
@@ -112,7 +113,15 @@ def registry_with(shared: bool = False, **fields: Any) -> tuple[TokenRegistry, s
         **fields,
     )
     store = FakeStore(project, [record])
-    registry = TokenRegistry(store, Cipher(None), AuditLog(None, None), shared=shared)  # type: ignore[arg-type]
+    bus = MemoryBus(queue_size=1000, source="test")
+    registry = TokenRegistry(
+        store,  # type: ignore[arg-type]
+        Cipher(None),
+        AuditLog(None, None, bus),
+        bus,
+        shared=shared,
+    )
+    registry.follow()
     asyncio.run(registry.refresh(force=True))
     return registry, secret, store
 
@@ -155,14 +164,30 @@ def test_rejections_by_state() -> None:
         asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
 
 
-def test_tpm_counts_finished_usage_and_counters_flush_write_behind() -> None:
+def test_tpm_counts_finished_usage() -> None:
     from vdm.ir import Usage
 
-    registry, secret, store = registry_with(tpm=100)
+    registry, secret, _ = registry_with(tpm=100)
     principal = asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
     registry.record_usage(principal, Usage(input_tokens=60, output_tokens=50))
     with pytest.raises(QuotaExceeded, match="tokens per minute") as info:
         asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
     assert int(info.value.headers["retry-after"]) >= 1
-    asyncio.run(registry.flush())
-    assert store.usage[0]["t1"].requests == 1
+
+
+def test_usage_events_are_summed_into_one_write_per_batch() -> None:
+    registry, secret, store = registry_with()
+    bus = registry._bus
+
+    async def main() -> None:
+        await bus.start()
+        principal = await registry.admit(secret, request_id="r", client_ip=None)
+        await registry.admit(secret, request_id="r", client_ip=None)
+        registry.record_cache_hit(principal)
+        await bus.close()
+
+    asyncio.run(main())
+    assert len(store.usage) == 1
+    delta = store.usage[0]["t1"]
+    assert (delta.requests, delta.cache_hits) == (2, 1)
+    assert delta.last_used_at is not None and delta.last_used_at.tzinfo is UTC

@@ -5,11 +5,13 @@ known here by :func:`vdm.config.key_id` (a hash), never by their value.
 
 * :class:`MemoryCooldowns` — one process.
 * :class:`RedisCooldowns` — every gateway instance using the same Redis: a
-  bench is written as ``vdm:cooldown:{key_id}`` (expiring with the cooldown)
-  and published on ``vdm:cooldowns``; each instance loads the live ones at
-  start and applies what the others publish, so one instance's 429 benches
-  the key for all.  If Redis is unreachable the local view keeps working and
-  the failure is logged once per outage.
+  bench is written as ``<ns>:cooldown:{key_id}`` (``REDIS_NAMESPACE``) (expiring with the cooldown),
+  so an instance that starts later loads the live ones.
+
+Every bench is a ``key.cooldown`` event on the bus (:mod:`vdm.events`); each
+instance applies the others' (:meth:`MemoryCooldowns.follow`), so one
+instance's 429 benches the key for all.  If Redis is unreachable the local
+view keeps working and the failure is logged once per outage.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vdm.events import KEY_COOLDOWN
+
+if TYPE_CHECKING:
+    from vdm.events import Bus, Event
 
 log = logging.getLogger("vdm.keys")
-
-_PREFIX = "vdm:cooldown:"
-_CHANNEL = "vdm:cooldowns"
 
 
 class Cooldowns(Protocol):
@@ -45,8 +49,18 @@ class MemoryCooldowns:
         # The HTTP status of each key's last bench made here (the dashboard's
         # "benched" vs "cooling"); those learnt from Redis have none.
         self.last_status: dict[str, int] = {}
-        # Told of each bench made here (metrics); not of those learnt from Redis.
+        # Told of each bench made here (metrics); not of those learnt from others.
         self.on_bench: Callable[[str, int], None] | None = None
+        self.bus: Bus | None = None
+
+    def follow(self, bus: Bus) -> None:
+        """Publish this instance's benches on ``bus`` and apply the other instances'."""
+        self.bus = bus
+        bus.subscribe("cooldowns", [KEY_COOLDOWN], self._learn, scope="instance", others_only=True)
+
+    async def _learn(self, events: list[Event]) -> None:
+        for event in events:
+            self._apply(str(event.data["key"]), float(event.data["until"]))
 
     def until(self, key_id: str) -> float:
         return self._until.get(key_id, 0.0)
@@ -61,6 +75,10 @@ class MemoryCooldowns:
         log.warning("key %s benched for %.0f s after HTTP %d", key_id, seconds, status)
         if self.on_bench is not None:
             self.on_bench(key_id, status)
+        if self.bus is not None:
+            self.bus.publish(
+                KEY_COOLDOWN, {"key": key_id, "until": self.until(key_id), "status": status}
+            )
 
     async def start(self) -> None:
         return None
@@ -70,60 +88,36 @@ class MemoryCooldowns:
 
 
 class RedisCooldowns(MemoryCooldowns):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str = "vdm") -> None:
         super().__init__()
         import redis.asyncio as redis
 
+        self._prefix = f"{namespace}:cooldown:"
         self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._url_note = url.split("@")[-1]  # never log a password
-        self._listener: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self._healthy = True
 
     async def start(self) -> None:
-        """Load the live cooldowns and follow the others' benches."""
+        """Load the cooldowns other instances set before this one started."""
         try:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(_CHANNEL)
-            await self._load()
+            async for name in self._redis.scan_iter(match=self._prefix + "*", count=500):
+                value = await self._redis.get(name)
+                if value is not None:
+                    self._apply(name.decode()[len(self._prefix) :], float(value))
         except Exception as exc:  # Redis down at start: run on the local view
             self._trouble(exc)
-            return
-        self._listener = asyncio.create_task(self._listen(pubsub), name="vdm-cooldowns")
-
-    async def _load(self) -> None:
-        async for name in self._redis.scan_iter(match=_PREFIX + "*", count=500):
-            value = await self._redis.get(name)
-            if value is not None:
-                self._apply(name.decode()[len(_PREFIX) :], float(value))
-
-    async def _listen(self, pubsub: Any) -> None:
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=5.0)
-                if message is not None:
-                    key_id, _, until = message["data"].decode().partition(" ")
-                    self._apply(key_id, float(until))
-                    self._healthy = True
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except Exception as exc:
-                self._trouble(exc)
-                await asyncio.sleep(1.0)
 
     def bench(self, key_id: str, seconds: float, status: int) -> None:
         super().bench(key_id, seconds, status)
-        task = asyncio.get_running_loop().create_task(self._share(key_id, self.until(key_id)))
+        task = asyncio.get_running_loop().create_task(self._keep(key_id, self.until(key_id)))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _share(self, key_id: str, until: float) -> None:
+    async def _keep(self, key_id: str, until: float) -> None:
         try:
             ttl_ms = max(int((until - time.time()) * 1000), 1)
-            await self._redis.set(_PREFIX + key_id, repr(until), px=ttl_ms)
-            await self._redis.publish(_CHANNEL, f"{key_id} {until!r}")
+            await self._redis.set(self._prefix + key_id, repr(until), px=ttl_ms)
             self._healthy = True
         except Exception as exc:
             self._trouble(exc)
@@ -141,9 +135,5 @@ class RedisCooldowns(MemoryCooldowns):
     async def close(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
         with contextlib.suppress(Exception):
             await self._redis.aclose()

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from vdm import __version__
+from vdm import __version__, events, totals
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
@@ -35,6 +35,7 @@ from vdm.errors import (
     PermissionDenied,
     ShuttingDown,
 )
+from vdm.events import Bus
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -55,6 +56,7 @@ from vdm.server.asgi import (
     send_stream,
     stream_request,
 )
+from vdm.totals import RunningTotals
 
 log = logging.getLogger("vdm.server")
 access = logging.getLogger("vdm.access")
@@ -101,6 +103,8 @@ class App:
         self.formats = {n: p.api_format for n, p in settings.providers.items()}
         self.started = time.time()
         self.metrics = Metrics()
+        self.bus: Bus | None = None  # vdm.events, built in the lifespan
+        self.totals: RunningTotals | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -114,11 +118,17 @@ class App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    server = self.settings.server
+                    self.bus = events.build(server)
+                    self.metrics.bus = self.bus
+                    self.totals = totals.build(server.redis_url, server.redis_namespace)
+                    self.totals.follow(self.bus)
                     if self.settings.tenants.enabled:
                         await self._open_control_plane()
                     if self.auth is not None:
                         await self._accept_jwts()
-                    self.gateway = Gateway.from_settings(self.settings, self.metrics)
+                    self.gateway = Gateway.from_settings(self.settings, self.metrics, self.bus)
+                    await self.bus.start()  # (every consumer has subscribed)
                     await self.gateway.start()
                     if self.settings.server.models_prefetch:
                         self.gateway.catalog.start()
@@ -136,8 +146,12 @@ class App:
                     await self.grpc.stop(self.settings.server.shutdown_timeout)
                 if self.gateway is not None:
                     await self.gateway.close()
+                if self.bus is not None:
+                    await self.bus.close()  # the queued events handled: usage, audit, totals
                 if self.plane is not None:
-                    await self.plane.close()  # flushes usage counters and audit events
+                    await self.plane.close()
+                if self.totals is not None:
+                    await self.totals.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -189,8 +203,14 @@ class App:
         from vdm.tenants.service import ControlPlane
 
         settings = self.settings
+        assert self.bus is not None
         self.plane = await ControlPlane.open(
-            settings.tenants, list(settings.providers), settings.default_provider
+            settings.tenants,
+            list(settings.providers),
+            settings.default_provider,
+            self.bus,
+            redis_url=settings.server.redis_url,
+            redis_namespace=settings.server.redis_namespace,
         )
         self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
         if self.management_key is not None:
@@ -784,7 +804,9 @@ async def running_totals(
             f"unknown filter {', '.join(sorted(unknown))}; use provider, model or door"
         )
     pick = {k: v[-1] for k, v in query.items()}
-    await _json(send, request_id, app.metrics.running_totals(**pick))
+    assert app.bus is not None and app.totals is not None
+    await app.bus.flush()  # this instance's latest requests counted
+    await _json(send, request_id, await app.totals.report(**pick))
 
 
 async def root(

@@ -261,6 +261,7 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
         return project
 
     async def token_or_404(token_id: str) -> TokenRecord:
+        await plane.settle()  # usage counters written before they are read
         token = await plane.store.get_token(token_id)
         if token is None:
             raise Missing(f"no token {token_id!r}")
@@ -314,6 +315,7 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
     async def list_tokens(
         project_id: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[TokenOut]:
+        await plane.settle()
         return [
             TokenOut(**token_fields(plane.live(t)))
             for t in await plane.store.list_tokens(project_id)

@@ -248,8 +248,14 @@ class SqlStore:
     async def add_audit(self, events: list[AuditRecord]) -> None:
         if not events:
             return
+        # Idempotent by id: an event delivered twice by the bus is stored once.
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        statement = dialect_insert(audit_events).on_conflict_do_nothing(index_elements=["id"])
         async with self.engine.begin() as conn:
-            await conn.execute(insert(audit_events), [_fields(e) for e in events])
+            await conn.execute(statement, [_fields(e) for e in events])
 
     async def query_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
         conditions = []

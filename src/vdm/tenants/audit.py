@@ -1,31 +1,40 @@
 """Audit events: every management action and every failed authentication.
 
-Events go to the database and, with ``AUDIT_LOG_FILE``, to a JSONL file.
-:meth:`AuditLog.record` only appends to a buffer (it is called on the request
-path for authentication failures); a background task writes the buffer every
-half second, file lines through a worker thread, and :meth:`AuditLog.close`
-writes what is left at graceful shutdown.  Callers never put secrets into
-events: tokens appear by id, credentials not at all.
+:meth:`AuditLog.record` only publishes an ``audit`` event on the bus (it is
+called on the request path for authentication failures).  Its consumers:
+
+* ``audit`` (once per deployment) writes the events to the database in
+  batches — idempotently, by event id, so an event delivered twice is
+  stored once;
+* ``audit-file`` (every instance, with ``AUDIT_LOG_FILE``) appends JSON lines
+  through a worker thread, so each instance's file holds every event;
+* ``audit-recent`` (every instance) keeps the latest for the dashboard.
+
+A management action stores its event itself before it answers
+(:meth:`AuditLog.store_now`).  Callers never put secrets into events: tokens
+appear by id, credentials not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vdm.events import AUDIT
 from vdm.store import AuditStore
 from vdm.store.records import AuditRecord
 
+if TYPE_CHECKING:
+    from vdm.events import Bus, Event
+
 log = logging.getLogger("vdm.audit")
 RECENT_EVENTS = 50
-_MAX_BUFFER = 100_000  # beyond this (a flood of bad tokens) the oldest are dropped, logged
 
 
 def to_json(event: AuditRecord) -> dict[str, Any]:
@@ -44,17 +53,38 @@ def to_json(event: AuditRecord) -> dict[str, Any]:
     }
 
 
+def from_json(data: dict[str, Any]) -> AuditRecord:
+    return AuditRecord(
+        str(data["id"]),
+        datetime.fromisoformat(str(data["timestamp"]).replace("Z", "+00:00")),
+        str(data["actor"]),
+        str(data["action"]),
+        str(data["outcome"]),
+        data.get("request_id"),
+        data.get("client_ip"),
+        data.get("project_id"),
+        data.get("token_id"),
+        data.get("target"),
+        dict(data.get("details") or {}),
+    )
+
+
 class AuditLog:
-    def __init__(self, store: AuditStore | None, path: str | None, interval: float = 0.5) -> None:
+    def __init__(self, store: AuditStore | None, path: str | None, bus: Bus) -> None:
         self._store = store
         self._path = Path(path) if path else None
-        self._buffer: list[AuditRecord] = []
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-        self.dropped = 0
-        # This instance's latest events, for the dashboard (no database query per poll).
+        self._bus = bus
+        # The deployment's latest events, for the dashboard (no database query per poll).
         self.recent: deque[AuditRecord] = deque(maxlen=RECENT_EVENTS)
+
+    def follow(self) -> None:
+        bus = self._bus
+        if self._store is not None:
+            bus.subscribe("audit", [AUDIT], self._write, scope="shared")
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            bus.subscribe("audit-file", [AUDIT], self._append_lines, scope="instance")
+        bus.subscribe("audit-recent", [AUDIT], self._remember, scope="instance")
 
     def record(
         self,
@@ -82,49 +112,26 @@ class AuditLog:
             target,
             details or {},
         )
-        if len(self._buffer) >= _MAX_BUFFER:
-            self._buffer.pop(0)
-            self.dropped += 1
-        self._buffer.append(event)
-        self.recent.append(event)
+        self._bus.publish(AUDIT, to_json(event))
         return event
 
-    def start(self) -> None:
-        if self._path is not None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._task = asyncio.create_task(self._run())
+    async def store_now(self, event: AuditRecord) -> None:
+        """Write one event to the database before the caller goes on."""
+        if self._store is not None:
+            await self._store.add_audit([event])
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except Exception:
-                log.warning("audit flush failed; will retry", exc_info=True)
+    async def _write(self, events: list[Event]) -> None:
+        assert self._store is not None
+        await self._store.add_audit([from_json(e.data) for e in events])
 
-    async def flush(self) -> None:
-        async with self._lock:
-            batch, self._buffer = self._buffer, []
-            if not batch:
-                return
-            try:
-                if self._store is not None:
-                    await self._store.add_audit(batch)
-            except BaseException:
-                self._buffer[:0] = batch  # kept for the next try
-                raise
-            if self._path is not None:
-                lines = "".join(json.dumps(to_json(e), separators=(",", ":")) + "\n" for e in batch)
-                await asyncio.to_thread(self._append, lines)
+    async def _append_lines(self, events: list[Event]) -> None:
+        lines = "".join(json.dumps(e.data, separators=(",", ":")) + "\n" for e in events)
+        await asyncio.to_thread(self._append, lines)
 
     def _append(self, lines: str) -> None:
         with self._path.open("a", encoding="utf-8") as f:  # type: ignore[union-attr]
             f.write(lines)
             f.flush()
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
+    async def _remember(self, events: list[Event]) -> None:
+        self.recent.extend(from_json(e.data) for e in events)

@@ -3,15 +3,23 @@
 Every check-and-count here runs without an ``await`` between the check and
 the count, so on one event loop it is atomic: 50 concurrent requests against
 ``max_requests=10`` admit exactly 10.  Across instances, lifetime quotas go
-through the database (:meth:`vdm.store.UsageStore.consume`); per-minute
-windows stay per instance until a shared (Redis) counter replaces
-:class:`MinuteWindow`.
+through the database (:meth:`vdm.store.UsageStore.consume`) and, with
+``REDIS_URL``, per-minute windows through Redis as well
+(:class:`SharedWindows`: one script call checks and counts atomically for
+every instance).  The in-memory window is still kept: it answers alone when
+Redis is unreachable, and it never admits what the shared one would refuse
+(an instance's own count is at most the deployment's).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("vdm.tenants")
 
 
 @dataclass(slots=True)
@@ -41,3 +49,87 @@ class Counters:
 
 def now() -> float:
     return time.time()
+
+
+# KEYS[1]: the token's window hash; ARGV: rpm, tpm (0: no limit), seconds to keep it.
+# Returns 0 (admitted and counted), 1 (over rpm) or 2 (over tpm); a refusal counts nothing.
+_ADMIT = """
+local r = redis.call('HINCRBY', KEYS[1], 'r', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+if rpm > 0 and r > rpm then redis.call('HINCRBY', KEYS[1], 'r', -1) return 1 end
+if tpm > 0 and tonumber(redis.call('HGET', KEYS[1], 't') or '0') >= tpm then
+  redis.call('HINCRBY', KEYS[1], 'r', -1) return 2
+end
+return 0
+"""
+
+
+class SharedWindows:
+    """Per-token minute windows in Redis (``<ns>:window:<token>:<minute>``), the
+    same fixed, minute-aligned windows as :class:`MinuteWindow`."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._prefix = f"{namespace}:window:"
+        self._writes: set[asyncio.Task[None]] = set()
+        self._healthy = True
+
+    def _key(self, token_id: str, moment: float) -> str:
+        return f"{self._prefix}{token_id}:{int(moment // 60)}"
+
+    async def admit(self, token_id: str, rpm: int | None, tpm: int | None, moment: float) -> int:
+        """0: admitted (and counted); 1: over ``rpm``; 2: over ``tpm``.  Redis
+        unreachable: 0 (the in-memory window, checked before, is what holds)."""
+        try:
+            verdict = int(
+                await self._admit(
+                    keys=[self._key(token_id, moment)], args=[rpm or 0, tpm or 0, 120]
+                )
+            )
+        except Exception as exc:
+            self._trouble(exc)
+            return 0
+        self._healthy = True
+        return verdict
+
+    async def undo(self, token_id: str, moment: float) -> None:
+        """Give back a request :meth:`admit` counted that was then refused."""
+        try:
+            await self._redis.hincrby(self._key(token_id, moment), "r", -1)
+        except Exception as exc:
+            self._trouble(exc)
+
+    def add_tokens(self, token_id: str, tokens: int) -> None:
+        """Count a finished request's tokens (in the background)."""
+        task = asyncio.get_running_loop().create_task(self._add(token_id, tokens, now()))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _add(self, token_id: str, tokens: int, moment: float) -> None:
+        key = self._key(token_id, moment)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hincrby(key, "t", tokens)
+            pipe.expire(key, 120)
+            await pipe.execute()
+        except Exception as exc:
+            self._trouble(exc)
+
+    def _trouble(self, exc: Exception) -> None:
+        if self._healthy:
+            log.warning(
+                "redis unavailable for per-minute token limits (%s: %s); each instance "
+                "enforces them alone until it is back",
+                type(exc).__name__,
+                exc,
+            )
+        self._healthy = False
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._redis.aclose()

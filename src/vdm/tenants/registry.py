@@ -2,9 +2,14 @@
 
 Loaded whole at start-up and kept current by the control plane itself
 (:mod:`vdm.tenants.service` updates it in the same call that writes the
-database), so a revocation is effective on the very next request; other
-instances sharing the database notice the change through the revision
-counter (:meth:`TokenRegistry.refresh`, polled off the request path).
+database), so a revocation is effective on the very next request.  Other
+instances hear of the change as a ``config.changed`` event on the bus and
+reload at once (:meth:`TokenRegistry.follow`); the revision counter, polled
+off the request path (:meth:`TokenRegistry.refresh`), is the safety net and,
+without Redis, the way instances sharing a database converge.
+
+Usage counters (requests, cache hits) are ``token.usage`` events; one
+consumer for the whole deployment writes them to the database in batches.
 
 :meth:`TokenRegistry.admit` is the request path: a dict lookup, a few
 comparisons and counter increments, no ``await`` except for the one
@@ -22,11 +27,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded
+from vdm.events import CONFIG_CHANGED, TOKEN_USAGE
 from vdm.store.records import ProjectRecord, TokenRecord, UsageDelta
-from vdm.tenants.limits import Counters, now
+from vdm.tenants.limits import Counters, SharedWindows, now
 from vdm.tenants.secrets import Cipher, CredentialError, hash_token
 
 if TYPE_CHECKING:
+    from vdm.events import Bus, Event
     from vdm.ir import Usage
     from vdm.store import Store
     from vdm.tenants.audit import AuditLog
@@ -71,10 +78,11 @@ class TokenRegistry:
         store: Store,
         cipher: Cipher,
         audit: AuditLog,
+        bus: Bus,
         *,
         shared: bool,
-        flush_interval: float = 1.0,
         refresh_interval: float = 1.0,
+        windows: SharedWindows | None = None,
     ) -> None:
         self._store = store
         self._cipher = cipher
@@ -83,9 +91,9 @@ class TokenRegistry:
         self._by_hash: dict[str, _Entry] = {}
         self._by_id: dict[str, _Entry] = {}
         self._projects: dict[str, ProjectRecord] = {}
-        self._pending: dict[str, UsageDelta] = {}
+        self._bus = bus
+        self._windows = windows  # per-minute limits across instances (Redis), if any
         self._revision = -1
-        self._flush_interval = flush_interval
         self._refresh_interval = refresh_interval
         self._tasks: list[asyncio.Task[None]] = []
         # Held by a reload and by every change (store write + registry update), so a
@@ -94,19 +102,25 @@ class TokenRegistry:
 
     # ------------------------------------------------------------ lifecycle
 
+    def follow(self) -> None:
+        """Subscribe: the usage writer (once per deployment) and the reload on
+        other instances' changes (every instance)."""
+        self._bus.subscribe("usage", [TOKEN_USAGE], self._write_usage, scope="shared")
+        self._bus.subscribe(
+            "tenant-cache", [CONFIG_CHANGED], self._changed, scope="instance", others_only=True
+        )
+
     async def start(self) -> None:
         await self.refresh(force=True)
-        self._tasks = [
-            asyncio.create_task(self._every(self._flush_interval, self.flush)),
-            asyncio.create_task(self._every(self._refresh_interval, self.refresh)),
-        ]
+        self._tasks = [asyncio.create_task(self._every(self._refresh_interval, self.refresh))]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.flush()
+        if self._windows is not None:
+            await self._windows.close()
 
     async def _every(self, seconds: float, work: object) -> None:
         while True:
@@ -137,11 +151,25 @@ class TokenRegistry:
             self._put(token, previous.counters if previous else None)
         self._revision = revision
 
-    async def flush(self) -> None:
-        """Write the counters gathered since the last flush (write-behind)."""
-        pending, self._pending = self._pending, {}
-        if pending:
-            await self._store.add_usage(pending)
+    async def _changed(self, events: list[Event]) -> None:
+        """Another instance changed projects or tokens: reload now."""
+        await self.refresh(force=True)
+
+    async def _write_usage(self, events: list[Event]) -> None:
+        """``token.usage`` events summed per token, written in one transaction."""
+        deltas: dict[str, UsageDelta] = {}
+        for event in events:
+            d = event.data
+            delta = deltas.get(d["token"])
+            if delta is None:
+                delta = deltas[d["token"]] = UsageDelta()
+            delta.requests += int(d.get("requests", 0))
+            delta.cache_hits += int(d.get("cache_hits", 0))
+            if d.get("at") is not None:
+                at = datetime.fromtimestamp(float(d["at"]), UTC)
+                if delta.last_used_at is None or at > delta.last_used_at:
+                    delta.last_used_at = at
+        await self._store.add_usage(deltas)
 
     # ------------------------------------------------------------ changes
 
@@ -200,11 +228,6 @@ class TokenRegistry:
         entry = self._by_id.get(token_id)
         return entry.counters if entry else None
 
-    def unflushed_cache_hits(self, token_id: str) -> int:
-        """Cache hits of a token not yet written to the database."""
-        delta = self._pending.get(token_id)
-        return delta.cache_hits if delta else 0
-
     # ------------------------------------------------------------ the request path
 
     async def admit(self, token: str, *, request_id: str, client_ip: str | None) -> Principal:
@@ -242,6 +265,20 @@ class TokenRegistry:
         if limit is not None and counters.used >= limit:
             self._deny(entry, "quota exhausted", request_id, client_ip)
             raise QuotaExceeded(f"this API token's quota of {limit} requests is used up")
+        windows = self._windows
+        if windows is not None and (record.rpm is not None or record.tpm is not None):
+            verdict = await windows.admit(record.id, record.rpm, record.tpm, moment)
+            if verdict:
+                reason, limit_text = (
+                    ("rpm limit", f"{record.rpm} requests")
+                    if verdict == 1
+                    else ("tpm limit", f"{record.tpm} tokens")
+                )
+                self._deny(entry, reason, request_id, client_ip)
+                raise QuotaExceeded(
+                    f"this API token's limit of {limit_text} per minute is reached",
+                    retry_after=max(60.0 - moment % 60.0, 1.0),
+                )
         stamp = datetime.fromtimestamp(moment, UTC)
         counters.last_used = moment
         if limit is not None and self._shared:
@@ -255,17 +292,15 @@ class TokenRegistry:
                 raise
             if not admitted:
                 window.requests -= 1
+                if windows is not None and record.rpm is not None:
+                    await windows.undo(record.id, moment)
                 counters.used = limit
                 self._deny(entry, "quota exhausted", request_id, client_ip)
                 raise QuotaExceeded(f"this API token's quota of {limit} requests is used up")
             return entry.principal
         counters.used += 1
         window.requests += 1
-        delta = self._pending.get(record.id)
-        if delta is None:
-            delta = self._pending[record.id] = UsageDelta()
-        delta.requests += 1
-        delta.last_used_at = stamp
+        self._bus.publish(TOKEN_USAGE, {"token": record.id, "requests": 1, "at": moment})
         return entry.principal
 
     def record_usage(self, principal: Principal, usage: Usage | None) -> None:
@@ -274,17 +309,16 @@ class TokenRegistry:
             return
         entry = self._by_id.get(principal.token_id)
         if entry is not None and entry.token.tpm is not None:
+            tokens = usage.input_tokens + usage.output_tokens
             entry.counters.window.roll(now())
-            entry.counters.window.tokens += usage.input_tokens + usage.output_tokens
+            entry.counters.window.tokens += tokens
+            if self._windows is not None:
+                self._windows.add_tokens(principal.token_id, tokens)
 
     def record_cache_hit(self, principal: Principal) -> None:
         """A request answered from the response cache (the token's ``cache_hit_count``)."""
-        if principal.token_id is None:
-            return
-        delta = self._pending.get(principal.token_id)
-        if delta is None:
-            delta = self._pending[principal.token_id] = UsageDelta()
-        delta.cache_hits += 1
+        if principal.token_id is not None:
+            self._bus.publish(TOKEN_USAGE, {"token": principal.token_id, "cache_hits": 1})
 
     def _deny(
         self, entry: _Entry | None, reason: str, request_id: str, client_ip: str | None

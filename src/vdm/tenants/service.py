@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from vdm.events import CONFIG_CHANGED, Bus
 from vdm.store import Missing, Store
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
 from vdm.tenants.audit import AuditLog
+from vdm.tenants.limits import SharedWindows
 from vdm.tenants.registry import TokenRegistry
 from vdm.tenants.secrets import Cipher, CredentialError, hash_token, new_token, obfuscate
 from vdm.tenants.settings import TenantSettings
@@ -40,41 +42,71 @@ def utcnow() -> datetime:
 
 class ControlPlane:
     def __init__(
-        self, settings: TenantSettings, store: Store, providers: list[str], default_provider: str
+        self,
+        settings: TenantSettings,
+        store: Store,
+        providers: list[str],
+        default_provider: str,
+        bus: Bus,
+        windows: SharedWindows | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.providers = providers
         self.default_provider = default_provider
+        self.bus = bus
         self.cipher = Cipher(settings.encryption_key)
-        self.audit = AuditLog(store, settings.audit_log_file)
+        self.audit = AuditLog(store, settings.audit_log_file, bus)
+        # Told of other instances' changes by the bus when it spans instances (Redis),
+        # the database's revision is only a safety net then.
+        refresh = settings.refresh_interval or (30.0 if bus.spans_instances else 1.0)
         self.registry = TokenRegistry(
             store,
             self.cipher,
             self.audit,
+            bus,
             shared=settings.shared,
-            refresh_interval=settings.refresh_interval,
+            refresh_interval=refresh,
+            windows=windows,
         )
+        self.audit.follow()
+        self.registry.follow()
 
     @classmethod
     async def open(
-        cls, settings: TenantSettings, providers: list[str], default_provider: str
+        cls,
+        settings: TenantSettings,
+        providers: list[str],
+        default_provider: str,
+        bus: Bus,
+        *,
+        redis_url: str | None = None,
+        redis_namespace: str = "vdm",
     ) -> ControlPlane:
-        """Migrate the database, load the registry, start the background writers."""
+        """Migrate the database, load the registry, subscribe the consumers (start
+        ``bus`` after this)."""
         from vdm.store import migrate
         from vdm.store.sql import SqlStore, create_engine
 
         engine = create_engine(settings)
+        windows = SharedWindows(redis_url, redis_namespace) if redis_url else None
         try:
             await migrate.upgrade(engine, settings.database_schema)
-            plane = cls(settings, SqlStore(engine), providers, default_provider)
+            plane = cls(settings, SqlStore(engine), providers, default_provider, bus, windows)
             await plane._check_credentials()
             await plane.registry.start()
         except BaseException:
             await engine.dispose()
             raise
-        plane.audit.start()
         return plane
+
+    def changed(self, what: str, ident: str) -> None:
+        """Tell the other instances to reload (``config.changed``)."""
+        self.bus.publish(CONFIG_CHANGED, {"what": what, "id": ident})
+
+    async def settle(self) -> None:
+        """Let the bus's consumers catch up (usage counters, audit) before a read."""
+        await self.bus.flush()
 
     async def _check_credentials(self) -> None:
         """Fail at start-up, not on a request, when stored keys cannot be read."""
@@ -88,7 +120,6 @@ class ControlPlane:
     async def close(self) -> None:
         try:
             await self.registry.close()
-            await self.audit.close()
         finally:
             await self.store.close()
 
@@ -110,7 +141,6 @@ class ControlPlane:
             token.request_count = max(token.request_count, counters.used)
             if counters.last_used is not None:
                 token.last_used_at = datetime.fromtimestamp(counters.last_used, UTC)
-        token.cache_hit_count += self.registry.unflushed_cache_hits(token.id)
         return token
 
     # ------------------------------------------------------------ audit
@@ -126,7 +156,7 @@ class ControlPlane:
         details: dict[str, Any] | None = None,
         outcome: str = "success",
     ) -> None:
-        self.audit.record(
+        event = self.audit.record(
             actor=actor.name,
             action=action,
             outcome=outcome,
@@ -137,17 +167,17 @@ class ControlPlane:
             target=target,
             details=details,
         )
-        await self.audit.flush()  # a management action's event is stored before it answers
+        await self.audit.store_now(event)  # a management action's event is stored before it answers
 
     async def failed(self, actor: Actor, action: str, reason: str, **ids: str | None) -> None:
         await self._audited(actor, action, outcome="failure", details={"reason": reason}, **ids)
 
     async def query_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
-        await self.audit.flush()
+        await self.settle()
         return await self.store.query_audit(query)
 
     async def get_audit(self, event_id: str) -> AuditRecord | None:
-        await self.audit.flush()
+        await self.settle()
         return await self.store.get_audit(event_id)
 
     # ------------------------------------------------------------ projects
@@ -186,6 +216,7 @@ class ControlPlane:
         async with self.registry.lock:
             await self.store.create_project(record)
             self.registry.put_project(record)
+        self.changed("project", record.id)
         await self._audited(
             actor,
             "project.create",
@@ -219,6 +250,7 @@ class ControlPlane:
         async with self.registry.lock:
             project = await self.store.update_project(project_id, changes)
             self.registry.put_project(project)
+        self.changed("project", project_id)
         await self._audited(
             actor,
             "project.update",
@@ -234,6 +266,7 @@ class ControlPlane:
         async with self.registry.lock:
             await self.store.delete_project(project_id)
             self.registry.drop_project(project_id)
+        self.changed("project", project_id)
         await self._audited(actor, "project.delete", project_id=project_id)
 
     # ------------------------------------------------------------ tokens
@@ -258,6 +291,7 @@ class ControlPlane:
         async with self.registry.lock:
             await self.store.create_token(record)
             self.registry.put_token(record)
+        self.changed("token", record.id)
         await self._audited(
             actor, "token.create", project_id=project_id, token_id=record.id, target=record.hint
         )
@@ -275,6 +309,7 @@ class ControlPlane:
         async with self.registry.lock:
             token = await self.store.update_token(token_id, {**changes, "updated_at": utcnow()})
             self.registry.put_token(token)
+        self.changed("token", token_id)
         await self._audited(
             actor,
             action,

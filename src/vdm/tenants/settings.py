@@ -45,7 +45,9 @@ class TenantSettings:
     encryption_key: str | None = None  # Fernet key for project credentials
     audit_log_file: str | None = None
     data_dir: str = ""  # where the default SQLite file lives
-    refresh_interval: float = 1.0  # shared databases: how often other instances' changes are read
+    # How often other instances' changes are looked for in the database (None: every
+    # second, or every 30 s as a safety net when the Redis event bus tells of them).
+    refresh_interval: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -116,7 +118,7 @@ def tenant_settings(
         key = None
     audit, _ = pick("audit-log-file", "AUDIT_LOG_FILE")
     refresh_raw, refresh_src = pick("refresh-interval", "TENANTS_REFRESH_INTERVAL")
-    refresh = 1.0
+    refresh: float | None = None
     if refresh_raw is not None:
         try:
             refresh = float(refresh_raw)

@@ -1,0 +1,243 @@
+"""The bus on Redis Streams, for several gateway instances.
+
+Every instance appends to one stream (``<ns>:events``, ``REDIS_NAMESPACE`` =
+``vdm`` by default, trimmed to about
+``EVENTS_STREAM_MAX_LENGTH`` entries) and reads it through consumer groups:
+
+* a ``shared`` subscription is the group ``<ns>:<name>``, which all instances
+  read as its consumers, so each event reaches exactly one of them; an entry
+  is acknowledged only after it was handled, and entries a vanished instance
+  left unacknowledged for a minute are claimed by another (XAUTOCLAIM);
+* an ``instance`` subscription is the group ``<ns>:<name>:<instance>``, created
+  at start (reading from then on) and destroyed at a graceful stop.
+
+``publish`` only appends to a bounded outbox in this process; one writer task
+sends it in pipelined batches.  While Redis is unreachable the outbox keeps
+what it can (up to ``EVENTS_QUEUE_SIZE``; beyond that events are counted as
+dropped), the failure is logged once per outage, and sending resumes when
+Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from vdm.events.bus import BATCH, Bus, Event, Subscription
+
+log = logging.getLogger("vdm.events")
+
+_BLOCK_MS = 1000  # a reader's longest wait for new entries
+_CLAIM_IDLE_MS = 60_000  # unacknowledged this long: the consumer is presumed gone
+_CLAIM_EVERY = 30.0  # seconds between looks for such entries
+_decode = msgspec.json.Decoder(Event).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class RedisBus(Bus):
+    spans_instances = True
+
+    def __init__(
+        self, url: str, *, namespace: str, queue_size: int, max_length: int, source: str
+    ) -> None:
+        super().__init__(queue_size=queue_size, source=source)
+        self._ns = namespace
+        self.stream = f"{namespace}:events"
+        import redis.asyncio as redis
+
+        # Readers block up to _BLOCK_MS on their own connection from the pool.
+        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        self._url_note = url.split("@")[-1]  # never log a password
+        self._max_length = max_length
+        self._outbox: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._send_lock = asyncio.Lock()
+        self._healthy = True
+
+    def group(self, sub: Subscription) -> str:
+        name = f"{self._ns}:{sub.name}"
+        return name if sub.scope == "shared" else f"{name}:{self.source}"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Create the groups (reading from now on), start the writer and readers."""
+        for sub in self.subscriptions:
+            await self._create_group(sub)
+        self._tasks = [asyncio.create_task(self._write(), name="vdm-events-writer")]
+        self._tasks += [
+            asyncio.create_task(self._read(sub), name=f"vdm-events-{sub.name}")
+            for sub in self.subscriptions
+        ]
+
+    async def _create_group(self, sub: Subscription) -> None:
+        from redis.exceptions import ResponseError
+
+        try:
+            await self._redis.xgroup_create(self.stream, self.group(sub), id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # (exists already: another instance made it)
+                raise
+
+    async def flush(self) -> None:
+        await self._send()
+        for sub in self.subscriptions:
+            async with sub.lock:
+                while await self._read_once(sub):
+                    pass
+            # A reader may hold entries it took just before (delivered to this
+            # consumer, not yet acknowledged): wait for it, a few seconds at most.
+            for _ in range(1000):  # (5 ms apart)
+                if not await self._holding(sub):
+                    break
+                await asyncio.sleep(0.005)
+
+    async def _holding(self, sub: Subscription) -> bool:
+        return bool(
+            await self._redis.xpending_range(
+                self.stream, self.group(sub), min="-", max="+", count=1, consumername=self.source
+            )
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.flush()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self._leave()
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+    async def _leave(self) -> None:
+        """Remove this instance's own groups, and its name from the shared ones
+        when it holds nothing unacknowledged there."""
+        for sub in self.subscriptions:
+            if sub.scope == "instance":
+                await self._redis.xgroup_destroy(self.stream, self.group(sub))
+                continue
+            if not await self._holding(sub):
+                await self._redis.xgroup_delconsumer(self.stream, self.group(sub), self.source)
+
+    # ------------------------------------------------------------ writing
+
+    def _enqueue(self, event: Event) -> bool:
+        if len(self._outbox) >= self.queue_size:
+            return False
+        self._outbox.append(event)
+        self._wake.set()
+        return True
+
+    def depth(self) -> int:
+        return len(self._outbox)
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._send()
+            except Exception as exc:
+                self._trouble(exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()  # try again what is still in the outbox
+
+    async def _send(self) -> None:
+        async with self._send_lock:
+            outbox = self._outbox
+            while outbox:
+                batch = [outbox.popleft() for _ in range(min(len(outbox), BATCH))]
+                pipe = self._redis.pipeline(transaction=False)
+                for event in batch:
+                    pipe.xadd(self.stream, {"e": _encode(event)}, maxlen=self._max_length)
+                try:
+                    await pipe.execute()
+                except BaseException:
+                    outbox.extendleft(reversed(batch))  # kept, in order, for the next try
+                    raise
+                self._healthy = True
+
+    # ------------------------------------------------------------ reading
+
+    async def _read(self, sub: Subscription) -> None:
+        claim_at = time.monotonic() + _CLAIM_EVERY
+        while True:
+            try:
+                reply = await self._redis.xreadgroup(
+                    self.group(sub), self.source, {self.stream: ">"}, count=BATCH, block=_BLOCK_MS
+                )
+                if reply and reply[0][1]:
+                    async with sub.lock:
+                        await self._process(sub, reply[0][1])
+                if sub.scope == "shared" and time.monotonic() >= claim_at:
+                    claim_at = time.monotonic() + _CLAIM_EVERY
+                    await self._claim(sub)
+                self._healthy = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._trouble(exc)
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self._create_group(sub)  # (Redis restarted empty: groups are gone)
+
+    async def _read_once(self, sub: Subscription) -> bool:
+        """Take and handle one batch of new entries without waiting (under the lock)."""
+        reply = await self._redis.xreadgroup(
+            self.group(sub), self.source, {self.stream: ">"}, count=BATCH
+        )
+        if not reply or not reply[0][1]:
+            return False
+        await self._process(sub, reply[0][1])
+        return True
+
+    async def _claim(self, sub: Subscription) -> None:
+        """Take over entries another consumer of the group left unacknowledged."""
+        reply = await self._redis.xautoclaim(
+            self.stream, self.group(sub), self.source, min_idle_time=_CLAIM_IDLE_MS, count=BATCH
+        )
+        entries = reply[1] if reply else []
+        if entries:
+            log.info("events: %s took over %d unacknowledged entries", sub.name, len(entries))
+            async with sub.lock:
+                await self._process(sub, entries)
+
+    async def _process(self, sub: Subscription, entries: list[Any]) -> None:
+        ids, events = [], []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            raw = fields.get(b"e") if fields else None
+            if raw is None:
+                continue  # (trimmed away while pending)
+            try:
+                event = _decode(raw)
+            except msgspec.DecodeError:
+                log.warning("events: unreadable entry %s skipped", entry_id)
+                continue
+            if sub.wants(event, self.source):
+                events.append(event)
+        if events:
+            await self._handle(sub, events)
+        if ids:
+            await self._redis.xack(self.stream, self.group(sub), *ids)
+
+    def _trouble(self, exc: Exception) -> None:
+        if self._healthy:
+            log.warning(
+                "redis at %s unavailable for the event bus (%s: %s); events wait in "
+                "this instance's queue",
+                self._url_note,
+                type(exc).__name__,
+                exc,
+            )
+        self._healthy = False

@@ -1,0 +1,211 @@
+"""Running totals per door, provider and model — for the whole deployment.
+
+``/metrics/running-totals`` answers from here.  The totals are a consumer of
+the ``request.finished`` events (:mod:`vdm.events`), not of this process's
+counters: with a Redis bus the consumer is shared, so each request of every
+instance is counted once, into Redis (``vdm:totals``), and any instance
+reports the same numbers.  Without Redis the same consumer keeps them in
+memory.  (``/metrics`` stays per instance: Prometheus scrapes each one.)
+
+The p95 is over each route's last :data:`P95_WINDOW` requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from vdm.events import REQUEST_FINISHED, Bus, Event
+
+P95_WINDOW = 1000
+Key = tuple[str, str, str]  # (door, provider, model)
+Stats = tuple[dict[str, int], float, list[float]]  # counters, latency sum, recent latencies
+_SEP = "\x1f"  # between door, provider and model in Redis field names
+_COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens")
+
+
+def finished(
+    door: str,
+    provider: str,
+    model: str,
+    seconds: float,
+    *,
+    error: bool,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cached_tokens: int = 0,
+) -> dict[str, Any]:
+    """The data of a ``request.finished`` event (published by vdm.metrics)."""
+    return {
+        "door": door,
+        "provider": provider,
+        "model": model,
+        "seconds": seconds,
+        "error": error,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cached_tokens": cached_tokens,
+    }
+
+
+@dataclass
+class _Route:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    seconds: float = 0.0
+    recent: list[float] = field(default_factory=list)
+
+
+def _fold(events: list[Event]) -> dict[Key, _Route]:
+    """One batch of events summed per route (one write per route, not per event)."""
+    routes: dict[Key, _Route] = {}
+    for event in events:
+        d = event.data
+        key = (str(d["door"]), str(d["provider"]), str(d["model"]))
+        route = routes.get(key)
+        if route is None:
+            route = routes[key] = _Route()
+        counts = route.counts
+        counts["requests"] += 1
+        counts["errors"] += 1 if d["error"] else 0
+        for name in ("input_tokens", "output_tokens", "cached_tokens"):
+            counts[name] += int(d.get(name) or 0)
+        route.seconds += float(d["seconds"])
+        route.recent.append(float(d["seconds"]))
+    return routes
+
+
+class RunningTotals:
+    """In memory (one instance); :class:`RedisTotals` shares them."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self._counts: dict[Key, dict[str, int]] = {}
+        self._seconds: dict[Key, float] = {}
+        self._recent: dict[Key, deque[float]] = {}
+
+    def follow(self, bus: Bus) -> None:
+        bus.subscribe("totals", [REQUEST_FINISHED], self.add, scope="shared")
+
+    async def add(self, events: list[Event]) -> None:
+        for key, route in _fold(events).items():
+            counts = self._counts.setdefault(key, dict.fromkeys(_COUNTERS, 0))
+            for name, n in route.counts.items():
+                counts[name] += n
+            self._seconds[key] = self._seconds.get(key, 0.0) + route.seconds
+            self._recent.setdefault(key, deque(maxlen=P95_WINDOW)).extend(route.recent)
+
+    async def _load(self) -> tuple[float, dict[Key, Stats]]:
+        return self.started, {
+            key: (counts, self._seconds[key], list(self._recent[key]))
+            for key, counts in self._counts.items()
+        }
+
+    async def close(self) -> None:
+        return None
+
+    async def report(
+        self, provider: str | None = None, model: str | None = None, door: str | None = None
+    ) -> dict[str, Any]:
+        """Totals per provider and model (all doors unless ``door``)."""
+        started, routes = await self._load()
+        merged: dict[tuple[str, str], list[Stats]] = {}
+        for (d, p, m), stats in routes.items():
+            if (door and d != door) or (provider and p != provider) or (model and m != model):
+                continue
+            merged.setdefault((p, m), []).append(stats)
+        by_provider: dict[str, list[Any]] = {}
+        for (p, _), group in merged.items():
+            by_provider.setdefault(p, []).extend(group)
+        providers = {
+            p or "-": {
+                **_summary(by_provider[p]),
+                "models": {
+                    m or "-": _summary(group) for (q, m), group in sorted(merged.items()) if q == p
+                },
+            }
+            for p in sorted(by_provider)
+        }
+        return {
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "uptime_seconds": round(time.time() - started, 1),
+            "filters": {
+                k: v for k, v in (("provider", provider), ("model", model), ("door", door)) if v
+            },
+            "totals": _summary([s for group in merged.values() for s in group]),
+            "providers": providers,
+        }
+
+
+class RedisTotals(RunningTotals):
+    """The deployment's totals in Redis: counters in one hash (``<ns>:totals``), each route's recent
+    latencies in a capped list; the first instance to count sets ``since``."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        super().__init__()
+        self._hash = f"{namespace}:totals"
+        self._since = f"{namespace}:totals:since"
+        self._recent_prefix = f"{namespace}:totals:recent:"
+        import redis.asyncio as redis
+
+        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+    async def add(self, events: list[Event]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._since, repr(min(e.ts for e in events)), nx=True)
+        for key, route in _fold(events).items():
+            prefix = _SEP.join(key) + _SEP
+            for name, n in route.counts.items():
+                if n:
+                    pipe.hincrby(self._hash, prefix + name, n)
+            pipe.hincrbyfloat(self._hash, prefix + "seconds", route.seconds)
+            pipe.lpush(self._recent_prefix + _SEP.join(key), *route.recent)
+            pipe.ltrim(self._recent_prefix + _SEP.join(key), 0, P95_WINDOW - 1)
+        await pipe.execute()
+
+    async def _load(self) -> tuple[float, dict[Key, Stats]]:
+        raw = await self._redis.hgetall(self._hash)
+        since = await self._redis.get(self._since)
+        counts: dict[Key, dict[str, int]] = {}
+        seconds: dict[Key, float] = {}
+        for name, value in raw.items():
+            door, provider, model, counter = name.decode().split(_SEP)
+            key = (door, provider, model)
+            if counter == "seconds":
+                seconds[key] = float(value)
+            else:
+                counts.setdefault(key, dict.fromkeys(_COUNTERS, 0))[counter] = int(value)
+        keys = sorted(counts)
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.lrange(self._recent_prefix + _SEP.join(key), 0, -1)
+        recents = await pipe.execute() if keys else []
+        routes = {
+            key: (counts[key], seconds.get(key, 0.0), [float(x) for x in recent])
+            for key, recent in zip(keys, recents, strict=True)
+        }
+        return (float(since) if since else self.started), routes
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def build(redis_url: str | None, namespace: str) -> RunningTotals:
+    return RedisTotals(redis_url, namespace) if redis_url else RunningTotals()
+
+
+def _summary(group: list[Stats]) -> dict[str, Any]:
+    requests = sum(c["requests"] for c, _, _ in group)
+    seconds = sum(s for _, s, _ in group)
+    recent = sorted(x for _, _, r in group for x in r)
+    p95 = recent[min(len(recent) - 1, int(0.95 * len(recent)))] if recent else None
+    return {
+        "requests": requests,
+        "errors": sum(c["errors"] for c, _, _ in group),
+        "input_tokens": sum(c["input_tokens"] for c, _, _ in group),
+        "output_tokens": sum(c["output_tokens"] for c, _, _ in group),
+        "cached_tokens": sum(c["cached_tokens"] for c, _, _ in group),
+        "avg_latency_ms": round(seconds / requests * 1000, 1) if requests else None,
+        "p95_latency_ms": round(p95 * 1000, 1) if p95 is not None else None,
+    }
