@@ -256,7 +256,10 @@ class Gateway:
         gateway = cls(settings, providers, cooldowns, metrics)
         if settings.cache.backend == "redis":
             gateway.cache = ResponseCache.build(
-                settings.cache, settings.server.redis_url, gateway.router.resolve
+                settings.cache,
+                settings.server.redis_url,
+                gateway.router.resolve,
+                settings.server.redis_namespace,
             )
         return gateway
 

@@ -4,8 +4,6 @@ the Redis backend and /manage/cache/purge."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from tests.support.fakes import (
     stream_of,
 )
 from tests.support.gateway import Gateway, run_gateway
+from tests.support.redisdb import redis_env as shared_redis_env
 
 MGMT = "mgmt-secret-0123456789abcdef"
 CACHE = {"Cache-Control": "max-age=60"}
@@ -312,26 +311,20 @@ def test_tokens_of_two_projects_hits_counted_and_purge(
         run_tenant_cache(gw, fake_anthropic)
 
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
 @pytest.fixture
-def redis_url() -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return REDIS_URL
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI=true)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+def redis_env() -> Iterator[dict[str, str]]:
+    yield from shared_redis_env()
 
 
 def test_redis_backend(
-    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path, redis_url: str
+    fake_openai: FakeUpstream,
+    fake_anthropic: FakeUpstream,
+    tmp_path: Path,
+    redis_env: dict[str, str],
 ) -> None:
     import redis
 
-    env = tenant_env(fake_openai, fake_anthropic, tmp_path, REDIS_URL=redis_url)
+    env = tenant_env(fake_openai, fake_anthropic, tmp_path, **redis_env)
     with run_gateway(env, tmp_path) as gw:
         run_tenant_cache(gw, fake_anthropic)  # the same behaviour, on Redis
         fake_anthropic.reset()
@@ -340,9 +333,10 @@ def test_redis_backend(
             _, _, secret = token_for(api, "team-c")
         prompt = unique()
         assert ask(gw, secret, prompt).headers["x-vdm-cache"] == "miss"
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_env["REDIS_URL"])
     try:
-        keys = list(client.scan_iter(match="vdm:cache:*:anthropic:ant:claude-x:*"))
+        pattern = redis_env["REDIS_NAMESPACE"] + ":cache:*:anthropic:ant:claude-x:*"
+        keys = list(client.scan_iter(match=pattern))
         assert keys and all(0 < client.ttl(k) <= 60 for k in keys)
     finally:
         client.close()

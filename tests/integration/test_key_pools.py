@@ -7,7 +7,6 @@ which keys were tried.
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support.fakes import FakeUpstream, JSONReply, Recorded, completion
 from tests.support.gateway import Gateway, run_gateway
+from tests.support.redisdb import redis_env as shared_redis_env
 
 ASK = [{"role": "user", "content": "hi"}]
 
@@ -238,33 +238,19 @@ def test_a_fallback_gets_its_own_key_not_the_clients(
 
 # ---------------------------------------------------------------- shared cooldowns
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
 
 @pytest.fixture
-def redis_url() -> str:
-    if not _redis_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI=true)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-    return REDIS_URL
+def redis_env() -> Iterator[dict[str, str]]:
+    yield from shared_redis_env()
 
 
 def test_a_429_on_one_instance_benches_the_key_for_every_instance(
-    fake_openai: FakeUpstream, tmp_path: Path, keys: list[str], redis_url: str
+    fake_openai: FakeUpstream, tmp_path: Path, keys: list[str], redis_env: dict[str, str]
 ) -> None:
     import redis
 
     fake_openai.responder = by_key({keys[0]: (429, {"retry-after": "60"})})
-    env = pool_env(fake_openai, keys[:2], REDIS_URL=redis_url)
+    env = pool_env(fake_openai, keys[:2], **redis_env)
     with run_gateway(env, tmp_path / "a") as first, run_gateway(env, tmp_path / "b") as second:
         assert ask(first).content[0].text == f"served by {keys[1]}"  # type: ignore[union-attr]
         fake_openai.requests.clear()
@@ -277,8 +263,11 @@ def test_a_429_on_one_instance_benches_the_key_for_every_instance(
             for _ in range(3):
                 ask(third)
         assert keys_tried(fake_openai) == [keys[1]] * 3
-    stored = redis.Redis.from_url(redis_url)
-    names = [n.decode() for n in stored.scan_iter(match="vdm:cooldown:pool:*")]
+    stored = redis.Redis.from_url(redis_env["REDIS_URL"])
+    names = [
+        n.decode()
+        for n in stored.scan_iter(match=redis_env["REDIS_NAMESPACE"] + ":cooldown:pool:*")
+    ]
     mine = [n for n in names if float(stored.get(n) or 0) > 0]
     assert mine, "the cooldown is in Redis"
     assert all(k not in n for n in names for k in keys)  # hashes, never keys

@@ -76,11 +76,15 @@ class ResponseCache:
 
     @classmethod
     def build(
-        cls, settings: CacheSettings, redis_url: str | None, resolve: Callable[[str], Route]
+        cls,
+        settings: CacheSettings,
+        redis_url: str | None,
+        resolve: Callable[[str], Route],
+        namespace: str = "vdm",
     ) -> ResponseCache:
         store: Store
         if settings.backend == "redis" and redis_url:
-            store = RedisStore(redis_url)
+            store = RedisStore(redis_url, namespace)
         else:
             store = MemoryStore(settings.max_bytes)
         return cls(settings, store, resolve)

@@ -21,7 +21,7 @@ import msgspec
 
 from vdm.errors import InvalidRequest
 
-PREFIX = "vdm:cache:"
+PREFIX = "cache:"  # (Redis keys get the REDIS_NAMESPACE in front: vdm:cache:…)
 SHARED = "shared"
 ANONYMOUS = "anonymous"
 

@@ -87,18 +87,20 @@ class MemoryStore:
 
 
 class RedisStore:
-    """``vdm:cache:*`` keys with Redis's own TTL (``SET ... EX``): every
-    instance sharing the Redis shares the cache; Redis bounds the memory
-    (its ``maxmemory`` policy)."""
+    """``<ns>:cache:*`` keys (``REDIS_NAMESPACE``, ``vdm`` by default) with
+    Redis's own TTL (``SET ... EX``): every instance sharing the Redis and the
+    namespace shares the cache; Redis bounds the memory (its ``maxmemory``
+    policy)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str = "vdm") -> None:
         import redis.asyncio as redis
 
         self._redis = redis.from_url(url)
+        self._ns = namespace + ":"
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self._redis.get(key)
+            value = await self._redis.get(self._ns + key)
         except Exception as exc:  # a cache outage is a miss, never a failed request
             log.warning("cache: Redis read failed: %s", type(exc).__name__)
             return None
@@ -106,14 +108,14 @@ class RedisStore:
 
     async def put(self, key: str, value: bytes, ttl: int) -> None:
         try:
-            await self._redis.set(key, value, ex=ttl)
+            await self._redis.set(self._ns + key, value, ex=ttl)
         except Exception as exc:
             log.warning("cache: Redis write failed: %s", type(exc).__name__)
 
     async def purge(self, pattern: str) -> int:
         deleted = 0
         batch: list[bytes] = []
-        async for key in self._redis.scan_iter(match=pattern, count=500):
+        async for key in self._redis.scan_iter(match=self._ns + pattern, count=500):
             batch.append(key)
             if len(batch) >= 500:
                 deleted += await self._redis.unlink(*batch)

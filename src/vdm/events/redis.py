@@ -69,8 +69,11 @@ class RedisBus(Bus):
 
     async def start(self) -> None:
         """Create the groups (reading from now on), start the writer and readers."""
-        for sub in self.subscriptions:
-            await self._create_group(sub)
+        try:
+            for sub in self.subscriptions:
+                await self._create_group(sub)
+        except Exception as exc:  # Redis down at start: the readers create them later
+            self._trouble(exc)
         self._tasks = [asyncio.create_task(self._write(), name="vdm-events-writer")]
         self._tasks += [
             asyncio.create_task(self._read(sub), name=f"vdm-events-{sub.name}")
