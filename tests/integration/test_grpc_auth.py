@@ -17,6 +17,7 @@ from tests.conftest import upstream_env
 from tests.support.fakes import FakeUpstream, JSONReply, completion
 from tests.support.gateway import clean_env
 from tests.support.grpc_server import SECRET, GrpcServer, bearer, execute_request, run_grpc
+from tests.support.redisdb import redis_env
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 
@@ -167,6 +168,36 @@ def test_a_generated_secret_is_created_once_with_mode_0600(tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------- limits
+
+
+def test_requests_per_minute_hold_across_instances_with_redis(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> None:
+    for shared in redis_env():
+        env = {
+            **upstream_env(fake_openai, fake_anthropic),
+            "GRPC_MAX_REQUESTS_PER_MINUTE_PER_TOKEN": "3",
+            **shared,
+        }
+        with run_grpc(env, tmp_path / "a") as one, run_grpc(env, tmp_path / "b") as two:
+            alice = one.token("alice")
+            with one.stub() as first, two.stub() as second:
+                results = [
+                    stub.Execute(
+                        execute_request("hi", model="echo:echo"), metadata=bearer(alice), timeout=10
+                    )
+                    for stub in (first, second, first, second, first)
+                ]
+                bob = second.Execute(
+                    execute_request("hi", model="echo:echo"),
+                    metadata=bearer(one.token("bob")),
+                    timeout=10,
+                )
+        kinds = [r.WhichOneof("result") for r in results]
+        assert kinds == ["success", "success", "success", "error", "error"]
+        assert "3 requests per minute" in results[3].error.error_message
+        assert results[3].error.error_code == "RATE_LIMITED"
+        assert bob.WhichOneof("result") == "success"
 
 
 def test_requests_per_minute_per_token_and_concurrency_are_enforced(

@@ -9,18 +9,27 @@ is synchronous, so it is atomic on the event loop.
 
 Per-subject limits apply only with authentication on: the subject is the
 ``sub`` of a verified token, never anything the client merely says.
+
+With ``REDIS_URL`` the per-minute limits hold for all instances together
+(:class:`SharedMinute`: a sliding window of each limit in a Redis sorted set,
+checked and counted in one script).  Concurrency limits stay per instance:
+they bound what one process holds open.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from vdm.config import GrpcSettings
 
+log = logging.getLogger("vdm.grpc")
 WINDOW = 60.0
 _PRUNE_AT = 10_000  # subjects remembered before idle ones are forgotten
 
@@ -54,8 +63,73 @@ class Effective:
     concurrent_requests: int | None
 
 
+# KEYS: the sliding windows to check; ARGV[1] now, ARGV[2] a member id, then one
+# limit per key.  Returns '0' (admitted into every window) or 'i:seconds': the
+# first full window and how long until it has room.
+_SLIDE = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - 60)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[i + 2]) then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return i .. ':' .. tostring(math.max(tonumber(oldest[2]) + 60 - now, 0.001))
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[2])
+  redis.call('EXPIRE', key, 61)
+end
+return '0'
+"""
+
+
+class SharedMinute:
+    """Requests per minute of the gRPC door across instances, in Redis
+    (``<ns>:grpc:rpm`` and ``<ns>:grpc:rpm:<subject>``)."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._script = self._redis.register_script(_SLIDE)
+        self._prefix = f"{namespace}:grpc:rpm"
+        self._healthy = True
+
+    async def wait(self, limits: list[tuple[str | None, int]]) -> tuple[int, float] | None:
+        """None when one more request fits every ``(subject, limit)`` window (and
+        is counted in each), else the index of the full one and the seconds until
+        it has room.  Redis unreachable: None (each instance's own window holds)."""
+        keys = [self._prefix if s is None else f"{self._prefix}:{s}" for s, _ in limits]
+        try:
+            verdict = await self._script(
+                keys=keys, args=[time.time(), uuid.uuid4().hex, *(n for _, n in limits)]
+            )
+        except Exception as exc:
+            if self._healthy:
+                log.warning(
+                    "redis unavailable for gRPC rate limits (%s); each instance counts alone",
+                    exc,
+                )
+            self._healthy = False
+            return None
+        self._healthy = True
+        text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        if text == "0":
+            return None
+        index, _, seconds = text.partition(":")
+        return int(index) - 1, float(seconds)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 class Limiter:
-    def __init__(self, settings: GrpcSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: GrpcSettings,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedMinute | None = None,
+    ) -> None:
         self.rpm = settings.max_requests_per_minute
         self.concurrent = settings.max_concurrent_requests
         self.rpm_per_subject = settings.max_requests_per_minute_per_token
@@ -65,6 +139,33 @@ class Limiter:
         self._windows: dict[str, _Window] = {}
         self._active = 0
         self._active_by: dict[str, int] = {}
+        self._shared = shared
+
+    async def check_shared(self, subject: str | None) -> None:
+        """The per-minute limits across instances (before :meth:`admit`, which
+        then also holds the concurrency slot); nothing to do without Redis."""
+        if self._shared is None:
+            return
+        limits: list[tuple[str | None, int]] = []
+        if self.rpm is not None:
+            limits.append((None, self.rpm))
+        if subject is not None and self.rpm_per_subject is not None:
+            limits.append((subject, self.rpm_per_subject))
+        if not limits:
+            return
+        full = await self._shared.wait(limits)
+        if full is not None:
+            index, wait = full
+            whose = "the server's" if limits[index][0] is None else "this token's"
+            raise LimitExceeded(
+                f"{whose} limit of {limits[index][1]} requests per minute is reached "
+                f"(all instances together); retry in {wait:.0f} s",
+                wait,
+            )
+
+    async def close(self) -> None:
+        if self._shared is not None:
+            await self._shared.close()
 
     def effective(self, subject: str | None) -> Effective:
         def tighter(a: int | None, b: int | None) -> int | None:

@@ -31,7 +31,7 @@ from vdm.auth.token_store import RevocationList
 from vdm.config import Settings
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 from vdm.grpc.auth import JWTInterceptor
-from vdm.grpc.limits import Limiter
+from vdm.grpc.limits import Limiter, SharedMinute
 from vdm.grpc.servicer import LLMProxyServicer
 from vdm.pipeline import Gateway
 
@@ -48,6 +48,7 @@ class Service:
     server: grpc.aio.Server
     url: str  # as a vibectl client names it: vibectl-server[-insecure]://host:port
     watcher: asyncio.Task[None] | None
+    limiter: Limiter
 
     async def stop(self, grace: float) -> None:
         if self.watcher is not None:
@@ -55,6 +56,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.watcher
         await self.server.stop(grace)
+        await self.limiter.close()
 
 
 def _address(host: str, port: int) -> str:
@@ -84,8 +86,11 @@ async def start_service(
         watcher = asyncio.create_task(revocations.watch(), name="vdm-revocations")
     # so_reuseport off: a second server on a taken port must fail, not share it.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    redis_url = settings.server.redis_url
+    shared = SharedMinute(redis_url, settings.server.redis_namespace) if redis_url else None
+    limiter = Limiter(grpc_settings, shared=shared)
     pb_grpc.add_VibectlLLMProxyServicer_to_server(
-        LLMProxyServicer(gateway, grpc_settings, Limiter(grpc_settings), tenants), server
+        LLMProxyServicer(gateway, grpc_settings, limiter, tenants), server
     )
     address = _address(host, port)
     try:
@@ -108,7 +113,7 @@ async def start_service(
         if watcher is not None:
             watcher.cancel()
         raise
-    return Service(server, f"{scheme}://{_address(host, bound)}", watcher)
+    return Service(server, f"{scheme}://{_address(host, bound)}", watcher, limiter)
 
 
 def serve(

@@ -79,6 +79,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         try:
             principal = current_principal()
             chat = self._chat_request(request, stream=False)
+            await self._limiter.check_shared(current_subject())
             with self._limiter.admit(current_subject()):
                 async with asyncio.timeout(self._timeout):
                     completion = await self._gateway.complete(chat, principal=principal)
@@ -111,6 +112,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             principal = current_principal()
             chat = self._chat_request(request, stream=True)
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
+            await self._limiter.check_shared(current_subject())
             with self._limiter.admit(current_subject()):
                 # The deadline bounds our waits for the provider, never a yield:
                 # a timeout must not land inside gRPC's own write of a chunk.
