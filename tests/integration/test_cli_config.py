@@ -88,6 +88,8 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
         "--json",
         PROXY_API_KEY=proxy,
         REDIS_URL="redis://user:pw-secret@host:6379/0",
+        REDIS_NAMESPACE="team-a",
+        CACHE_MODELS="openai:gpt-4o=120",
     )
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout and proxy not in result.stdout
@@ -100,6 +102,9 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     assert shown["providers.openai.api-key"]["source"] == f"{work / '.env'}: OPENAI_API_KEY"
     assert shown["providers.openai.base-url"]["source"] == "defaults.toml"
     assert shown["server.max-retries"]["source"] == "default"
+    assert shown["server.redis-namespace"] == {"value": "team-a", "source": "env REDIS_NAMESPACE"}
+    assert shown["cache.backend"]["value"] == "redis"  # the default with REDIS_URL
+    assert shown["cache.models"] == {"value": "openai:gpt-4o=120s", "source": "env CACHE_MODELS"}
     table = vdm(work, "config", "show")
     assert table.returncode == 0 and "server.port" in table.stdout and secret not in table.stdout
 

@@ -63,6 +63,15 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
         else:
             shown = str(value)
         out.append((f"server.{key}", shown, src.get(f"server.{key}", "default")))
+    cache = settings.cache
+    for field in dataclasses.fields(cache):
+        key = field.name.replace("_", "-")
+        value = getattr(cache, field.name)
+        if key == "models":
+            shown = ", ".join(f"{m}={ttl}s" for m, ttl in value.items()) or "-"
+        else:
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+        out.append((f"cache.{key}", shown, src.get(f"cache.{key}", "default")))
     mw = settings.middleware
     out.append(
         (
