@@ -1,15 +1,16 @@
 """The bus on Redis Streams, for several gateway instances.
 
-Every instance appends to one stream (``<ns>:events``, ``REDIS_NAMESPACE`` =
-``vdm`` by default, trimmed to about
-``EVENTS_STREAM_MAX_LENGTH`` entries) and reads it through consumer groups:
+Each kind of event has its stream (``<ns>:events:<kind>``; ``REDIS_NAMESPACE``
+is ``vdm`` by default), trimmed to about ``EVENTS_STREAM_MAX_LENGTH``
+entries, so a consumer reads only the kinds it handles.  Streams are read
+through consumer groups:
 
 * a ``shared`` subscription is the group ``<ns>:<name>``, which all instances
   read as its consumers, so each event reaches exactly one of them; an entry
   is acknowledged only after it was handled, and entries a vanished instance
   left unacknowledged for a minute are claimed by another (XAUTOCLAIM);
-* an ``instance`` subscription is the group ``<ns>:<name>:<instance>``, created
-  at start (reading from then on) and destroyed at a graceful stop.
+* an ``instance`` subscription is the group ``<ns>:<name>:<instance>``,
+  created at start (reading from then on) and destroyed at a graceful stop.
 
 ``publish`` only appends to a bounded outbox in this process; one writer task
 sends it in pipelined batches.  While Redis is unreachable the outbox keeps
@@ -47,12 +48,11 @@ class RedisBus(Bus):
         self, url: str, *, namespace: str, queue_size: int, max_length: int, source: str
     ) -> None:
         super().__init__(queue_size=queue_size, source=source)
-        self._ns = namespace
-        self.stream = f"{namespace}:events"
         import redis.asyncio as redis
 
         # Readers block up to _BLOCK_MS on their own connection from the pool.
         self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        self._ns = namespace
         self._url_note = url.split("@")[-1]  # never log a password
         self._max_length = max_length
         self._outbox: deque[Event] = deque()
@@ -61,9 +61,15 @@ class RedisBus(Bus):
         self._send_lock = asyncio.Lock()
         self._healthy = True
 
+    def stream(self, kind: str) -> str:
+        return f"{self._ns}:events:{kind}"
+
     def group(self, sub: Subscription) -> str:
         name = f"{self._ns}:{sub.name}"
         return name if sub.scope == "shared" else f"{name}:{self.source}"
+
+    def _streams(self, sub: Subscription) -> list[str]:
+        return [self.stream(kind) for kind in sorted(sub.kinds)]
 
     # ------------------------------------------------------------ lifecycle
 
@@ -71,7 +77,7 @@ class RedisBus(Bus):
         """Create the groups (reading from now on), start the writer and readers."""
         try:
             for sub in self.subscriptions:
-                await self._create_group(sub)
+                await self._create_groups(sub)
         except Exception as exc:  # Redis down at start: the readers create them later
             self._trouble(exc)
         self._tasks = [asyncio.create_task(self._write(), name="vdm-events-writer")]
@@ -80,14 +86,15 @@ class RedisBus(Bus):
             for sub in self.subscriptions
         ]
 
-    async def _create_group(self, sub: Subscription) -> None:
+    async def _create_groups(self, sub: Subscription) -> None:
         from redis.exceptions import ResponseError
 
-        try:
-            await self._redis.xgroup_create(self.stream, self.group(sub), id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):  # (exists already: another instance made it)
-                raise
+        for stream in self._streams(sub):
+            try:
+                await self._redis.xgroup_create(stream, self.group(sub), id="$", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # (exists already: another instance made it)
+                    raise
 
     async def flush(self) -> None:
         await self._send()
@@ -103,11 +110,13 @@ class RedisBus(Bus):
                 await asyncio.sleep(0.005)
 
     async def _holding(self, sub: Subscription) -> bool:
-        return bool(
-            await self._redis.xpending_range(
-                self.stream, self.group(sub), min="-", max="+", count=1, consumername=self.source
+        for stream in self._streams(sub):
+            pending = await self._redis.xpending_range(
+                stream, self.group(sub), min="-", max="+", count=1, consumername=self.source
             )
-        )
+            if pending:
+                return True
+        return False
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -127,10 +136,11 @@ class RedisBus(Bus):
         when it holds nothing unacknowledged there."""
         for sub in self.subscriptions:
             if sub.scope == "instance":
-                await self._redis.xgroup_destroy(self.stream, self.group(sub))
-                continue
-            if not await self._holding(sub):
-                await self._redis.xgroup_delconsumer(self.stream, self.group(sub), self.source)
+                for stream in self._streams(sub):
+                    await self._redis.xgroup_destroy(stream, self.group(sub))
+            elif not await self._holding(sub):
+                for stream in self._streams(sub):
+                    await self._redis.xgroup_delconsumer(stream, self.group(sub), self.source)
 
     # ------------------------------------------------------------ writing
 
@@ -162,7 +172,12 @@ class RedisBus(Bus):
                 batch = [outbox.popleft() for _ in range(min(len(outbox), BATCH))]
                 pipe = self._redis.pipeline(transaction=False)
                 for event in batch:
-                    pipe.xadd(self.stream, {"e": _encode(event)}, maxlen=self._max_length)
+                    pipe.xadd(
+                        self.stream(event.kind),
+                        {"e": _encode(event)},
+                        maxlen=self._max_length,
+                        approximate=True,
+                    )
                 try:
                     await pipe.execute()
                 except BaseException:
@@ -174,14 +189,15 @@ class RedisBus(Bus):
 
     async def _read(self, sub: Subscription) -> None:
         claim_at = time.monotonic() + _CLAIM_EVERY
+        streams = dict.fromkeys(self._streams(sub), ">")
         while True:
             try:
                 reply = await self._redis.xreadgroup(
-                    self.group(sub), self.source, {self.stream: ">"}, count=BATCH, block=_BLOCK_MS
+                    self.group(sub), self.source, streams, count=BATCH, block=_BLOCK_MS
                 )
-                if reply and reply[0][1]:
+                if reply:
                     async with sub.lock:
-                        await self._process(sub, reply[0][1])
+                        await self._process_reply(sub, reply)
                 if sub.scope == "shared" and time.monotonic() >= claim_at:
                     claim_at = time.monotonic() + _CLAIM_EVERY
                     await self._claim(sub)
@@ -192,30 +208,36 @@ class RedisBus(Bus):
                 self._trouble(exc)
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
-                    await self._create_group(sub)  # (Redis restarted empty: groups are gone)
+                    await self._create_groups(sub)  # (Redis restarted empty: groups are gone)
 
     async def _read_once(self, sub: Subscription) -> bool:
         """Take and handle one batch of new entries without waiting (under the lock)."""
         reply = await self._redis.xreadgroup(
-            self.group(sub), self.source, {self.stream: ">"}, count=BATCH
+            self.group(sub), self.source, dict.fromkeys(self._streams(sub), ">"), count=BATCH
         )
-        if not reply or not reply[0][1]:
+        if not reply or not any(entries for _, entries in reply):
             return False
-        await self._process(sub, reply[0][1])
+        await self._process_reply(sub, reply)
         return True
+
+    async def _process_reply(self, sub: Subscription, reply: list[Any]) -> None:
+        for stream, entries in reply:
+            if entries:
+                await self._process(sub, stream, entries)
 
     async def _claim(self, sub: Subscription) -> None:
         """Take over entries another consumer of the group left unacknowledged."""
-        reply = await self._redis.xautoclaim(
-            self.stream, self.group(sub), self.source, min_idle_time=_CLAIM_IDLE_MS, count=BATCH
-        )
-        entries = reply[1] if reply else []
-        if entries:
-            log.info("events: %s took over %d unacknowledged entries", sub.name, len(entries))
-            async with sub.lock:
-                await self._process(sub, entries)
+        for stream in self._streams(sub):
+            reply = await self._redis.xautoclaim(
+                stream, self.group(sub), self.source, min_idle_time=_CLAIM_IDLE_MS, count=BATCH
+            )
+            entries = reply[1] if reply else []
+            if entries:
+                log.info("events: %s took over %d unacknowledged entries", sub.name, len(entries))
+                async with sub.lock:
+                    await self._process(sub, stream, entries)
 
-    async def _process(self, sub: Subscription, entries: list[Any]) -> None:
+    async def _process(self, sub: Subscription, stream: Any, entries: list[Any]) -> None:
         ids, events = [], []
         for entry_id, fields in entries:
             ids.append(entry_id)
@@ -232,7 +254,7 @@ class RedisBus(Bus):
         if events:
             await self._handle(sub, events)
         if ids:
-            await self._redis.xack(self.stream, self.group(sub), *ids)
+            await self._redis.xack(stream, self.group(sub), *ids)
 
     def _trouble(self, exc: Exception) -> None:
         if self._healthy:
