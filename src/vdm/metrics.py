@@ -1,8 +1,8 @@
 """Request metrics of this instance: Prometheus text at ``/metrics``.
 
 Each finished request is also published on the event bus
-(``request.finished``) when one is attached, for the deployment-wide
-running totals (:mod:`vdm.totals`).
+(``request.finished``, the tuple :data:`vdm.totals.FINISHED` describes) when
+one is attached, for the deployment-wide running totals (:mod:`vdm.totals`).
 
 Recording is plain attribute arithmetic on small per-route objects (one dict
 lookup per finished request, keyed by ``(door, provider, model)``); nothing
@@ -37,7 +37,6 @@ from prometheus_client.core import (
     Metric,
 )
 
-from vdm import totals
 from vdm.events import KINDS, REQUEST_FINISHED
 
 if TYPE_CHECKING:
@@ -169,15 +168,15 @@ class Metrics:
         if self.bus is not None:
             self.bus.publish(
                 REQUEST_FINISHED,
-                totals.finished(
+                (
                     door,
                     provider,
                     model,
                     total,
-                    error=error is not None,
-                    input_tokens=usage.input_tokens or 0 if usage else 0,
-                    output_tokens=usage.output_tokens or 0 if usage else 0,
-                    cached_tokens=usage.cache_read_input_tokens or 0 if usage else 0,
+                    error is not None,
+                    usage.input_tokens or 0 if usage else 0,
+                    usage.output_tokens or 0 if usage else 0,
+                    usage.cache_read_input_tokens or 0 if usage else 0,
                 ),
             )
         self.recent.append(
@@ -210,9 +209,7 @@ class Metrics:
         stats.errors[kind] = stats.errors.get(kind, 0) + 1
         stats.total.observe(total)
         if self.bus is not None:
-            self.bus.publish(
-                REQUEST_FINISHED, totals.finished(door, provider, "", total, error=True)
-            )
+            self.bus.publish(REQUEST_FINISHED, (door, provider, "", total, True, 0, 0, 0))
 
     def retry(self, provider: str) -> None:
         self.retries[provider] = self.retries.get(provider, 0) + 1
@@ -322,7 +319,7 @@ def _bus_metrics(bus: Bus) -> Iterator[Metric]:
         "vdm_events_dropped", "Events dropped because the bus queue was full", labels=("kind",)
     )
     for kind in KINDS:
-        published.add_metric([kind], bus.published[kind])
+        published.add_metric([kind], bus.published.get(kind, 0))
         dropped.add_metric([kind], bus.dropped[kind])
     failed = CounterMetricFamily(
         "vdm_events_failed", "Events a consumer gave up on after retries", labels=("consumer",)

@@ -26,28 +26,18 @@ _SEP = "\x1f"  # between door, provider and model in Redis field names
 _COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens")
 
 
-def finished(
-    door: str,
-    provider: str,
-    model: str,
-    seconds: float,
-    *,
-    error: bool,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    cached_tokens: int = 0,
-) -> dict[str, Any]:
-    """The data of a ``request.finished`` event (published by vdm.metrics)."""
-    return {
-        "door": door,
-        "provider": provider,
-        "model": model,
-        "seconds": seconds,
-        "error": error,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cached_tokens": cached_tokens,
-    }
+# The data of a ``request.finished`` event (published by vdm.metrics, once per
+# request, so a tuple — a JSON array on Redis — rather than a dict):
+FINISHED = (
+    "door",
+    "provider",
+    "model",
+    "seconds",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+)
 
 
 @dataclass
@@ -61,18 +51,19 @@ def _fold(events: list[Event]) -> dict[Key, _Route]:
     """One batch of events summed per route (one write per route, not per event)."""
     routes: dict[Key, _Route] = {}
     for event in events:
-        d = event.data
-        key = (str(d["door"]), str(d["provider"]), str(d["model"]))
+        door, provider, model, seconds, error, tokens_in, tokens_out, cached = event.data
+        key = (str(door), str(provider), str(model))
         route = routes.get(key)
         if route is None:
             route = routes[key] = _Route()
         counts = route.counts
         counts["requests"] += 1
-        counts["errors"] += 1 if d["error"] else 0
-        for name in ("input_tokens", "output_tokens", "cached_tokens"):
-            counts[name] += int(d.get(name) or 0)
-        route.seconds += float(d["seconds"])
-        route.recent.append(float(d["seconds"]))
+        counts["errors"] += 1 if error else 0
+        counts["input_tokens"] += int(tokens_in)
+        counts["output_tokens"] += int(tokens_out)
+        counts["cached_tokens"] += int(cached)
+        route.seconds += float(seconds)
+        route.recent.append(float(seconds))
     return routes
 
 

@@ -22,7 +22,7 @@ RETRY_DELAY = 0.5  # seconds before the second try, doubled after
 
 class Event(msgspec.Struct, frozen=True, array_like=True):
     kind: str
-    data: dict[str, Any]
+    data: Any  # JSON-able: a dict, or a list for the hot request.finished (vdm.totals)
     source: str  # the publishing instance (vdm.events.instance_id)
     ts: float  # time.time() at publication
 
@@ -53,7 +53,7 @@ class Bus:
         self.source = source
         self.queue_size = queue_size
         self.subscriptions: list[Subscription] = []
-        self.published: Counter[str] = Counter()
+        self.published: dict[str, int] = {}
         self.dropped: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()  # per consumer: events given up on
         self._overflowing = False
@@ -70,11 +70,11 @@ class Bus:
         """Register a consumer (before :meth:`start`)."""
         self.subscriptions.append(Subscription(name, frozenset(kinds), handler, scope, others_only))
 
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
+    def publish(self, kind: str, data: Any) -> None:
         """Queue one event; never blocks (a full queue drops it and counts that)."""
-        event = Event(kind, data, self.source, time.time())
-        if self._enqueue(event):
-            self.published[kind] += 1
+        if self._enqueue(Event(kind, data, self.source, time.time())):
+            published = self.published
+            published[kind] = published.get(kind, 0) + 1
             self._overflowing = False
             return
         self.dropped[kind] += 1

@@ -34,7 +34,10 @@ from vdm.events.bus import BATCH, Bus, Event, Subscription
 
 log = logging.getLogger("vdm.events")
 
-_BLOCK_MS = 1000  # a reader's longest wait for new entries
+# A reader's longest wait for new entries.  Also how long a stop may wait for a
+# reader: a blocked XREADGROUP is not cancelled (redis-py would then hold the
+# connection until its socket timeout); the reader sees the stop when it returns.
+_BLOCK_MS = 500
 _CLAIM_IDLE_MS = 60_000  # unacknowledged this long: the consumer is presumed gone
 _CLAIM_EVERY = 30.0  # seconds between looks for such entries
 _decode = msgspec.json.Decoder(Event).decode
@@ -60,6 +63,7 @@ class RedisBus(Bus):
         self._tasks: list[asyncio.Task[None]] = []
         self._send_lock = asyncio.Lock()
         self._healthy = True
+        self._stopping = False
 
     def stream(self, kind: str) -> str:
         return f"{self._ns}:events:{kind}"
@@ -121,9 +125,14 @@ class RedisBus(Bus):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.flush()
+        self._stopping = True
+        writer, readers = self._tasks[:1], self._tasks[1:]
+        for task in writer:
+            task.cancel()
+        if readers:
+            await asyncio.wait(readers, timeout=_BLOCK_MS / 1000 * 3)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
@@ -190,13 +199,13 @@ class RedisBus(Bus):
     async def _read(self, sub: Subscription) -> None:
         claim_at = time.monotonic() + _CLAIM_EVERY
         streams = dict.fromkeys(self._streams(sub), ">")
-        while True:
+        while not self._stopping:
             try:
                 reply = await self._redis.xreadgroup(
                     self.group(sub), self.source, streams, count=BATCH, block=_BLOCK_MS
                 )
                 if reply:
-                    async with sub.lock:
+                    async with sub.lock:  # (handled even when stopping: it was taken)
                         await self._process_reply(sub, reply)
                 if sub.scope == "shared" and time.monotonic() >= claim_at:
                     claim_at = time.monotonic() + _CLAIM_EVERY
