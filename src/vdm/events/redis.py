@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from vdm.events.bus import BATCH, Bus, Event, Subscription
+from vdm.redis_link import RedisLink
 
 log = logging.getLogger("vdm.events")
 
@@ -51,18 +52,17 @@ class RedisBus(Bus):
         self, url: str, *, namespace: str, queue_size: int, max_length: int, source: str
     ) -> None:
         super().__init__(queue_size=queue_size, source=source)
-        import redis.asyncio as redis
-
         # Readers block up to _BLOCK_MS on their own connection from the pool.
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        self._link = RedisLink(
+            url, "the event bus", "events wait in this instance's queue", socket_timeout=10
+        )
+        self._redis: Any = self._link.client
         self._ns = namespace
-        self._url_note = url.split("@")[-1]  # never log a password
         self._max_length = max_length
         self._outbox: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._send_lock = asyncio.Lock()
-        self._healthy = True
         self._stopping = False
 
     def stream(self, kind: str) -> str:
@@ -83,7 +83,7 @@ class RedisBus(Bus):
             for sub in self.subscriptions:
                 await self._create_groups(sub)
         except Exception as exc:  # Redis down at start: the readers create them later
-            self._trouble(exc)
+            self._link.trouble(exc)
         self._tasks = [asyncio.create_task(self._write(), name="vdm-events-writer")]
         self._tasks += [
             asyncio.create_task(self._read(sub), name=f"vdm-events-{sub.name}")
@@ -137,8 +137,7 @@ class RedisBus(Bus):
                 await task
         with contextlib.suppress(Exception):
             await self._leave()
-        with contextlib.suppress(Exception):
-            await self._redis.aclose()
+        await self._link.close()
 
     async def _leave(self) -> None:
         """Remove this instance's own groups, and its name from the shared ones
@@ -170,7 +169,7 @@ class RedisBus(Bus):
             try:
                 await self._send()
             except Exception as exc:
-                self._trouble(exc)
+                self._link.trouble(exc)
                 await asyncio.sleep(1.0)
                 self._wake.set()  # try again what is still in the outbox
 
@@ -192,7 +191,7 @@ class RedisBus(Bus):
                 except BaseException:
                     outbox.extendleft(reversed(batch))  # kept, in order, for the next try
                     raise
-                self._healthy = True
+                self._link.ok()
 
     # ------------------------------------------------------------ reading
 
@@ -210,11 +209,11 @@ class RedisBus(Bus):
                 if sub.scope == "shared" and time.monotonic() >= claim_at:
                     claim_at = time.monotonic() + _CLAIM_EVERY
                     await self._claim(sub)
-                self._healthy = True
+                self._link.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._trouble(exc)
+                self._link.trouble(exc)
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
                     await self._create_groups(sub)  # (Redis restarted empty: groups are gone)
@@ -264,14 +263,3 @@ class RedisBus(Bus):
             await self._handle(sub, events)
         if ids:
             await self._redis.xack(stream, self.group(sub), *ids)
-
-    def _trouble(self, exc: Exception) -> None:
-        if self._healthy:
-            log.warning(
-                "redis at %s unavailable for the event bus (%s: %s); events wait in "
-                "this instance's queue",
-                self._url_note,
-                type(exc).__name__,
-                exc,
-            )
-        self._healthy = False

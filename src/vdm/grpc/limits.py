@@ -18,18 +18,16 @@ they bound what one process holds open.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from vdm.config import GrpcSettings
+from vdm.redis_link import RedisLink
 
-log = logging.getLogger("vdm.grpc")
 WINDOW = 60.0
 _PRUNE_AT = 10_000  # subjects remembered before idle ones are forgotten
 
@@ -88,12 +86,9 @@ class SharedMinute:
     (``<ns>:grpc:rpm`` and ``<ns>:grpc:rpm:<subject>``)."""
 
     def __init__(self, url: str, namespace: str) -> None:
-        import redis.asyncio as redis
-
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        self._script = self._redis.register_script(_SLIDE)
+        self._link = RedisLink(url, "gRPC rate limits", "each instance counts alone")
+        self._script = self._link.client.register_script(_SLIDE)
         self._prefix = f"{namespace}:grpc:rpm"
-        self._healthy = True
 
     async def wait(self, limits: list[tuple[str | None, int]]) -> tuple[int, float] | None:
         """None when one more request fits every ``(subject, limit)`` window (and
@@ -105,14 +100,9 @@ class SharedMinute:
                 keys=keys, args=[time.time(), uuid.uuid4().hex, *(n for _, n in limits)]
             )
         except Exception as exc:
-            if self._healthy:
-                log.warning(
-                    "redis unavailable for gRPC rate limits (%s); each instance counts alone",
-                    exc,
-                )
-            self._healthy = False
+            self._link.trouble(exc)
             return None
-        self._healthy = True
+        self._link.ok()
         text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         if text == "0":
             return None
@@ -120,7 +110,7 @@ class SharedMinute:
         return int(index) - 1, float(seconds)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._link.close()
 
 
 class Limiter:

@@ -16,14 +16,13 @@ view keeps working and the failure is logged once per outage.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vdm.events import KEY_COOLDOWN
+from vdm.redis_link import RedisLink
 
 if TYPE_CHECKING:
     from vdm.events import Bus, Event
@@ -90,50 +89,31 @@ class MemoryCooldowns:
 class RedisCooldowns(MemoryCooldowns):
     def __init__(self, url: str, namespace: str = "vdm") -> None:
         super().__init__()
-        import redis.asyncio as redis
-
         self._prefix = f"{namespace}:cooldown:"
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        self._url_note = url.split("@")[-1]  # never log a password
-        self._writes: set[asyncio.Task[None]] = set()
-        self._healthy = True
+        self._link = RedisLink(url, "key cooldowns", "using this instance's view")
 
     async def start(self) -> None:
         """Load the cooldowns other instances set before this one started."""
+        redis = self._link.client
         try:
-            async for name in self._redis.scan_iter(match=self._prefix + "*", count=500):
-                value = await self._redis.get(name)
+            async for name in redis.scan_iter(match=self._prefix + "*", count=500):
+                value = await redis.get(name)
                 if value is not None:
                     self._apply(name.decode()[len(self._prefix) :], float(value))
         except Exception as exc:  # Redis down at start: run on the local view
-            self._trouble(exc)
+            self._link.trouble(exc)
 
     def bench(self, key_id: str, seconds: float, status: int) -> None:
         super().bench(key_id, seconds, status)
-        task = asyncio.get_running_loop().create_task(self._keep(key_id, self.until(key_id)))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._link.background(self._keep(key_id, self.until(key_id)))
 
     async def _keep(self, key_id: str, until: float) -> None:
         try:
             ttl_ms = max(int((until - time.time()) * 1000), 1)
-            await self._redis.set(self._prefix + key_id, repr(until), px=ttl_ms)
-            self._healthy = True
+            await self._link.client.set(self._prefix + key_id, repr(until), px=ttl_ms)
+            self._link.ok()
         except Exception as exc:
-            self._trouble(exc)
-
-    def _trouble(self, exc: Exception) -> None:
-        if self._healthy:
-            log.warning(
-                "redis at %s unavailable for key cooldowns (%s: %s); using this instance's view",
-                self._url_note,
-                type(exc).__name__,
-                exc,
-            )
-        self._healthy = False
+            self._link.trouble(exc)
 
     async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._redis.aclose()
+        await self._link.close()

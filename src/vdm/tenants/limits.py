@@ -13,13 +13,10 @@ Redis is unreachable, and it never admits what the shared one would refuse
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-log = logging.getLogger("vdm.tenants")
+from vdm.redis_link import RedisLink
 
 
 @dataclass(slots=True)
@@ -70,13 +67,11 @@ class SharedWindows:
     same fixed, minute-aligned windows as :class:`MinuteWindow`."""
 
     def __init__(self, url: str, namespace: str) -> None:
-        import redis.asyncio as redis
-
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        self._admit = self._redis.register_script(_ADMIT)
+        self._link = RedisLink(
+            url, "per-minute token limits", "each instance enforces them alone until it is back"
+        )
+        self._admit = self._link.client.register_script(_ADMIT)
         self._prefix = f"{namespace}:window:"
-        self._writes: set[asyncio.Task[None]] = set()
-        self._healthy = True
 
     def _key(self, token_id: str, moment: float) -> str:
         return f"{self._prefix}{token_id}:{int(moment // 60)}"
@@ -85,51 +80,35 @@ class SharedWindows:
         """0: admitted (and counted); 1: over ``rpm``; 2: over ``tpm``.  Redis
         unreachable: 0 (the in-memory window, checked before, is what holds)."""
         try:
-            verdict = int(
-                await self._admit(
-                    keys=[self._key(token_id, moment)], args=[rpm or 0, tpm or 0, 120]
-                )
+            verdict = await self._admit(
+                keys=[self._key(token_id, moment)], args=[rpm or 0, tpm or 0, 120]
             )
         except Exception as exc:
-            self._trouble(exc)
+            self._link.trouble(exc)
             return 0
-        self._healthy = True
-        return verdict
+        self._link.ok()
+        return int(verdict)
 
     async def undo(self, token_id: str, moment: float) -> None:
         """Give back a request :meth:`admit` counted that was then refused."""
         try:
-            await self._redis.hincrby(self._key(token_id, moment), "r", -1)
+            await self._link.client.hincrby(self._key(token_id, moment), "r", -1)
         except Exception as exc:
-            self._trouble(exc)
+            self._link.trouble(exc)
 
     def add_tokens(self, token_id: str, tokens: int) -> None:
         """Count a finished request's tokens (in the background)."""
-        task = asyncio.get_running_loop().create_task(self._add(token_id, tokens, now()))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._link.background(self._add(token_id, tokens, now()))
 
     async def _add(self, token_id: str, tokens: int, moment: float) -> None:
         key = self._key(token_id, moment)
         try:
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = self._link.client.pipeline(transaction=False)
             pipe.hincrby(key, "t", tokens)
             pipe.expire(key, 120)
             await pipe.execute()
         except Exception as exc:
-            self._trouble(exc)
-
-    def _trouble(self, exc: Exception) -> None:
-        if self._healthy:
-            log.warning(
-                "redis unavailable for per-minute token limits (%s: %s); each instance "
-                "enforces them alone until it is back",
-                type(exc).__name__,
-                exc,
-            )
-        self._healthy = False
+            self._link.trouble(exc)
 
     async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-        await self._redis.aclose()
+        await self._link.close()

@@ -1,0 +1,56 @@
+"""One connection to the shared Redis for one feature, and the rule every
+feature follows when Redis is away: keep working on this instance's own view,
+say so once per outage (not once per request), say nothing more until it is
+back.  Writes that must not hold up a request run in the background and are
+awaited at close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger("vdm.redis")
+
+
+class RedisLink:
+    def __init__(self, url: str, feature: str, fallback: str, *, socket_timeout: float = 2) -> None:
+        import redis.asyncio as redis
+
+        self.client: Any = redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=socket_timeout
+        )
+        self._where = url.split("@")[-1]  # never log a password
+        self._feature = feature  # "key cooldowns"
+        self._fallback = fallback  # "using this instance's view"
+        self._healthy = True
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    def ok(self) -> None:
+        self._healthy = True
+
+    def trouble(self, exc: BaseException) -> None:
+        if self._healthy:
+            log.warning(
+                "redis at %s unavailable for %s (%s: %s); %s",
+                self._where,
+                self._feature,
+                type(exc).__name__,
+                exc,
+                self._fallback,
+            )
+        self._healthy = False
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
