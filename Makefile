@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEVSTAMP:= $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean proto
+.PHONY: run test lint bench bench-quick bench-codecs bench-memory bench-workers clean proto
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,8 +36,21 @@ proto: $(DEVSTAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src \
 		--grpc_python_out=src src/vdm/grpc/llm_proxy.proto
 
+# Benchmarks (not part of `make test`; see docs/performance.md).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
+
+bench-codecs: $(STAMP)
+	$(BIN)/python bench/codecs_bench.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory.py
+
+bench-workers: $(STAMP)
+	$(BIN)/python bench/workers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache build src/*.egg-info
