@@ -79,6 +79,24 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds_of(p) for p in descendants(pid))
 
 
+def _machine_jiffies() -> list[int]:
+    with open("/proc/stat", "rb") as f:
+        # cpu  user nice system idle iowait irq softirq steal ...
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by everything on the machine (all CPUs, not idle or iowait).
+    Minus the benchmark's own processes, it is the other load that makes a run noisy."""
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = _machine_jiffies()
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests while ours wanted to run."""
+    return _machine_jiffies()[7] / CLK_TCK
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """``VmRSS`` and ``VmHWM`` (peak RSS) of one process, in KiB."""
     out = {}

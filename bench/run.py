@@ -34,10 +34,12 @@ from harness import (
     cpu_seconds,
     git_rev,
     machine,
+    machine_busy_seconds,
     memory_kb,
     run_async,
     start_gateway,
     start_upstream,
+    steal_seconds,
     stop,
     tail,
     wait_http,
@@ -102,6 +104,9 @@ class Scenario:
     upstream_cpu_s: float = 0.0
     requests_measured: int = 0
     phase_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # gateway, upstream
+    other_cpu_s: float = 0.0  # CPU of everything else on the machine during the timed phases
+    steal_s: float = 0.0
+    elapsed_s: float = 0.0
 
     @property
     def validator(self) -> Validator:
@@ -246,7 +251,11 @@ async def run_scenario(
     sc.warmup_errors = dict(warm.errors)
     if warm.sample_failure:
         sc.results["warmup"] = warm
-    probes = {"upstream_cpu_s": lambda: cpu_seconds(up_pid)}
+    probes = {
+        "upstream_cpu_s": lambda: cpu_seconds(up_pid),
+        "machine_busy_s": machine_busy_seconds,
+        "steal_s": steal_seconds,
+    }
     if gw_pid:
         probes["gateway_cpu_s"] = lambda: cpu_seconds(gw_pid)
     for phase, conc in PHASES:
@@ -269,6 +278,9 @@ async def run_scenario(
         sc.gateway_cpu_s += gw_cpu
         sc.upstream_cpu_s += up_cpu
         sc.requests_measured += n
+        sc.other_cpu_s += max(0.0, res.probes["machine_busy_s"] - gw_cpu - up_cpu - res.client_cpu)
+        sc.steal_s += res.probes["steal_s"]
+        sc.elapsed_s += res.elapsed
 
 
 # --- report -------------------------------------------------------------------------
@@ -333,6 +345,10 @@ def scenario_row(sc: Scenario, by_name: dict[str, Scenario]) -> dict:
         ),
         "c64_gateway_cpu_util": None if gw_util is None else round(gw_util, 3),
         "c64_cpu1_util": None if client_util is None else round(client_util, 3),
+        # cores used by other processes (and stolen by the hypervisor) over the timed
+        # phases: > ~0.2 means the row's numbers are noisy, CPU ms/req included
+        "other_cores_busy": round(sc.other_cpu_s / sc.elapsed_s, 2) if sc.elapsed_s else None,
+        "steal_cores": round(sc.steal_s / sc.elapsed_s, 2) if sc.elapsed_s else None,
         "errors": sc.errors,
         "error_kinds": sc.error_kinds(),
         "phases": {k: r.summary() for k, r in sc.results.items()},
@@ -478,6 +494,15 @@ def print_report(report: dict, checks: list[dict], total_errors: int) -> None:
     )
     if "†" in table:
         print("† req/s limited by CPU 1 (load generator + upstream ≥ 90% busy), not the gateway.")
+    noisy = [r for r in rows if (r["other_cores_busy"] or 0) + (r["steal_cores"] or 0) > 0.2]
+    if noisy:
+        worst = max(noisy, key=lambda r: r["other_cores_busy"] + r["steal_cores"])
+        print(
+            f"Noise: other processes used up to {worst['other_cores_busy']:.2f} cores "
+            f"(+{worst['steal_cores']:.2f} stolen) during the timed phases "
+            f"({len(noisy)} of {len(rows)} rows > 0.2 cores): repeat and take the best of 3 "
+            "(bench/best_of.py)."
+        )
     if g:
         print(
             f"Gateway cold start: /ready after {g['cold_start_ready_s']:.3f} s, first POST "
