@@ -63,10 +63,11 @@ def best_gateway(reports: list[dict]) -> dict | None:
 
 
 def main() -> int:
-    paths = [Path(p) for p in sys.argv[1:]]
-    if not paths:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
         print(__doc__)
-        return 2
+        return 0 if args else 2
+    paths = [Path(p) for p in args]
     reports = [json.loads(p.read_text()) for p in paths]
     rows, gw = best_rows(reports), best_gateway(reports)
     total_errors = sum(r["total_errors"] for r in reports)
