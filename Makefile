@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEVSTAMP:= $(VENV)/.installed-dev
 
-.PHONY: run test lint bench clean proto
+.PHONY: run test lint bench bench-best bench-quick bench-codecs bench-memory bench-workers clean proto
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,8 +36,26 @@ proto: $(DEVSTAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src \
 		--grpc_python_out=src src/vdm/grpc/llm_proxy.proto
 
+# Benchmarks (not part of `make test`; see docs/performance.md).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Three full runs and their min-of-3 summary (the figures docs/performance.md quotes).
+bench-best: $(STAMP)
+	for i in 1 2 3; do $(BIN)/python bench/run.py --out bench/results/best-$$i.json || exit 1; done
+	$(BIN)/python bench/best_of.py bench/results/best-1.json bench/results/best-2.json bench/results/best-3.json
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
+
+bench-codecs: $(STAMP)
+	$(BIN)/python bench/codecs_bench.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory.py
+
+bench-workers: $(STAMP)
+	$(BIN)/python bench/workers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .cache build src/*.egg-info

@@ -219,6 +219,25 @@ def _ant_events() -> list[tuple[bytes, ...]]:
 
 _ANT_SSE = _ant_events()
 
+
+def anthropic_json(model: bytes = b"bench-model") -> bytes:
+    """The Anthropic message body this upstream answers (tests use it as the valid case)."""
+    return _fill(_ANT_JSON, model)
+
+
+def anthropic_sse(model: bytes = b"bench-model") -> bytes:
+    """The whole Anthropic SSE body this upstream streams, without the HTTP chunking."""
+    return b"".join(_fill(e, model) for e in _ANT_SSE)
+
+
+def openai_json(model: bytes = b"bench-model") -> bytes:
+    return _fill(_OA_JSON, model)
+
+
+def openai_sse(model: bytes = b"bench-model", *, usage: bool = True) -> bytes:
+    return b"".join(_fill(e, model) for e in _OA_SSE[usage])
+
+
 # --- HTTP -------------------------------------------------------------------
 
 _JSON_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
