@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from vdm.config import Settings
+from vdm.server.protocol import GatewayHttpProtocol
 
 _APP = "vdm.server.app:create_app"
 
@@ -52,7 +53,7 @@ def serve(
         "host": host,
         "port": port,
         "loop": "uvloop" if sys.platform != "win32" else "auto",
-        "http": "httptools",
+        "http": GatewayHttpProtocol,  # httptools, a whole answer in one write
         "access_log": False,
         "log_config": None,
         "log_level": settings.server.log_level.lower(),
