@@ -13,4 +13,4 @@ from random import getrandbits
 
 def hex_id(nbytes: int = 12) -> str:
     """``nbytes`` random bytes as lower-case hex (as ``secrets.token_hex`` writes them)."""
-    return f"{getrandbits(nbytes * 8):0{nbytes * 2}x}"
+    return getrandbits(nbytes * 8).to_bytes(nbytes, "big").hex()

@@ -780,7 +780,10 @@ class Gateway:
                     outcome=outcome,
                     stream=_tap_stream(chunks, outcome, rules.tap(), rules.encode_stream_error),
                 )
-        data = b"".join([chunk async for chunk in raw.body])
+        if raw.read is not None:
+            data = await raw.read()
+        else:
+            data = b"".join([chunk async for chunk in raw.body])
         try:
             outcome.usage, outcome.stop_reason = rules.usage(rules.answer.decode(data))
         except msgspec.ValidationError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -139,7 +138,6 @@ class App:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._revocation_watch is not None:
@@ -389,18 +387,6 @@ class App:
             )
         self.allow.check(method, path)  # raises: 404 outside the allowlist, else 405
         return passthrough  # pragma: no cover - check() only returns for allowed requests
-
-
-def settle_heap() -> None:
-    """After start-up, move every object made so far (modules, settings, the
-    gateway) out of the garbage collector's sight.
-
-    They live as long as the process; without this each collection of the
-    oldest generation walks all of them again, and the time goes to whichever
-    request happened to allocate then.  Requests' own garbage is collected as
-    before."""
-    gc.collect()
-    gc.freeze()
 
 
 def id_headers(request_id: str) -> dict[str, str]:
