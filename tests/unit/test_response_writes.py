@@ -112,3 +112,15 @@ def test_close_flushes_a_held_head_and_other_calls_pass_through() -> None:
     held.close()
     assert transport.writes == [HEAD]
     assert transport.closed
+
+
+def test_flush_writes_a_streams_gathered_writes_at_once() -> None:
+    transport = FakeTransport()
+    loop = FakeLoop()
+    stream = ResponseWrites(transport, loop, hold=True)  # type: ignore[arg-type]
+    stream.write(CHUNKED)
+    stream.write(b"0\r\n\r\n")
+    stream.flush()
+    assert transport.writes == [CHUNKED + b"0\r\n\r\n"]
+    loop.turn()  # (the scheduled write finds nothing left)
+    assert len(transport.writes) == 1

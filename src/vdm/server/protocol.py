@@ -78,11 +78,15 @@ class ResponseWrites:
             if not self._transport.is_closing():
                 self._transport.write(data)
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Write whatever is held or gathered now."""
         if self._held is not None:
             held, self._held = self._held, None
             self._transport.write(held)
         self._write_pending()
+
+    def close(self) -> None:
+        self.flush()
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
@@ -101,3 +105,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             cycle.transport = ResponseWrites(  # type: ignore[assignment]
                 self.transport, self.loop, hold=self.scope["method"] != "HEAD"
             )
+
+    def shutdown(self) -> None:
+        """(Server shutdown may close the connection right after a response
+        completed, before the end of the loop turn: its last writes go first.)"""
+        writes = self.cycle.transport if self.cycle is not None else None
+        if isinstance(writes, ResponseWrites):
+            writes.flush()
+        super().shutdown()
