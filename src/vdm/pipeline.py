@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from vdm.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from vdm.ids import hex_id
 from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
@@ -173,7 +173,7 @@ class Completion:
 
 
 def new_request_id() -> str:
-    return "req_vdm_" + secrets.token_hex(12)
+    return "req_vdm_" + hex_id(12)
 
 
 Attempt = Callable[[Route, Provider, ClientContext, Outcome], Awaitable[Reply]]
@@ -780,7 +780,10 @@ class Gateway:
                     outcome=outcome,
                     stream=_tap_stream(chunks, outcome, rules.tap(), rules.encode_stream_error),
                 )
-        data = b"".join([chunk async for chunk in raw.body])
+        if raw.read is not None:
+            data = await raw.read()
+        else:
+            data = b"".join([chunk async for chunk in raw.body])
         try:
             outcome.usage, outcome.stop_reason = rules.usage(rules.answer.decode(data))
         except msgspec.ValidationError:

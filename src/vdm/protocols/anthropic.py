@@ -8,7 +8,6 @@ for others).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, assert_never
@@ -17,6 +16,7 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
+from vdm.ids import hex_id
 from vdm.protocols import fields
 from vdm.protocols.sse import SSEParser, frame
 
@@ -30,13 +30,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def new_message_id() -> str:
-    return "msg_" + secrets.token_hex(12)
+    return "msg_" + hex_id(12)
 
 
 def tool_use_id(upstream_id: str | None) -> str:
     """An id of the ``toolu_`` form, stable for a given upstream id."""
     if not upstream_id:
-        return "toolu_" + secrets.token_hex(12)
+        return "toolu_" + hex_id(12)
     if upstream_id.startswith("toolu_"):
         return upstream_id
     return "toolu_" + upstream_id

@@ -13,7 +13,6 @@ asks for one JSON value matching the given schema (quoted in the prompt).
 from __future__ import annotations
 
 import base64
-import secrets
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, assert_never
@@ -22,6 +21,7 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
+from vdm.ids import hex_id
 from vdm.protocols import fields
 from vdm.protocols.fields import decode_json_object
 from vdm.protocols.sse import frame
@@ -330,7 +330,7 @@ def format_instruction(value: Any) -> str | None:
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + secrets.token_hex(12)
+    return "chatcmpl-" + hex_id(12)
 
 
 def usage_dict(usage: ir.Usage) -> dict[str, Any]:

@@ -34,7 +34,6 @@ Mapping (README "Responses API (Codex CLI)"):
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any, assert_never
@@ -43,6 +42,7 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
+from vdm.ids import hex_id
 from vdm.protocols import fields, openai_ingress
 from vdm.protocols.sse import SSEParser, frame
 
@@ -436,7 +436,7 @@ def _echo(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_response_id() -> str:
-    return "resp_" + secrets.token_hex(16)
+    return "resp_" + hex_id(16)
 
 
 def item_id(kind: str, response_id: str, index: int) -> str:

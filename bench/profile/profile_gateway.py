@@ -1,0 +1,148 @@
+"""Profile the gateway under load: one scenario, gateway under cProfile.
+
+    python bench/profile/profile_gateway.py conversion [--stream] [-n 3000] [-c 16]
+    python bench/profile/profile_gateway.py passthrough --top 40
+
+Starts the bench fake upstream and a gateway (same environment as ``bench/run.py``)
+whose ``vdm.cli.main`` runs under cProfile; drives ``n`` requests of the scenario,
+stops the gateway with SIGTERM (stats are dumped then) and prints the top functions
+by own time.  Stats stay in ``--out`` (default /tmp/vdm-gateway.prof) for pstats/snakeviz.
+Not a benchmark: cProfile roughly doubles the cost of every call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pstats
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BENCH))
+
+from loadgen import run_load  # noqa: E402
+from run import HEADERS, request_body  # noqa: E402
+from validate import validate_anthropic_json, validate_anthropic_sse  # noqa: E402
+
+# Runs inside the gateway process: vdm's CLI under cProfile, stats dumped at exit.
+_WRAPPER = """
+import cProfile, sys
+out = sys.argv[1]
+sys.argv = ["vdm", *sys.argv[2:]]
+from vdm.cli.main import main
+profile = cProfile.Profile()
+profile.enable()
+try:
+    main()
+finally:  # uvicorn handles the SIGTERM and returns after its drain
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_ready(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise SystemExit(f"not ready: {url}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=("conversion", "passthrough"))
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("-n", type=int, default=3000)
+    parser.add_argument("-c", type=int, default=16)
+    parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--out", default="/tmp/vdm-gateway.prof")
+    args = parser.parse_args()
+
+    up_port, gw_port = free_port(), free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="vdm-prof-"))
+    (tmp / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+    env.update(
+        HOME=str(tmp / "home"),
+        OPENAI_API_KEY="bench-key",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{up_port}/v1",
+        ANT_API_KEY="bench-key",
+        ANT_API_FORMAT="anthropic",
+        ANT_BASE_URL=f"http://127.0.0.1:{up_port}",
+        VDM_DEFAULT_PROVIDER="openai",
+        LOG_LEVEL="WARNING",
+    )
+    wrapper = tmp / "wrapper.py"
+    wrapper.write_text(_WRAPPER)
+    os.sched_setaffinity(0, {1})  # as bench/run.py: gateway on CPU 0, the rest on CPU 1
+    up = subprocess.Popen(
+        [sys.executable, str(BENCH / "upstream.py"), "--port", str(up_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    gw = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            str(wrapper),
+            args.out,
+            "server",
+            "start",
+            "--port",
+            str(gw_port),
+        ],
+        cwd=tmp,
+        env=env,
+    )
+    try:
+        asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/ready"))
+        model = "openai:bench-model" if args.scenario == "conversion" else "ant:bench-model"
+        started = time.perf_counter()
+        result = asyncio.run(
+            run_load(
+                f"http://127.0.0.1:{gw_port}/v1/messages",
+                request_body(model, args.stream),
+                HEADERS,
+                n=args.n,
+                concurrency=args.c,
+                stream=args.stream,
+                validator=validate_anthropic_sse if args.stream else validate_anthropic_json,
+                warmup=50,
+            )
+        )
+        print(f"{args.n} requests in {time.perf_counter() - started:.1f} s, errors {result.errors}")
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(30)
+        up.terminate()
+        up.wait(10)
+    stats = pstats.Stats(args.out)
+    stats.sort_stats(args.sort).print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
