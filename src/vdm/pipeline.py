@@ -33,7 +33,6 @@ the only cost is one falsy check per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -406,19 +405,9 @@ class Gateway:
         assert error is not None
         raise error
 
-    @contextlib.asynccontextmanager
-    async def _first_byte(self, provider: str, outcome: Outcome) -> AsyncIterator[None]:
+    def _first_byte(self, provider: str, outcome: Outcome) -> _FirstByte:
         """Bound the wait for an attempt's first event (FIRST_BYTE_TIMEOUT); note when it came."""
-        try:
-            async with asyncio.timeout(self._first_byte_timeout):
-                yield
-            outcome.first_byte = time.perf_counter()
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"provider '{provider}' sent no first byte within "
-                f"{self._first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)",
-                provider=provider,
-            ) from None
+        return _FirstByte(self._first_byte_timeout, provider, outcome)
 
     async def _convert(
         self,
@@ -928,6 +917,37 @@ async def _primed(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             await body.aclose()  # type: ignore[attr-defined]
 
     return chained()
+
+
+class _FirstByte:
+    """:meth:`Gateway._first_byte`: ``asyncio.timeout`` that notes when the
+    first byte came and names the provider that sent none.  A class, not an
+    ``asynccontextmanager``: it wraps every attempt."""
+
+    __slots__ = ("_outcome", "_provider", "_seconds", "_timeout")
+
+    def __init__(self, seconds: float | None, provider: str, outcome: Outcome) -> None:
+        self._seconds = seconds
+        self._provider = provider
+        self._outcome = outcome
+
+    async def __aenter__(self) -> None:
+        self._timeout = asyncio.timeout(self._seconds)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)
+            if kind is not None and issubclass(kind, TimeoutError):
+                raise exc  # (as the generator it replaced did: any TimeoutError inside)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"provider '{self._provider}' sent no first byte within "
+                f"{self._seconds:g} s (FIRST_BYTE_TIMEOUT)",
+                provider=self._provider,
+            ) from None
+        if kind is None:
+            self._outcome.first_byte = time.perf_counter()
 
 
 async def _first_event(
