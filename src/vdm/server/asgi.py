@@ -25,9 +25,25 @@ class ClientGone(Exception):
     """The client disconnected before its request was read."""
 
 
+# Header names seen so far, decoded once: clients send the same few names on
+# every request, so a lookup replaces a decode.  Bounded, so that a client
+# inventing names cannot grow it.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+
+
 def header_map(scope: Scope) -> dict[str, str]:
     """Request headers as a dict of lower-case names (ASGI lower-cases them)."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    names = _NAMES
+    out = {}
+    for raw, value in scope["headers"]:
+        name = names.get(raw)
+        if name is None:
+            name = raw.decode("latin-1")
+            if len(names) < _NAMES_MAX:
+                names[raw] = name
+        out[name] = value.decode("latin-1")
+    return out
 
 
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
