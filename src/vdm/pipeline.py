@@ -33,7 +33,6 @@ the only cost is one falsy check per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -406,19 +405,9 @@ class Gateway:
         assert error is not None
         raise error
 
-    @contextlib.asynccontextmanager
-    async def _first_byte(self, provider: str, outcome: Outcome) -> AsyncIterator[None]:
+    def _first_byte(self, provider: str, outcome: Outcome) -> _FirstByte:
         """Bound the wait for an attempt's first event (FIRST_BYTE_TIMEOUT); note when it came."""
-        try:
-            async with asyncio.timeout(self._first_byte_timeout):
-                yield
-            outcome.first_byte = time.perf_counter()
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"provider '{provider}' sent no first byte within "
-                f"{self._first_byte_timeout:g} s (FIRST_BYTE_TIMEOUT)",
-                provider=provider,
-            ) from None
+        return _FirstByte(self._first_byte_timeout, provider, outcome)
 
     async def _convert(
         self,
@@ -931,6 +920,58 @@ async def _primed(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             await body.aclose()  # type: ignore[attr-defined]
 
     return chained()
+
+
+class _FirstByte:
+    """:meth:`Gateway._first_byte`: a timeout (``asyncio.timeout``'s rules:
+    the task is cancelled at the deadline, the cancellation turned into the
+    error) that notes when the first byte came and names the provider that
+    sent none.  Written out rather than wrapping ``asyncio.timeout`` in a
+    generator: it runs around every attempt, and the two layers cost more
+    than the one timer handle it needs."""
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_outcome", "_provider", "_seconds", "_task")
+
+    def __init__(self, seconds: float | None, provider: str, outcome: Outcome) -> None:
+        self._seconds = seconds
+        self._provider = provider
+        self._outcome = outcome
+        self._expired = False
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        seconds = self._seconds
+        self._handle = (
+            None
+            if seconds is None
+            else asyncio.get_running_loop().call_later(seconds, self._expire)
+        )
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        timed_out = False
+        if self._expired:  # (only our own cancellation becomes the timeout)
+            timed_out = (
+                self._task.uncancel() <= self._cancelling
+                and kind is not None
+                and issubclass(kind, asyncio.CancelledError)
+            )
+        if timed_out or (kind is not None and issubclass(kind, TimeoutError)):
+            raise UpstreamTimeout(
+                f"provider '{self._provider}' sent no first byte within "
+                f"{self._seconds:g} s (FIRST_BYTE_TIMEOUT)",
+                provider=self._provider,
+            ) from None
+        if kind is None:
+            self._outcome.first_byte = time.perf_counter()
 
 
 async def _first_event(

@@ -8,8 +8,7 @@ error tree at this one boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -80,38 +79,55 @@ def make_session(server: ServerSettings, *, limit: int = 256) -> Session:
     )
 
 
-@contextmanager
-def upstream_errors(provider: str) -> Iterator[None]:
-    """Translate aiohttp/asyncio failures into the gateway's error tree."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise UpstreamTimeout(
+class upstream_errors:
+    """``with upstream_errors(provider):`` translates aiohttp/asyncio failures
+    into the gateway's error tree.  A class, not a ``@contextmanager``
+    generator: it wraps every upstream call and every relayed body."""
+
+    __slots__ = ("_provider",)
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> None:
+        if exc is not None and isinstance(exc, _TRANSLATED):
+            raise _translated(exc, self._provider) from exc
+
+
+_TRANSLATED = (aiohttp.ClientError, TimeoutError)
+
+
+def _translated(exc: BaseException, provider: str) -> UpstreamError:
+    """The gateway's error for a transport failure (most specific type first)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(
             f"provider '{provider}' could not be connected to in time (CONNECT_TIMEOUT)",
             provider=provider,
-        ) from exc
-    except aiohttp.SocketTimeoutError as exc:
-        raise UpstreamTimeout(
+        )
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return UpstreamTimeout(
             f"provider '{provider}' sent nothing for longer than IDLE_TIMEOUT", provider=provider
-        ) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(
+        )
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(
             f"provider '{provider}' did not finish its answer within TOTAL_TIMEOUT",
             provider=provider,
-        ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnreachable(
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(
             f"provider '{provider}' is unreachable: {exc.os_error or exc}", provider=provider
-        ) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise UpstreamUnreachable(
+        )
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return UpstreamUnreachable(
             f"provider '{provider}' closed the connection: {exc}", provider=provider
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable(
-            f"provider '{provider}' request failed: {type(exc).__name__}: {exc}",
-            provider=provider,
-        ) from exc
+        )
+    return UpstreamUnreachable(
+        f"provider '{provider}' request failed: {type(exc).__name__}: {exc}",
+        provider=provider,
+    )
 
 
 def upstream_message(body: bytes) -> str:

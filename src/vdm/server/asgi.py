@@ -25,9 +25,25 @@ class ClientGone(Exception):
     """The client disconnected before its request was read."""
 
 
+# Header names seen so far, decoded once: clients send the same few names on
+# every request, so a lookup replaces a decode.  Bounded, so that a client
+# inventing names cannot grow it.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+
+
 def header_map(scope: Scope) -> dict[str, str]:
     """Request headers as a dict of lower-case names (ASGI lower-cases them)."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    names = _NAMES
+    out = {}
+    for raw, value in scope["headers"]:
+        name = names.get(raw)
+        if name is None:
+            name = raw.decode("latin-1")
+            if len(names) < _NAMES_MAX:
+                names[raw] = name
+        out[name] = value.decode("latin-1")
+    return out
 
 
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
@@ -88,39 +104,49 @@ class Watch:
         self.gone = False
 
 
-@contextlib.asynccontextmanager
-async def cancel_on_disconnect(
-    receive: Receive, body: StreamedBody | None = None
-) -> AsyncIterator[Watch]:
+class cancel_on_disconnect:
     """Cancel the enclosed work (and so the upstream call) if the client leaves.
 
-    With ``body``, the watcher first feeds the request body into it (a
-    streamed passthrough: ASGI allows one reader of ``receive()``), then keeps
-    watching.  The cancellation is absorbed here: the block simply ends early.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    watch = Watch()
+    ``async with cancel_on_disconnect(receive) as watch: ...``.  With ``body``,
+    the watcher first feeds the request body into it (a streamed passthrough:
+    ASGI allows one reader of ``receive()``), then keeps watching.  The
+    cancellation is absorbed here: the block simply ends early.
 
-    async def watcher() -> None:
+    A class rather than an ``asynccontextmanager`` generator: it runs once per
+    request, and the generator machinery cost about as much as the watcher.
+    """
+
+    __slots__ = ("_body", "_receive", "_task", "_waiting", "watch")
+
+    def __init__(self, receive: Receive, body: StreamedBody | None = None) -> None:
+        self._receive = receive
+        self._body = body
+        self.watch = Watch()
+
+    async def __aenter__(self) -> Watch:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._waiting = asyncio.create_task(self._watcher())
+        return self.watch
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> bool:
+        self._waiting.cancel()
+        if kind is not None and issubclass(kind, asyncio.CancelledError) and self.watch.gone:
+            self._task.uncancel()
+            return True
+        return False
+
+    async def _watcher(self) -> None:
+        receive, body = self._receive, self._body
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                watch.gone = True
-                task.cancel()
+                self.watch.gone = True
+                self._task.cancel()
                 return
             if body is not None and not body.done:
                 await body._put(message)
-
-    waiting = asyncio.create_task(watcher())
-    try:
-        yield watch
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        task.uncancel()
-    finally:
-        waiting.cancel()
 
 
 class _Beat:
