@@ -465,8 +465,14 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> None:
         for _, data in self._parser.feed(chunk):
-            # (a finish reason, compact or as json.dumps spaces it; null is skipped)
-            if b'"usage"' in data or b'"finish_reason":"' in data or b'"finish_reason": "' in data:
+            # Usage or a finish reason, compact or as json.dumps spaces them; the
+            # ``"usage":null`` and ``"finish_reason":null`` most chunks carry are skipped.
+            if (
+                b'"usage":{' in data
+                or b'"usage": {' in data
+                or b'"finish_reason":"' in data
+                or b'"finish_reason": "' in data
+            ):
                 self.read(data)
 
     def read(self, data: bytes) -> None:
