@@ -25,8 +25,9 @@ sys.path.insert(0, str(BENCH))
 
 from profile_gateway import wait_ready  # noqa: E402
 
+from harness import cpu_seconds, free_port, gateway_env  # noqa: E402
 from loadgen import run_load  # noqa: E402
-from run import HEADERS, cpu_seconds, free_port, request_body  # noqa: E402
+from run import HEADERS, request_body  # noqa: E402
 from validate import validate_anthropic_json, validate_anthropic_sse  # noqa: E402
 
 
@@ -34,18 +35,8 @@ def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, 
     port = free_port()
     home = tmp / f"home{port}"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
-    env.update(
-        PYTHONPATH=str(Path(src).resolve()),
-        HOME=str(home),
-        OPENAI_API_KEY="bench-key",
-        OPENAI_BASE_URL=f"http://127.0.0.1:{up_port}/v1",
-        ANT_API_KEY="bench-key",
-        ANT_API_FORMAT="anthropic",
-        ANT_BASE_URL=f"http://127.0.0.1:{up_port}",
-        VDM_DEFAULT_PROVIDER="openai",
-        LOG_LEVEL="WARNING",
-    )
+    env = gateway_env(home, up_port)
+    env["PYTHONPATH"] = str(Path(src).resolve())
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "vdm", "server", "start"]
     proc = subprocess.Popen(
         [*cmd, "--host", "127.0.0.1", "--port", str(port)],

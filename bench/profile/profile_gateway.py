@@ -17,7 +17,6 @@ import asyncio
 import os
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
+from harness import free_port, gateway_env  # noqa: E402
 from loadgen import run_load  # noqa: E402
 from run import HEADERS, request_body  # noqa: E402
 from validate import validate_anthropic_json, validate_anthropic_sse  # noqa: E402
@@ -45,12 +45,6 @@ finally:  # uvicorn handles the SIGTERM and returns after its drain
     profile.disable()
     profile.dump_stats(out)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_ready(url: str) -> None:
@@ -82,17 +76,7 @@ def main() -> int:
     up_port, gw_port = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="vdm-prof-"))
     (tmp / "home").mkdir()
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
-    env.update(
-        HOME=str(tmp / "home"),
-        OPENAI_API_KEY="bench-key",
-        OPENAI_BASE_URL=f"http://127.0.0.1:{up_port}/v1",
-        ANT_API_KEY="bench-key",
-        ANT_API_FORMAT="anthropic",
-        ANT_BASE_URL=f"http://127.0.0.1:{up_port}",
-        VDM_DEFAULT_PROVIDER="openai",
-        LOG_LEVEL="WARNING",
-    )
+    env = gateway_env(tmp / "home", up_port)
     wrapper = tmp / "wrapper.py"
     wrapper.write_text(_WRAPPER)
     os.sched_setaffinity(0, {1})  # as bench/run.py: gateway on CPU 0, the rest on CPU 1
