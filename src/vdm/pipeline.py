@@ -762,12 +762,14 @@ class Gateway:
         async with self._first_byte(route.provider, outcome):
             raw = await forward()
             if stream and is_event_stream(raw.headers):
-                chunks = await _primed(raw.body)
+                first = await _first_chunk(raw.body)
                 return Reply(
                     raw.status,
                     raw.headers,
                     outcome=outcome,
-                    stream=_tap_stream(chunks, outcome, rules.tap(), rules.encode_stream_error),
+                    stream=_tap_stream(
+                        first, raw.body, outcome, rules.tap(), rules.encode_stream_error
+                    ),
                 )
         if raw.read is not None:
             data = await raw.read()
@@ -902,24 +904,13 @@ def _key(route: Route) -> tuple[str, str]:
     return route.provider, route.model
 
 
-async def _primed(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _first_chunk(body: AsyncIterator[bytes]) -> bytes:
     """Wait for the first chunk of ``body`` (so a failure before it can still be
-    retried) and return an iterator over all of it."""
+    retried); ``b""`` when the body is empty."""
     try:
-        first = await anext(body)
+        return await anext(body)
     except StopAsyncIteration:
-        first = b""
-
-    async def chained() -> AsyncIterator[bytes]:
-        try:
-            if first:
-                yield first
-            async for chunk in body:
-                yield chunk
-        finally:
-            await body.aclose()  # type: ignore[attr-defined]
-
-    return chained()
+        return b""
 
 
 class _FirstByte:
@@ -1057,25 +1048,34 @@ class _Tap(Protocol):
 
 
 async def _tap_stream(
+    first: bytes,
     body: AsyncIterator[bytes],
     outcome: Outcome,
     tap: _Tap,
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
-    """Relay ``body`` while ``tap`` reads usage, in whole SSE frames: the start
-    of a frame is held back until its end arrives, so an upstream that dies
-    mid-frame ends the stream with a clean error frame, not one glued to half
-    an event (which the client's SSE parser would choke on)."""
+    """Relay ``first`` and then the rest of ``body`` while ``tap`` reads usage,
+    in whole SSE frames: the start of a frame is held back until its end
+    arrives, so an upstream that dies mid-frame ends the stream with a clean
+    error frame, not one glued to half an event (which the client's SSE parser
+    would choke on).  (The first chunk comes in as an argument rather than
+    through a chaining generator: one generator layer less per chunk.)"""
     partial = b""
+    chunk = first
     try:
-        async for chunk in body:
-            tap.feed(chunk)
-            if partial:
-                chunk = partial + chunk
-            end = _frame_end(chunk)
-            partial = chunk[end:]
-            if end:
-                yield chunk[:end] if partial else chunk
+        while True:
+            if chunk:
+                tap.feed(chunk)
+                if partial:
+                    chunk = partial + chunk
+                end = _frame_end(chunk)
+                partial = chunk[end:]
+                if end:
+                    yield chunk[:end] if partial else chunk
+            try:
+                chunk = await anext(body)
+            except StopAsyncIteration:
+                break
         if partial:
             yield partial  # the upstream's last frame had no blank line: relayed as it is
     except GatewayError as exc:
