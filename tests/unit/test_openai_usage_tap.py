@@ -42,3 +42,52 @@ def test_reads_usage_and_finish_reason_and_skips_null_ones(spaced: bool) -> None
     assert tap.stop_reason == "stop"
     assert tap.usage is not None
     assert (tap.usage.input_tokens, tap.usage.output_tokens) == (5, 7)
+
+
+def _anthropic_stream(spaced: bool) -> bytes:
+    def ev(name: str, obj: object) -> bytes:
+        text = json.dumps(obj) if spaced else json.dumps(obj, separators=(",", ":"))
+        return f"event: {name}\ndata: {text}\n\n".encode()
+
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 11}}}
+    text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta"}}
+    end = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": 9},
+    }
+    return (
+        ev("message_start", start)
+        + ev("content_block_delta", text) * 20
+        + ev("message_delta", end)
+        + ev("message_stop", {"type": "message_stop"})
+    )
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_both_taps_read_the_same_whatever_the_chunking(spaced: bool, crlf: bool) -> None:
+    """Chunks skipped unparsed (whole frames, nothing to read) never change the
+    result: every way of cutting the stream reads the same usage."""
+    import random
+
+    from vdm.protocols.anthropic import UsageTap as AnthropicTap
+
+    rng = random.Random(7)
+    ant = _anthropic_stream(spaced)
+    oai = b"".join(
+        frame({"choices": [{"index": 0, "delta": {"content": "x"}}], "usage": None}, spaced)
+        for _ in range(20)
+    ) + frame({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}, spaced)
+    if crlf:
+        ant, oai = ant.replace(b"\n", b"\r\n"), oai.replace(b"\n", b"\r\n")
+    for _ in range(200):
+        taps = (AnthropicTap(), UsageTap())
+        for tap, stream in zip(taps, (ant, oai), strict=True):
+            cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(0, 30)))
+            for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+                tap.feed(stream[a:b])
+        ant_tap, oai_tap = taps
+        assert (ant_tap.usage.input_tokens, ant_tap.usage.output_tokens) == (11, 9)
+        assert ant_tap.stop_reason == "end_turn"
+        assert oai_tap.usage is not None and oai_tap.usage.output_tokens == 7

@@ -18,7 +18,7 @@ from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
 from vdm.ids import hex_id
 from vdm.protocols import fields
-from vdm.protocols.sse import SSEParser, frame
+from vdm.protocols.sse import SSEParser, frame, whole_frames
 
 if TYPE_CHECKING:
     from vdm.models import ModelEntry
@@ -548,7 +548,8 @@ class UsageTap:
     """Reads usage out of an Anthropic SSE stream relayed as bytes.
 
     Only frames that carry usage (``message_start``, ``message_delta``) are
-    decoded; text deltas pass by with a cheap substring test.
+    decoded.  A chunk of whole frames that names neither, arriving between
+    frames, is not parsed at all: text deltas pass by with a substring test.
     """
 
     __slots__ = ("_parser", "stop_reason", "usage")
@@ -559,7 +560,15 @@ class UsageTap:
         self.stop_reason: str | None = None
 
     def feed(self, chunk: bytes) -> None:
-        for event, data in self._parser.feed(chunk):
+        parser = self._parser
+        if (
+            b"message_start" not in chunk
+            and b"message_delta" not in chunk
+            and parser.idle()
+            and whole_frames(chunk)
+        ):
+            return  # (parsing it would end in this same state, having read nothing)
+        for event, data in parser.feed(chunk):
             if event == "message_start" or event == "message_delta":
                 self._read(event, data)
 

@@ -38,7 +38,7 @@ import msgspec
 
 from vdm import ir
 from vdm.protocols.anthropic import new_message_id, tool_use_id, upstream_tool_id
-from vdm.protocols.sse import SSEParser
+from vdm.protocols.sse import SSEParser, whole_frames
 
 _encode = msgspec.json.Encoder().encode
 _json_decoder = msgspec.json.Decoder()
@@ -452,6 +452,17 @@ class ChunkDecoder:
 # ---------------------------------------------------------------- passthrough tap
 
 
+def _tells(data: bytes) -> bool:
+    """Usage or a finish reason, compact or as json.dumps spaces them (the
+    ``"usage":null`` and ``"finish_reason":null`` most chunks carry do not count)."""
+    return (
+        b'"usage":{' in data
+        or b'"usage": {' in data
+        or b'"finish_reason":"' in data
+        or b'"finish_reason": "' in data
+    )
+
+
 class UsageTap:
     """Reads usage out of a chat-completion SSE stream relayed as bytes; only
     frames that mention usage are decoded."""
@@ -464,15 +475,11 @@ class UsageTap:
         self.stop_reason: str | None = None
 
     def feed(self, chunk: bytes) -> None:
-        for _, data in self._parser.feed(chunk):
-            # Usage or a finish reason, compact or as json.dumps spaces them; the
-            # ``"usage":null`` and ``"finish_reason":null`` most chunks carry are skipped.
-            if (
-                b'"usage":{' in data
-                or b'"usage": {' in data
-                or b'"finish_reason":"' in data
-                or b'"finish_reason": "' in data
-            ):
+        parser = self._parser
+        if not _tells(chunk) and parser.idle() and whole_frames(chunk):
+            return  # whole frames with nothing to read: not even split into lines
+        for _, data in parser.feed(chunk):
+            if _tells(data):
                 self.read(data)
 
     def read(self, data: bytes) -> None:

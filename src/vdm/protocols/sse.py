@@ -54,6 +54,10 @@ class SSEParser:
                 yield result
         self._buf = buf[start:]
 
+    def idle(self) -> bool:
+        """Between frames: nothing buffered, no frame begun."""
+        return not self._buf and self._event is None and not self._data
+
     def flush(self) -> Iterator[tuple[str | None, bytes]]:
         """End of stream: emit a pending frame that lacked its blank line."""
         if self._buf:
@@ -82,3 +86,8 @@ class SSEParser:
         elif field == b"event":
             self._event = value.decode("utf-8", "replace")
         return None
+
+
+def whole_frames(chunk: bytes) -> bool:
+    """Does ``chunk`` end at a frame boundary (a blank line)?"""
+    return chunk.endswith(b"\n\n") or chunk.endswith(b"\r\n\r\n")
