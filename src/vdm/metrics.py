@@ -1,7 +1,7 @@
 """Request metrics of this instance: Prometheus text at ``/metrics``.
 
 Each finished request is also published on the event bus
-(``request.finished``, the tuple :data:`vdm.totals.FINISHED` describes) when
+(``request.finished``, a :class:`vdm.totals.Finished`) when
 one is attached, for the deployment-wide running totals (:mod:`vdm.totals`).
 
 Recording is plain attribute arithmetic on small per-route objects (one dict
@@ -38,6 +38,7 @@ from prometheus_client.core import (
 )
 
 from vdm.events import KINDS, REQUEST_FINISHED
+from vdm.totals import Finished
 
 if TYPE_CHECKING:
     from vdm import ir
@@ -168,7 +169,7 @@ class Metrics:
         if self.bus is not None:
             self.bus.publish(
                 REQUEST_FINISHED,
-                (
+                Finished(
                     door,
                     provider,
                     model,
@@ -209,7 +210,7 @@ class Metrics:
         stats.errors[kind] = stats.errors.get(kind, 0) + 1
         stats.total.observe(total)
         if self.bus is not None:
-            self.bus.publish(REQUEST_FINISHED, (door, provider, "", total, True, 0, 0, 0))
+            self.bus.publish(REQUEST_FINISHED, Finished(door, provider, "", total, True, 0, 0, 0))
 
     def retry(self, provider: str) -> None:
         self.retries[provider] = self.retries.get(provider, 0) + 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from vdm.events import REQUEST_FINISHED, Bus, Event
 
@@ -26,18 +26,18 @@ _SEP = "\x1f"  # between door, provider and model in Redis field names
 _COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens")
 
 
-# The data of a ``request.finished`` event (published by vdm.metrics, once per
-# request, so a tuple — a JSON array on Redis — rather than a dict):
-FINISHED = (
-    "door",
-    "provider",
-    "model",
-    "seconds",
-    "error",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-)
+class Finished(NamedTuple):
+    """The data of a ``request.finished`` event (vdm.metrics publishes one per
+    request: a tuple, a JSON array on Redis, rather than a dict)."""
+
+    door: str
+    provider: str
+    model: str
+    seconds: float
+    error: bool
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
 
 
 @dataclass
@@ -52,6 +52,7 @@ def _fold(events: list[Event]) -> dict[Key, _Route]:
     routes: dict[Key, _Route] = {}
     for event in events:
         door, provider, model, seconds, error, tokens_in, tokens_out, cached = event.data
+        # (a Finished here; a plain list when it came through Redis)
         key = (str(door), str(provider), str(model))
         route = routes.get(key)
         if route is None:
