@@ -771,10 +771,7 @@ class Gateway:
                         first, raw.body, outcome, rules.tap(), rules.encode_stream_error
                     ),
                 )
-        if raw.read is not None:
-            data = await raw.read()
-        else:
-            data = b"".join([chunk async for chunk in raw.body])
+        data = b"".join([chunk async for chunk in raw.body])
         try:
             outcome.usage, outcome.stop_reason = rules.usage(rules.answer.decode(data))
         except msgspec.ValidationError:

@@ -8,7 +8,7 @@ capabilities are separate protocols.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,10 +50,6 @@ class RawResponse:
     status: int
     headers: dict[str, str]
     body: AsyncIterator[bytes]
-    # The whole body in one read, for a caller that wants all of it (a
-    # non-streamed answer): cheaper than collecting ``body``'s chunks.  Use
-    # one or the other.
-    read: Callable[[], Awaitable[bytes]] | None = None
 
 
 @runtime_checkable

@@ -239,27 +239,9 @@ async def open_response(
     return response
 
 
-async def read_all(response: aiohttp.ClientResponse, provider: str) -> bytes:
-    """A whole upstream body in one read; the connection is pooled again (or
-    dropped on a failure) as with :func:`relay`."""
-    try:
-        with upstream_errors(provider):
-            body = await response.read()
-    except BaseException:
-        response.close()
-        raise
-    response.release()
-    return body
-
-
 def raw_response(response: aiohttp.ClientResponse, provider: str) -> RawResponse:
-    """An open response handed on undecoded (passthrough): as chunks, or read whole."""
-    return RawResponse(
-        response.status,
-        relay_headers(response.headers),
-        relay(response, provider),
-        lambda: read_all(response, provider),
-    )
+    """An open response handed on undecoded (passthrough)."""
+    return RawResponse(response.status, relay_headers(response.headers), relay(response, provider))
 
 
 Body = bytes | AsyncIterator[bytes] | None
