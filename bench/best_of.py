@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from run import targets
+from run import floor_targets, targets
 
 _LOW = (
     "gateway_cpu_ms_per_req",
@@ -34,8 +34,10 @@ def _best(values: list, low: bool):
 
 def best_rows(reports: list[dict]) -> list[dict]:
     rows = []
-    for i, first in enumerate(reports[0]["scenarios"]):
-        same = [r["scenarios"][i] for r in reports]
+    by_name = [{s["scenario"]: s for s in r["scenarios"]} for r in reports]
+    for first in max(reports, key=lambda r: len(r["scenarios"]))["scenarios"]:
+        # rows by name: a run without the floor rows (--no-floor, older runs) still counts
+        same = [rows_of[first["scenario"]] for rows_of in by_name if first["scenario"] in rows_of]
         row = dict(first)
         for key in _LOW:
             row[key] = _best([s[key] for s in same], low=True)
@@ -49,8 +51,9 @@ def best_rows(reports: list[dict]) -> list[dict]:
     return rows
 
 
-def best_gateway(reports: list[dict]) -> dict | None:
-    gws = [r["gateway"] for r in reports if r.get("gateway")]
+def best_gateway(reports: list[dict], name: str = "gateway") -> dict | None:
+    """The best cold start and RSS of ``name`` ("gateway" or "floor") over the runs."""
+    gws = [r[name] for r in reports if r.get(name)]
     if not gws:
         return None
     return {
@@ -103,6 +106,15 @@ def main() -> int:
             v = c["value"]
             shown = "—" if v is None else (str(v) if isinstance(v, int) else f"{v:.3f}")
             print(f"- {'PASS' if c['ok'] else 'MISS'} {c['scenario']}: {c['check']} (got {shown})")
+        relative = floor_targets(rows, gw, best_gateway(reports, "floor"))
+        if relative:
+            print()
+            print("As ratios to the floor (best values of both):")
+            for c in relative:
+                v = c["value"]
+                shown = "—" if v is None else f"{v:.3f}"
+                mark = "PASS" if c["ok"] else "MISS"
+                print(f"- {mark} {c['scenario']}: {c['check']} (got {shown})")
     return 0
 
 

@@ -255,6 +255,19 @@ def start_gateway(tmp: Path, cpu: int | None, upstream_port: int, *, workers: in
     return Proc(proc, port, log_path, t)
 
 
+def start_floor(tmp: Path, cpu: int | None, upstream_port: int) -> Proc:
+    """``bench/floor.py``, the reference floor proxy, on the gateway's CPU."""
+    port, log_path = free_port(), tmp / "floor.log"
+    argv = [sys.executable, str(BENCH / "floor.py"), "--port", str(port)]
+    argv += ["--upstream", f"http://127.0.0.1:{upstream_port}/v1"]
+    with open(log_path, "wb") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            pinned(cpu, argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Proc(proc, port, log_path, t)
+
+
 class StartupFailed(Exception):
     pass
 

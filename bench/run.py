@@ -1,8 +1,9 @@
 """One benchmark run: fake upstream on CPU 1, gateway on CPU 0, load from CPU 1.
 
-    python bench/run.py [--quick] [--out FILE] [--direct-only] [--stream-delay-ms MS]
+    python bench/run.py [--quick] [--out FILE] [--direct-only] [--no-floor] [--stream-delay-ms MS]
 
-Prints a Markdown table, the issue's targets with PASS/MISS, and writes JSON to
+Prints a Markdown table, the issue's targets with PASS/MISS (absolute, and as ratios
+to the reference floor bench/floor.py measured in the same run), and writes JSON to
 bench/results/<timestamp>.json.  Exits 1 if any response failed validation, 2 if
 the gateway did not start.  Missed performance targets do not change the exit
 code (benchmarks stay out of CI's pass/fail; validation errors are bugs).
@@ -37,6 +38,7 @@ from harness import (
     machine_busy_seconds,
     memory_kb,
     run_async,
+    start_floor,
     start_gateway,
     start_upstream,
     steal_seconds,
@@ -67,6 +69,14 @@ TARGET_PASSTHROUGH_CPU_MS = 0.3  # Anthropic->Anthropic and OpenAI->OpenAI, per 
 TARGET_IDLE_RSS_MIB = 64.0
 TARGET_COLD_START_S = 0.8  # process start to first served request
 
+# The reference floor (bench/floor.py) as the issue measured it on the machine the
+# targets were set on.  Each time target divided by the floor's figure is the ratio
+# the gateway must keep to the floor measured in the same run, whatever the machine.
+FLOOR_CPU_MS = 0.28  # CPU per non-streaming request
+FLOOR_ADDED_P50_MS = 0.6  # added p50 at concurrency 1
+FLOOR_STREAM_CPU_MS = 0.9  # CPU per 20-chunk stream
+FLOOR_COLD_START_S = 0.4
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -92,11 +102,11 @@ _PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 @dataclass
 class Scenario:
     name: str
-    target: str  # "upstream" or "gateway"
+    target: str  # "upstream", "gateway" or "floor" (bench/floor.py)
     api: str  # the client's protocol: "anthropic" or "openai"
     model: str
     stream: bool
-    kind: str = "direct"  # "direct", "conversion" or "passthrough"
+    kind: str = "direct"  # "direct", "conversion", "passthrough" or "floor"
     baseline: str | None = None
     results: dict[str, LoadResult] = field(default_factory=dict)
     warmup_errors: dict[str, int] = field(default_factory=dict)
@@ -147,6 +157,7 @@ def scenarios() -> list[Scenario]:
         s = "stream" if stream else "non-stream"
         ant, oa = f"direct {s}", f"direct openai {s}"
         out += [
+            Scenario(f"floor {s}", "floor", "anthropic", "bench-model", stream, "floor", ant),
             Scenario(
                 f"conversion {s}",
                 "gateway",
@@ -222,8 +233,8 @@ def request_body(model: str, stream: bool, api: str = "anthropic") -> bytes:
     return msgspec.json.encode(make(model, stream))
 
 
-async def first_request(url: str) -> tuple[list[str], str]:
-    body = request_body("openai:bench-model", False)
+async def first_request(url: str, model: str) -> tuple[list[str], str]:
+    body = request_body(model, False)
     async with (
         aiohttp.ClientSession() as session,
         session.post(url, data=body, headers=HEADERS) as resp,
@@ -236,8 +247,10 @@ async def first_request(url: str) -> tuple[list[str], str]:
 
 
 async def run_scenario(
-    sc: Scenario, url: str, counts: Counts, gw_pid: int | None, up_pid: int
+    sc: Scenario, url: str, counts: Counts, proxy_pid: int | None, up_pid: int
 ) -> None:
+    """``proxy_pid``: the process between client and upstream (gateway or floor),
+    whose CPU is the row's figure; None for a direct row."""
     body = request_body(sc.model, sc.stream, sc.api)
     warm = await run_load(
         url,
@@ -256,8 +269,8 @@ async def run_scenario(
         "machine_busy_s": machine_busy_seconds,
         "steal_s": steal_seconds,
     }
-    if gw_pid:
-        probes["gateway_cpu_s"] = lambda: cpu_seconds(gw_pid)
+    if proxy_pid:
+        probes["gateway_cpu_s"] = lambda: cpu_seconds(proxy_pid)
     for phase, conc in PHASES:
         n = getattr(counts, phase)
         res = await run_load(
@@ -313,7 +326,7 @@ def scenario_row(sc: Scenario, by_name: dict[str, Scenario]) -> dict:
         added_ttfc = _minus(s1["ttfc_p50_ms"], base["ttfc_p50_ms"])
     cpu_ms = (
         round(sc.gateway_cpu_s * 1000 / sc.requests_measured, 4)
-        if sc.target == "gateway" and sc.requests_measured
+        if sc.target != "upstream" and sc.requests_measured
         else None
     )
     gw64, up64 = sc.phase_cpu.get("c64", (0.0, 0.0))
@@ -340,7 +353,7 @@ def scenario_row(sc: Scenario, by_name: dict[str, Scenario]) -> dict:
         "added_ttfc_p50_c1_ms": added_ttfc,
         "gateway_cpu_ms_per_req_by_phase": (
             {k: round(g * 1000 / sc.results[k].requests, 4) for k, (g, _) in sc.phase_cpu.items()}
-            if sc.target == "gateway"
+            if sc.target != "upstream"
             else None
         ),
         "c64_gateway_cpu_util": None if gw_util is None else round(gw_util, 3),
@@ -439,49 +452,129 @@ def targets(rows: list[dict], gateway: dict | None, total_errors: int) -> list[d
     return checks
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b or b <= 0 else round(a / b, 3)
+
+
+def floor_targets(rows: list[dict], gateway: dict | None, floor: dict | None) -> list[dict]:
+    """The same targets as ratios to the floor measured in this run: a CPU or
+    latency target divided by the floor's figure on the issue's machine is the
+    ratio to keep.  Empty when the run has no floor rows."""
+    by = {(r["kind"], r["stream"]): r for r in rows}
+    fl, fs = by.get(("floor", False)), by.get(("floor", True))
+    if fl is None or fs is None:
+        return []
+    cpu, stream_cpu = fl["gateway_cpu_ms_per_req"], fs["gateway_cpu_ms_per_req"]
+    added, added_ttfc = fl["added_p50_c1_ms"], fs["added_ttfc_p50_c1_ms"]
+    latency_limit = TARGET_ADDED_P50_MS / FLOOR_ADDED_P50_MS
+    ttfc_limit = TARGET_FIRST_CONTENT_MS / FLOOR_ADDED_P50_MS  # the floor's own added latency
+    checks = []
+    for r in rows:
+        if r["target"] != "gateway":
+            continue
+        mine = r["gateway_cpu_ms_per_req"]
+        if r["kind"] == "conversion" and not r["stream"]:
+            lim = TARGET_CONVERSION_CPU_MS / FLOOR_CPU_MS
+            checks.append(_check("CPU/request ÷ floor's", _ratio(mine, cpu), round(lim, 3)))
+            lim = TARGET_CONVERSION_RPS_C64 * FLOOR_CPU_MS / 1000
+            checks.append(
+                _check(
+                    "req/s@64 ÷ floor's",
+                    _ratio(r["rps_c64"], fl["rps_c64"]),
+                    round(lim, 3),
+                    at_least=True,
+                )
+            )
+        if r["kind"] == "conversion" and r["stream"]:
+            lim = TARGET_STREAM_CPU_MS / FLOOR_STREAM_CPU_MS
+            checks.append(_check("CPU/stream ÷ floor's", _ratio(mine, stream_cpu), round(lim, 3)))
+        if r["kind"] == "passthrough":
+            lim = TARGET_PASSTHROUGH_CPU_MS / FLOOR_CPU_MS
+            checks.append(
+                _check("CPU/request ÷ floor's non-stream", _ratio(mine, cpu), round(lim, 3))
+            )
+        if r["stream"]:
+            checks.append(
+                _check(
+                    "added TTFC ÷ floor's",
+                    _ratio(r["added_ttfc_p50_c1_ms"], added_ttfc),
+                    round(ttfc_limit, 3),
+                )
+            )
+        else:
+            checks.append(
+                _check(
+                    "added p50@1 ÷ floor's",
+                    _ratio(r["added_p50_c1_ms"], added),
+                    round(latency_limit, 3),
+                )
+            )
+        for c in checks:
+            c.setdefault("scenario", r["scenario"])
+    if gateway and floor:
+        lim = TARGET_COLD_START_S / FLOOR_COLD_START_S
+        ratio = _ratio(gateway["cold_start_first_request_s"], floor["cold_start_first_request_s"])
+        checks.append({"scenario": "gateway", **_check("cold start ÷ floor's", ratio, lim)})
+    return checks
+
+
+def machine_factor(rows: list[dict]) -> float | None:
+    """How much slower than the issue's machine this one is, by the floor's CPU."""
+    fl = next((r for r in rows if r["kind"] == "floor" and not r["stream"]), None)
+    return _ratio(fl["gateway_cpu_ms_per_req"], FLOOR_CPU_MS) if fl else None
+
+
 # --- main ---------------------------------------------------------------------------
 
 
-async def bench(counts: Counts, up: Proc, gw: Proc | None) -> dict:
+async def cold_start(p: Proc, ready_path: str, model: str) -> dict:
+    """Spawn to ready, spawn to the first served (and validated) request, RSS."""
+    await wait_http(p.url(ready_path), p.proc, 60, p.log)
+    t_ready = time.perf_counter() - p.t_spawn
+    mem_ready = memory_kb(p.pid)
+    errs, sample = await first_request(p.url("/v1/messages"), model)
+    t_first = time.perf_counter() - p.t_spawn
+    await asyncio.sleep(0.5)  # settle before the idle figure
+    mem_idle = memory_kb(p.pid)
+    return {
+        "pid": p.pid,
+        "cold_start_ready_s": round(t_ready, 3),
+        "cold_start_first_request_s": round(t_first, 3),
+        "first_request_errors": errs,
+        "first_request_sample": sample if errs else None,
+        "rss_ready_kb": mem_ready.get("VmRSS"),
+        "rss_idle_kb": mem_idle.get("VmRSS"),
+    }
+
+
+async def bench(counts: Counts, up: Proc, gw: Proc | None, floor: Proc | None) -> dict:
     await wait_http(up.url("/health"), up.proc, 15, up.log)
-    report: dict = {"gateway": None}
-    gw_pid = None
+    report: dict = {"gateway": None, "floor": None}
     if gw is not None:
-        gw_pid = gw.pid
-        await wait_http(gw.url("/ready"), gw.proc, 60, gw.log)
-        t_ready = time.perf_counter() - gw.t_spawn
-        mem_ready = memory_kb(gw_pid)
-        errs, sample = await first_request(gw.url("/v1/messages"))
-        t_first = time.perf_counter() - gw.t_spawn
-        await asyncio.sleep(0.5)  # settle before the idle figure
-        mem_idle = memory_kb(gw_pid)
-        report["gateway"] = {
-            "pid": gw_pid,
-            "cold_start_ready_s": round(t_ready, 3),
-            "cold_start_first_request_s": round(t_first, 3),
-            "first_request_errors": errs,
-            "first_request_sample": sample if errs else None,
-            "rss_ready_kb": mem_ready.get("VmRSS"),
-            "rss_idle_kb": mem_idle.get("VmRSS"),
-        }
-    rows_sc = [s for s in scenarios() if gw is not None or s.target == "upstream"]
+        report["gateway"] = await cold_start(gw, "/ready", "openai:bench-model")
+    if floor is not None:
+        report["floor"] = await cold_start(floor, "/health", "bench-model")
+    serving = {"upstream": up, "gateway": gw, "floor": floor}
+    rows_sc = [s for s in scenarios() if serving[s.target] is not None]
     for sc in rows_sc:
-        url = (up if sc.target == "upstream" else gw).url(sc.path)  # type: ignore[union-attr]
+        proc = serving[sc.target]
+        proxy_pid = None if sc.target == "upstream" else proc.pid  # type: ignore[union-attr]
         print(f"  {sc.name} ...", end="", flush=True, file=sys.stderr)
         t0 = time.perf_counter()
-        await run_scenario(sc, url, counts, gw_pid, up.pid)
+        await run_scenario(sc, proc.url(sc.path), counts, proxy_pid, up.pid)  # type: ignore[union-attr]
         print(f" {time.perf_counter() - t0:.1f} s, {sc.errors} errors", file=sys.stderr)
-    if gw_pid is not None:
-        mem = memory_kb(gw_pid)
-        report["gateway"]["rss_after_kb"] = mem.get("VmRSS")
-        report["gateway"]["peak_rss_kb"] = mem.get("VmHWM")
+    for name in ("gateway", "floor"):
+        if report[name] is not None:
+            mem = memory_kb(report[name]["pid"])
+            report[name]["rss_after_kb"] = mem.get("VmRSS")
+            report[name]["peak_rss_kb"] = mem.get("VmHWM")
     by_name = {s.name: s for s in rows_sc}
     report["scenarios"] = [scenario_row(s, by_name) for s in rows_sc]
     return report
 
 
-def print_report(report: dict, checks: list[dict], total_errors: int) -> None:
-    rows, g = report["scenarios"], report.get("gateway")
+def print_report(report: dict, checks: list[dict], relative: list[dict], total_errors: int) -> None:
+    rows, g, fl = report["scenarios"], report.get("gateway"), report.get("floor")
     table = markdown(rows)
     print()
     print(table)
@@ -515,10 +608,27 @@ def print_report(report: dict, checks: list[dict], total_errors: int) -> None:
         )
         if g["first_request_errors"]:
             print(f"First request errors: {g['first_request_errors']}")
+    if fl:
+        print(
+            f"Floor (bench/floor.py): first request after {fl['cold_start_first_request_s']:.3f}"
+            f" s, RSS {fl['rss_idle_kb'] / 1024:.1f} MiB idle"
+        )
+        if fl["first_request_errors"]:
+            print(f"Floor first request errors: {fl['first_request_errors']}")
     if g:
         print()
-        print("Targets (performance issue):")
+        print("Targets (performance issue), absolute:")
         for c in checks:
+            mark = "PASS" if c["ok"] else "MISS"
+            print(f"- {mark} {c['scenario']}: {c['check']} (got {_value(c['value'])})")
+    if relative:
+        factor = machine_factor(rows)
+        print()
+        print(
+            "The same targets as ratios to the floor measured in this run (the floor's CPU "
+            f"per request is {factor:.2f} times the issue's {FLOOR_CPU_MS} ms here):"
+        )
+        for c in relative:
             mark = "PASS" if c["ok"] else "MISS"
             print(f"- {mark} {c['scenario']}: {c['check']} (got {_value(c['value'])})")
     if total_errors:
@@ -539,6 +649,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<ts>.json)")
     parser.add_argument("--direct-only", action="store_true", help="benchmark only the upstream")
     parser.add_argument(
+        "--no-floor", action="store_true", help="skip the reference floor (bench/floor.py)"
+    )
+    parser.add_argument(
         "--stream-delay-ms", type=float, default=0.0, help="upstream delay between stream events"
     )
     args = parser.parse_args()
@@ -548,35 +661,40 @@ def main() -> int:
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     tmp = Path(tempfile.mkdtemp(prefix="vdm-bench-"))
-    up = gw = None
+    up = gw = fl = None
     gw_tail = ""
     try:
         up = start_upstream(tmp, client_cpu, chunk_delay_ms=args.stream_delay_ms)
         if not args.direct_only:
             gw = start_gateway(tmp, gw_cpu, up.port)
+            if not args.no_floor:
+                fl = start_floor(tmp, gw_cpu, up.port)
         print(
             f"bench ({'quick' if args.quick else 'full'}): upstream :{up.port} on CPU {client_cpu}"
             + ("" if gw is None else f", gateway :{gw.port} on CPU {gw_cpu}"),
             file=sys.stderr,
         )
         try:
-            report = run_async(lambda: bench(counts, up, gw))
+            report = run_async(lambda: bench(counts, up, gw, fl))
         except StartupFailed as exc:
             print(f"gateway failed to start: {exc}", file=sys.stderr)
             return 2
     finally:
         stop(gw.proc if gw else None)
+        stop(fl.proc if fl else None)
         stop(up.proc if up else None)
         if gw:
             gw_tail = tail(gw.log, 40)
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = report["scenarios"]
-    g = report.get("gateway")
+    g, floor = report.get("gateway"), report.get("floor")
     total_errors = sum(r["errors"] for r in rows)
-    if g:
-        total_errors += len(g["first_request_errors"])
+    for proxy in (g, floor):
+        if proxy:
+            total_errors += len(proxy["first_request_errors"])
     checks = targets(rows, g, total_errors)
+    relative = floor_targets(rows, g, floor)
     report.update(
         {
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -586,10 +704,12 @@ def main() -> int:
             "machine": {**machine(), "pinned": client_cpu is not None},
             "stream_delay_ms": args.stream_delay_ms,
             "targets": checks,
+            "floor_targets": relative,
+            "machine_factor": machine_factor(rows),
             "total_errors": total_errors,
         }
     )
-    print_report(report, checks, total_errors)
+    print_report(report, checks, relative, total_errors)
     if total_errors and gw_tail:
         print("gateway log tail:")
         print(gw_tail)
