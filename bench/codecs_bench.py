@@ -254,6 +254,21 @@ def cases() -> list[Case]:
             tap(anthropic.UsageTap, ant_frames),
         ),
         Case("stream", "passthrough tap, openai", "event", n_oa, tap(openai.UsageTap, oa_frames)),
+        # the whole stream in one read, as a busy gateway gets a fast upstream's answer
+        Case(
+            "stream",
+            "passthrough tap, anthropic, one read",
+            "stream",
+            1,
+            tap(anthropic.UsageTap, [b"".join(ant_frames)]),
+        ),
+        Case(
+            "stream",
+            "passthrough tap, openai, one read",
+            "stream",
+            1,
+            tap(openai.UsageTap, [b"".join(oa_frames)]),
+        ),
         Case("stream", "conversion chain, one 20-chunk stream", "stream", 1, convert_stream),
     ]
 

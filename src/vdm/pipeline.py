@@ -62,6 +62,7 @@ from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.protocols.openai import usage_from_openai
 from vdm.protocols.responses_stream import StreamEncoder as ResponsesEncoder
+from vdm.protocols.sse import FrameCutter
 from vdm.providers import build
 from vdm.providers.base import (
     AnthropicNative,
@@ -1041,7 +1042,7 @@ class _Tap(Protocol):
     usage: ir.Usage | None
     stop_reason: str | None
 
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, frames: bytes) -> None: ...  # whole frames
 
 
 async def _tap_stream(
@@ -1057,24 +1058,22 @@ async def _tap_stream(
     error frame, not one glued to half an event (which the client's SSE parser
     would choke on).  (The first chunk comes in as an argument rather than
     through a chaining generator: one generator layer less per chunk.)"""
-    partial = b""
+    cutter = FrameCutter()
     chunk = first
     try:
         while True:
             if chunk:
-                tap.feed(chunk)
-                if partial:
-                    chunk = partial + chunk
-                end = _frame_end(chunk)
-                partial = chunk[end:]
-                if end:
-                    yield chunk[:end] if partial else chunk
+                frames = cutter.cut(chunk)
+                if frames:
+                    tap.feed(frames)
+                    yield frames
             try:
                 chunk = await anext(body)
             except StopAsyncIteration:
                 break
-        if partial:
-            yield partial  # the upstream's last frame had no blank line: relayed as it is
+        if cutter.held:  # the upstream's last frame had no blank line: relayed as it is
+            tap.feed(cutter.held)
+            yield cutter.held
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
@@ -1082,10 +1081,3 @@ async def _tap_stream(
     finally:
         outcome.usage, outcome.stop_reason = tap.usage, tap.stop_reason
         await body.aclose()  # type: ignore[attr-defined]
-
-
-def _frame_end(data: bytes) -> int:
-    """Where the last complete SSE frame in ``data`` ends (0 if none does)."""
-    lf = data.rfind(b"\n\n")
-    crlf = data.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

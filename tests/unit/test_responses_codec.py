@@ -16,7 +16,7 @@ from vdm import ir
 from vdm.errors import InvalidRequest
 from vdm.protocols import responses as rp
 from vdm.protocols.responses_stream import StreamEncoder
-from vdm.protocols.sse import SSEParser
+from vdm.protocols.sse import FrameCutter, SSEParser
 
 # ---------------------------------------------------------------- decoding
 
@@ -320,6 +320,7 @@ def test_usage_tap_reads_the_final_event_of_a_native_stream() -> None:
     }
     data = b'event: response.output_text.delta\ndata: {"delta":"\\"usage\\""}\n\n'
     data += b"event: response.completed\ndata: " + json.dumps(final).encode() + b"\n\n"
-    tap.feed(data[:30])
-    tap.feed(data[30:])
+    cutter = FrameCutter()
+    tap.feed(cutter.cut(data[:30]))
+    tap.feed(cutter.cut(data[30:]))
     assert tap.usage == ir.Usage(4, 4, 6) and tap.stop_reason == "completed"

@@ -18,7 +18,7 @@ from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
 from vdm.ids import hex_id
 from vdm.protocols import fields
-from vdm.protocols.sse import SSEParser, frame, whole_frames
+from vdm.protocols.sse import frame, last_frame
 
 if TYPE_CHECKING:
     from vdm.models import ModelEntry
@@ -543,34 +543,30 @@ def encode_count(input_tokens: int) -> bytes:
 
 # ---------------------------------------------------------------- passthrough tap
 
+_USAGE_EVENTS = tuple((e, (e.encode(),)) for e in ("message_start", "message_delta"))
+
 
 class UsageTap:
     """Reads usage out of an Anthropic SSE stream relayed as bytes.
 
-    Only frames that carry usage (``message_start``, ``message_delta``) are
-    decoded.  A chunk of whole frames that names neither, arriving between
-    frames, is not parsed at all: text deltas pass by with a substring test.
+    Fed whole frames (:class:`~vdm.protocols.sse.FrameCutter`); only the last
+    ``message_start`` and ``message_delta`` frames of each feed are parsed and
+    decoded (usage in both is cumulative), text deltas pass by a substring search.
     """
 
-    __slots__ = ("_parser", "stop_reason", "usage")
+    __slots__ = ("stop_reason", "usage")
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
         self.usage = ir.Usage()
         self.stop_reason: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        parser = self._parser
-        if (
-            b"message_start" not in chunk
-            and b"message_delta" not in chunk
-            and parser.idle()
-            and whole_frames(chunk)
-        ):
-            return  # (parsing it would end in this same state, having read nothing)
-        for event, data in parser.feed(chunk):
-            if event == "message_start" or event == "message_delta":
-                self._read(event, data)
+    def feed(self, frames: bytes) -> None:
+        if b"message_" not in frames:
+            return  # text deltas: nothing to read
+        for event, needle in _USAGE_EVENTS:  # the start's usage first, then the final one
+            found = last_frame(frames, needle, event)
+            if found is not None:
+                self._read(event, found[1])
 
     def _read(self, event: str, data: bytes) -> None:
         try:

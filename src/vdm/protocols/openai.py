@@ -38,7 +38,7 @@ import msgspec
 
 from vdm import ir
 from vdm.protocols.anthropic import new_message_id, tool_use_id, upstream_tool_id
-from vdm.protocols.sse import SSEParser, whole_frames
+from vdm.protocols.sse import last_frame
 
 _encode = msgspec.json.Encoder().encode
 _json_decoder = msgspec.json.Decoder()
@@ -452,35 +452,38 @@ class ChunkDecoder:
 # ---------------------------------------------------------------- passthrough tap
 
 
+# Usage or a finish reason, compact or as json.dumps spaces them (the
+# ``"usage":null`` and ``"finish_reason":null`` most chunks carry do not count).
+_TELLING = (b'"usage":{', b'"usage": {', b'"finish_reason":"', b'"finish_reason": "')
+# What a tap looks for, backwards from the end (the last usage and finish reason
+# are the ones that count): a usage object's token counts, a finish reason's value.
+_LAST_TELLING = ((b'_tokens"',), (b'_reason":"', b'_reason": "'))
+
+
 def _tells(data: bytes) -> bool:
-    """Usage or a finish reason, compact or as json.dumps spaces them (the
-    ``"usage":null`` and ``"finish_reason":null`` most chunks carry do not count)."""
-    return (
-        b'"usage":{' in data
-        or b'"usage": {' in data
-        or b'"finish_reason":"' in data
-        or b'"finish_reason": "' in data
-    )
+    return any(needle in data for needle in _TELLING)
 
 
 class UsageTap:
-    """Reads usage out of a chat-completion SSE stream relayed as bytes; only
-    frames that mention usage are decoded."""
+    """Reads usage out of a chat-completion SSE stream relayed as bytes.
 
-    __slots__ = ("_parser", "stop_reason", "usage")
+    Fed whole frames (:class:`~vdm.protocols.sse.FrameCutter`); only the last
+    frame with usage and the last with a finish reason are parsed and decoded
+    (usage is cumulative; the last finish reason is the one that counts)."""
+
+    __slots__ = ("stop_reason", "usage")
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
         self.usage: ir.Usage | None = None
         self.stop_reason: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        parser = self._parser
-        if not _tells(chunk) and parser.idle() and whole_frames(chunk):
-            return  # whole frames with nothing to read: not even split into lines
-        for _, data in parser.feed(chunk):
-            if _tells(data):
-                self.read(data)
+    def feed(self, frames: bytes) -> None:
+        read = None
+        for needles in _LAST_TELLING:
+            found = last_frame(frames, needles)
+            if found is not None and found[1] is not read and _tells(found[1]):
+                read = found[1]
+                self.read(read)
 
     def read(self, data: bytes) -> None:
         """One chunk, or a whole non-streaming body."""

@@ -44,7 +44,7 @@ from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
 from vdm.protocols import fields, openai_ingress
-from vdm.protocols.sse import SSEParser, frame
+from vdm.protocols.sse import frame, last_frame
 
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder()
@@ -613,6 +613,7 @@ PING = b": ping\n\n"
 # ---------------------------------------------------------------- passthrough tap
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_FINAL_NEEDLES = tuple((e, (e.encode(),)) for e in sorted(_FINAL_EVENTS))
 
 
 class ResponsesAnswer(msgspec.Struct):
@@ -638,20 +639,21 @@ def usage_from_responses(usage: Any) -> ir.Usage | None:
 
 
 class UsageTap:
-    """Reads usage out of a Responses SSE stream relayed as bytes: only the
-    final ``response.*`` event is decoded."""
+    """Reads usage out of a Responses SSE stream relayed as bytes: fed whole
+    frames (:class:`~vdm.protocols.sse.FrameCutter`), only the final
+    ``response.*`` event is parsed and decoded."""
 
-    __slots__ = ("_parser", "stop_reason", "usage")
+    __slots__ = ("stop_reason", "usage")
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
         self.usage: ir.Usage | None = None
         self.stop_reason: str | None = None
 
-    def feed(self, chunk: bytes) -> None:
-        for event, data in self._parser.feed(chunk):
-            if event in _FINAL_EVENTS:
-                self._read(data)
+    def feed(self, frames: bytes) -> None:
+        for event, needle in _FINAL_NEEDLES:
+            found = last_frame(frames, needle, event)
+            if found is not None:
+                self._read(found[1])
 
     def _read(self, data: bytes) -> None:
         try:

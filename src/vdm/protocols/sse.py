@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["SSEParser", "frame"]
+__all__ = ["FrameCutter", "SSEParser", "frame", "frame_end", "last_frame", "whole_frames"]
 
 
 def frame(event: str | None, data: bytes) -> bytes:
@@ -54,10 +54,6 @@ class SSEParser:
                 yield result
         self._buf = buf[start:]
 
-    def idle(self) -> bool:
-        """Between frames: nothing buffered, no frame begun."""
-        return not self._buf and self._event is None and not self._data
-
     def flush(self) -> Iterator[tuple[str | None, bytes]]:
         """End of stream: emit a pending frame that lacked its blank line."""
         if self._buf:
@@ -88,6 +84,73 @@ class SSEParser:
         return None
 
 
+# A frame ends with a blank line, after any of the three line ends SSE allows.
+_BLANK_LINES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
 def whole_frames(chunk: bytes) -> bool:
     """Does ``chunk`` end at a frame boundary (a blank line)?"""
-    return chunk.endswith(b"\n\n") or chunk.endswith(b"\r\n\r\n")
+    return chunk.endswith(_BLANK_LINES)
+
+
+def frame_end(data: bytes) -> int:
+    """Where the last complete frame in ``data`` ends (0 if none does)."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    cr = data.rfind(b"\r\r")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0, cr + 2 if cr >= 0 else 0)
+
+
+class FrameCutter:
+    """Cuts a byte stream, however it is chunked, into runs of whole frames,
+    holding back the unfinished frame at the end of each chunk."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = b""
+
+    def cut(self, chunk: bytes) -> bytes:
+        """The whole frames that ``chunk`` completes (``b""`` if none)."""
+        data = self.held + chunk if self.held else chunk
+        end = frame_end(data)
+        if end == len(data):
+            self.held = b""
+            return data
+        self.held = data[end:]
+        return data[:end]
+
+
+def _one_frame(text: bytes) -> tuple[str | None, bytes] | None:
+    """The frame in ``text`` (LF line ends, no blank line inside), by the parser's rules."""
+    parser = SSEParser()
+    line = parser._line
+    for each in text.split(b"\n"):
+        line(each)
+    return line(b"")
+
+
+def last_frame(
+    frames: bytes, needles: tuple[bytes, ...], event: str | None = None
+) -> tuple[str | None, bytes] | None:
+    """The last frame of ``frames`` that holds ``needles[0]`` (and, with ``event``,
+    is that event), parsed; failing that, the same for ``needles[1]``, and so
+    on (the same fact written two ways); None if no frame qualifies.
+
+    ``frames`` is whole frames (:meth:`FrameCutter.cut`), except that the last
+    may lack its blank line (a stream's unterminated tail).  The search runs
+    backwards from the end, where the frames a usage tap wants are, and never
+    splits the frames it passes over into lines."""
+    if b"\r" in frames:
+        frames = frames.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    for needle in needles:
+        limit = len(frames)
+        while (hit := frames.rfind(needle, 0, limit)) >= 0:
+            begin = frames.rfind(b"\n\n", 0, hit)
+            begin = 0 if begin < 0 else begin + 2
+            end = frames.find(b"\n\n", hit)
+            found = _one_frame(frames[begin:end] if end >= 0 else frames[begin:])
+            if found is not None and (event is None or found[0] == event):
+                return found
+            limit = begin
+    return None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from vdm.errors import InvalidRequest, PayloadTooLarge
+from vdm.protocols.sse import whole_frames
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -173,10 +174,6 @@ async def _heartbeat(send: Send, beat: _Beat, ping: bytes, interval: float) -> N
         beat.last = loop.time()
 
 
-def _ends_frame(chunk: bytes) -> bool:
-    return chunk.endswith(b"\n\n") or chunk.endswith(b"\r\n\r\n")
-
-
 class StreamedBody:
     """The request body as it arrives, for a streamed passthrough.
 
@@ -263,7 +260,7 @@ async def send_stream(
             heart = loop.create_task(_heartbeat(send, beat, ping, ping_interval))
         try:
             async for chunk in body:
-                beat.boundary = _ends_frame(chunk)  # before the send: a ping may run meanwhile
+                beat.boundary = whole_frames(chunk)  # before the send: a ping may run meanwhile
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 beat.last = loop.time()
         except asyncio.CancelledError:
