@@ -11,7 +11,11 @@ targets came from.  It does what a careful minimal proxy must and nothing more:
 text messages in, text out, usage carried over, no auth, routing, retries,
 metrics or error mapping.
 
-    python bench/floor.py --port P --upstream http://127.0.0.1:U/v1
+    python bench/floor.py --port P --upstream http://127.0.0.1:U/v1 --anthropic http://127.0.0.1:U
+
+``POST /relay/v1/messages`` is the thinnest passthrough on the same stack (bytes
+relayed to and from the Anthropic upstream, nothing read): the floor of the
+passthrough rows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from starlette.routing import Route
 _dec, _enc = msgspec.json.decode, msgspec.json.encode
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 UPSTREAM = ""  # the OpenAI base URL, set by main()
+ANTHROPIC = ""  # the Anthropic base URL (for /relay), set by main()
 _session: aiohttp.ClientSession | None = None
 
 
@@ -117,6 +122,28 @@ async def messages(request: Request) -> Response:
     return Response(_enc(out), media_type="application/json")
 
 
+async def relay(request: Request) -> Response:
+    """Passthrough at its thinnest: the body to the Anthropic upstream and its
+    answer back, bytes untouched (no usage read, no framing, no end check)."""
+    body = await request.body()
+    headers = {"x-api-key": "floor-key", "anthropic-version": "2023-06-01"}
+    headers["content-type"] = "application/json"
+    resp = await _session.post(ANTHROPIC + "/v1/messages", data=body, headers=headers)
+    ctype = resp.headers.get("content-type", "application/json")
+    if ctype.startswith("text/event-stream"):
+
+        async def chunks():
+            try:
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+            finally:
+                resp.release()
+
+        return StreamingResponse(chunks(), status_code=resp.status, media_type=ctype)
+    async with resp:
+        return Response(await resp.read(), status_code=resp.status, media_type=ctype)
+
+
 async def health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
@@ -129,18 +156,23 @@ async def _lifespan(app):
 
 
 app = Starlette(
-    routes=[Route("/v1/messages", messages, methods=["POST"]), Route("/health", health)],
+    routes=[
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/relay/v1/messages", relay, methods=["POST"]),
+        Route("/health", health),
+    ],
     lifespan=_lifespan,
 )
 
 
 def main() -> None:
-    global UPSTREAM
+    global UPSTREAM, ANTHROPIC
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="OpenAI base URL (ending in /v1)")
+    parser.add_argument("--anthropic", required=True, help="Anthropic base URL (for /relay)")
     args = parser.parse_args()
-    UPSTREAM = args.upstream.rstrip("/")
+    UPSTREAM, ANTHROPIC = args.upstream.rstrip("/"), args.anthropic.rstrip("/")
     uvicorn.run(
         app,
         host="127.0.0.1",

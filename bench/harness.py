@@ -260,6 +260,7 @@ def start_floor(tmp: Path, cpu: int | None, upstream_port: int) -> Proc:
     port, log_path = free_port(), tmp / "floor.log"
     argv = [sys.executable, str(BENCH / "floor.py"), "--port", str(port)]
     argv += ["--upstream", f"http://127.0.0.1:{upstream_port}/v1"]
+    argv += ["--anthropic", f"http://127.0.0.1:{upstream_port}"]
     with open(log_path, "wb") as log:
         t = time.perf_counter()
         proc = subprocess.Popen(

@@ -106,8 +106,9 @@ class Scenario:
     api: str  # the client's protocol: "anthropic" or "openai"
     model: str
     stream: bool
-    kind: str = "direct"  # "direct", "conversion", "passthrough" or "floor"
+    kind: str = "direct"  # "direct", "conversion", "passthrough", "floor" or "floor-relay"
     baseline: str | None = None
+    prefix: str = ""  # before the protocol's path (the floor's relay: "/relay")
     results: dict[str, LoadResult] = field(default_factory=dict)
     warmup_errors: dict[str, int] = field(default_factory=dict)
     gateway_cpu_s: float = 0.0
@@ -124,7 +125,7 @@ class Scenario:
 
     @property
     def path(self) -> str:
-        return _PATHS[self.api]
+        return self.prefix + _PATHS[self.api]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -158,6 +159,16 @@ def scenarios() -> list[Scenario]:
         ant, oa = f"direct {s}", f"direct openai {s}"
         out += [
             Scenario(f"floor {s}", "floor", "anthropic", "bench-model", stream, "floor", ant),
+            Scenario(
+                f"floor passthrough {s}",
+                "floor",
+                "anthropic",
+                "bench-model",
+                stream,
+                "floor-relay",
+                ant,
+                prefix="/relay",
+            ),
             Scenario(
                 f"conversion {s}",
                 "gateway",
@@ -631,6 +642,14 @@ def print_report(report: dict, checks: list[dict], relative: list[dict], total_e
         for c in relative:
             mark = "PASS" if c["ok"] else "MISS"
             print(f"- {mark} {c['scenario']}: {c['check']} (got {_value(c['value'])})")
+        by = {(r["kind"], r["stream"]): r["gateway_cpu_ms_per_req"] for r in rows}
+        relay = [_ratio(by.get(("floor-relay", st)), by.get(("floor", False))) for st in (0, 1)]
+        if None not in relay:
+            print(
+                "For scale: the floor's bare byte relay (floor passthrough rows) costs "
+                f"{relay[0]:.2f}x (non-stream) and {relay[1]:.2f}x (stream) the floor's "
+                "non-streaming CPU per request."
+            )
     if total_errors:
         print()
         print(f"VALIDATION ERRORS: {total_errors}")

@@ -1,6 +1,7 @@
 """A/B the gateway's CPU per request: two source trees, runs interleaved.
 
     python bench/profile/ab.py /tmp/base/src src --scenario passthrough [--stream] [-n 3000]
+    (scenarios: conversion, passthrough, openai-passthrough)
 
 Each round starts a gateway per source tree (``PYTHONPATH`` first, pinned to CPU 0,
 the bench's environment), warms it up, drives ``n`` requests at concurrency ``-c`` and
@@ -23,12 +24,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
-from profile_gateway import wait_ready  # noqa: E402
+from profile_gateway import SCENARIOS, scenario_request, wait_ready  # noqa: E402
 
 from harness import cpu_seconds, free_port, gateway_env  # noqa: E402
 from loadgen import run_load  # noqa: E402
-from run import HEADERS, request_body  # noqa: E402
-from validate import validate_anthropic_json, validate_anthropic_sse  # noqa: E402
 
 
 def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, int]:
@@ -49,14 +48,12 @@ def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, 
 
 
 async def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[float, int]:
-    model = "openai:bench-model" if args.scenario == "conversion" else "ant:bench-model"
-    body = request_body(model, args.stream)
-    url = f"http://127.0.0.1:{port}/v1/messages"
-    validator = validate_anthropic_sse if args.stream else validate_anthropic_json
-    await run_load(url, body, HEADERS, n=300, concurrency=args.c, stream=args.stream)
+    path, body, headers, validator = scenario_request(args.scenario, args.stream)
+    url = f"http://127.0.0.1:{port}{path}"
+    await run_load(url, body, headers, n=300, concurrency=args.c, stream=args.stream)
     before = cpu_seconds(pid)
     result = await run_load(
-        url, body, HEADERS, n=args.n, concurrency=args.c, stream=args.stream, validator=validator
+        url, body, headers, n=args.n, concurrency=args.c, stream=args.stream, validator=validator
     )
     return (cpu_seconds(pid) - before) * 1000 / args.n, result.error_count
 
@@ -64,7 +61,7 @@ async def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[float,
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("trees", nargs="+", help="source directories (the one holding vdm/)")
-    parser.add_argument("--scenario", choices=("conversion", "passthrough"), default="conversion")
+    parser.add_argument("--scenario", choices=tuple(SCENARIOS), default="conversion")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("-n", type=int, default=3000)
     parser.add_argument("-c", type=int, default=16)

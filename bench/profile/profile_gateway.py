@@ -26,10 +26,24 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
-from harness import free_port, gateway_env  # noqa: E402
+from harness import ANTHROPIC_HEADERS, OPENAI_HEADERS, free_port, gateway_env  # noqa: E402  # noqa: E402
 from loadgen import run_load  # noqa: E402
-from run import HEADERS, request_body  # noqa: E402
-from validate import validate_anthropic_json, validate_anthropic_sse  # noqa: E402
+from run import _PATHS, _VALIDATORS, request_body  # noqa: E402
+
+# scenario -> (the client's protocol, model): the gateway rows of bench/run.py
+SCENARIOS = {
+    "conversion": ("anthropic", "openai:bench-model"),
+    "passthrough": ("anthropic", "ant:bench-model"),
+    "openai-passthrough": ("openai", "openai:bench-model"),
+}
+
+
+def scenario_request(name: str, stream: bool):
+    """``(path, body, headers, validator)`` of one scenario's request."""
+    api, model = SCENARIOS[name]
+    headers = ANTHROPIC_HEADERS if api == "anthropic" else OPENAI_HEADERS
+    return _PATHS[api], request_body(model, stream, api), headers, _VALIDATORS[api, stream]
+
 
 # Runs inside the gateway process: vdm's CLI under cProfile, stats dumped at exit.
 _WRAPPER = """
@@ -64,7 +78,7 @@ async def wait_ready(url: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=("conversion", "passthrough"))
+    parser.add_argument("scenario", choices=tuple(SCENARIOS))
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("-n", type=int, default=3000)
     parser.add_argument("-c", type=int, default=16)
@@ -103,17 +117,17 @@ def main() -> int:
     )
     try:
         asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/ready"))
-        model = "openai:bench-model" if args.scenario == "conversion" else "ant:bench-model"
+        path, body, headers, validator = scenario_request(args.scenario, args.stream)
         started = time.perf_counter()
         result = asyncio.run(
             run_load(
-                f"http://127.0.0.1:{gw_port}/v1/messages",
-                request_body(model, args.stream),
-                HEADERS,
+                f"http://127.0.0.1:{gw_port}{path}",
+                body,
+                headers,
                 n=args.n,
                 concurrency=args.c,
                 stream=args.stream,
-                validator=validate_anthropic_sse if args.stream else validate_anthropic_json,
+                validator=validator,
                 warmup=50,
             )
         )
