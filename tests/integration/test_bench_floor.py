@@ -41,16 +41,19 @@ def floor_url(tmp_path_factory):
         harness.stop(up.proc)
 
 
+@pytest.mark.parametrize("prefix", ["", "/relay"])  # the converting floor, the bare relay
 @pytest.mark.parametrize(
     ("stream", "check"),
     [(False, validate.validate_anthropic_json), (True, validate.validate_anthropic_sse)],
 )
-def test_the_floors_answers_pass_the_benchmark_validator(floor_url, stream, check):
+def test_the_floors_answers_pass_the_benchmark_validator(floor_url, prefix, stream, check):
+    url = floor_url.replace("/v1/messages", prefix + "/v1/messages")
+
     async def go():
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                floor_url, data=run.request_body("bench-model", stream), headers=run.HEADERS
+                url, data=run.request_body("bench-model", stream), headers=run.HEADERS
             ) as resp,
         ):
             return resp.status, resp.headers.get("content-type", ""), await resp.read()
