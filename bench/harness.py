@@ -215,8 +215,10 @@ def start_upstream(tmp: Path, cpu: int | None, *, chunk_delay_ms: float = 0.0) -
 
 def gateway_env(home: Path, upstream_port: int) -> dict[str, str]:
     """A clean environment: two providers on the fake upstream, ``openai``
-    (OpenAI format) and ``ant`` (Anthropic format), nothing from the user's."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+    (OpenAI format) and ``ant`` (Anthropic format), nothing from the user's
+    but ``PYTHONPATH`` (``PYTHONPATH=/tmp/old/src`` benchmarks another tree)."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if k in keep}
     env.update(
         HOME=str(home),
         OPENAI_API_KEY="bench-key",

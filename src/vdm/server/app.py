@@ -45,6 +45,7 @@ from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server import dashboard
 from vdm.server.asgi import (
+    DISCONNECT_HOOK,
     ClientGone,
     Receive,
     Scope,
@@ -462,7 +463,7 @@ async def _reply(
         # A tenant's token is the gateway's credential, never an upstream's (!PASSTHRU).
         client_key = presented_key(headers) if principal is None else None
         reply: Reply | None = None
-        async with cancel_on_disconnect(receive) as watch:
+        async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             try:
                 reply = await call(body, headers, client_key, principal)
             except GatewayError as exc:
@@ -625,7 +626,7 @@ async def passthrough(
         target, body = pt.route_json(router, app.formats, body, explicit)
         ctx = _tenant_context(ctx, principal, target)
         upstream_headers = pt.request_headers(headers, streamed=False)
-        async with cancel_on_disconnect(receive) as watch:
+        async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             raw = await _forward(app, target, method, path, query, upstream_headers, body, ctx)
             status = await _relay(send, raw, request_id, target.provider)
     else:

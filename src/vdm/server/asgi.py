@@ -96,6 +96,37 @@ async def send_bytes(send: Send, status: int, headers: Mapping[str, str], body: 
     await send({"type": "http.response.body", "body": body})
 
 
+# The scope key under which our HTTP protocol (server.protocol) offers a
+# DisconnectHook: word of the client leaving without a task waiting on
+# receive().  Under another ASGI server the key is absent and a watcher task
+# listens instead.
+DISCONNECT_HOOK = "vdm.disconnect"
+
+
+class DisconnectHook:
+    """One request's line from the server: ``fire()`` when its client is gone."""
+
+    __slots__ = ("_callback", "_resume_reading")
+
+    def __init__(self, resume_reading: Callable[[], None]) -> None:
+        self._callback: Callable[[], None] | None = None
+        self._resume_reading = resume_reading
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        # A connection whose reading is paused would not notice its peer
+        # leave (a waiting receive() resumes reading just the same).
+        self._resume_reading()
+
+    def unwatch(self) -> None:
+        self._callback = None
+
+    def fire(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
+
+
 class Watch:
     """Set by :func:`cancel_on_disconnect`: did the client go away?"""
 
@@ -108,31 +139,48 @@ class Watch:
 class cancel_on_disconnect:
     """Cancel the enclosed work (and so the upstream call) if the client leaves.
 
-    ``async with cancel_on_disconnect(receive) as watch: ...``.  With ``body``,
-    the watcher first feeds the request body into it (a streamed passthrough:
-    ASGI allows one reader of ``receive()``), then keeps watching.  The
-    cancellation is absorbed here: the block simply ends early.
+    ``async with cancel_on_disconnect(receive, hook=...) as watch: ...``.  With
+    the server's ``hook`` (the scope's :data:`DISCONNECT_HOOK`) no task is
+    needed: the server calls back when the connection is lost.  Otherwise a
+    watcher task waits on ``receive()``; with ``body``, it first feeds the
+    request body into it (a streamed passthrough: ASGI allows one reader of
+    ``receive()``), then keeps watching.  The cancellation is absorbed here:
+    the block simply ends early.
 
     A class rather than an ``asynccontextmanager`` generator: it runs once per
     request, and the generator machinery cost about as much as the watcher.
     """
 
-    __slots__ = ("_body", "_receive", "_task", "_waiting", "watch")
+    __slots__ = ("_body", "_hook", "_receive", "_task", "_waiting", "watch")
 
-    def __init__(self, receive: Receive, body: StreamedBody | None = None) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        body: StreamedBody | None = None,
+        *,
+        hook: DisconnectHook | None = None,
+    ) -> None:
         self._receive = receive
         self._body = body
+        self._hook = hook if body is None else None  # a streamed body needs the reader
         self.watch = Watch()
 
     async def __aenter__(self) -> Watch:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        self._waiting = asyncio.create_task(self._watcher())
+        if self._hook is not None:
+            self._waiting = None
+            self._hook.watch(self._gone)
+        else:
+            self._waiting = asyncio.create_task(self._watcher())
         return self.watch
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> bool:
-        self._waiting.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()
+        else:
+            self._hook.unwatch()  # type: ignore[union-attr]
         if kind is not None and issubclass(kind, asyncio.CancelledError) and self.watch.gone:
             self._task.uncancel()
             return True
@@ -143,11 +191,14 @@ class cancel_on_disconnect:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                self.watch.gone = True
-                self._task.cancel()
+                self._gone()
                 return
             if body is not None and not body.done:
                 await body._put(message)
+
+    def _gone(self) -> None:
+        self.watch.gone = True
+        self._task.cancel()
 
 
 class _Beat:

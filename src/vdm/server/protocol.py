@@ -21,6 +21,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from vdm.server.asgi import DISCONNECT_HOOK, DisconnectHook
+
 # Larger bodies are written after the held head rather than copied behind it.
 _JOIN_LIMIT = 64 * 1024
 
@@ -94,7 +96,9 @@ class ResponseWrites:
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` whose request cycles write through :class:`ResponseWrites`."""
+    """:class:`HttpToolsProtocol` whose request cycles write through
+    :class:`ResponseWrites`, and tell the app of a lost connection through the
+    scope's :class:`~vdm.server.asgi.DisconnectHook` (no watcher task per request)."""
 
     def on_headers_complete(self) -> None:
         previous = self.cycle
@@ -105,6 +109,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             cycle.transport = ResponseWrites(  # type: ignore[assignment]
                 self.transport, self.loop, hold=self.scope["method"] != "HEAD"
             )
+            cycle.scope[DISCONNECT_HOOK] = DisconnectHook(self.flow.resume_reading)  # type: ignore[literal-required]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:
+            hook = cycle.scope.get(DISCONNECT_HOOK)
+            if hook is not None:
+                hook.fire()
 
     def shutdown(self) -> None:
         """(Server shutdown may close the connection right after a response
