@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -415,39 +416,90 @@ def _check(what: str, value: float | None, limit: float, *, at_least: bool = Fal
     return {"check": f"{what} {'≥' if at_least else '≤'} {limit:g}", "value": value, "ok": ok}
 
 
+@dataclass(frozen=True)
+class RowTarget:
+    """One of the issue's per-row targets, and how it reads against the floor."""
+
+    what: str  # the absolute check
+    metric: str  # the row's field
+    limit: float
+    applies: Callable[[dict], bool]
+    floor_what: str  # the same target as a ratio to the floor
+    floor_stream: bool  # read against the floor's streamed row or its non-streamed one
+    floor_figure: float  # the floor's figure on the issue's machine
+    at_least: bool = False
+
+
+# Which row each target is checked on, in the order they are reported (one place:
+# the absolute and the floor-relative checks both come from it).
+ROW_TARGETS = (
+    RowTarget(
+        "gateway CPU ms/request",
+        "gateway_cpu_ms_per_req",
+        TARGET_CONVERSION_CPU_MS,
+        lambda r: r["kind"] == "conversion" and not r["stream"],
+        "CPU/request ÷ floor's",
+        False,
+        FLOOR_CPU_MS,
+    ),
+    RowTarget(
+        "req/s@64 (gateway on 1 core)",
+        "rps_c64",
+        TARGET_CONVERSION_RPS_C64,
+        lambda r: r["kind"] == "conversion" and not r["stream"],
+        "req/s@64 ÷ floor's",
+        False,
+        1000 / FLOOR_CPU_MS,  # one core at the floor's CPU per request
+        at_least=True,
+    ),
+    RowTarget(
+        "gateway CPU ms per 20-chunk stream",
+        "gateway_cpu_ms_per_req",
+        TARGET_STREAM_CPU_MS,
+        lambda r: r["kind"] == "conversion" and r["stream"],
+        "CPU/stream ÷ floor's",
+        True,
+        FLOOR_STREAM_CPU_MS,
+    ),
+    RowTarget(
+        "gateway CPU ms/request",
+        "gateway_cpu_ms_per_req",
+        TARGET_PASSTHROUGH_CPU_MS,
+        lambda r: r["kind"] == "passthrough",
+        "CPU/request ÷ floor's non-stream",
+        False,
+        FLOOR_CPU_MS,
+    ),
+    RowTarget(
+        "first-content overhead ms (TTFC minus direct)",
+        "added_ttfc_p50_c1_ms",
+        TARGET_FIRST_CONTENT_MS,
+        lambda r: r["stream"],
+        "added TTFC ÷ floor's",
+        True,
+        FLOOR_ADDED_P50_MS,  # the issue gives no floor TTFC: its added latency stands in
+    ),
+    RowTarget(
+        "added p50@1 ms",
+        "added_p50_c1_ms",
+        TARGET_ADDED_P50_MS,
+        lambda r: not r["stream"],
+        "added p50@1 ÷ floor's",
+        False,
+        FLOOR_ADDED_P50_MS,
+    ),
+)
+
+
 def targets(rows: list[dict], gateway: dict | None, total_errors: int) -> list[dict]:
     """The issue's targets, each checked on the row(s) it names."""
-    checks = []
-    for r in rows:
-        if r["target"] != "gateway":
-            continue
-        name, cpu = r["scenario"], r["gateway_cpu_ms_per_req"]
-        if r["kind"] == "conversion" and not r["stream"]:
-            checks.append(_check("gateway CPU ms/request", cpu, TARGET_CONVERSION_CPU_MS))
-            checks.append(
-                _check(
-                    "req/s@64 (gateway on 1 core)",
-                    r["rps_c64"],
-                    TARGET_CONVERSION_RPS_C64,
-                    at_least=True,
-                )
-            )
-        if r["kind"] == "conversion" and r["stream"]:
-            checks.append(_check("gateway CPU ms per 20-chunk stream", cpu, TARGET_STREAM_CPU_MS))
-        if r["kind"] == "passthrough":
-            checks.append(_check("gateway CPU ms/request", cpu, TARGET_PASSTHROUGH_CPU_MS))
-        if r["stream"]:
-            checks.append(
-                _check(
-                    "first-content overhead ms (TTFC minus direct)",
-                    r["added_ttfc_p50_c1_ms"],
-                    TARGET_FIRST_CONTENT_MS,
-                )
-            )
-        else:
-            checks.append(_check("added p50@1 ms", r["added_p50_c1_ms"], TARGET_ADDED_P50_MS))
-        for c in checks:
-            c.setdefault("scenario", name)
+    checks = [
+        {"scenario": r["scenario"], **_check(t.what, r[t.metric], t.limit, at_least=t.at_least)}
+        for r in rows
+        if r["target"] == "gateway"
+        for t in ROW_TARGETS
+        if t.applies(r)
+    ]
     if gateway:
         idle = gateway["rss_idle_kb"] / 1024 if gateway.get("rss_idle_kb") else None
         for c in (
@@ -468,60 +520,27 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def floor_targets(rows: list[dict], gateway: dict | None, floor: dict | None) -> list[dict]:
-    """The same targets as ratios to the floor measured in this run: a CPU or
-    latency target divided by the floor's figure on the issue's machine is the
-    ratio to keep.  Empty when the run has no floor rows."""
-    by = {(r["kind"], r["stream"]): r for r in rows}
-    fl, fs = by.get(("floor", False)), by.get(("floor", True))
-    if fl is None or fs is None:
+    """The same targets as ratios to the floor measured in this run: a target
+    divided by the floor's figure on the issue's machine is the ratio to keep.
+    Empty when the run has no floor rows."""
+    floors = {r["stream"]: r for r in rows if r["kind"] == "floor"}
+    if len(floors) < 2:
         return []
-    cpu, stream_cpu = fl["gateway_cpu_ms_per_req"], fs["gateway_cpu_ms_per_req"]
-    added, added_ttfc = fl["added_p50_c1_ms"], fs["added_ttfc_p50_c1_ms"]
-    latency_limit = TARGET_ADDED_P50_MS / FLOOR_ADDED_P50_MS
-    ttfc_limit = TARGET_FIRST_CONTENT_MS / FLOOR_ADDED_P50_MS  # the floor's own added latency
-    checks = []
-    for r in rows:
-        if r["target"] != "gateway":
-            continue
-        mine = r["gateway_cpu_ms_per_req"]
-        if r["kind"] == "conversion" and not r["stream"]:
-            lim = TARGET_CONVERSION_CPU_MS / FLOOR_CPU_MS
-            checks.append(_check("CPU/request ÷ floor's", _ratio(mine, cpu), round(lim, 3)))
-            lim = TARGET_CONVERSION_RPS_C64 * FLOOR_CPU_MS / 1000
-            checks.append(
-                _check(
-                    "req/s@64 ÷ floor's",
-                    _ratio(r["rps_c64"], fl["rps_c64"]),
-                    round(lim, 3),
-                    at_least=True,
-                )
-            )
-        if r["kind"] == "conversion" and r["stream"]:
-            lim = TARGET_STREAM_CPU_MS / FLOOR_STREAM_CPU_MS
-            checks.append(_check("CPU/stream ÷ floor's", _ratio(mine, stream_cpu), round(lim, 3)))
-        if r["kind"] == "passthrough":
-            lim = TARGET_PASSTHROUGH_CPU_MS / FLOOR_CPU_MS
-            checks.append(
-                _check("CPU/request ÷ floor's non-stream", _ratio(mine, cpu), round(lim, 3))
-            )
-        if r["stream"]:
-            checks.append(
-                _check(
-                    "added TTFC ÷ floor's",
-                    _ratio(r["added_ttfc_p50_c1_ms"], added_ttfc),
-                    round(ttfc_limit, 3),
-                )
-            )
-        else:
-            checks.append(
-                _check(
-                    "added p50@1 ÷ floor's",
-                    _ratio(r["added_p50_c1_ms"], added),
-                    round(latency_limit, 3),
-                )
-            )
-        for c in checks:
-            c.setdefault("scenario", r["scenario"])
+    checks = [
+        {
+            "scenario": r["scenario"],
+            **_check(
+                t.floor_what,
+                _ratio(r[t.metric], floors[t.floor_stream][t.metric]),
+                round(t.limit / t.floor_figure, 3),
+                at_least=t.at_least,
+            ),
+        }
+        for r in rows
+        if r["target"] == "gateway"
+        for t in ROW_TARGETS
+        if t.applies(r)
+    ]
     if gateway and floor:
         lim = TARGET_COLD_START_S / FLOOR_COLD_START_S
         ratio = _ratio(gateway["cold_start_first_request_s"], floor["cold_start_first_request_s"])

@@ -94,7 +94,8 @@ def whole_frames(chunk: bytes) -> bool:
 
 
 def frame_end(data: bytes) -> int:
-    """Where the last complete frame in ``data`` ends (0 if none does)."""
+    """Where the last complete frame in ``data`` ends (0 if none does).
+    (The three blank lines of ``_BLANK_LINES``, spelt out: it runs per chunk.)"""
     lf = data.rfind(b"\n\n")
     crlf = data.rfind(b"\r\n\r\n")
     cr = data.rfind(b"\r\r")
