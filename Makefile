@@ -4,6 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEVSTAMP:= $(VENV)/.installed-dev
+# Test processes (pytest-xdist), a whole test file to each: most tests wait on a
+# gateway process of their own, so two keep a 2-core machine busy.  0 runs in one.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint bench bench-best bench-quick bench-codecs bench-memory bench-workers clean proto
 
@@ -25,7 +28,7 @@ run: $(STAMP)
 test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
