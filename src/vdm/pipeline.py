@@ -1019,23 +1019,36 @@ async def _render_stream(
     encode: Callable[[ir.Event], bytes],
     encode_error: Callable[[GatewayError], bytes],
 ) -> AsyncIterator[bytes]:
+    """The events rendered as the door's SSE frames.  Once the first content
+    delta is rendered, the loop is let run once, so that the frames so far
+    are written (the server gathers one loop turn's writes into one) before
+    the rest of what the upstream's read held is converted: when one read
+    brings the whole answer, the first text does not wait for the last."""
     # The final usage may lack what only the start reported (Anthropic's input tokens).
     start = first.usage if type(first) is ir.MessageStart else ir.Usage()
+    waiting = True  # for the first content delta
     try:
         yield encode(first)
         async for event in events:
-            if type(event) is ir.MessageDelta:
+            kind = type(event)
+            if kind is ir.MessageDelta:
                 outcome.usage = ir.merge_usage(start, event.usage)
                 outcome.stop_reason = event.stop_reason
             data = encode(event)
             if data:
                 yield data
+                if waiting and kind in _CONTENT_DELTAS:
+                    waiting = False
+                    await asyncio.sleep(0)
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)
         yield encode_error(exc)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+_CONTENT_DELTAS = frozenset((ir.TextDelta, ir.ToolInputDelta, ir.ThinkingDelta))
 
 
 class _Tap(Protocol):

@@ -1,8 +1,16 @@
 """The HTTP protocol writes a response in as few writes as it can: a fixed-length
-response's head with its body, a stream's writes of one loop turn together."""
+response's head with its body, a stream's writes of one loop turn together; a
+converted stream's first text is not held back for the rest of its read."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
+from vdm import ir
+from vdm.pipeline import Outcome, _render_stream
+from vdm.protocols import anthropic
+from vdm.server.asgi import send_stream
 from vdm.server.protocol import ResponseWrites
 
 
@@ -124,3 +132,42 @@ def test_flush_writes_a_streams_gathered_writes_at_once() -> None:
     assert transport.writes == [CHUNKED + b"0\r\n\r\n"]
     loop.turn()  # (the scheduled write finds nothing left)
     assert len(transport.writes) == 1
+
+
+def test_a_converted_streams_first_text_is_written_before_the_rest_is_converted() -> None:
+    """One upstream read that holds a whole answer (a fast upstream) is converted in
+    one loop turn; the frames up to the first text delta leave in a write of their
+    own, so the first text does not wait for the last."""
+
+    async def one_read() -> AsyncIterator[ir.Event]:  # never suspends: all of it is in
+        yield ir.TextStart(0)
+        for n in range(20):
+            yield ir.TextDelta(0, f"w{n} ")
+        yield ir.BlockStop(0)
+        yield ir.MessageDelta("end_turn", ir.Usage(0, 20))
+        yield ir.MessageStop()
+
+    async def relay() -> list[bytes]:
+        transport = FakeTransport()
+        stream = ResponseWrites(transport, asyncio.get_running_loop(), hold=True)
+
+        async def send(message: dict) -> None:  # uvicorn's framing, shortened
+            if message["type"] == "http.response.start":
+                stream.write(CHUNKED)
+            elif message["body"]:
+                stream.write(b"%x\r\n%s\r\n" % (len(message["body"]), message["body"]))
+
+        first = ir.MessageStart("msg_1", "m", ir.Usage(5, 0))
+        body = _render_stream(
+            first, one_read(), Outcome(), anthropic.encode_event, anthropic.encode_stream_error
+        )
+        await send_stream(send, 200, {}, body, lambda exc: b"")
+        await asyncio.sleep(0)  # the last turn's writes
+        return transport.writes
+
+    written = asyncio.run(relay())
+    assert len(written) == 2, written
+    head, rest = written
+    assert b"event: message_start" in head and b'"text":"w0 "' in head
+    assert b"w1 " not in head
+    assert b'"text":"w1 "' in rest and rest.count(b"event: message_stop") == 1

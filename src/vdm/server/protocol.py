@@ -11,7 +11,9 @@ the receiver's TCP path), and each small segment costs the client a read too.
   loop is gathered and written at the end of that turn.  The frames rendered
   from one upstream read (often many events) leave in one write; nothing
   waits for data that has not arrived, so the first event or a ping goes out
-  as early as before.
+  as early as before.  (A converted stream lets the loop turn end once after
+  its first content delta, ``pipeline._render_stream``, so that delta is not
+  held back while the rest of a large read is converted.)
 """
 
 from __future__ import annotations
