@@ -107,7 +107,13 @@ def test_audit_usage_and_totals_are_the_deployment_s(pair: tuple[Gateway, Gatewa
             assert ask(gw, "vdm-not-a-token").status_code == 401
     with manage(b) as api:
         token = make_token(api, make_project(api, "team-b")["id"])
-    eventually(lambda: ask(a, token["token"]).status_code, lambda s: s == 200)
+    # (Until the bus brings the token to ``a``, ``a`` refuses it: one more
+    # refusal, audited and counted like the five above.)
+    seen: list[int] = []
+    eventually(
+        lambda: seen.append(ask(a, token["token"]).status_code) or seen[-1], lambda s: s == 200
+    )
+    refused = 5 + seen.count(401)
     for gw in (a, b, a, b):
         assert ask(gw, token["token"]).status_code == 200
 
@@ -117,8 +123,8 @@ def test_audit_usage_and_totals_are_the_deployment_s(pair: tuple[Gateway, Gatewa
 
     for gw in (a, b):
         with manage(gw) as api:
-            events = eventually(lambda api=api: denied(api), lambda e: len(e) >= 5)
-            assert len(events) == 5 and len({e["id"] for e in events}) == 5  # each once
+            events = eventually(lambda api=api: denied(api), lambda e: len(e) >= refused)
+            assert len(events) == refused == len({e["id"] for e in events})  # each once
             count = eventually(
                 lambda api=api: api.get(f"/manage/tokens/{token['id']}").json()["request_count"],
                 lambda c: c >= 5,
@@ -133,9 +139,9 @@ def test_audit_usage_and_totals_are_the_deployment_s(pair: tuple[Gateway, Gatewa
             return [json.loads(line) for line in text.splitlines()]
 
         logged = eventually(
-            lines, lambda e: sum(x["action"] == "proxy.authenticate" for x in e) >= 5
+            lines, lambda e: sum(x["action"] == "proxy.authenticate" for x in e) >= refused
         )
-        assert sum(x["action"] == "proxy.authenticate" for x in logged) == 5
+        assert sum(x["action"] == "proxy.authenticate" for x in logged) == refused
         assert {"project.create", "token.create"} <= {x["action"] for x in logged}
 
     def totals(gw: Gateway) -> dict[str, Any]:
@@ -144,8 +150,8 @@ def test_audit_usage_and_totals_are_the_deployment_s(pair: tuple[Gateway, Gatewa
         )
         return reply.json()["totals"]
 
-    want = 5 + 5  # five refused, five answered (all through /v1/messages)
+    want = refused + 5  # the refused, five answered (all through /v1/messages)
     for gw in (a, b):
         got = eventually(lambda gw=gw: totals(gw), lambda t: t["requests"] >= want)
-        assert got["requests"] == want and got["errors"] == 5
+        assert got["requests"] == want and got["errors"] == refused
         assert got["input_tokens"] > 0
