@@ -1,6 +1,7 @@
 """Multi-core scaling: throughput at concurrency 64 for ``--workers N``.
 
     python bench/workers.py [--workers 1,2] [--requests 6000] [--repeats 3] [--stream]
+                            [--load wrk [--seconds 8]]
 
 For each N the gateway is started with ``vdm server start --workers N`` (uvicorn's
 supervisor and N worker processes on one socket), then the non-streaming
@@ -13,6 +14,12 @@ On a machine with as many cores as workers, the load generator and the fake
 upstream run on the same cores as the gateway, so the speedup is a floor: the
 output says so and shows where the CPU went (gateway workers, load generator +
 upstream).  CPU ms/request per worker is the figure that stays comparable.
+
+``--load wrk`` drives the same request with wrk (``apt-get install wrk``), a load
+generator in C that needs a small part of a core where the Python one needs half of
+one, so on a 2-core machine two workers get most of both cores and the curve can be
+read.  wrk only counts statuses: the Python load generator, the default, is the one
+that validates every answer.
 """
 
 from __future__ import annotations
@@ -22,9 +29,14 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import (
@@ -55,7 +67,69 @@ def scenario(stream: bool) -> Scenario:
     return Scenario(f"conversion {s}", "gateway", "anthropic", "openai:bench-model", stream)
 
 
-async def measure(gw: Proc, up: Proc, workers: int, sc: Scenario, n: int, repeats: int) -> dict:
+@dataclass
+class WrkResult:
+    """What ``measure`` reads of a load run, from wrk's report."""
+
+    requests: int
+    elapsed: float
+    error_count: int
+    client_cpu: float
+    p50_ms: float
+    probes: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"p50_ms": self.p50_ms}
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(
+    url: str, body: bytes, headers: dict[str, str], seconds: int, probes: dict
+) -> WrkResult:
+    """wrk at concurrency 64 for ``seconds``: requests done, non-2xx answers and
+    socket errors (as errors), wrk's own CPU, p50 latency, the probes' deltas."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\n')
+        for name, value in headers.items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
+    argv = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency", "-s", script.name]
+    before = {k: f() for k, f in probes.items()}
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    elapsed = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    deltas = {k: f() - before[k] for k, f in probes.items()}
+    os.unlink(script.name)
+    done = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
+    if done is None or p50 is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket:
+        errors += sum(int(x) for x in socket.groups())
+    return WrkResult(
+        requests=int(done.group(1)),
+        elapsed=elapsed,
+        error_count=errors,
+        client_cpu=(cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        p50_ms=round(float(p50.group(1)) * _UNITS_MS[p50.group(2)], 3),
+        probes=deltas,
+    )
+
+
+async def measure(
+    gw: Proc,
+    up: Proc,
+    workers: int,
+    sc: Scenario,
+    n: int,
+    repeats: int,
+    wrk_seconds: int | None = None,
+) -> dict:
     await wait_http(up.url("/health"), up.proc, 15, up.log)
     await wait_http(gw.url("/ready"), gw.proc, 60, gw.log)
     # /ready answers as soon as one worker is up: wait until all N are.
@@ -74,21 +148,26 @@ async def measure(gw: Proc, up: Proc, workers: int, sc: Scenario, n: int, repeat
         probes["gateway"] = lambda: cpu_seconds(gw.pid)
         probes["upstream"] = lambda: cpu_seconds(up.pid)
         probes["machine"] = machine_busy_seconds
-        res = await run_load(
-            url,
-            body,
-            sc.headers,
-            n=n,
-            concurrency=CONCURRENCY,
-            stream=sc.stream,
-            validator=sc.validator,
-            warmup=2 * CONCURRENCY,
-            probes=probes,
-        )
+        if wrk_seconds is not None:
+            res = await asyncio.to_thread(run_wrk, url, body, sc.headers, wrk_seconds, probes)
+            n = res.requests
+        else:
+            res = await run_load(
+                url,
+                body,
+                sc.headers,
+                n=n,
+                concurrency=CONCURRENCY,
+                stream=sc.stream,
+                validator=sc.validator,
+                warmup=2 * CONCURRENCY,
+                probes=probes,
+            )
         errors += res.error_count
         per_worker = [round(res.probes[f"w{p}"] * 1000 / n, 4) for p in pids]
         runs.append(
             {
+                "requests": n,
                 "rps": round(n / res.elapsed, 1),
                 "elapsed_s": round(res.elapsed, 3),
                 "gateway_cpu_ms_per_req": round(res.probes["gateway"] * 1000 / n, 4),
@@ -159,7 +238,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per N (best kept)")
     parser.add_argument("--stream", action="store_true", help="the 20-chunk converted stream")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/...)")
+    parser.add_argument(
+        "--load", choices=("python", "wrk"), default="python", help="the load generator"
+    )
+    parser.add_argument("--seconds", type=int, default=8, help="per timed run (wrk)")
     args = parser.parse_args()
+    if args.load == "wrk" and shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    wrk_seconds = args.seconds if args.load == "wrk" else None
     counts = [int(x) for x in args.workers.split(",")]
     sc = scenario(args.stream)
     ncpu = len(os.sched_getaffinity(0))
@@ -174,7 +261,7 @@ def main() -> int:
             try:
                 r = run_async(
                     lambda up=up, gw=gw, n_workers=n_workers: measure(
-                        gw, up, n_workers, sc, args.requests, args.repeats
+                        gw, up, n_workers, sc, args.requests, args.repeats, wrk_seconds
                     )
                 )
             except StartupFailed as exc:
@@ -191,9 +278,10 @@ def main() -> int:
 
     base = results[0]["best"]["rps"]
     print()
+    size = f"{args.seconds:g} s" if wrk_seconds is not None else f"{args.requests} requests"
     print(
-        f"{sc.name}, concurrency {CONCURRENCY}, {args.requests} requests x {args.repeats} "
-        f"(best req/s kept), {ncpu} CPUs"
+        f"{sc.name}, concurrency {CONCURRENCY}, {size} x {args.repeats} "
+        f"(best req/s kept), {ncpu} CPUs, load generator: {args.load}"
     )
     print()
     print(
@@ -226,7 +314,9 @@ def main() -> int:
         "machine": machine(),
         "scenario": sc.name,
         "concurrency": CONCURRENCY,
-        "requests": args.requests,
+        "requests": args.requests if wrk_seconds is None else None,
+        "seconds": wrk_seconds,
+        "load": args.load,
         "repeats": args.repeats,
         "results": results,
     }
