@@ -17,6 +17,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# (regex imported here, not lazily by st.from_regex deep inside a draw, where the
+# import's compile can trip CPython 3.11.7's gh-106905 recursion-depth check)
+from hypothesis.strategies._internal import regex as _regex  # noqa: F401
+
 from vdm import ir
 from vdm.protocols.openai import ChunkDecoder, response_events
 
