@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.redisdb import redis_env
 from vdm.events import Event
-from vdm.events.bus import Bus
+from vdm.events.bus import LINGER, Bus
 from vdm.events.memory import MemoryBus
 from vdm.events.redis import RedisBus
 
@@ -45,6 +45,31 @@ def test_memory_bus_delivers_batches_by_kind_in_order() -> None:
         assert [e.data["i"] for e in b.events] == list(range(1200))
         assert b.batches < 10  # batched, not one call per event
         assert bus.published["x"] == 600 and not bus.dropped
+        await bus.close()
+
+    asyncio.run(main())
+
+
+def test_events_of_a_busy_spell_wait_for_one_batch_the_first_after_quiet_goes_at_once() -> None:
+    """One event per request would wake a consumer per request; what comes
+    within LINGER of a delivery waits for the next one instead."""
+
+    async def main() -> None:
+        bus = MemoryBus(queue_size=10_000, source="me")
+        sink = Sink()
+        bus.subscribe("s", ["x"], sink)
+        await bus.start()
+        await asyncio.sleep(0)  # the lane waits
+        bus.publish("x", {"i": 0})
+        await asyncio.sleep(0.001)
+        assert (len(sink.events), sink.batches) == (1, 1)  # at once, after a quiet spell
+        for i in range(1, 21):  # one "request" per loop turn, inside the linger
+            bus.publish("x", {"i": i})
+            await asyncio.sleep(0)
+        assert len(sink.events) == 1  # they wait ...
+        await asyncio.sleep(LINGER * 3)
+        assert [e.data["i"] for e in sink.events] == list(range(21))
+        assert sink.batches == 2  # ... and go together
         await bus.close()
 
     asyncio.run(main())

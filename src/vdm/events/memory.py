@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from vdm.events.bus import BATCH, Bus, Event, Subscription
+from vdm.events.bus import BATCH, LINGER, Bus, Event, Subscription
 
 
 class _Lane:
@@ -50,6 +50,7 @@ class MemoryBus(Bus):
             await lane.wake.wait()
             lane.wake.clear()
             await self._drain(lane)
+            await asyncio.sleep(LINGER)
 
     async def _drain(self, lane: _Lane) -> None:
         async with lane.sub.lock:

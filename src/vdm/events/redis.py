@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from vdm.events.bus import BATCH, Bus, Event, Subscription
+from vdm.events.bus import BATCH, LINGER, Bus, Event, Subscription
 from vdm.redis_link import RedisLink
 
 log = logging.getLogger("vdm.events")
@@ -172,6 +172,7 @@ class RedisBus(Bus):
                 self._link.trouble(exc)
                 await asyncio.sleep(1.0)
                 self._wake.set()  # try again what is still in the outbox
+            await asyncio.sleep(LINGER)
 
     async def _send(self) -> None:
         async with self._send_lock:
