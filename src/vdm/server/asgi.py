@@ -211,18 +211,49 @@ class _Beat:
         self.boundary = True
 
 
-async def _heartbeat(send: Send, beat: _Beat, ping: bytes, interval: float) -> None:
+class _Heartbeat:
     """Send ``ping`` whenever the stream has been silent for ``interval`` seconds,
-    only between SSE frames (a relayed upstream chunk may end mid-frame)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        wait = beat.last + interval - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-            continue
-        if beat.boundary:
-            await send({"type": "http.response.body", "body": ping, "more_body": True})
-        beat.last = loop.time()
+    only between SSE frames (a relayed upstream chunk may end mid-frame).
+
+    A timer, re-armed for when the silence would reach ``interval``, rather
+    than a task per stream: a stream that never falls silent costs one timer
+    and its cancel, not two task steps (and at low load, two loop turns).  A
+    ping itself is sent from a task of its own, as the relay's sends are."""
+
+    __slots__ = ("_beat", "_handle", "_interval", "_loop", "_ping", "_send", "_sending")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, send: Send, beat: _Beat, ping: bytes, interval: float
+    ) -> None:
+        self._loop, self._send, self._beat = loop, send, beat
+        self._ping, self._interval = ping, interval
+        self._sending: asyncio.Task[None] | None = None
+        self._handle = loop.call_at(beat.last + interval, self._due)
+
+    def _due(self) -> None:
+        beat = self._beat
+        due = beat.last + self._interval
+        if due <= self._loop.time():
+            if not beat.boundary:  # mid-frame: no ping, wait for another silence
+                beat.last = self._loop.time()
+            elif self._sending is None:
+                self._sending = self._loop.create_task(self._ping_once())
+                return  # re-armed when the ping has gone
+            due = beat.last + self._interval
+        self._handle = self._loop.call_at(due, self._due)
+
+    async def _ping_once(self) -> None:
+        try:
+            await self._send({"type": "http.response.body", "body": self._ping, "more_body": True})
+        finally:
+            self._sending = None
+            self._beat.last = self._loop.time()
+        self._handle = self._loop.call_at(self._beat.last + self._interval, self._due)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._sending is not None:
+            self._sending.cancel()
 
 
 class StreamedBody:
@@ -296,7 +327,7 @@ async def send_stream(
     and clients do not time out.  If the relay is cancelled (the server is
     shutting down), ``on_cancel``'s frame ends the stream before it closes.
     """
-    heart: asyncio.Task[None] | None = None
+    heart: _Heartbeat | None = None
     try:
         await send(
             {
@@ -308,7 +339,7 @@ async def send_stream(
         loop = asyncio.get_running_loop()
         beat = _Beat(loop.time())
         if ping is not None and ping_interval > 0:
-            heart = loop.create_task(_heartbeat(send, beat, ping, ping_interval))
+            heart = _Heartbeat(loop, send, beat, ping, ping_interval)
         try:
             async for chunk in body:
                 beat.boundary = whole_frames(chunk)  # before the send: a ping may run meanwhile
