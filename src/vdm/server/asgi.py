@@ -243,12 +243,18 @@ class _Heartbeat:
         self._handle = self._loop.call_at(due, self._due)
 
     async def _ping_once(self) -> None:
+        beat = self._beat
         try:
-            await self._send({"type": "http.response.body", "body": self._ping, "more_body": True})
+            # Asked again: the relay may have sent (even the stream's last frame)
+            # between the timer and this task's turn.
+            if beat.boundary and beat.last + self._interval <= self._loop.time():
+                await self._send(
+                    {"type": "http.response.body", "body": self._ping, "more_body": True}
+                )
+                beat.last = self._loop.time()
         finally:
             self._sending = None
-            self._beat.last = self._loop.time()
-        self._handle = self._loop.call_at(self._beat.last + self._interval, self._due)
+        self._handle = self._loop.call_at(beat.last + self._interval, self._due)
 
     def cancel(self) -> None:
         self._handle.cancel()
