@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.redisdb import redis_env
-from vdm.events import Event
-from vdm.events.bus import LINGER, Bus
+from vdm.events import Event, memory
+from vdm.events.bus import Bus
 from vdm.events.memory import MemoryBus
 from vdm.events.redis import RedisBus
 
@@ -50,24 +50,40 @@ def test_memory_bus_delivers_batches_by_kind_in_order() -> None:
     asyncio.run(main())
 
 
-def test_events_of_a_busy_spell_wait_for_one_batch_the_first_after_quiet_goes_at_once() -> None:
+def test_events_of_a_busy_spell_wait_for_one_batch_the_first_after_quiet_goes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """One event per request would wake a consumer per request; what comes
-    within LINGER of a delivery waits for the next one instead."""
+    within LINGER of a delivery waits for the next one instead.  (LINGER is
+    made 0.5 s here, so a busy test machine cannot outlast it.)"""
+    linger = 0.5
+    monkeypatch.setattr(memory, "LINGER", linger)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         bus = MemoryBus(queue_size=10_000, source="me")
         sink = Sink()
         bus.subscribe("s", ["x"], sink)
         await bus.start()
         await asyncio.sleep(0)  # the lane waits
+        published = loop.time()
         bus.publish("x", {"i": 0})
-        await asyncio.sleep(0.001)
-        assert (len(sink.events), sink.batches) == (1, 1)  # at once, after a quiet spell
+        for _ in range(10_000):  # (loop turns)
+            if sink.events:
+                break
+            await asyncio.sleep(0)
+        first = loop.time()
+        assert first - published < linger / 2  # at once, after a quiet spell
         for i in range(1, 21):  # one "request" per loop turn, inside the linger
             bus.publish("x", {"i": i})
             await asyncio.sleep(0)
+        assert loop.time() - first < linger  # (else this test proves nothing)
         assert len(sink.events) == 1  # they wait ...
-        await asyncio.sleep(LINGER * 3)
+        for _ in range(300):
+            if len(sink.events) == 21:
+                break
+            await asyncio.sleep(0.01)
+        assert loop.time() - first >= linger * 0.9
         assert [e.data["i"] for e in sink.events] == list(range(21))
         assert sink.batches == 2  # ... and go together
         await bus.close()
