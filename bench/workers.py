@@ -98,11 +98,13 @@ def run_wrk(
     before = {k: f() for k, f in probes.items()}
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    try:
+        out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(script.name)
     elapsed = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     deltas = {k: f() - before[k] for k, f in probes.items()}
-    os.unlink(script.name)
     done = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
     if done is None or p50 is None:

@@ -231,26 +231,22 @@ class _Heartbeat:
         self._handle = loop.call_at(beat.last + interval, self._due)
 
     def _due(self) -> None:
-        beat = self._beat
-        due = beat.last + self._interval
-        if due <= self._loop.time():
-            if not beat.boundary:  # mid-frame: no ping, wait for another silence
-                beat.last = self._loop.time()
-            elif self._sending is None:
-                self._sending = self._loop.create_task(self._ping_once())
-                return  # re-armed when the ping has gone
-            due = beat.last + self._interval
-        self._handle = self._loop.call_at(due, self._due)
+        due = self._beat.last + self._interval
+        if due > self._loop.time():  # the relay sent meanwhile: wait for the rest
+            self._handle = self._loop.call_at(due, self._due)
+        else:
+            self._sending = self._loop.create_task(self._ping_once())  # it re-arms
 
     async def _ping_once(self) -> None:
         beat = self._beat
         try:
-            # Asked again: the relay may have sent (even the stream's last frame)
-            # between the timer and this task's turn.
-            if beat.boundary and beat.last + self._interval <= self._loop.time():
-                await self._send(
-                    {"type": "http.response.body", "body": self._ping, "more_body": True}
-                )
+            # Asked here, not in the timer: the relay may have sent (even the
+            # stream's last frame) between the timer and this task's turn.
+            if beat.last + self._interval <= self._loop.time():
+                if beat.boundary:  # (mid-frame: no ping, wait for another silence)
+                    await self._send(
+                        {"type": "http.response.body", "body": self._ping, "more_body": True}
+                    )
                 beat.last = self._loop.time()
         finally:
             self._sending = None
