@@ -135,6 +135,9 @@ class Usage(msgspec.Struct):
     output_tokens: int = 0
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
+    # Of output_tokens, those an upstream says went to reasoning (OpenAI's
+    # completion_tokens_details / output_tokens_details); None when not reported.
+    reasoning_tokens: int | None = None
 
 
 class ChatResponse(msgspec.Struct):
@@ -341,6 +344,9 @@ def merge_usage(start: Usage, final: Usage) -> Usage:
             final.cache_creation_input_tokens
             if final.cache_creation_input_tokens is not None
             else start.cache_creation_input_tokens
+        ),
+        reasoning_tokens=(
+            final.reasoning_tokens if final.reasoning_tokens is not None else start.reasoning_tokens
         ),
     )
 

@@ -95,6 +95,7 @@ def test_text_answer_from_a_chat_upstream(oai: openai.OpenAI, fake_openai: FakeU
         "completion_tokens": 7,
         "total_tokens": 37,
         "prompt_tokens_details": {"cached_tokens": 10},
+        "completion_tokens_details": {"reasoning_tokens": 4},
     }
     answer = completion("Hello from upstream", usage=usage)
     created, final, events = both(
@@ -117,6 +118,7 @@ def test_text_answer_from_a_chat_upstream(oai: openai.OpenAI, fake_openai: FakeU
     assert created.usage is not None
     assert created.usage.input_tokens == 30 and created.usage.output_tokens == 7
     assert created.usage.input_tokens_details.cached_tokens == 10
+    assert created.usage.output_tokens_details.reasoning_tokens == 4
     assert created.usage.total_tokens == 37
     same(created, final)
     sent = fake_openai.last.json

@@ -315,6 +315,7 @@ def test_usage_tap_reads_the_final_event_of_a_native_stream() -> None:
                 "input_tokens": 10,
                 "output_tokens": 4,
                 "input_tokens_details": {"cached_tokens": 6},
+                "output_tokens_details": {"reasoning_tokens": 3},
             },
         },
     }
@@ -323,4 +324,17 @@ def test_usage_tap_reads_the_final_event_of_a_native_stream() -> None:
     cutter = FrameCutter()
     tap.feed(cutter.cut(data[:30]))
     tap.feed(cutter.cut(data[30:]))
-    assert tap.usage == ir.Usage(4, 4, 6) and tap.stop_reason == "completed"
+    assert tap.usage == ir.Usage(4, 4, 6, reasoning_tokens=3) and tap.stop_reason == "completed"
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [({"reasoning_tokens": 5}, 5), ({"reasoning_tokens": True}, None), ({}, None), (None, None)],
+)
+def test_reasoning_tokens_are_read_only_when_reported_as_counts(
+    details: dict[str, object] | None, expected: int | None
+) -> None:
+    usage = {"input_tokens": 1, "output_tokens": 9, "output_tokens_details": details}
+    assert rp.usage_from_responses(usage).reasoning_tokens == expected
+    rendered = rp.usage_dict(ir.Usage(1, 9, reasoning_tokens=expected))
+    assert rendered["output_tokens_details"] == {"reasoning_tokens": expected or 0}

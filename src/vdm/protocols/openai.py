@@ -250,7 +250,14 @@ def usage_from_openai(usage: Any) -> ir.Usage:
         input_tokens=max(prompt - cached, 0),
         output_tokens=completion,
         cache_read_input_tokens=cached if cached else None,
+        reasoning_tokens=reasoning_tokens(usage.get("completion_tokens_details")),
     )
+
+
+def reasoning_tokens(details: Any) -> int | None:
+    """``reasoning_tokens`` of an OpenAI usage's output details, if reported."""
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _int(value: Any) -> int:

@@ -343,6 +343,8 @@ def usage_dict(usage: ir.Usage) -> dict[str, Any]:
     }
     if cached:
         out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return out
 
 

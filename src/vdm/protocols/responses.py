@@ -44,6 +44,7 @@ from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
 from vdm.protocols import fields, openai_ingress
+from vdm.protocols.openai import reasoning_tokens
 from vdm.protocols.sse import frame, last_frame
 
 _encode = msgspec.json.Encoder().encode
@@ -512,7 +513,7 @@ def usage_dict(usage: ir.Usage) -> dict[str, Any]:
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
         "total_tokens": prompt + usage.output_tokens,
     }
 
@@ -635,6 +636,7 @@ def usage_from_responses(usage: Any) -> ir.Usage | None:
         input_tokens=max((total if isinstance(total, int) else 0) - cached, 0),
         output_tokens=output if isinstance(output, int) else 0,
         cache_read_input_tokens=cached or None,
+        reasoning_tokens=reasoning_tokens(usage.get("output_tokens_details")),
     )
 
 
