@@ -6,7 +6,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
 ``raise ... from exc``::
 
     GatewayError                      status, kind, message
-    ├── InvalidRequest                400  bad body, unknown provider/model
+    ├── InvalidRequest                400  bad body, bad model
     │   └── UnknownModel              400  a model string that routes nowhere
     ├── AuthenticationFailed          401  missing/wrong proxy key
     ├── PermissionDenied              403
@@ -65,7 +65,7 @@ class InvalidRequest(GatewayError):
 
 
 class UnknownModel(InvalidRequest):
-    """The model string names no provider (unknown prefix, nothing after it).
+    """The model string routes nowhere (a provider prefix with nothing after it).
 
     An HTTP client sees a plain 400; the gRPC door reports ``MODEL_NOT_FOUND``.
     """

@@ -4,8 +4,12 @@ Rules, in order:
 
 1. ``provider:model`` — a known provider prefix routes there; the rest is the
    model (it may contain colons: ``ollama:llama3:8b``).  If the rest names an
-   alias of that provider, the alias applies.  An unknown prefix is an error
-   naming the known providers.
+   alias of that provider, the alias applies.  A prefix that names no provider
+   is part of the model name, since many model ids have colons of their own
+   (OpenAI fine-tunes ``ft:gpt-4o-mini:org::id``, Ollama tags ``llama3:8b``,
+   OpenRouter variants ``vendor/model:free``, Bedrock ``…-v1:0``); such a name
+   goes on to rules 2 and 3, and a typo reaches the upstream, whose error
+   names the model.
 2. A bare model matching a user-defined alias of any provider (``OPENAI_ALIAS_
    FAST=gpt-4o-mini``) goes to that alias's provider and model.
 3. Otherwise the default provider gets it, after its fallback aliases (the
@@ -88,13 +92,8 @@ class Router:
         if not model:
             raise InvalidRequest("model: must not be empty")
         prefix, sep, rest = model.partition(":")
-        if sep:
-            provider = prefix.lower()
-            if provider not in self._known:
-                raise UnknownModel(
-                    f"model '{model}': unknown provider '{prefix}'; "
-                    f"known providers: {', '.join(self.providers)}"
-                )
+        provider = prefix.lower()
+        if sep and provider in self._known:
             if not rest:
                 raise UnknownModel(f"model '{model}': no model name after '{prefix}:'")
             return self._within(provider, rest)

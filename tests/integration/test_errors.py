@@ -216,7 +216,7 @@ def test_bad_requests_are_refused_for_every_provider_kind(
         ({"model": "openai:m"}, "messages"),
         ({"model": "openai:m", "messages": "x"}, "messages"),
         ({"model": "openai:m", "messages": [{"role": "user", "content": 5}]}, "content"),
-        ({"model": "nope:m", "messages": ASK}, "known providers"),
+        ({"model": "openai:", "messages": ASK}, "no model name"),
     ],
 )
 def test_bad_count_tokens_request(gateway: Gateway, body: dict[str, Any], needle: str) -> None:
@@ -235,18 +235,22 @@ def test_sdk_sees_bad_request_error(client: anthropic.Anthropic) -> None:
     assert raised.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
 
-def test_unknown_provider_prefix_names_the_known_providers(
-    gateway: Gateway, client: anthropic.Anthropic
+def test_a_prefix_that_names_no_provider_stays_in_the_model(
+    client: anthropic.Anthropic, fake_openai: FakeUpstream
 ) -> None:
-    message = error_of(
-        post(gateway.url, request(model="mystery:gpt")), 400, "invalid_request_error"
-    )
-    assert "mystery" in message
-    for name in ("openai", "plain", "ant", "echo"):
-        assert name in message
-    with pytest.raises(anthropic.BadRequestError) as raised:
-        client.messages.create(model="mystery:gpt", max_tokens=5, messages=ASK)
-    assert "known providers" in raised.value.message
+    """Model ids with colons of their own reach the default provider whole; a
+    mistyped prefix too, and the upstream's error names it."""
+    fake_openai.reply(JSONReply(completion("tuned")))
+    tuned = "ft:gpt-4o-mini-2024-07-18:acme::9abc"
+    answer = client.messages.create(model=tuned, max_tokens=5, messages=ASK)
+    assert answer.content[0].text == "tuned"  # type: ignore[union-attr]
+    assert fake_openai.last.json["model"] == tuned
+    missing = {"error": {"message": "The model `opnai:gpt-4o` does not exist", "type": "x"}}
+    fake_openai.reply(JSONReply(missing, status=404))
+    with pytest.raises(anthropic.NotFoundError) as raised:
+        client.messages.create(model="opnai:gpt-4o", max_tokens=5, messages=ASK)
+    assert "opnai:gpt-4o" in raised.value.message
+    assert fake_openai.last.json["model"] == "opnai:gpt-4o"
 
 
 # ---------------------------------------------------------------- upstream statuses

@@ -346,10 +346,12 @@ def test_upstream_errors_are_mapped_to_error_codes(
     assert "sk-test-openai" not in response.error.error_message + response.error.error_details
 
 
-def test_unknown_provider_is_model_not_found(grpc_server: GrpcServer, grpc_token: str) -> None:
-    response = execute(grpc_server, grpc_token, execute_request("hi", model="nope:model"))
+def test_a_provider_prefix_with_no_model_is_model_not_found(
+    grpc_server: GrpcServer, grpc_token: str
+) -> None:
+    response = execute(grpc_server, grpc_token, execute_request("hi", model="openai:"))
     assert response.error.error_code == "MODEL_NOT_FOUND"
-    assert "nope" in response.error.error_message
+    assert "no model name after 'openai:'" in response.error.error_message
 
 
 def test_an_upstream_that_never_answers_is_a_timeout(

@@ -103,7 +103,7 @@ def test_counters_match_a_mixed_load(
         with pytest.raises(anthropic.BadRequestError):
             a.messages.create(model="m", max_tokens=10, messages=ASK)  # type: ignore[arg-type]
         with pytest.raises(openai.BadRequestError):
-            o.chat.completions.create(model="nope:x", messages=ASK)  # type: ignore[arg-type]
+            o.chat.completions.create(model="oa:", messages=ASK)  # type: ignore[arg-type]
         found = samples(gateway)
         totals = get_json(gateway.url + "/metrics/running-totals")
         only_openai = get_json(gateway.url + "/metrics/running-totals?door=openai&provider=oa")

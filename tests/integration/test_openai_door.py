@@ -188,7 +188,7 @@ def test_conversion_tool_call(oai: openai.OpenAI) -> None:
     [
         ({"n": 2}, "n="),
         ({"messages": []}, "messages"),
-        ({"model": "nope:x"}, "known providers"),
+        ({"model": "echo:"}, "no model name"),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
     ],
 )
