@@ -1,13 +1,13 @@
 """Multi-core scaling: throughput at concurrency 64 for ``--workers N``.
 
     python bench/workers.py [--workers 1,2] [--requests 6000] [--repeats 3] [--stream]
-                            [--load wrk [--seconds 8]]
+                            [--load wrk [--seconds 8]] [--concurrency 64]
 
 For each N the gateway is started with ``vdm server start --workers N`` (uvicorn's
 supervisor and N worker processes on one socket), then the non-streaming
 Anthropic->OpenAI conversion request (``--stream``: the 20-chunk stream) is sent
-at concurrency 64, ``--repeats`` times; the best req/s is kept, the CPU of every
-gateway process is read from ``/proc`` over the same timed sections.
+at concurrency 64 (``--concurrency``), ``--repeats`` times; the best req/s is kept,
+the CPU of every gateway process is read from ``/proc`` over the same timed sections.
 
 Nothing is pinned here: the gateway's workers must be free to use every core.
 On a machine with as many cores as workers, the load generator and the fake
@@ -86,15 +86,20 @@ _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def run_wrk(
-    url: str, body: bytes, headers: dict[str, str], seconds: int, probes: dict
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    seconds: int,
+    probes: dict,
+    concurrency: int = CONCURRENCY,
 ) -> WrkResult:
-    """wrk at concurrency 64 for ``seconds``: requests done, non-2xx answers and
+    """wrk at ``concurrency`` for ``seconds``: requests done, non-2xx answers and
     socket errors (as errors), wrk's own CPU, p50 latency, the probes' deltas."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\n')
         for name, value in headers.items():
             script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
-    argv = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency", "-s", script.name]
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", script.name]
     before = {k: f() for k, f in probes.items()}
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -131,6 +136,7 @@ async def measure(
     n: int,
     repeats: int,
     wrk_seconds: int | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> dict:
     await wait_http(up.url("/health"), up.proc, 15, up.log)
     await wait_http(gw.url("/ready"), gw.proc, 60, gw.log)
@@ -141,7 +147,7 @@ async def measure(
         await asyncio.sleep(0.05)
     body = request_body(sc.model, sc.stream, sc.api)
     url = gw.url(sc.path)
-    await run_load(url, body, sc.headers, n=500, concurrency=CONCURRENCY, stream=sc.stream)
+    await run_load(url, body, sc.headers, n=500, concurrency=concurrency, stream=sc.stream)
     runs = []
     errors = 0
     for _ in range(repeats):
@@ -151,7 +157,9 @@ async def measure(
         probes["upstream"] = lambda: cpu_seconds(up.pid)
         probes["machine"] = machine_busy_seconds
         if wrk_seconds is not None:
-            res = await asyncio.to_thread(run_wrk, url, body, sc.headers, wrk_seconds, probes)
+            res = await asyncio.to_thread(
+                run_wrk, url, body, sc.headers, wrk_seconds, probes, concurrency
+            )
             n = res.requests
         else:
             res = await run_load(
@@ -159,10 +167,10 @@ async def measure(
                 body,
                 sc.headers,
                 n=n,
-                concurrency=CONCURRENCY,
+                concurrency=concurrency,
                 stream=sc.stream,
                 validator=sc.validator,
-                warmup=2 * CONCURRENCY,
+                warmup=2 * concurrency,
                 probes=probes,
             )
         errors += res.error_count
@@ -244,6 +252,9 @@ def main() -> int:
         "--load", choices=("python", "wrk"), default="python", help="the load generator"
     )
     parser.add_argument("--seconds", type=int, default=8, help="per timed run (wrk)")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help="requests in flight (default 64)"
+    )
     args = parser.parse_args()
     if args.load == "wrk" and shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -263,7 +274,14 @@ def main() -> int:
             try:
                 r = run_async(
                     lambda up=up, gw=gw, n_workers=n_workers: measure(
-                        gw, up, n_workers, sc, args.requests, args.repeats, wrk_seconds
+                        gw,
+                        up,
+                        n_workers,
+                        sc,
+                        args.requests,
+                        args.repeats,
+                        wrk_seconds,
+                        args.concurrency,
                     )
                 )
             except StartupFailed as exc:
@@ -282,7 +300,7 @@ def main() -> int:
     print()
     size = f"{args.seconds:g} s" if wrk_seconds is not None else f"{args.requests} requests"
     print(
-        f"{sc.name}, concurrency {CONCURRENCY}, {size} x {args.repeats} "
+        f"{sc.name}, concurrency {args.concurrency}, {size} x {args.repeats} "
         f"(best req/s kept), {ncpu} CPUs, load generator: {args.load}"
     )
     print()
@@ -315,7 +333,7 @@ def main() -> int:
         "git": git_rev(),
         "machine": machine(),
         "scenario": sc.name,
-        "concurrency": CONCURRENCY,
+        "concurrency": args.concurrency,
         "requests": args.requests if wrk_seconds is None else None,
         "seconds": wrk_seconds,
         "load": args.load,

@@ -222,6 +222,26 @@ def test_status_and_headers_relayed(gateway: Gateway, fake_openai: FakeUpstream)
     assert "client-secret" not in str(sent)
 
 
+def test_a_header_sent_on_several_lines_is_relayed_whole(
+    gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
+    lines = [
+        ("x-upstream-trace", "a"),
+        ("x-upstream-trace", "b"),
+        ("set-cookie", "__cf_bm=1; domain=.api.openai.com; HttpOnly"),
+        ("request-id", "req_upstream"),
+        ("x-vdm-provider", "spoofed"),
+    ]
+    fake_openai.reply(JSONReply({"id": "batch_1"}, headers=lines))
+    response = httpx.post(gateway.url + "/v1/batches", json={"input_file_id": "f"})
+    assert response.status_code == 200
+    assert response.headers.get_list("x-upstream-trace") == ["a, b"]
+    assert "set-cookie" not in response.headers
+    assert response.headers.get_list("x-vdm-provider") == ["openai"]
+    (request_id,) = response.headers.get_list("request-id")
+    assert request_id != "req_upstream"
+
+
 def test_upstream_error_relayed_as_sent(oai: openai.OpenAI, fake_openai: FakeUpstream) -> None:
     body = {
         "error": {

@@ -128,6 +128,27 @@ def test_body_forwarded_byte_for_byte_except_the_model(
     assert_client_key_not_forwarded(upstream.headers)
 
 
+def test_a_header_sent_on_several_lines_is_relayed_whole(
+    gateway: Gateway, fake_anthropic: FakeUpstream
+) -> None:
+    answer = b'{"id":"msg_1","type":"message","role":"assistant","content":[]}'
+    lines = [
+        ("x-upstream-trace", "a"),
+        ("X-Upstream-Trace", "b"),
+        ("set-cookie", "__cf_bm=1; domain=.api.anthropic.com; HttpOnly"),
+        ("set-cookie", "route=2; path=/"),
+        ("request-id", "req_upstream"),
+    ]
+    fake_anthropic.reply(RawReply(answer, headers=lines))
+    response = httpx.post(gateway.url + "/v1/messages", content=body(), headers=headers())
+    assert response.status_code == 200, response.text
+    # one line, both values in order (RFC 9110 5.3), not the last value only
+    assert response.headers.get_list("x-upstream-trace") == ["a, b"]
+    assert "set-cookie" not in response.headers
+    # the gateway's own id replaces the upstream's
+    assert response.headers.get_list("request-id") == [response.headers["x-request-id"]]
+
+
 def test_answer_that_is_not_utf8_is_relayed_as_it_is(
     gateway: Gateway, fake_anthropic: FakeUpstream
 ) -> None:

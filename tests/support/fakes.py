@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
@@ -40,11 +41,24 @@ class Recorded:
         return json.loads(self.body)
 
 
+# A reply's headers: a dict, or pairs when a name is to be sent on several lines.
+Headers = dict[str, str] | list[tuple[str, str]]
+
+
+def _with(base: dict[str, str], extra: Headers) -> CIMultiDict[str]:
+    """``base``, with the names ``extra`` sends replaced by its lines."""
+    pairs = list(extra.items()) if isinstance(extra, dict) else list(extra)
+    named = {k.lower() for k, _ in pairs}
+    out = CIMultiDict((k, v) for k, v in base.items() if k.lower() not in named)
+    out.extend(pairs)
+    return out
+
+
 @dataclass
 class JSONReply:
     body: Any
     status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=dict)
     delay: float = 0.0
 
 
@@ -61,7 +75,7 @@ class SSEReply:
     chunks: list[bytes]
     status: int = 200
     delay: float = 0.0  # before each chunk
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=dict)
     delays: list[float] | None = None
     cut_after: int | None = None
 
@@ -76,7 +90,7 @@ class RawReply:
     body: bytes
     status: int = 200
     content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=dict)
 
 
 @dataclass
@@ -260,14 +274,14 @@ class FakeUpstream:
             case JSONReply(body=body, status=status, headers=headers, delay=delay):
                 if delay:
                     await asyncio.sleep(delay)
-                return web.json_response(body, status=status, headers=headers)
+                return web.json_response(body, status=status, headers=_with({}, headers))
             case RawReply(body=body, status=status, content_type=ctype, headers=headers):
                 return web.Response(
-                    body=body, status=status, headers={"content-type": ctype, **headers}
+                    body=body, status=status, headers=_with({"content-type": ctype}, headers)
                 )
             case SSEReply(chunks=chunks, status=status, headers=headers, cut_after=cut):
                 response = web.StreamResponse(
-                    status=status, headers={"content-type": "text/event-stream", **headers}
+                    status=status, headers=_with({"content-type": "text/event-stream"}, headers)
                 )
                 await response.prepare(request)
                 for index, chunk in enumerate(chunks if cut is None else chunks[:cut]):

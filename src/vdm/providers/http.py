@@ -47,9 +47,14 @@ HOP_BY_HOP_REQUEST = frozenset(
         "proxy-connection",
     }
 )
-# Response headers never relayed to a client after aiohttp decoded the body
-# (its length and encoding are no longer the upstream's).
-HOP_BY_HOP = HOP_BY_HOP_REQUEST | {"content-length", "content-encoding"}
+# Response headers never relayed to a client: the hop-by-hop ones, and the
+# upstream's cookies (the gateway is the origin its clients talk to; a cookie
+# scoped to the upstream's domain is one a conforming client drops anyway, and
+# one without a domain would be sent back to the gateway, shared by its tenants).
+NOT_RELAYED_RAW = HOP_BY_HOP_REQUEST | {"set-cookie"}
+# ... and, once aiohttp has decoded the body, its length and encoding (no
+# longer the upstream's).
+NOT_RELAYED = NOT_RELAYED_RAW | {"content-length", "content-encoding"}
 
 
 Session = aiohttp.ClientSession  # the type other modules name; only this module creates one
@@ -212,23 +217,30 @@ def decode_json(body: bytes, provider: str) -> Any:
 
 def relay_headers(headers: Any) -> dict[str, str]:
     """Upstream headers to relay, with lower-case names so that the gateway's
-    own (``request-id``, ``x-request-id``, ``x-vdm-*``) replace, not duplicate, them."""
-    out = {}
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower not in HOP_BY_HOP:
-            out[lower] = value
-    return out
+    own (``request-id``, ``x-request-id``, ``x-vdm-*``) replace, not duplicate, them.
+    A field sent on several lines comes out as one, its values joined by
+    ``", "`` in order (RFC 9110 5.3; ``set-cookie``, the one field that cannot
+    be joined, is not relayed)."""
+    return _relayed(headers, NOT_RELAYED)
 
 
 def relay_raw_headers(headers: Any) -> dict[str, str]:
     """Headers of an undecoded body (``auto_decompress=False``): only hop-by-hop
-    ones go; ``content-length`` and ``content-encoding`` stay true."""
-    return {
-        k.lower(): v
-        for k, v in headers.items()
-        if k.lower() not in HOP_BY_HOP_REQUEST and not k.lower().startswith("proxy-")
-    }
+    ones (and cookies) go; ``content-length`` and ``content-encoding`` stay true."""
+    return _relayed(headers, NOT_RELAYED_RAW)
+
+
+def _relayed(headers: Any, dropped: frozenset[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in dropped or lower.startswith("proxy-"):
+            continue
+        if lower in out:
+            out[lower] = f"{out[lower]}, {value}"
+        else:
+            out[lower] = value
+    return out
 
 
 async def relay(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:

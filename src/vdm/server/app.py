@@ -703,11 +703,20 @@ async def _forward(
     return await provider.forward(method, path, query, headers, body, ctx)
 
 
+# The gateway's own headers on a relayed answer: an upstream's of the same name
+# gives way instead of going out twice.
+_OWN_RELAY_HEADERS = frozenset({"request-id", "x-vdm-provider"})
+
+
 async def _relay(send: Send, raw: RawResponse, request_id: str, provider: str) -> int:
     """Status, headers and body as the upstream sent them.  A failure after the
     status went out can only be told by cutting the connection: returning
     without the final body message makes the ASGI server close it."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.headers.items()]
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in raw.headers.items()
+        if k not in _OWN_RELAY_HEADERS
+    ]
     headers += [(b"request-id", request_id.encode()), (b"x-vdm-provider", provider.encode())]
     await send({"type": "http.response.start", "status": raw.status, "headers": headers})
     try:
