@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import threading
@@ -154,3 +156,53 @@ def test_a_waiting_request_gets_a_503_when_the_drain_ends(
         assert gateway.process.wait(15) == 0
     assert reader.status == 503
     assert reader.body["error"]["type"] == "overloaded_error"
+
+
+def worker_pids(supervisor: int, count: int, timeout: float = 20.0) -> list[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker),
+    once ``count`` of them run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == supervisor and b"spawn_main" in cmdline:
+                workers.append(int(entry.name))
+        if len(workers) >= count or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.05)
+
+
+def test_workers_end_a_stream_at_once_on_a_second_signal(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
+    """``--workers N`` workers run the gateway's own server, as one process does:
+    a second signal ends what is left with an error event, not after the drain."""
+    fake_openai.reply(slow_stream(200, 0.1))
+    with run_gateway(
+        env(fake_openai, SHUTDOWN_TIMEOUT="60"), tmp_path, args=("--workers", "2")
+    ) as gateway:
+        workers = worker_pids(gateway.process.pid, 2)
+        assert len(workers) == 2, workers
+        reader = Reader(gateway)
+        reader.start()
+        assert reader.first.wait(10)
+        gateway.process.send_signal(signal.SIGTERM)  # the supervisor signals its workers
+        time.sleep(0.5)
+        assert reader.is_alive(), "still draining after the first signal"
+        started = time.monotonic()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):  # the idle one may be gone
+                os.kill(pid, signal.SIGTERM)
+        reader.join(10)
+        assert not reader.is_alive(), "the second signal did not end the stream"
+        assert time.monotonic() - started < 5
+    assert reader.events[-1][0] == "error"
+    assert reader.events[-1][1]["error"]["type"] == "overloaded_error"

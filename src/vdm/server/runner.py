@@ -15,6 +15,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
 from vdm.config import Settings
 from vdm.server.protocol import GatewayHttpProtocol
@@ -59,6 +60,28 @@ class GatewayServer(uvicorn.Server):
             task.cancel(msg="vdm: second shutdown signal")
 
 
+class WorkerProcess(multiprocess.Process):
+    """One worker of ``--workers N``: it runs :class:`GatewayServer`, as a single
+    process does (uvicorn's supervisor would run its plain ``Server``, without
+    the settled heap or the second signal's protocol-correct ending)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = GatewayServer(self.config)
+        return self._server
+
+
+def _supervise(config: uvicorn.Config) -> None:
+    """uvicorn's supervisor (restarts, SIGHUP, SIGTTIN/SIGTTOU) over
+    :class:`WorkerProcess` workers.  It creates its workers by the module's
+    name ``Process`` in several places; this process is only the supervisor,
+    so that name is pointed at ours here (the workers, started with the spawn
+    method, find the class by its import path)."""
+    multiprocess.Process = WorkerProcess  # type: ignore[misc]
+    multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
 def serve(
     settings: Settings, host: str, port: int, *, reload: bool = False, workers: int = 1
 ) -> None:
@@ -82,6 +105,6 @@ def serve(
         uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]
         return
     if workers > 1:
-        uvicorn.run(_APP, workers=workers, **options)  # type: ignore[arg-type]
+        _supervise(uvicorn.Config(_APP, workers=workers, **options))  # type: ignore[arg-type]
         return
     GatewayServer(uvicorn.Config(_APP, **options)).run()  # type: ignore[arg-type]
