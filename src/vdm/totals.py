@@ -5,7 +5,8 @@ the ``request.finished`` events (:mod:`vdm.events`), not of this process's
 counters: with a Redis bus the consumer is shared, so each request of every
 instance is counted once, into Redis (``vdm:totals``), and any instance
 reports the same numbers.  Without Redis the same consumer keeps them in
-memory.  (``/metrics`` stays per instance: Prometheus scrapes each one.)
+memory, per process (each of ``--workers N`` its own).  (``/metrics`` stays per
+instance, its workers together: Prometheus scrapes each one.)
 
 The p95 is over each route's last :data:`P95_WINDOW` requests.
 """

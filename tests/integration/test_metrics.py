@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, completion, stream_of
-from tests.support.gateway import Gateway, run_gateway
+from tests.support.gateway import Gateway, run_gateway, worker_pids
 
 ASK = [{"role": "user", "content": "hi"}]
 CACHED = {
@@ -216,3 +216,54 @@ def test_running_totals_refuse_unknown_filters(env: dict[str, str], tmp_path: Pa
         assert "colour" in json.load(caught.value)["error"]["message"]
         empty = get_json(gateway.url + "/metrics/running-totals")
     assert empty["totals"]["requests"] == 0 and empty["providers"] == {}
+
+
+def worker_counts(directory: Path) -> dict[str, float]:
+    """Requests each worker has written to the shared directory (by file name)."""
+    out = {}
+    for path in directory.glob("*.json"):
+        families = json.loads(path.read_text())["families"]
+        (requests,) = [f for f in families if f[0] == "vdm_requests"]
+        out[path.stem] = sum(sample[2] for sample in requests[3])
+    return out
+
+
+def test_metrics_of_all_the_workers_from_any_of_them(
+    fake_openai: FakeUpstream, env: dict[str, str], tmp_path: Path
+) -> None:
+    fake_openai.responder = lambda request: JSONReply(completion("hi"))
+    with run_gateway(env, tmp_path, args=("--workers", "2")) as gateway:
+        workers = worker_pids(gateway.process.pid, 2)
+        assert len(workers) == 2, workers
+        environ = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+        (entry,) = [e for e in environ if e.startswith(b"VDM_WORKER_METRICS_DIR=")]
+        shared = Path(entry.partition(b"=")[2].decode())
+
+        def ask() -> None:
+            body = json.dumps({"model": "m", "max_tokens": 5, "messages": ASK}).encode()
+            request = urllib.request.Request(
+                gateway.url + "/v1/messages", body, {"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+
+        sent = 0
+        deadline = time.monotonic() + 30
+        while True:  # until both workers have served some (the kernel picks who accepts)
+            batch = [threading.Thread(target=ask) for _ in range(8)]
+            for t in batch:
+                t.start()
+            for t in batch:
+                t.join(15)
+            sent += len(batch)
+            time.sleep(1.5)  # a worker writes its file every second
+            counts = worker_counts(shared)
+            if len(counts) == 2 and all(counts.values()) and sum(counts.values()) == sent:
+                break
+            assert time.monotonic() < deadline, (sent, counts)
+
+        route = {"door": "anthropic", "provider": "oa", "model": "m", "status": "200"}
+        for _ in range(6):  # new connections: both workers answer some of the scrapes
+            assert value(samples(gateway), "vdm_requests_total", **route) == sent
+            assert value(samples(gateway), "vdm_in_flight_requests") == 0
+    assert not shared.exists(), "the supervisor removes the directory"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from tests.support.fakes import FakeUpstream, Hang, SSEReply, chunk, sse
-from tests.support.gateway import Gateway, run_gateway
+from tests.support.gateway import Gateway, run_gateway, worker_pids
 
 ASK = [{"role": "user", "content": "hi"}]
 
@@ -156,28 +156,6 @@ def test_a_waiting_request_gets_a_503_when_the_drain_ends(
         assert gateway.process.wait(15) == 0
     assert reader.status == 503
     assert reader.body["error"]["type"] == "overloaded_error"
-
-
-def worker_pids(supervisor: int, count: int, timeout: float = 20.0) -> list[int]:
-    """The supervisor's worker processes (not multiprocessing's resource tracker),
-    once ``count`` of them run."""
-    deadline = time.monotonic() + timeout
-    while True:
-        workers = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            parent = int(stat.rpartition(")")[2].split()[1])
-            if parent == supervisor and b"spawn_main" in cmdline:
-                workers.append(int(entry.name))
-        if len(workers) >= count or time.monotonic() > deadline:
-            return workers
-        time.sleep(0.05)
 
 
 def test_workers_end_a_stream_at_once_on_a_second_signal(

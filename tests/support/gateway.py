@@ -112,3 +112,25 @@ def _wait_ready(gateway: Gateway, timeout: float) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"gateway not ready after {timeout}s:\n{gateway.log()}")
+
+
+def worker_pids(supervisor: int, count: int, timeout: float = 20.0) -> list[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker),
+    once ``count`` of them run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            if parent == supervisor and b"spawn_main" in cmdline:
+                workers.append(int(entry.name))
+        if len(workers) >= count or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.05)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from vdm import __version__, events, totals
+from vdm import __version__, events, totals, worker_metrics
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
@@ -58,6 +58,7 @@ from vdm.server.asgi import (
     stream_request,
 )
 from vdm.totals import RunningTotals
+from vdm.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("vdm.server")
 access = logging.getLogger("vdm.access")
@@ -106,6 +107,8 @@ class App:
         self.metrics = Metrics()
         self.bus: Bus | None = None  # vdm.events, built in the lifespan
         self.totals: RunningTotals | None = None
+        # One worker of --workers N: /metrics covers them all (vdm.worker_metrics).
+        self.workers: WorkerMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -122,6 +125,10 @@ class App:
                     server = self.settings.server
                     self.bus = events.build(server)
                     self.metrics.bus = self.bus
+                    shared = worker_metrics.directory_from_env(os.environ)
+                    if shared is not None:
+                        self.workers = WorkerMetrics(self.metrics, shared)
+                        self.workers.start()
                     self.totals = totals.build(server.redis_url, server.redis_namespace)
                     self.totals.follow(self.bus)
                     if self.settings.tenants.enabled:
@@ -153,6 +160,8 @@ class App:
                     await self.plane.close()
                 if self.totals is not None:
                     await self.totals.close()
+                if self.workers is not None:
+                    self.workers.close()  # what this worker counted stays in the sums
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -794,12 +803,11 @@ async def health(
 async def metrics(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
-    """Prometheus text exposition (built only now, from plain counters)."""
+    """Prometheus text exposition (built only now, from plain counters; with
+    ``--workers N``, of all the workers)."""
+    text = app.workers.exposition() if app.workers is not None else app.metrics.exposition()
     await send_bytes(
-        send,
-        200,
-        {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)},
-        app.metrics.exposition(),
+        send, 200, {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)}, text
     )
 
 

@@ -19,6 +19,7 @@ from uvicorn.supervisors import multiprocess
 
 from vdm.config import Settings
 from vdm.server.protocol import GatewayHttpProtocol
+from vdm.worker_metrics import shared_directory
 
 _APP = "vdm.server.app:create_app"
 
@@ -105,6 +106,7 @@ def serve(
         uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]
         return
     if workers > 1:
-        _supervise(uvicorn.Config(_APP, workers=workers, **options))  # type: ignore[arg-type]
+        with shared_directory():  # /metrics of all the workers
+            _supervise(uvicorn.Config(_APP, workers=workers, **options))  # type: ignore[arg-type]
         return
     GatewayServer(uvicorn.Config(_APP, **options)).run()  # type: ignore[arg-type]

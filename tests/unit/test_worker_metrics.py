@@ -1,0 +1,123 @@
+"""The sums /metrics gives for all the workers of one gateway (vdm.worker_metrics)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from vdm import ir
+from vdm.metrics import Metrics
+from vdm.worker_metrics import ENV, WorkerMetrics, directory_from_env, shared_directory, snapshot
+
+
+def served(metrics: Metrics, count: int, *, model: str = "m", status: int = 200) -> None:
+    for _ in range(count):
+        metrics.finished(
+            "anthropic", "openai", model, status, 0.02, 0.01, 0.015, ir.Usage(10, 3), None
+        )
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: bytes, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+def write_as(metrics: Metrics, directory: Path, pid: int) -> None:
+    snap = snapshot(metrics)
+    snap.pid = pid
+    (directory / f"{pid}.json").write_bytes(msgspec.json.encode(snap))
+
+
+@pytest.fixture
+def other_process() -> object:
+    """A pid that runs for the test's length, and one that has exited."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    yield live.pid, gone.pid
+    live.kill()
+    live.wait()
+
+
+def test_counters_and_histograms_sum_over_every_worker_gauges_over_running_ones(
+    tmp_path: Path, other_process: tuple[int, int]
+) -> None:
+    live, gone = other_process
+    mine, theirs, exited = Metrics(), Metrics(), Metrics()
+    served(mine, 2)
+    served(theirs, 3)
+    served(theirs, 1, model="other")
+    served(exited, 4)
+    mine.in_flight, theirs.in_flight, exited.in_flight = 1, 2, 5
+    write_as(theirs, tmp_path, live)
+    write_as(exited, tmp_path, gone)
+
+    text = WorkerMetrics(mine, tmp_path).exposition()
+
+    route = {"door": "anthropic", "provider": "openai", "model": "m"}
+    assert value(text, "vdm_requests_total", **route, status="200") == 2 + 3 + 4
+    assert value(text, "vdm_requests_total", **{**route, "model": "other"}, status="200") == 1
+    assert value(text, "vdm_tokens_total", **route, type="input") == 10 * 9
+    assert value(text, "vdm_request_duration_seconds_count", **route) == 9
+    assert value(text, "vdm_request_duration_seconds_bucket", **route, le="0.025") == 9
+    assert value(text, "vdm_request_duration_seconds_bucket", **route, le="0.01") == 0
+    assert value(text, "vdm_request_duration_seconds_sum", **route) == pytest.approx(0.18)
+    # the exited worker's requests stay counted; its requests in flight are not
+    assert value(text, "vdm_in_flight_requests") == 1 + 2
+
+
+def test_one_worker_alone_is_its_own_live_metrics(tmp_path: Path) -> None:
+    mine = Metrics()
+    shared = WorkerMetrics(mine, tmp_path)
+    served(mine, 2)
+    assert samples(shared.exposition()) == samples(mine.exposition())
+
+
+def test_a_worker_writes_its_file_whole_and_a_bad_file_is_skipped(tmp_path: Path) -> None:
+    mine, other = Metrics(), Metrics()
+    served(other, 3)
+    WorkerMetrics(other, tmp_path).write()
+    (theirs,) = tmp_path.glob("*.json")
+    theirs.rename(tmp_path / "1.json")  # as if another worker had written it
+    (tmp_path / "2.json").write_bytes(b'{"pid": 2, "fami')  # not ours to trust
+    served(mine, 1)
+    text = WorkerMetrics(mine, tmp_path).exposition()
+    assert (
+        value(
+            text,
+            "vdm_requests_total",
+            door="anthropic",
+            provider="openai",
+            model="m",
+            status="200",
+        )
+        == 1 + 3
+    )
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_the_supervisor_names_one_directory_and_removes_it() -> None:
+    with shared_directory() as path:
+        assert os.environ[ENV] == str(path) and path.is_dir()
+        assert directory_from_env(os.environ) == path
+    assert ENV not in os.environ
+    assert not path.exists()
+
+
+def test_a_directory_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
+    assert directory_from_env({}) is None
+    with pytest.raises(ValueError, match=f"{ENV}: .* is not a directory"):
+        directory_from_env({ENV: str(tmp_path / "missing")})
