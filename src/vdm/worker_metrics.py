@@ -2,13 +2,13 @@
 
 The workers share one listening socket: a scrape reaches whichever worker
 accepts it, and each counts only its own requests, so a Prometheus counter
-read from them by turns would jump between unrelated values.  The supervisor
-makes one directory per start (:func:`shared_directory`) and names it to its
-workers in ``VDM_WORKER_METRICS_DIR``; each worker (:class:`WorkerMetrics`)
+read from them by turns would jump between unrelated values.  In the
+directory the workers share (:mod:`vdm.server.workers`) each worker
+(:class:`WorkerMetrics`)
 
-* writes the samples of its metrics to ``<pid>.json`` there every
-  ``INTERVAL`` seconds, from one timer, never on a request's path, and once
-  more when it stops;
+* writes the samples of its metrics to ``<pid>.json`` every ``INTERVAL``
+  seconds, from one timer, never on a request's path, and once more when it
+  stops;
 * answers a scrape with its own live samples plus the other workers' files:
   counters and histograms summed over every worker that wrote one, those that
   have exited included (a sum must not go down when a worker is replaced;
@@ -25,9 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +36,6 @@ from prometheus_client.core import Metric
 if TYPE_CHECKING:
     from vdm.metrics import Metrics
 
-ENV = "VDM_WORKER_METRICS_DIR"
 INTERVAL = 1.0
 
 log = logging.getLogger(__name__)
@@ -58,35 +55,6 @@ class Snapshot(msgspec.Struct):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Snapshot)
-
-
-@contextlib.contextmanager
-def shared_directory() -> Iterator[Path]:
-    """A directory for this start's workers, named in ``VDM_WORKER_METRICS_DIR``
-    (which the workers inherit); removed when the supervisor ends."""
-    path = Path(tempfile.mkdtemp(prefix="vdm-metrics-"))
-    previous = os.environ.get(ENV)
-    os.environ[ENV] = str(path)
-    try:
-        yield path
-    finally:
-        if previous is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = previous
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def directory_from_env(env: dict[str, str] | os._Environ[str]) -> Path | None:
-    """The shared directory this worker was given, if any; one that is not
-    a directory stops the start with the reason."""
-    value = env.get(ENV)
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_dir():
-        raise ValueError(f"environment variable {ENV}: {value!r} is not a directory")
-    return path
 
 
 def snapshot(metrics: Metrics) -> Snapshot:

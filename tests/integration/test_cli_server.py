@@ -170,6 +170,36 @@ def test_a_taken_port_is_refused_naming_its_holder(home: Path, daemon: bool) -> 
     assert not (home / "state/vdm/vdm.pid").exists()
 
 
+def test_a_taken_grpc_port_is_refused_naming_its_holder(home: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = str(holder.getsockname()[1])
+        args = ["server", "start", "--port", str(free_port()), "--grpc-port", taken]
+        result = vdm(home, *args, "--workers", "2")
+    assert result.returncode == 1
+    assert f"gRPC port {taken}" in result.stderr and "in use" in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr
+    assert "--grpc-port" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_start_that_fails_in_the_app_exits_3(home: Path, workers: str) -> None:
+    """One process or a supervisor of workers: the same exit status (uvicorn's
+    supervisor alone would exit 0 after a worker failed to start)."""
+    for name in ("cert.pem", "key.pem"):
+        (home / name).write_text("not a PEM file\n")  # passes the config check, not gRPC's
+    result = vdm(
+        home,
+        *("server", "start", "--port", str(free_port()), "--workers", workers),
+        GRPC_PORT=str(free_port()),
+        GRPC_TLS_CERT=str(home / "cert.pem"),
+        GRPC_TLS_KEY=str(home / "key.pem"),
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "Application startup failed" in result.stderr
+
+
 def test_foreground_pid_file_is_written_and_removed(home: Path) -> None:
     port = str(free_port())
     pid_file = home / "run/gw.pid"

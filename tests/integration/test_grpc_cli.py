@@ -16,7 +16,7 @@ import grpc
 
 from tests.conftest import upstream_env
 from tests.support.fakes import FakeUpstream, JSONReply, completion
-from tests.support.gateway import clean_env, free_port, run_gateway
+from tests.support.gateway import clean_env, free_port, run_gateway, worker_pids
 from tests.support.grpc_server import GrpcServer, bearer, execute_request, run_grpc, stop
 from vdm import __version__
 from vdm.grpc import llm_proxy_pb2 as pb
@@ -62,6 +62,43 @@ def test_server_start_with_grpc_port_serves_both_doors_from_one_gateway(
                 raise AssertionError("a call without a token was served")
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_workers_share_the_grpc_port_and_its_secret(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> None:
+    """--workers 2 with a gRPC port: every worker serves it (with one generated
+    secret between them), so calls on new connections all succeed."""
+    port = free_port()
+    env = upstream_env(fake_openai, fake_anthropic)
+    fake_openai.responder = lambda request: JSONReply(completion("from a worker"))
+    args = ["--grpc-port", str(port), "--workers", "2"]
+    with run_gateway(env, tmp_path, args=args) as gateway:
+        pids = worker_pids(gateway.process.pid, 2)
+        assert len(pids) == 2, pids
+        server = GrpcServer(
+            "127.0.0.1",
+            port,
+            gateway.process,
+            gateway.log_path,
+            {
+                **clean_env(),
+                "HOME": str(tmp_path / "home"),
+                "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config"),
+            },
+        )
+        deadline = time.monotonic() + 20
+        while gateway.log().count("gRPC LLMProxy listening") < 2:  # both workers bound it
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.1)
+        token = server.token("workers")
+        for _ in range(8):
+            with server.stub() as stub:  # a new channel: a new connection
+                response = stub.Execute(
+                    execute_request("hi", model="fast"), metadata=bearer(token), timeout=10
+                )
+            assert response.success.response_text == "from a worker", response
+        assert "Traceback" not in gateway.log()
 
 
 def test_sigterm_lets_a_call_in_flight_finish(

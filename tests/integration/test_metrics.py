@@ -236,7 +236,7 @@ def test_metrics_of_all_the_workers_from_any_of_them(
         workers = worker_pids(gateway.process.pid, 2)
         assert len(workers) == 2, workers
         environ = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
-        (entry,) = [e for e in environ if e.startswith(b"VDM_WORKER_METRICS_DIR=")]
+        (entry,) = [e for e in environ if e.startswith(b"VDM_WORKERS_DIR=")]
         shared = Path(entry.partition(b"=")[2].decode())
 
         def ask() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,3 +141,24 @@ def test_generated_secret_is_private_and_stable(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert vjwt.load_secret(GrpcSettings(), env) == first
     assert vjwt.load_secret(GrpcSettings(jwt_secret="c" * 32), env) == "c" * 32
+
+
+def test_processes_generating_the_secret_at_once_agree_on_a_whole_one(tmp_path: Path) -> None:
+    """As the workers of --workers N do when no secret exists yet."""
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    code = (
+        "import time, sys; from vdm.auth.jwt import load_secret; "
+        "from vdm.config import GrpcSettings; "
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); "
+        "print(load_secret(GrpcSettings()))"
+    )
+    for _ in range(3):
+        shutil.rmtree(tmp_path / "cfg", ignore_errors=True)
+        at = str(time.time() + 1.0)  # all start their attempt at the same moment
+        runs = [
+            subprocess.Popen([sys.executable, "-c", code, at], env=env, stdout=subprocess.PIPE)
+            for _ in range(6)
+        ]
+        secrets = {run.communicate(timeout=30)[0].decode().strip() for run in runs}
+        assert len(secrets) == 1 and len(secrets.pop()) >= 32
+        assert [p.name for p in (tmp_path / "cfg" / "vdm").iterdir()] == ["jwt-secret"]

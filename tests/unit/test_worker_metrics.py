@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vdm import ir
 from vdm.metrics import Metrics
-from vdm.worker_metrics import ENV, WorkerMetrics, directory_from_env, shared_directory, snapshot
+from vdm.server.workers import ENV, directory_from_env, shared_directory
+from vdm.worker_metrics import WorkerMetrics, snapshot
 
 
 def served(metrics: Metrics, count: int, *, model: str = "m", status: int = 200) -> None:

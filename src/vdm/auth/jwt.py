@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -72,8 +73,10 @@ def secret_path(env: Mapping[str, str]) -> Path:
 def load_secret(settings: GrpcSettings, env: Mapping[str, str] | None = None) -> str:
     """The configured secret, else the generated one (created now when missing).
 
-    Start-up only (file I/O).  The file is created with ``O_EXCL`` and mode
-    0600, so two processes starting at once agree on one secret.
+    Start-up only (file I/O).  The file (mode 0600) appears whole: it is
+    written under a name of its own and linked into place, which
+    fails if it exists, so two processes starting at once (the workers of
+    ``--workers N``) agree on one secret and neither reads a half-written one.
     """
     if settings.jwt_secret:
         return settings.jwt_secret
@@ -84,12 +87,16 @@ def load_secret(settings: GrpcSettings, env: Mapping[str, str] | None = None) ->
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its secret
-        return path.read_text().strip()
+    fd, own_name = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)  # mode 0600
+    own = Path(own_name)
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
+    try:
+        os.link(own, path)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_text().strip()
+    finally:
+        own.unlink()
     return secret
 
 

@@ -102,9 +102,15 @@ def summary(settings: Settings, host: str, port: int) -> None:
         )
 
 
-def _claim(pid_file: Path | None, host: str, port: int) -> None:
-    """Refuse to start over a live gateway's pid file or on a taken port;
-    replace a stale pid file."""
+def _grpc_address(settings: Settings, host: str) -> tuple[str, int] | None:
+    """Where the gateway's gRPC service will listen, if it has one."""
+    grpc = settings.grpc
+    return (grpc.host or host, grpc.port) if grpc.port is not None else None
+
+
+def _claim(pid_file: Path | None, host: str, port: int, grpc: tuple[str, int] | None) -> None:
+    """Refuse to start over a live gateway's pid file or on a taken port (the
+    gRPC one too, which ``--workers N`` share); replace a stale pid file."""
     if pid_file is not None:
         info, stale = process.live_info(pid_file)
         if info is not None:
@@ -116,6 +122,13 @@ def _claim(pid_file: Path | None, host: str, port: int) -> None:
         owner = process.port_owner(port)
         held = f" by pid {owner[0]} ({owner[1] or '?'})" if owner else ""
         fail(f"port {port} on {host} is already in use{held}; pick another with --port")
+    if grpc is not None and not process.port_free(*grpc):
+        owner = process.port_owner(grpc[1])
+        held = f" by pid {owner[0]} ({owner[1] or '?'})" if owner else ""
+        fail(
+            f"gRPC port {grpc[1]} on {grpc[0]} is already in use{held}; "
+            "pick another with --grpc-port"
+        )
 
 
 @app.command("start")
@@ -152,12 +165,13 @@ def start(
     settings = settings_or_exit()
     host = host or settings.server.host
     port = port or settings.server.port
+    grpc = _grpc_address(settings, host)
     if daemon:
         pid_file = pid_file or process.default_pid_file()
-        _claim(pid_file, host, port)
+        _claim(pid_file, host, port, grpc)
         _daemonize(host, port, pid_file, workers, systemd, log_file or process.default_log_file())
         return
-    _claim(pid_file, host, port)
+    _claim(pid_file, host, port, grpc)
     summary(settings, host, port)
     sys.stdout.flush()
 
@@ -281,7 +295,7 @@ def restart(
     port = port or (previous.port if previous and previous.port else settings.server.port)
     workers = workers or (previous.workers if previous else 1)
     log = Path(previous.log_file) if previous and previous.log_file else process.default_log_file()
-    _claim(path, host, port)
+    _claim(path, host, port, _grpc_address(settings, host))
     _daemonize(host, port, path, workers, False, log)
 
 

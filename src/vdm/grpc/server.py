@@ -73,8 +73,11 @@ async def start_service(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     tenants: TokenRegistry | None = None,
+    share_port: bool = False,
 ) -> Service:
-    """Bind, start and return the service (raises RuntimeError when the port is taken)."""
+    """Bind, start and return the service (raises RuntimeError when the port is
+    taken).  ``share_port``: one of several workers, which bind the same port
+    (``SO_REUSEPORT``: the kernel spreads the connections among them)."""
     grpc_settings = settings.grpc
     interceptors: list[grpc.aio.ServerInterceptor] = []
     watcher = None
@@ -84,8 +87,10 @@ async def start_service(
         await asyncio.to_thread(revocations.load)
         interceptors.append(JWTInterceptor(Verifier(secret, revocations), tenants))
         watcher = asyncio.create_task(revocations.watch(), name="vdm-revocations")
-    # so_reuseport off: a second server on a taken port must fail, not share it.
-    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    # so_reuseport off unless asked: a second server on a taken port must fail, not share it.
+    server = grpc.aio.server(
+        interceptors=interceptors, options=[("grpc.so_reuseport", 1 if share_port else 0)]
+    )
     redis_url = settings.server.redis_url
     shared = SharedMinute(redis_url, settings.server.redis_namespace) if redis_url else None
     limiter = Limiter(grpc_settings, shared=shared)

@@ -15,12 +15,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
 
-from vdm import __version__, events, totals, worker_metrics
+from vdm import __version__, events, totals
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
@@ -43,7 +44,7 @@ from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
-from vdm.server import dashboard
+from vdm.server import dashboard, workers
 from vdm.server.asgi import (
     DISCONNECT_HOOK,
     ClientGone,
@@ -107,8 +108,9 @@ class App:
         self.metrics = Metrics()
         self.bus: Bus | None = None  # vdm.events, built in the lifespan
         self.totals: RunningTotals | None = None
-        # One worker of --workers N: /metrics covers them all (vdm.worker_metrics).
-        self.workers: WorkerMetrics | None = None
+        # One of --workers N (vdm.server.workers): /metrics covers them all.
+        self.workers_dir: Path | None = None
+        self.shared_metrics: WorkerMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -125,10 +127,10 @@ class App:
                     server = self.settings.server
                     self.bus = events.build(server)
                     self.metrics.bus = self.bus
-                    shared = worker_metrics.directory_from_env(os.environ)
-                    if shared is not None:
-                        self.workers = WorkerMetrics(self.metrics, shared)
-                        self.workers.start()
+                    self.workers_dir = workers.directory_from_env(os.environ)
+                    if self.workers_dir is not None:
+                        self.shared_metrics = WorkerMetrics(self.metrics, self.workers_dir)
+                        self.shared_metrics.start()
                     self.totals = totals.build(server.redis_url, server.redis_namespace)
                     self.totals.follow(self.bus)
                     if self.settings.tenants.enabled:
@@ -160,8 +162,8 @@ class App:
                     await self.plane.close()
                 if self.totals is not None:
                     await self.totals.close()
-                if self.workers is not None:
-                    self.workers.close()  # what this worker counted stays in the sums
+                if self.shared_metrics is not None:
+                    self.shared_metrics.close()  # what this worker counted stays in the sums
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -180,6 +182,7 @@ class App:
             tls_cert=grpc.tls_cert,
             tls_key=grpc.tls_key,
             tenants=self.plane.registry if self.plane is not None else None,
+            share_port=self.workers_dir is not None,  # with the other workers
         )
         log.info("gRPC LLMProxy listening on %s", self.grpc.url)
 
@@ -805,7 +808,8 @@ async def metrics(
 ) -> None:
     """Prometheus text exposition (built only now, from plain counters; with
     ``--workers N``, of all the workers)."""
-    text = app.workers.exposition() if app.workers is not None else app.metrics.exposition()
+    shared = app.shared_metrics
+    text = shared.exposition() if shared is not None else app.metrics.exposition()
     await send_bytes(
         send, 200, {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)}, text
     )

@@ -15,11 +15,12 @@ import sys
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 from vdm.config import Settings
 from vdm.server.protocol import GatewayHttpProtocol
-from vdm.worker_metrics import shared_directory
+from vdm.server.workers import shared_directory
 
 _APP = "vdm.server.app:create_app"
 
@@ -80,7 +81,12 @@ def _supervise(config: uvicorn.Config) -> None:
     so that name is pointed at ours here (the workers, started with the spawn
     method, find the class by its import path)."""
     multiprocess.Process = WorkerProcess  # type: ignore[misc]
-    multiprocess.Multiprocess(config, sockets=[config.bind_socket()]).run()
+    supervisor = multiprocess.Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    # A worker that could not start stopped them all: exit as one process would
+    # (uvicorn's supervisor exits 0 then).
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)
 
 
 def serve(
