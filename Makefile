@@ -28,11 +28,13 @@ run: $(STAMP)
 test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m mypy
 
 # Regenerate the committed gRPC stubs from src/vdm/grpc/llm_proxy.proto.
 proto: $(DEVSTAMP)

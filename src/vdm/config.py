@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
@@ -53,7 +53,7 @@ AZURE_HOST_SUFFIXES = (
 # Azure deployment names: letters, digits, '-', '_', '.'; they go into a URL path.
 AZURE_DEPLOYMENT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 PASSTHROUGH_KEY = "!PASSTHRU"
-ECHO = "echo"
+ECHO: Final = "echo"
 
 # Environment names that end in _API_KEY but are not providers.
 _NOT_PROVIDERS = frozenset({"PROXY", "VDM"})

@@ -135,7 +135,7 @@ class UpstreamError(GatewayError):
     """Something went wrong talking to provider ``provider``."""
 
     status = 502
-    kind = "api_error"
+    kind: ErrorKind = "api_error"
     may_fall_over = True
 
     def __init__(

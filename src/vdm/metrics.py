@@ -71,7 +71,8 @@ class Histogram:
         self.sum += seconds
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, count in zip((*map(str, BUCKETS), "+Inf"), self.counts, strict=True):
             running += count
             out.append((bound, running))

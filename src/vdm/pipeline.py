@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
@@ -520,12 +520,12 @@ class Gateway:
         ) -> Reply:
             if self._native[route.provider]:
                 return await self._passthrough(
-                    provider,
+                    provider,  # type: ignore[arg-type]  # native: an AnthropicNative
                     parsed,
                     body,
                     route,
                     ctx,
-                    outcome,  # type: ignore[arg-type]
+                    outcome,
                 )
             if not decoded:
                 decoded.append(anthropic.decode_request(parsed))
@@ -1032,8 +1032,9 @@ async def _render_stream(
         async for event in events:
             kind = type(event)
             if kind is ir.MessageDelta:
-                outcome.usage = ir.merge_usage(start, event.usage)
-                outcome.stop_reason = event.stop_reason
+                delta = cast("ir.MessageDelta", event)  # (type() is faster than isinstance)
+                outcome.usage = ir.merge_usage(start, delta.usage)
+                outcome.stop_reason = delta.stop_reason
             data = encode(event)
             if data:
                 yield data

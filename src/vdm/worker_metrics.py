@@ -86,8 +86,8 @@ def merge(own: Snapshot, others: Iterable[Snapshot], alive: set[int]) -> list[Me
                 values[key] = values.get(key, 0.0) + value
     out = []
     for metric, values in merged.values():
-        for (name, labels), value in values.items():
-            metric.add_sample(name, dict(labels), value)
+        for (name, pairs), value in values.items():
+            metric.add_sample(name, dict(pairs), value)
         out.append(metric)
     return out
 

@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from vdm import ir
 from vdm.errors import UpstreamProtocolError
-from vdm.protocols.anthropic import EventDecoder, encode_request, response_events
+from vdm.protocols.anthropic import (
+    EventDecoder,
+    encode_request,
+    encode_response,
+    response_events,
+)
 from vdm.protocols.sse import SSEParser
 
 
@@ -675,3 +680,17 @@ def test_streamed_and_json_answers_fold_alike(data: st.DataObject, message: dict
     assert ir.fold(streamed) == ir.fold(list(response_events(message)))
     indices = [e.index for e in streamed if isinstance(e, ir.BlockStart)]
     assert indices == list(range(len(indices)))
+
+
+@pytest.mark.parametrize(
+    ("part", "named"),
+    [
+        (ir.ImagePart("image/png", "aGk="), "an image"),
+        (ir.ToolResultPart("toolu_1", [ir.TextPart("x")]), "a tool result"),
+    ],
+)
+def test_a_part_no_assistant_answer_holds_is_refused_by_name(part: ir.Part, named: str) -> None:
+    """(The message once named ``part.kind``, which these parts lack: an AttributeError.)"""
+    response = ir.ChatResponse("msg_1", "m", [part], "end_turn", ir.Usage(1, 1))
+    with pytest.raises(ValueError, match=f"^{named} cannot appear in an assistant response"):
+        encode_response(response)

@@ -206,7 +206,7 @@ class Verifier:
             raise TokenRejected("malformed", "the token is issued in the future") from None
         except jwt.PyJWTError:
             raise TokenRejected("malformed", "not a valid JWT") from None
-        subject, jti, exp = claims.get("sub"), claims.get("jti"), claims.get("exp")
+        subject, jti, exp = claims.get("sub"), claims.get("jti"), claims["exp"]  # exp: required
         if not isinstance(subject, str) or not subject or not isinstance(jti, str) or not jti:
             raise TokenRejected("malformed", "claims 'sub' and 'jti' must be non-empty strings")
         return Principal(subject, jti, int(exp))

@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import Protocol, cast
 
 log = logging.getLogger("vdm.cache")
 
@@ -104,7 +104,7 @@ class RedisStore:
         except Exception as exc:  # a cache outage is a miss, never a failed request
             log.warning("cache: Redis read failed: %s", type(exc).__name__)
             return None
-        return value  # type: ignore[no-any-return]
+        return cast("bytes | None", value)  # (decode_responses is off)
 
     async def put(self, key: str, value: bytes, ttl: int) -> None:
         try:

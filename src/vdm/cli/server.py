@@ -83,9 +83,9 @@ def summary(settings: Settings, host: str, port: int) -> None:
         settings.aliases,
         settings.fallback_aliases,
     )
-    for provider, table_ in router.active_aliases().items():
+    for owner, table_ in router.active_aliases().items():
         pairs = ", ".join(f"{a} → {m}" for a, m in table_.items())
-        console.print(f"aliases ({provider}): {pairs}", markup=False)
+        console.print(f"aliases ({owner}): {pairs}", markup=False)
     if settings.server.proxy_api_key:
         console.print("clients must present PROXY_API_KEY")
     if settings.grpc.port is not None:

@@ -376,8 +376,10 @@ def _part_dict(part: ir.Part) -> dict[str, Any]:
             return {"type": "thinking", "thinking": thinking, "signature": signature or ""}
         case ir.RedactedThinkingPart(data=data):
             return {"type": "redacted_thinking", "data": data}
-        case ir.ImagePart() | ir.ToolResultPart():
-            raise ValueError(f"{part.kind} cannot appear in an assistant response")
+        case ir.ImagePart():
+            raise ValueError("an image cannot appear in an assistant response")
+        case ir.ToolResultPart():
+            raise ValueError("a tool result cannot appear in an assistant response")
         case _:
             assert_never(part)
 
@@ -711,10 +713,10 @@ def _encode_messages(messages: list[ir.Message], system: list[str]) -> list[dict
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": message.role, "content": blocks})
-    for message in out:
-        if message["role"] == "user":
+    for turn in out:
+        if turn["role"] == "user":
             # Tool results must open the user turn that answers the tool calls.
-            message["content"].sort(key=lambda b: b["type"] != "tool_result")
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
     return out
 
 

@@ -153,11 +153,11 @@ def _decode_message(
     role = value.get("role")
     content = value.get("content")
     if role in ("system", "developer"):
-        parts = [p for p in _content(content, path) if isinstance(p, ir.TextPart)]
+        texts = [p for p in _content(content, path) if isinstance(p, ir.TextPart)]
         if messages:  # mid-conversation: stays in place
-            messages.append(ir.Message("system", list(parts)))
+            messages.append(ir.Message("system", list(texts)))
         else:
-            system.extend(parts)
+            system.extend(texts)
     elif role == "user":
         messages.append(ir.Message("user", list(_content(content, path))))
     elif role == "assistant":
@@ -168,8 +168,10 @@ def _decode_message(
         call_id = value.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
             raise _fail(f"{path}.tool_call_id", "string", call_id)
-        texts = [p for p in _content(content, path) if isinstance(p, ir.TextPart | ir.ImagePart)]
-        result = ir.ToolResultPart(call_id, texts)
+        results: list[ir.TextPart | ir.ImagePart] = [
+            p for p in _content(content, path) if isinstance(p, ir.TextPart | ir.ImagePart)
+        ]
+        result = ir.ToolResultPart(call_id, results)
         last = messages[-1] if messages else None
         if (
             last is not None

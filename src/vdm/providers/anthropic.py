@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 
 from vdm import ir
-from vdm.config import ProviderSettings
+from vdm.config import ApiFormat, ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import anthropic as wire
 from vdm.protocols.model_list import decode_model_list
@@ -50,7 +50,7 @@ _STREAM_ENDS = (
 
 
 class AnthropicProvider:
-    api_format = "anthropic"
+    api_format: ApiFormat = "anthropic"
 
     def __init__(
         self,

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from vdm import ir
+
+if TYPE_CHECKING:
+    from vdm.config import ApiFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +30,7 @@ class ClientContext:
 
 class Provider(Protocol):
     name: str
-    api_format: str
+    api_format: ApiFormat
 
     def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -20,6 +20,9 @@ from vdm import ir
 from vdm.protocols.anthropic import new_message_id, tool_use_id
 from vdm.providers.base import ClientContext
 from vdm.tokens import count_request_tokens, count_text_tokens
+
+if TYPE_CHECKING:
+    from vdm.config import ApiFormat
 
 _TOOL_ASK = re.compile(r"\buse the ([\w.-]+) tool\b", re.IGNORECASE)
 _PLACEHOLDER: dict[str, Any] = {
@@ -34,7 +37,7 @@ _PLACEHOLDER: dict[str, Any] = {
 
 class EchoProvider:
     name = "echo"
-    api_format = "echo"
+    api_format: ApiFormat = "echo"
 
     async def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext

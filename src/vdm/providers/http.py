@@ -83,7 +83,7 @@ def _with_lean_resume(connector: aiohttp.TCPConnector) -> aiohttp.TCPConnector:
     aiohttp makes them as we know (else it is left as it is)."""
     factory = getattr(connector, "_factory", None)
     if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
-        connector._factory = functools.partial(  # type: ignore[attr-defined]
+        connector._factory = functools.partial(  # type: ignore[assignment]
             _ResponseHandler, *factory.args, **factory.keywords
         )
     return connector

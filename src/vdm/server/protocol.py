@@ -118,7 +118,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         if cycle is not None and cycle.disconnected:
             hook = cycle.scope.get(DISCONNECT_HOOK)
-            if hook is not None:
+            if isinstance(hook, DisconnectHook):
                 hook.fire()
 
     def shutdown(self) -> None:

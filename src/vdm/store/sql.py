@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,10 @@ from vdm.store.schema import audit_events, projects, revision, tokens
 from vdm.tenants.settings import TenantSettings
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
 def utc(value: datetime | None) -> datetime | None:
     """Times as aware UTC (SQLite hands them back naive)."""
     if value is None:
@@ -252,7 +256,7 @@ class SqlStore:
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         statement = dialect_insert(audit_events).on_conflict_do_nothing(index_elements=["id"])
         async with self.engine.begin() as conn:
             await conn.execute(statement, [_fields(e) for e in events])
