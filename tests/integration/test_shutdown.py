@@ -184,3 +184,51 @@ def test_workers_end_a_stream_at_once_on_a_second_signal(
         assert time.monotonic() - started < 5
     assert reader.events[-1][0] == "error"
     assert reader.events[-1][1]["error"]["type"] == "overloaded_error"
+
+
+def test_ctrl_c_on_workers_drains_a_stream(fake_openai: FakeUpstream, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the supervisor and its workers together, and the
+    supervisor then signals each worker: that must not count as a second signal."""
+    fake_openai.reply(slow_stream(20, 0.1))
+    with run_gateway(
+        env(fake_openai, SHUTDOWN_TIMEOUT="20"),
+        tmp_path,
+        args=("--workers", "2"),
+        new_session=True,
+    ) as gateway:
+        assert len(worker_pids(gateway.process.pid, 2)) == 2
+        reader = Reader(gateway)
+        reader.start()
+        assert reader.first.wait(10)
+        os.killpg(gateway.process.pid, signal.SIGINT)
+        reader.join(20)
+        assert gateway.process.wait(20) == 0
+    assert reader.error is None
+    assert reader.names()[-1] == "message_stop" and "error" not in reader.names()
+    assert reader.text() == "".join(f"w{i} " for i in range(20))
+
+
+def test_a_second_ctrl_c_on_workers_ends_the_rest_at_once(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
+    fake_openai.reply(slow_stream(200, 0.1))
+    with run_gateway(
+        env(fake_openai, SHUTDOWN_TIMEOUT="60"),
+        tmp_path,
+        args=("--workers", "2"),
+        new_session=True,
+    ) as gateway:
+        assert len(worker_pids(gateway.process.pid, 2)) == 2
+        reader = Reader(gateway)
+        reader.start()
+        assert reader.first.wait(10)
+        os.killpg(gateway.process.pid, signal.SIGINT)
+        time.sleep(1.0)
+        assert reader.is_alive(), "still draining after the first Ctrl-C"
+        started = time.monotonic()
+        os.killpg(gateway.process.pid, signal.SIGINT)
+        reader.join(10)
+        assert not reader.is_alive(), "the second Ctrl-C did not end the stream"
+        assert gateway.process.wait(10) == 0
+        assert time.monotonic() - started < 5
+    assert reader.events[-1][0] == "error"

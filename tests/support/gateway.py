@@ -44,6 +44,7 @@ def run_gateway(
     cwd: Path | None = None,
     timeout: float = 20.0,
     args: Sequence[str] = (),
+    new_session: bool = False,
 ) -> Iterator[Gateway]:
     """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
 
@@ -83,6 +84,7 @@ def run_gateway(
             cwd=work,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,  # its own process group, as a terminal's job
         )
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
     try:

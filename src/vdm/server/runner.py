@@ -10,7 +10,10 @@ rest at once, the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
+import signal
 import sys
 from types import FrameType
 
@@ -41,9 +44,15 @@ def settle_heap() -> None:
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
+    """``worker``: one of ``--workers N``, which takes its signals from the
+    supervisor: a SIGINT is Ctrl-C in a terminal, which the supervisor got
+    too and turns into a SIGTERM for each worker (counting it as well would
+    make that SIGTERM a second signal, and Ctrl-C would not drain)."""
+
+    def __init__(self, config: uvicorn.Config, *, worker: bool = False) -> None:
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker = worker
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         self._loop = asyncio.get_running_loop()
@@ -53,6 +62,8 @@ class GatewayServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded as a captured signal: uvicorn would re-raise it after
         # the shutdown and the process would die by it instead of exiting 0.
+        if self._worker and sig == signal.SIGINT:
+            return
         if self.should_exit and self._loop is not None:
             self._loop.call_soon_threadsafe(self._end_requests)
         self.should_exit = True
@@ -70,18 +81,40 @@ class WorkerProcess(multiprocess.Process):
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
-            self._server = GatewayServer(self.config)
+            self._server = GatewayServer(self.config, worker=True)
         return self._server
 
 
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Supervisor(multiprocess.Multiprocess):
+    """uvicorn's supervisor, with a second signal passed on: once the workers
+    were told to stop (SIGTERM each, they drain), a signal while waiting for
+    them (a second Ctrl-C, another SIGTERM) is sent on to each, their second,
+    which ends what is left at once (uvicorn's would wait on regardless)."""
+
+    def join_all(self) -> None:
+        for worker in self.processes:
+            while worker.process.is_alive():
+                worker.process.join(0.1)
+                stops = [s for s in self.signal_queue if s in _STOPS]
+                self.signal_queue.clear()
+                if stops:
+                    for other in self.processes:
+                        if other.process.is_alive() and other.pid is not None:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(other.pid, signal.SIGTERM)
+
+
 def _supervise(config: uvicorn.Config) -> None:
-    """uvicorn's supervisor (restarts, SIGHUP, SIGTTIN/SIGTTOU) over
+    """:class:`Supervisor` (uvicorn's: restarts, SIGHUP, SIGTTIN/SIGTTOU) over
     :class:`WorkerProcess` workers.  It creates its workers by the module's
     name ``Process`` in several places; this process is only the supervisor,
     so that name is pointed at ours here (the workers, started with the spawn
     method, find the class by its import path)."""
     multiprocess.Process = WorkerProcess  # type: ignore[misc]
-    supervisor = multiprocess.Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
     supervisor.run()
     # A worker that could not start stopped them all: exit as one process would
     # (uvicorn's supervisor exits 0 then).
