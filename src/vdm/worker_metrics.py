@@ -15,6 +15,12 @@ directory the workers share (:mod:`vdm.server.workers`) each worker
   Prometheus's multiprocess mode does the same), gauges (requests in flight,
   open streams, queue depth) over the workers still running.
 
+The dashboard reads the same files (:meth:`WorkerMetrics.figures`): counters
+per route summed, the rings of recent requests merged by time.  A ring is a
+few hundred KB: a worker writes its own only while a dashboard is open (the
+worker answering one touches ``dashboard.watched`` there), and writes nothing
+while it has nothing new.
+
 Another worker's figures reach a scrape within ``INTERVAL``; a worker killed
 outright loses what it counted since its last write.
 """
@@ -25,18 +31,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 
-if TYPE_CHECKING:
-    from vdm.metrics import Metrics
+from vdm import ir
+from vdm.metrics import RECENT_REQUESTS, Metrics, RouteStats
 
 INTERVAL = 1.0
+WATCHED = "dashboard.watched"  # touched while a dashboard polls; rings written then
+WATCH_TTL = 10.0  # seconds after the last poll
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +57,135 @@ class Family(msgspec.Struct, array_like=True):
     samples: list[tuple[str, dict[str, str], float]]
 
 
+class Route(msgspec.Struct, array_like=True):
+    """A route's counters, as the dashboard shows them."""
+
+    door: str
+    provider: str
+    model: str
+    requests: int
+    errors: dict[str, int]
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_hits: int
+
+
+# One entry of Metrics.recent (vdm.metrics.Recent), typed for decoding.
+RecentEntry = tuple[
+    float, str, str, str, int, float, float | None, ir.Usage | None, bool, str | None, str
+]
+
+
 class Snapshot(msgspec.Struct):
     pid: int
     families: list[Family]
+    started: float = 0.0
+    in_flight: int = 0
+    open_streams: int = 0
+    routes: list[Route] = []
+    recent: list[RecentEntry] = []
+    cooldowns: list[tuple[str, int, int]] = []  # (provider, status, count)
+
+
+@dataclass
+class Figures:
+    """What the dashboard reads of :class:`~vdm.metrics.Metrics`, for all the
+    workers together (the same names, so it reads either)."""
+
+    started: float
+    in_flight: int
+    open_streams: int
+    routes: dict[tuple[str, str, str], RouteStats]
+    recent: list[RecentEntry]
+    cooldowns: dict[tuple[str, int], int]
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Snapshot)
 
 
-def snapshot(metrics: Metrics) -> Snapshot:
-    families = [
+def _families(metrics: Metrics) -> list[Family]:
+    return [
         Family(m.name, m.type, m.documentation, [(s.name, s.labels, s.value) for s in m.samples])
         for m in metrics.registry.collect()
     ]
-    return Snapshot(os.getpid(), families)
+
+
+def snapshot(metrics: Metrics, *, ring: bool = True) -> Snapshot:
+    """What a worker writes: its metric families and the dashboard's figures
+    (the ring of recent requests only with ``ring``)."""
+    routes = [
+        Route(
+            door,
+            provider,
+            model,
+            s.requests,
+            s.errors,
+            s.input_tokens,
+            s.output_tokens,
+            s.cached_tokens,
+            s.cache_hits,
+        )
+        for (door, provider, model), s in metrics.routes.items()
+    ]
+    return Snapshot(
+        os.getpid(),
+        _families(metrics),
+        metrics.started,
+        metrics.in_flight,
+        metrics.open_streams,
+        routes,
+        list(metrics.recent) if ring else [],
+        [(provider, status, n) for (provider, status), n in metrics.cooldowns.items()],
+    )
+
+
+def figures(own: Metrics, others: Iterable[Snapshot], alive: set[int]) -> Figures:
+    """``own`` (live) and ``others`` together, for the dashboard."""
+    out = Figures(
+        own.started,
+        own.in_flight,
+        own.open_streams,
+        {key: _copy(s) for key, s in own.routes.items()},
+        list(own.recent),
+        dict(own.cooldowns),
+    )
+    for snap in others:
+        out.started = min(out.started, snap.started or out.started)
+        if snap.pid in alive:
+            out.in_flight += snap.in_flight
+            out.open_streams += snap.open_streams
+        for r in snap.routes:
+            key = (r.door, r.provider, r.model)
+            stats = out.routes.get(key)
+            if stats is None:
+                stats = out.routes[key] = RouteStats()
+            stats.requests += r.requests
+            for kind, n in r.errors.items():
+                stats.errors[kind] = stats.errors.get(kind, 0) + n
+            stats.input_tokens += r.input_tokens
+            stats.output_tokens += r.output_tokens
+            stats.cached_tokens += r.cached_tokens
+            stats.cache_hits += r.cache_hits
+        out.recent.extend(snap.recent)
+        for provider, status, n in snap.cooldowns:
+            out.cooldowns[provider, status] = out.cooldowns.get((provider, status), 0) + n
+    out.recent.sort(key=lambda entry: entry[0])
+    del out.recent[:-RECENT_REQUESTS]
+    return out
+
+
+def _copy(stats: RouteStats) -> RouteStats:
+    """The counters the dashboard reads (not the histograms), in a new object."""
+    out = RouteStats()
+    out.requests = stats.requests
+    out.errors = dict(stats.errors)
+    out.input_tokens = stats.input_tokens
+    out.output_tokens = stats.output_tokens
+    out.cached_tokens = stats.cached_tokens
+    out.cache_hits = stats.cache_hits
+    return out
 
 
 def merge(own: Snapshot, others: Iterable[Snapshot], alive: set[int]) -> list[Metric]:
@@ -109,7 +232,10 @@ class WorkerMetrics:
         self.metrics = metrics
         self.directory = directory
         self.path = directory / f"{os.getpid()}.json"
+        self.watched = directory / WATCHED
         self._timer: asyncio.TimerHandle | None = None
+        self._written: tuple[object, ...] | None = None  # what the last write saw
+        self._touched = 0.0
 
     def start(self) -> None:
         self.write()
@@ -117,7 +243,8 @@ class WorkerMetrics:
 
     def _tick(self) -> None:
         try:
-            self.write()
+            if self._state() != self._written:
+                self.write()
         except OSError as exc:  # a full disk: the next tick tries again
             log.warning("cannot write this worker's metrics to %s: %s", self.path, exc)
         self._timer = asyncio.get_running_loop().call_later(INTERVAL, self._tick)
@@ -129,12 +256,27 @@ class WorkerMetrics:
         with contextlib.suppress(OSError):
             self.write()
 
+    def _state(self) -> tuple[object, ...]:
+        """Changes when what a write would hold does (every finished request
+        goes to the ring; a ring is wanted or not)."""
+        m = self.metrics
+        last = m.recent[-1] if m.recent else None
+        return (last, len(m.recent), m.in_flight, m.open_streams, self._dashboard_open())
+
+    def _dashboard_open(self) -> bool:
+        try:
+            return time.time() - self.watched.stat().st_mtime < WATCH_TTL
+        except OSError:
+            return False
+
     def write(self) -> None:
         """Replace this worker's file whole (a reader never sees half of one)."""
-        data = _encoder.encode(snapshot(self.metrics))
+        state = self._state()
+        data = _encoder.encode(snapshot(self.metrics, ring=bool(state[-1])))
         partial = self.path.with_suffix(".part")
         partial.write_bytes(data)
         os.replace(partial, self.path)
+        self._written = state
 
     def others(self) -> list[Snapshot]:
         out = []
@@ -150,7 +292,17 @@ class WorkerMetrics:
     def exposition(self) -> bytes:
         others = self.others()
         alive = {s.pid for s in others if is_running(s.pid)}
-        return generate_latest(_Collected(merge(snapshot(self.metrics), others, alive)))  # type: ignore[arg-type]
+        own = Snapshot(os.getpid(), _families(self.metrics))
+        return generate_latest(_Collected(merge(own, others, alive)))  # type: ignore[arg-type]
+
+    def figures(self) -> Figures:
+        now = time.time()
+        if now - self._touched >= INTERVAL:  # the other workers write their rings now
+            with contextlib.suppress(OSError):
+                self.watched.touch()
+                self._touched = now
+        others = self.others()
+        return figures(self.metrics, others, {s.pid for s in others if is_running(s.pid)})
 
 
 class _Collected:

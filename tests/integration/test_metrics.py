@@ -263,7 +263,12 @@ def test_metrics_of_all_the_workers_from_any_of_them(
             assert time.monotonic() < deadline, (sent, counts)
 
         route = {"door": "anthropic", "provider": "oa", "model": "m", "status": "200"}
+        get_json(gateway.url + "/dashboard/api/snapshot")  # workers add their rings from now
+        time.sleep(1.5)
         for _ in range(6):  # new connections: both workers answer some of the scrapes
             assert value(samples(gateway), "vdm_requests_total", **route) == sent
             assert value(samples(gateway), "vdm_in_flight_requests") == 0
+            board = get_json(gateway.url + "/dashboard/api/snapshot")
+            assert board["totals"]["requests"] == sent
+            assert len(board["recent"]) == min(sent, 50)
     assert not shared.exists(), "the supervisor removes the directory"

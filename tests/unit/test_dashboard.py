@@ -16,7 +16,11 @@ from vdm.server import dashboard
 def app_with(metrics: Metrics, cooldowns: MemoryCooldowns, keys: tuple[str, ...]) -> Any:
     settings = SimpleNamespace(providers={"oa": SimpleNamespace(api_keys=keys)})
     return SimpleNamespace(
-        metrics=metrics, settings=settings, plane=None, gateway=SimpleNamespace(cooldowns=cooldowns)
+        metrics=metrics,
+        shared_metrics=None,
+        settings=settings,
+        plane=None,
+        gateway=SimpleNamespace(cooldowns=cooldowns),
     )
 
 

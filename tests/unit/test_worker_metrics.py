@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -122,3 +123,60 @@ def test_a_directory_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
     assert directory_from_env({}) is None
     with pytest.raises(ValueError, match=f"{ENV}: .* is not a directory"):
         directory_from_env({ENV: str(tmp_path / "missing")})
+
+
+def test_the_dashboard_figures_are_all_the_workers(
+    tmp_path: Path, other_process: tuple[int, int]
+) -> None:
+    live, gone = other_process
+    mine, theirs, exited = Metrics(), Metrics(), Metrics()
+    served(mine, 2)
+    served(theirs, 3)
+    theirs.failed("anthropic", "", 400, "invalid_request", 0.001, "r-bad")
+    served(exited, 1, model="other")
+    theirs.cooldown("openai:abc", 429)
+    mine.open_streams, theirs.open_streams, exited.open_streams = 1, 1, 4
+    exited.started = mine.started - 100  # the first worker of the start
+    write_as(theirs, tmp_path, live)
+    write_as(exited, tmp_path, gone)
+
+    view = WorkerMetrics(mine, tmp_path).figures()
+
+    assert view.routes[("anthropic", "openai", "m")].requests == 5
+    assert view.routes[("anthropic", "openai", "other")].requests == 1
+    assert view.routes[("anthropic", "", "")].errors == {"invalid_request": 1}
+    assert len(view.recent) == 2 + 4 + 1
+    assert [e[0] for e in view.recent] == sorted(e[0] for e in view.recent)
+    assert view.open_streams == 1 + 1  # not the exited worker's
+    assert view.cooldowns == {("openai", 429): 1}
+    assert view.started == exited.started
+    # the live metrics are read, not changed
+    assert mine.routes[("anthropic", "openai", "m")].requests == 2
+
+
+def test_a_ring_is_written_only_while_a_dashboard_is_open_and_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    mine = Metrics()
+    served(mine, 3)
+    shared = WorkerMetrics(mine, tmp_path)
+
+    def written() -> dict:
+        return msgspec.json.decode(shared.path.read_bytes())
+
+    async def ticks() -> None:  # as the worker's timer runs them
+        shared._tick()
+        assert written()["recent"] == [] and len(written()["routes"]) == 1
+        shared.path.unlink()
+        shared._tick()  # nothing new: no write
+        assert not shared.path.exists()
+
+        WorkerMetrics(Metrics(), tmp_path).figures()  # another worker answers a dashboard
+        shared._tick()
+        assert len(written()["recent"]) == 3
+        served(mine, 1)
+        shared._tick()
+        assert len(written()["recent"]) == 4
+        shared.close()
+
+    asyncio.run(ticks())

@@ -9,7 +9,9 @@ tab costs nothing between polls.
 The snapshot is built only when asked, from what the gateway already keeps:
 :class:`vdm.metrics.Metrics` (counters and its ring of recent requests), the
 key cooldowns (keys by hash only, :func:`vdm.config.key_id`) and, with the
-control plane on, the audit log's latest events.
+control plane on, the audit log's latest events.  Under ``--workers N`` the
+counters and the ring are all the workers' (:mod:`vdm.worker_metrics`); the
+key states are the answering worker's, unless Redis shares them.
 
 Access: the static files hold no data and are served to anyone; the snapshot
 wants ``Authorization: Bearer MANAGEMENT_TOKEN`` when one is set, else the
@@ -24,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from vdm import __version__
 from vdm.config import PASSTHROUGH_KEY, key_id
-from vdm.metrics import Recent
+from vdm.metrics import Metrics, Recent
 
 if TYPE_CHECKING:
     from vdm.server.app import App
+    from vdm.worker_metrics import Figures
 
 PREFIX = "/dashboard"
 SNAPSHOT = PREFIX + "/api/snapshot"
@@ -90,11 +93,18 @@ def _latency(entries: list[Recent]) -> dict[str, float | None]:
     }
 
 
-def routes(app: App) -> list[dict[str, Any]]:
+def figures(app: App) -> Metrics | Figures:
+    """This process's metrics, or with ``--workers N`` all the workers'."""
+    shared = app.shared_metrics
+    return shared.figures() if shared is not None else app.metrics
+
+
+def routes(app: App, view: Metrics | Figures | None = None) -> list[dict[str, Any]]:
     """Per provider and model (all doors merged): counters since start and
     latency percentiles over the recent ring."""
+    view = view if view is not None else figures(app)
     merged: dict[tuple[str, str], dict[str, Any]] = {}
-    for (_, provider, model), s in app.metrics.routes.items():
+    for (_, provider, model), s in view.routes.items():
         row = merged.setdefault(
             (provider, model),
             {
@@ -115,7 +125,7 @@ def routes(app: App) -> list[dict[str, Any]]:
         row["cached_tokens"] += s.cached_tokens
         row["cache_hits"] += s.cache_hits
     ring: dict[tuple[str, str], list[Recent]] = {}
-    for entry in app.metrics.recent:
+    for entry in view.recent:
         ring.setdefault((entry[2], entry[3]), []).append(entry)
     out = []
     for key in sorted(merged):
@@ -158,8 +168,8 @@ def keys(app: App) -> list[dict[str, Any]]:
     return out
 
 
-def _recent(app: App) -> list[dict[str, Any]]:
-    ring = app.metrics.recent
+def _recent(view: Metrics | Figures) -> list[dict[str, Any]]:
+    ring = view.recent
     shown = [ring[i] for i in range(max(len(ring) - RECENT_SHOWN, 0), len(ring))]
     out = []
     for ts, door, provider, model, status, total, upstream, usage, hit, error, rid in reversed(
@@ -196,8 +206,8 @@ def _audit(app: App) -> list[dict[str, Any]] | None:
 
 def snapshot(app: App) -> dict[str, Any]:
     """Everything the page shows, in one JSON object."""
-    metrics = app.metrics
-    rows = routes(app)
+    view = figures(app)
+    rows = routes(app, view)
     totals = {
         name: sum(r[name] for r in rows)
         for name in (
@@ -211,13 +221,13 @@ def snapshot(app: App) -> dict[str, Any]:
     }
     return {
         "version": __version__,
-        "uptime_seconds": round(time.time() - metrics.started, 3),
-        "in_flight": metrics.in_flight,
-        "open_streams": metrics.open_streams,
+        "uptime_seconds": round(time.time() - view.started, 3),
+        "in_flight": view.in_flight,
+        "open_streams": view.open_streams,
         "totals": totals,
         "routes": rows,
         "keys": keys(app),
-        "key_cooldowns": sum(metrics.cooldowns.values()),
-        "recent": _recent(app),
+        "key_cooldowns": sum(view.cooldowns.values()),
+        "recent": _recent(view),
         "audit": _audit(app),
     }
