@@ -16,11 +16,21 @@ import grpc
 
 from tests.conftest import upstream_env
 from tests.support.fakes import FakeUpstream, JSONReply, completion
-from tests.support.gateway import clean_env, free_port, run_gateway, worker_pids
+from tests.support.gateway import Gateway, clean_env, free_port, run_gateway, worker_pids
 from tests.support.grpc_server import GrpcServer, bearer, execute_request, run_grpc, stop
 from vdm import __version__
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
+
+
+def grpc_of(gateway: Gateway, port: int, tmp_path: Path) -> GrpcServer:
+    """The gRPC door of a gateway started by ``run_gateway`` (its HOME, its secret)."""
+    env = {
+        **clean_env(),
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config"),
+    }
+    return GrpcServer("127.0.0.1", port, gateway.process, gateway.log_path, env)
 
 
 def test_server_start_with_grpc_port_serves_both_doors_from_one_gateway(
@@ -32,17 +42,7 @@ def test_server_start_with_grpc_port_serves_both_doors_from_one_gateway(
     env = upstream_env(fake_openai, fake_anthropic)
     with run_gateway(env, tmp_path, args=["--grpc-port", str(port)]) as gateway:
         assert f"gRPC LLMProxy on vibectl-server-insecure://127.0.0.1:{port}" in gateway.log()
-        server = GrpcServer(
-            "127.0.0.1",
-            port,
-            gateway.process,
-            gateway.log_path,
-            {
-                **clean_env(),
-                "HOME": str(tmp_path / "home"),
-                "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config"),
-            },
-        )
+        server = grpc_of(gateway, port, tmp_path)
         token = server.token("both-doors")  # the same generated secret as the server's
         fake_openai.reply(JSONReply(completion("via grpc")), JSONReply(completion("via http")))
         with server.stub() as stub:
@@ -76,17 +76,7 @@ def test_workers_share_the_grpc_port_and_its_secret(
     with run_gateway(env, tmp_path, args=args) as gateway:
         pids = worker_pids(gateway.process.pid, 2)
         assert len(pids) == 2, pids
-        server = GrpcServer(
-            "127.0.0.1",
-            port,
-            gateway.process,
-            gateway.log_path,
-            {
-                **clean_env(),
-                "HOME": str(tmp_path / "home"),
-                "XDG_CONFIG_HOME": str(tmp_path / "home" / ".config"),
-            },
-        )
+        server = grpc_of(gateway, port, tmp_path)
         deadline = time.monotonic() + 20
         while gateway.log().count("gRPC LLMProxy listening") < 2:  # both workers bound it
             assert time.monotonic() < deadline, gateway.log()
