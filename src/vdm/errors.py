@@ -52,6 +52,7 @@ class GatewayError(Exception):
     kind: ErrorKind = "api_error"
     retryable: bool = False
     may_fall_over: bool = False
+    code: str | None = None  # a machine-readable code the upstream gave (UpstreamStatusError)
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -165,7 +166,9 @@ _NO_FALLOVER_STATUSES = frozenset({400, 413, 422})
 
 
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered with an error status; ``body`` is what it said."""
+    """The upstream answered with an error status; ``body`` is what it said,
+    ``code`` its machine-readable error code when it gave one (OpenAI's
+    ``invalid_api_key``, ``model_not_found``, ...)."""
 
     def __init__(
         self,
@@ -175,10 +178,12 @@ class UpstreamStatusError(UpstreamError):
         upstream_status: int,
         body: bytes = b"",
         headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider, headers=headers)
         self.upstream_status = upstream_status
         self.body = body
+        self.code = code
         self.kind = _STATUS_KIND.get(upstream_status, "api_error")
         # Client errors the upstream named keep their status; its own 5xx
         # failures keep theirs (clients retry on them); anything else (an

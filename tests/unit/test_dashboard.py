@@ -9,7 +9,7 @@ from typing import Any
 from vdm import ir
 from vdm.config import PASSTHROUGH_KEY, key_id
 from vdm.metrics import RECENT_REQUESTS, Metrics
-from vdm.providers.cooldowns import MemoryCooldowns
+from vdm.providers.cooldowns import Bench, MemoryCooldowns
 from vdm.server import dashboard
 
 
@@ -66,12 +66,22 @@ def test_the_ring_is_bounded() -> None:
 def test_keys_show_hashes_and_states() -> None:
     cooldowns = MemoryCooldowns()
     secrets = ("sk-secret-a", "sk-secret-b", "sk-secret-c", PASSTHROUGH_KEY)
-    cooldowns.bench(key_id("oa", "sk-secret-b"), 30, 429)
-    cooldowns.bench(key_id("oa", "sk-secret-c"), 30, 401)
-    cooldowns._apply(key_id("oa", "sk-secret-a"), time.time() - 1)  # expired
+    now = time.time()
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-b"), None, now + 30, 429))
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-c"), None, now + 30, 401))
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), None, now - 1, 429))  # expired
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), "gpt-x", now + 60, 403))
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), "gpt-old", now - 1, 403))  # expired
+    cooldowns.bench(Bench(key_id("other", "sk-gone"), "gpt-x", now + 60, 403))  # not configured
     rows = dashboard.keys(app_with(Metrics(), cooldowns, secrets))
-    assert [r["state"] for r in rows] == ["ok", "cooling", "benched"]
+    assert [(r["state"], r["model"]) for r in rows] == [
+        ("ok", None),
+        ("cooling", None),
+        ("benched", None),
+        ("benched", "gpt-x"),
+    ]
     assert rows[1]["last_status"] == 429 and 29 < rows[1]["seconds_left"] <= 30
     assert rows[0]["seconds_left"] == 0
+    assert rows[3]["key"] == rows[0]["key"] and 59 < rows[3]["seconds_left"] <= 60
     assert all("secret" not in str(r) for r in rows)
     assert rows[0]["key"] == key_id("oa", "sk-secret-a").partition(":")[2]

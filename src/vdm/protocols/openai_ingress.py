@@ -53,6 +53,8 @@ _ERROR_TYPES = {
     "overloaded": "server_error",
     "timeout": "timeout",
 }
+# The OpenAI API's own codes where it has one for the kind; else the kind.
+_ERROR_CODES = {"authentication": "invalid_api_key"}
 
 
 class Options(msgspec.Struct, frozen=True):
@@ -493,7 +495,7 @@ def error_body(error: GatewayError) -> dict[str, Any]:
             "message": error.message,
             "type": _ERROR_TYPES[error.kind],
             "param": None,
-            "code": error.kind,
+            "code": error.code or _ERROR_CODES.get(error.kind, error.kind),
         }
     }
 

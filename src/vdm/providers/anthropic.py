@@ -80,19 +80,21 @@ class AnthropicProvider:
         headers.update(self.settings.headers)
         return headers
 
-    async def _post(self, url: str, body: bytes, ctx: ClientContext) -> aiohttp.ClientResponse:
-        """POST to ``url``, moving through the key pool on refusals."""
+    async def _post(
+        self, url: str, body: bytes, ctx: ClientContext, model: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST (for ``model``) to ``url``, moving through the key pool on refusals."""
         base = self._request_headers(ctx)
 
         def attempt(key: str) -> Any:
             return open_response(self._session, url, body, {**base, "x-api-key": key}, self.name)
 
-        return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key)
+        return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key, model)
 
     async def forward_messages(
         self, body: bytes, model: str, ctx: ClientContext, *, stream: bool
     ) -> RawResponse:
-        raw = raw_response(await self._post(self._messages_url, body, ctx), self.name)
+        raw = raw_response(await self._post(self._messages_url, body, ctx, model), self.name)
         if stream and is_event_stream(raw.headers):
             raw.body = require_end(raw.body, self.name, _STREAM_ENDS)
         return raw
@@ -102,7 +104,7 @@ class AnthropicProvider:
     ) -> AsyncIterator[ir.Event]:
         """IR in, Messages API on the wire, IR out (clients of other protocols)."""
         payload = wire.encode_request(request, model, max_tokens_limit=self._max_tokens_limit)
-        response = await self._post(self._messages_url, _encode(payload), ctx)
+        response = await self._post(self._messages_url, _encode(payload), ctx, model)
         with upstream_errors(self.name):
             async with response:
                 if request.stream and is_event_stream(response.headers):

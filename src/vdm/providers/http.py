@@ -170,22 +170,31 @@ def _translated(exc: BaseException, provider: str) -> UpstreamError:
 
 def upstream_message(body: bytes) -> str:
     """The human message inside an upstream error body (either protocol)."""
+    return upstream_error(body)[0]
+
+
+def upstream_error(body: bytes) -> tuple[str, str | None]:
+    """The human message and the machine-readable code (OpenAI's ``error.code``,
+    when a string) inside an upstream error body (either protocol)."""
     try:
         value: Any = _decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
         text = body.decode("utf-8", "replace").strip()
-        return text[:500] if text else "(empty body)"
+        return (text[:500] if text else "(empty body)"), None
     if isinstance(value, dict):
         error = value.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+            code = error.get("code")
+            return error["message"], code if isinstance(code, str) and 0 < len(
+                code
+            ) <= 100 else None
         if isinstance(error, str):
-            return error
+            return error, None
         if isinstance(value.get("message"), str):
-            return value["message"]
+            return value["message"], None
         if isinstance(value.get("detail"), str):
-            return value["detail"]
-    return body.decode("utf-8", "replace")[:500]
+            return value["detail"], None
+    return body.decode("utf-8", "replace")[:500], None
 
 
 async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> None:
@@ -196,12 +205,14 @@ async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> N
     headers = {}
     if "retry-after" in response.headers:
         headers["retry-after"] = response.headers["retry-after"]
+    message, code = upstream_error(body)
     raise UpstreamStatusError(
-        f"provider '{provider}' returned HTTP {response.status}: {upstream_message(body)}",
+        f"provider '{provider}' returned HTTP {response.status}: {message}",
         provider=provider,
         upstream_status=response.status,
         body=body,
         headers=headers,
+        code=code,
     )
 
 

@@ -74,14 +74,16 @@ class OpenAIProvider:
         headers[endpoint.auth_header] = endpoint.auth_scheme + key
         return headers
 
-    async def _post(self, url: str, body: bytes, ctx: ClientContext) -> aiohttp.ClientResponse:
-        """POST ``body`` to ``url``, moving through the key pool on refusals."""
+    async def _post(
+        self, url: str, body: bytes, ctx: ClientContext, model: str
+    ) -> aiohttp.ClientResponse:
+        """POST ``body`` for ``model`` to ``url``, moving through the key pool on refusals."""
 
         def attempt(key: str) -> Any:
             headers = self._auth(dict(self._headers), key)
             return open_response(self._session, url, body, headers, self.name)
 
-        return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key)
+        return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key, model)
 
     async def forward_chat(
         self, body: bytes, parsed: dict[str, Any], model: str, ctx: ClientContext
@@ -89,7 +91,7 @@ class OpenAIProvider:
         """Passthrough: an OpenAI client's body with only the model rewritten."""
         endpoint = self.endpoint
         upstream_body = rewrite(body, parsed, {"model": endpoint.body_model(model)})
-        response = await self._post(endpoint.chat_url(model), upstream_body, ctx)
+        response = await self._post(endpoint.chat_url(model), upstream_body, ctx, model)
         raw = raw_response(response, self.name)
         if parsed.get("stream") is True and is_event_stream(raw.headers):
             raw.body = require_end(raw.body, self.name, _STREAM_ENDS)
@@ -101,7 +103,7 @@ class OpenAIProvider:
         """Passthrough of ``POST /v1/responses`` (``{NAME}_RESPONSES_API=native``):
         the client's body with only the model rewritten, the key pool's failover."""
         upstream_body = rewrite(body, parsed, {"model": model})
-        response = await self._post(self._base + "/responses", upstream_body, ctx)
+        response = await self._post(self._base + "/responses", upstream_body, ctx, model)
         raw = raw_response(response, self.name)
         if parsed.get("stream") is True and is_event_stream(raw.headers):
             raw.body = require_end(raw.body, self.name, RESPONSES_STREAM_ENDS)
@@ -145,7 +147,7 @@ class OpenAIProvider:
     ) -> AsyncIterator[ir.Event]:
         endpoint = self.endpoint
         body = _encode(wire.encode_request(request, endpoint.body_model(model), self._options))
-        response = await self._post(endpoint.chat_url(model), body, ctx)
+        response = await self._post(endpoint.chat_url(model), body, ctx, model)
         with upstream_errors(self.name):
             async with response:
                 if not request.stream:

@@ -29,6 +29,7 @@ from vdm.config import PASSTHROUGH_KEY, key_id
 from vdm.metrics import Metrics, Recent
 
 if TYPE_CHECKING:
+    from vdm.providers.cooldowns import Bench
     from vdm.server.app import App
     from vdm.worker_metrics import Figures
 
@@ -36,7 +37,7 @@ PREFIX = "/dashboard"
 SNAPSHOT = PREFIX + "/api/snapshot"
 RECENT_SHOWN = 50  # recent requests in a snapshot (the ring keeps more, for percentiles)
 AUDIT_SHOWN = 20
-_AUTH_STATUSES = frozenset({401, 403})
+_AUTH_STATUSES = frozenset({401, 403, 404})
 # Only the shipped files run: no inline script, nothing from elsewhere.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
@@ -139,33 +140,44 @@ def routes(app: App, view: Metrics | Figures | None = None) -> list[dict[str, An
 
 
 def keys(app: App) -> list[dict[str, Any]]:
-    """Every configured provider key by its hash: ok, cooling (429, or a bench
-    learnt from another instance) or benched (refused: 401/403), and for how long."""
+    """Every configured provider key by its hash: ok, cooling (429) or benched
+    (refused: 401/403/404), and for how long; then each live bench of a key for
+    one model (a refusal that named it), with its ``model``."""
     gateway = app.gateway
     if gateway is None:
         return []
     cooldowns = gateway.cooldowns
-    statuses: dict[str, int] = getattr(cooldowns, "last_status", {})
     now = time.time()
     out = []
+    providers: dict[str, str] = {}  # key id -> provider
     for provider, settings in app.settings.providers.items():
         for secret in settings.api_keys:
             if secret == PASSTHROUGH_KEY:
                 continue
             kid = key_id(provider, secret)
-            left = cooldowns.until(kid) - now
-            status = statuses.get(kid)
-            state = "ok" if left <= 0 else ("benched" if status in _AUTH_STATUSES else "cooling")
-            out.append(
-                {
-                    "provider": provider,
-                    "key": kid.partition(":")[2],
-                    "state": state,
-                    "seconds_left": round(max(left, 0.0), 1),
-                    "last_status": status,
-                }
-            )
+            providers[kid] = provider
+            out.append(_key_row(provider, kid, None, cooldowns.get(kid), now))
+    for bench in cooldowns.benches():
+        owner = providers.get(bench.key)
+        if bench.model is not None and owner is not None and bench.until > now:
+            out.append(_key_row(owner, bench.key, bench.model, bench, now))
     return out
+
+
+def _key_row(
+    provider: str, kid: str, model: str | None, bench: Bench | None, now: float
+) -> dict[str, Any]:
+    left = bench.until - now if bench is not None else 0.0
+    status = bench.status if bench is not None else None
+    state = "ok" if left <= 0 else ("benched" if status in _AUTH_STATUSES else "cooling")
+    return {
+        "provider": provider,
+        "key": kid.partition(":")[2],
+        "model": model,
+        "state": state,
+        "seconds_left": round(max(left, 0.0), 1),
+        "last_status": status,
+    }
 
 
 def _recent(view: Metrics | Figures) -> list[dict[str, Any]]:

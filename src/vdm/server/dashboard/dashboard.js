@@ -87,7 +87,7 @@ function render(snap) {
   ]);
   $("cooldown-count").textContent = `(${fmt(snap.key_cooldowns)} benches since start)`;
   fill("#keys tbody", snap.keys, (k) => [
-    [k.provider], [k.key], [k.state, `state-${k.state}`],
+    [k.provider], [k.key], [k.model ?? "all"], [k.state, `state-${k.state}`],
     [k.state === "ok" ? null : k.seconds_left, "num"], [k.last_status],
   ]);
   fill("#recent tbody", snap.recent, (r) => [
