@@ -7,6 +7,7 @@ which keys were tried.
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -124,14 +125,19 @@ def test_every_key_rate_limited_gives_429_with_the_soonest_return(
         assert again.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
-def test_rate_limited_key_without_retry_after_uses_the_default(
+def test_rate_limited_key_without_retry_after_backs_off_up_to_the_setting(
     fake_openai: FakeUpstream, tmp_path: Path, keys: list[str]
 ) -> None:
     fake_openai.responder = by_key({keys[0]: (429, {})})
-    env = pool_env(fake_openai, keys[:1], KEY_RATE_LIMIT_COOLDOWN="12")
-    with run_gateway(env, tmp_path) as gateway, pytest.raises(anthropic.RateLimitError) as raised:
-        ask(gateway)
-    assert raised.value.response.headers["retry-after"] == "12"
+    env = pool_env(fake_openai, keys[:1], KEY_RATE_LIMIT_COOLDOWN="3")
+    seen = []
+    with run_gateway(env, tmp_path) as gateway:
+        for _ in range(4):
+            with pytest.raises(anthropic.RateLimitError) as raised:
+                ask(gateway)
+            seen.append(raised.value.response.headers["retry-after"])
+    assert seen == ["1", "2", "3", "3"]  # 1 s, doubled per consecutive 429, capped
+    assert keys_tried(fake_openai) == keys[:1] * 4  # every request went out
 
 
 # ---------------------------------------------------------------- !PASSTHRU
@@ -268,7 +274,7 @@ def test_a_429_on_one_instance_benches_the_key_for_every_instance(
         n.decode()
         for n in stored.scan_iter(match=redis_env["REDIS_NAMESPACE"] + ":cooldown:pool:*")
     ]
-    mine = [n for n in names if float(stored.get(n) or 0) > 0]
+    mine = [n for n in names if json.loads(stored.get(n) or "{}").get("until", 0) > 0]
     assert mine, "the cooldown is in Redis"
     assert all(k not in n for n in names for k in keys)  # hashes, never keys
     ttl = max(stored.pttl(n) for n in mine)

@@ -106,8 +106,8 @@ class KeyPool:
         if chosen is None:
             wait = self._wait(model)
             raise RateLimited(
-                f"every API key of provider '{self._provider}' is rate limited by the "
-                f"upstream (its retry-after); the first is usable again in {wait:.0f} s",
+                f"every API key of provider '{self._provider}' is cooling down as the "
+                f"upstream asked (retry-after); the first is usable again in {wait:.0f} s",
                 provider=self._provider,
                 retry_after=wait,
             )
