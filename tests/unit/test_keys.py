@@ -194,6 +194,12 @@ def test_all_keys_refused_raises_the_last_with_the_first_return() -> None:
     assert error.headers["retry-after"] == "5"  # k2's own (k1 is out for 300 s)
 
 
+def test_the_upstreams_own_retry_after_reaches_the_client_even_beyond_the_cap() -> None:
+    pool = KeyPool("p", ("k1",), max_cooldown=0.001)
+    error, _ = failing(pool, {"k1": [(429, "17")]})
+    assert error.headers["retry-after"] == "17"
+
+
 def test_retry_after_header_sets_the_cooldown_capped() -> None:
     cooldowns = MemoryCooldowns()
     pool = KeyPool("p", ("k1",), cooldowns, max_cooldown=2)

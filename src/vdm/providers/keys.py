@@ -23,7 +23,8 @@ limit.  The one exception is a *hard* bench: while the upstream's own
 ``retry-after`` holds for every key, the call fails at once with
 :class:`~vdm.errors.RateLimited`, whose ``retry-after`` is the first key's
 return.  When a request ends on a 429, its ``retry-after`` says when the
-first key's bench ends.
+first key may be used again (the upstream's own ``retry-after``, or the end
+of the bench).
 
 ``!PASSTHRU`` means "use the client's own key" (``x-api-key`` or
 ``Authorization: Bearer``).  A client key is used for that one call only:
@@ -104,7 +105,7 @@ class KeyPool:
             )
         chosen = self._choose(model, 0)
         if chosen is None:
-            wait = self._wait(model)
+            wait = self._wait(model) or 0.0
             raise RateLimited(
                 f"every API key of provider '{self._provider}' is cooling down as the "
                 f"upstream asked (retry-after); the first is usable again in {wait:.0f} s",
@@ -135,11 +136,16 @@ class KeyPool:
             index = index + 1 if index + 1 < size else 0
         return (fallback, True) if fallback >= 0 else None
 
-    def _wait(self, model: str | None) -> float:
-        """Seconds until the first key's bench (for ``model``) ends."""
+    def _wait(self, model: str | None, skip: int = -1) -> float | None:
+        """Seconds until the first key's bench (for ``model``) ends, key
+        ``skip`` aside; None when there is no other key."""
         get = self._cooldowns.get
-        ends = [b.until if (b := get(i, model)) is not None else 0.0 for i in self._ids]
-        return max(min(ends, default=0.0) - time.time(), 0.0)
+        ends = [
+            b.until if (b := get(kid, model)) is not None else 0.0
+            for i, kid in enumerate(self._ids)
+            if i != skip
+        ]
+        return max(min(ends) - time.time(), 0.0) if ends else None
 
     def key_for(self, client_key: str | None) -> str:
         """The key for a side call (a model list) that does not fail over."""
@@ -220,14 +226,24 @@ class KeyPool:
                 chosen = None if benched else self._choose(model, tried)
                 if chosen is None:
                     if exc.upstream_status == 429:
-                        # The client may come back when the first key may.
-                        wait = self._wait(model)
-                        exc.headers["retry-after"] = str(max(1, int(wait + 0.999)))
+                        self._hint(exc, index, model)
                     raise
                 index, benched = chosen
                 continue
             self._cooldowns.clear(self._ids[index], model)
             return result
+
+    def _hint(self, exc: UpstreamStatusError, index: int, model: str | None) -> None:
+        """Set the ``retry-after`` of the 429 a request ends on: the client may
+        come back when the first key may (this one when its upstream said, or
+        when its bench ends; another key sooner)."""
+        own = _retry_after(exc.headers.get("retry-after"))
+        if own is None:
+            bench = self._cooldowns.get(self._ids[index], model)
+            own = max(bench.until - time.time(), 0.0) if bench is not None else 0.0
+        other = self._wait(model, skip=index)
+        wait = own if other is None else min(own, other)
+        exc.headers["retry-after"] = str(max(1, int(wait + 0.999)))
 
 
 def _names_model(error: UpstreamStatusError, model: str) -> bool:
