@@ -114,6 +114,8 @@ class ServerSettings:
     total_timeout: float | None = None
     ping_interval: float = 10.0
     shutdown_timeout: float = 30.0
+    # Key benches (providers.keys): a 401/403; the cap of a 429's backoff (1 s,
+    # doubling) when the upstream gives no retry-after; the cap of every bench.
     key_auth_cooldown: float = 300.0
     key_rate_limit_cooldown: float = 30.0
     key_cooldown_max: float = 3600.0
