@@ -347,3 +347,28 @@ def upstream_cleared(stored: Any, pattern: str) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_cooldowns_stored_by_the_previous_release_are_loaded(redis_env: dict[str, str]) -> None:
+    import asyncio
+
+    import redis
+
+    from vdm.providers.cooldowns import RedisCooldowns
+
+    until = time.time() + 60
+    namespace = redis_env["REDIS_NAMESPACE"]
+    stored = redis.Redis.from_url(redis_env["REDIS_URL"])
+    stored.set(f"{namespace}:cooldown:pool:0123456789abcdef", repr(until), px=60_000)
+    stored.set(f"{namespace}:cooldown:pool:bad", b"{not json", px=60_000)
+    stored.close()
+
+    async def load() -> RedisCooldowns:
+        cooldowns = RedisCooldowns(redis_env["REDIS_URL"], namespace)
+        await cooldowns.start()
+        await cooldowns.close()
+        return cooldowns
+
+    cooldowns = asyncio.run(load())
+    assert cooldowns.until("pool:0123456789abcdef") == until
+    assert cooldowns.get("pool:bad") is None

@@ -67,12 +67,14 @@ def test_keys_show_hashes_and_states() -> None:
     cooldowns = MemoryCooldowns()
     secrets = ("sk-secret-a", "sk-secret-b", "sk-secret-c", PASSTHROUGH_KEY)
     now = time.time()
-    cooldowns.bench(Bench(key_id("oa", "sk-secret-b"), None, now + 30, 429))
-    cooldowns.bench(Bench(key_id("oa", "sk-secret-c"), None, now + 30, 401))
-    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), None, now - 1, 429))  # expired
-    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), "gpt-x", now + 60, 403))
-    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), "gpt-old", now - 1, 403))  # expired
-    cooldowns.bench(Bench(key_id("other", "sk-gone"), "gpt-x", now + 60, 403))  # not configured
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-b"), now + 30, 429))
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-c"), now + 30, 401))
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), now - 1, 429))  # expired
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), now + 60, 403, model="gpt-x"))
+    cooldowns.bench(Bench(key_id("oa", "sk-secret-a"), now - 1, 403, model="gpt-old"))  # expired
+    cooldowns.bench(
+        Bench(key_id("other", "sk-gone"), now + 60, 403, model="gpt-x")
+    )  # not configured
     rows = dashboard.keys(app_with(Metrics(), cooldowns, secrets))
     assert [(r["state"], r["model"]) for r in rows] == [
         ("ok", None),

@@ -150,9 +150,9 @@ def test_every_key_benched_goes_out_on_the_one_whose_bench_ends_first() -> None:
     cooldowns = MemoryCooldowns()
     pool = KeyPool("p", ("k1", "k2", "k3"), cooldowns, rate_limit_cooldown=30)
     now = time.time()
-    cooldowns.bench(Bench(pool._ids[0], None, now + 300, 401))
-    cooldowns.bench(Bench(pool._ids[1], None, now + 2, 429, strikes=2))
-    cooldowns.bench(Bench(pool._ids[2], None, now + 60, 403))
+    cooldowns.bench(Bench(pool._ids[0], now + 300, 401))
+    cooldowns.bench(Bench(pool._ids[1], now + 2, 429, strikes=2))
+    cooldowns.bench(Bench(pool._ids[2], now + 60, 403))
     assert run(pool, {}) == ("k2", ["k2"])
 
 
@@ -182,8 +182,8 @@ def test_a_retry_after_bench_is_skipped_for_a_soft_one() -> None:
     cooldowns = MemoryCooldowns()
     pool = KeyPool("p", ("k1", "k2"), cooldowns)
     now = time.time()
-    cooldowns.bench(Bench(pool._ids[0], None, now + 5, 429, hard=True))
-    cooldowns.bench(Bench(pool._ids[1], None, now + 300, 401))
+    cooldowns.bench(Bench(pool._ids[0], now + 5, 429, hard=True))
+    cooldowns.bench(Bench(pool._ids[1], now + 300, 401))
     assert run(pool, {}) == ("k2", ["k2"])
 
 
@@ -266,8 +266,8 @@ def test_a_success_clears_the_key_and_its_pair_only() -> None:
     cooldowns = MemoryCooldowns()
     pool = KeyPool("p", ("k1",), cooldowns)
     kid = pool._ids[0]
-    cooldowns.bench(Bench(kid, "a", time.time() + 60, 403))
-    cooldowns.bench(Bench(kid, "b", time.time() + 60, 403))
+    cooldowns.bench(Bench(kid, time.time() + 60, 403, model="a"))
+    cooldowns.bench(Bench(kid, time.time() + 60, 403, model="b"))
     assert run(pool, {}, model="a") == ("k1", ["k1"])  # benched for a: still the only key
     assert cooldowns.get(kid, "a") is None
     assert cooldowns.get(kid, "b") is not None
@@ -315,9 +315,17 @@ def test_benches_and_clears_travel_as_events() -> None:
     assert there.get(kid, "gpt-x") == here.get(kid, "gpt-x")
     published.clear()
     here.clear(kid, "gpt-x")
-    assert published == [{"key": kid, "model": "gpt-x", "clear": True}]
+    assert [(d["key"], d["model"], d["clear"]) for d in published] == [(kid, "gpt-x", True)]
     asyncio.run(there._learn([wire(published[0])]))
     assert there.get(kid, "gpt-x") is None
+
+
+def test_events_of_the_previous_release_apply_and_malformed_ones_are_skipped() -> None:
+    cooldowns = MemoryCooldowns()
+    until = time.time() + 60
+    old = {"key": "p:abc", "until": until, "status": 429}
+    asyncio.run(cooldowns._learn([wire({"key": 1}), wire("nonsense"), wire(old)]))  # type: ignore[arg-type]
+    assert cooldowns.get("p:abc") == Bench("p:abc", until, 429)
 
 
 def test_a_success_on_a_key_never_benched_publishes_nothing() -> None:

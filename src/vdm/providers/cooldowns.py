@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -55,15 +55,15 @@ class Bench(msgspec.Struct):
     """
 
     key: str
-    model: str | None
     until: float
     status: int
+    model: str | None = None
     hard: bool = False
     strikes: int = 0
 
 
 _encode = msgspec.json.Encoder().encode
-_decode_bench = msgspec.json.Decoder(Bench).decode
+_decode_stored = msgspec.json.Decoder(Bench | float).decode
 
 
 class Cooldowns(Protocol):
@@ -104,11 +104,15 @@ class MemoryCooldowns:
 
     async def _learn(self, events: list[Event]) -> None:
         for event in events:
-            data = event.data
-            if data.get("clear"):
-                self._forget(str(data["key"]), data.get("model"))
+            try:
+                bench = msgspec.convert(event.data, Bench)
+            except (msgspec.ValidationError, TypeError):
+                log.warning("ignoring a malformed key.cooldown event from %s", event.source)
+                continue
+            if event.data.get("clear"):
+                self._forget(bench.key, bench.model)
             else:
-                self._apply(_bench_of(data))
+                self._apply(bench)
 
     # ------------------------------------------------------------ reading
 
@@ -177,7 +181,12 @@ class MemoryCooldowns:
             return
         log.info("key %s is answering again%s", key_id, f" for model {model!r}" if model else "")
         if self.bus is not None:
-            self.bus.publish(KEY_COOLDOWN, {"key": key_id, "model": model, "clear": True})
+            # ("until" and "status" for instances of the previous release, which
+            # read them and apply the longest bench: a no-op.)
+            self.bus.publish(
+                KEY_COOLDOWN,
+                {"key": key_id, "model": model, "clear": True, "until": 0.0, "status": 0},
+            )
         self._cleared(key_id, model)
 
     def _cleared(self, key_id: str, model: str | None) -> None:
@@ -200,11 +209,6 @@ def _make_room(pairs: dict[str, Bench]) -> None:
         del pairs[min(pairs, key=lambda m: pairs[m].until)]
 
 
-def _bench_of(data: dict[str, Any]) -> Bench:
-    """A bench from its event or stored form."""
-    return msgspec.convert(data, Bench)
-
-
 class RedisCooldowns(MemoryCooldowns):
     def __init__(self, url: str, namespace: str = "vdm") -> None:
         super().__init__()
@@ -222,12 +226,19 @@ class RedisCooldowns(MemoryCooldowns):
                 value = await redis.get(name)
                 if value is None:
                     continue
-                try:
-                    self._apply(_decode_bench(value))
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    log.warning("ignoring a malformed key cooldown in redis: %s", name.decode())
+                self._load(name.decode()[len(self._prefix) :], value)
         except Exception as exc:  # Redis down at start: run on the local view
             self._link.trouble(exc)
+
+    def _load(self, name: str, value: bytes) -> None:
+        try:
+            stored = _decode_stored(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("ignoring a malformed key cooldown in redis: %s", name)
+            return
+        if isinstance(stored, float):  # the previous release's form: the key's end alone
+            stored = Bench(name, stored, 0)
+        self._apply(stored)
 
     def bench(self, bench: Bench) -> None:
         super().bench(bench)

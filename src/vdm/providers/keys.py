@@ -196,7 +196,7 @@ class KeyPool:
         else:
             seconds = self._auth_cooldown
         until = time.time() + min(seconds, self._max_cooldown)
-        self._cooldowns.bench(Bench(kid, model, until, status, hard, strikes))
+        self._cooldowns.bench(Bench(kid, until, status, model, hard, strikes))
 
     # ------------------------------------------------------------ calling
 
