@@ -18,6 +18,17 @@ Allowlist syntax (``PASSTHROUGH_ALLOW`` / ``[server] passthrough-allow``)::
 (``/v1/files`` matches ``/v1/files/f1/content``, not ``/v1/filesystem``).
 ``default`` stands for :data:`DEFAULT_ALLOW` (so ``default; GET /v1/extra``
 extends it); ``none`` alone turns passthrough off.
+
+Paths (:func:`normal_path`): the allowlist is matched on, and the upstream
+gets, one string, the request's path in its normal form.  A path that has no
+single meaning is refused (400) before either: a ``.`` or ``..`` segment, an
+empty segment (``//``; one trailing ``/`` is dropped), a backslash, a control
+character, or a ``%``-escape of a dot, a slash, a backslash or ``%`` itself
+(so no double encoding), in either case.  Other escapes are decoded and every segment
+is encoded again the one way (RFC 3986 ``pchar``, ``;`` escaped).  The query
+string goes upstream byte for byte as received (:func:`checked_query`): it is
+only checked to hold RFC 3986 query characters and well-formed escapes, since
+it comes after the path's ``?`` it cannot change the path.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 from vdm.errors import InvalidRequest, MethodNotAllowed, NotFound
 from vdm.protocols.body import rewrite
@@ -56,6 +68,88 @@ _DROP_REQUEST = HOP_BY_HOP_REQUEST | {
     "expect",
 }
 PROVIDER_HEADER = "x-vdm-provider"
+
+
+# ---------------------------------------------------------------- paths
+
+
+class UnsafePath(InvalidRequest):
+    """A passthrough path or query with more than one meaning (always OpenAI-shaped)."""
+
+
+_PATH_RULE = (
+    "passthrough paths may not hold '.' or '..' segments, empty segments, backslashes, "
+    "control characters, or %-escapes of '.', '/', '\\' or '%'"
+)
+# Characters a segment keeps as they are when encoded again: RFC 3986 pchar
+# less ';' (a path parameter to some servers: '..;' would be '..' to them).
+_SEGMENT_SAFE = b"-._~!$&'()*+,=:@"
+# Never in a decoded segment.
+_REFUSED = frozenset(b"/\\%") | frozenset(range(0x20)) | {0x7F}
+# Escapes refused even inside a segment: an encoded '.', '/', '\' or '%'.
+_REFUSED_ESCAPES = frozenset({ord("."), ord("/"), ord("\\"), ord("%")})
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+# RFC 3986 query: pchar / "/" / "?", and '%' for escapes (checked apart).
+_QUERY_CHARS = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/?%"
+)
+
+
+def normal_path(raw: bytes) -> str:
+    """The normal form of a request path as the client encoded it (module
+    docstring); :class:`UnsafePath` when it has none."""
+    if not raw.startswith(b"/"):
+        raise UnsafePath(_PATH_RULE)
+    segments = raw[1:].split(b"/")
+    if len(segments) > 1 and not segments[-1]:
+        segments.pop()  # one trailing slash, as the gateway's own routes allow
+    out = []
+    for segment in segments:
+        decoded = _unescaped(segment)
+        if not decoded or decoded in (b".", b"..") or not _REFUSED.isdisjoint(decoded):
+            raise UnsafePath(_PATH_RULE)
+        out.append(quote_from_bytes(decoded, _SEGMENT_SAFE))
+    return "/" + "/".join(out)
+
+
+def _unescaped(segment: bytes) -> bytes:
+    if b"%" not in segment:
+        return segment
+    out = bytearray()
+    i, end = 0, len(segment)
+    while i < end:
+        byte = segment[i]
+        if byte != 0x25:  # '%'
+            out.append(byte)
+            i += 1
+            continue
+        pair = segment[i + 1 : i + 3]
+        if len(pair) < 2 or not _HEX.issuperset(pair):
+            raise UnsafePath(f"malformed %-escape in the path; {_PATH_RULE}")
+        value = int(pair, 16)
+        if value in _REFUSED_ESCAPES:
+            raise UnsafePath(_PATH_RULE)
+        out.append(value)
+        i += 3
+    return bytes(out)
+
+
+def checked_query(raw: bytes) -> str:
+    """The query string as it goes upstream: as received, once it is known to
+    hold only RFC 3986 query characters and well-formed escapes."""
+    if not raw:
+        return ""
+    if not _QUERY_CHARS.issuperset(raw):
+        raise UnsafePath("the query string holds characters outside RFC 3986 (escape them)")
+    at = raw.find(b"%")
+    while at != -1:
+        if not _HEX.issuperset(raw[at + 1 : at + 3]) or len(raw) < at + 3:
+            raise UnsafePath("malformed %-escape in the query string")
+        at = raw.find(b"%", at + 3)
+    return raw.decode("ascii")
+
+
+# ---------------------------------------------------------------- allowlist
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +235,12 @@ def _rule(entry: str) -> Rule:
     path = path.rstrip("/")
     if not path.startswith("/v1/") or "?" in path or "//" in path:
         raise ValueError(f"path {path!r} must start with /v1/ and have no query string")
+    try:
+        normal = normal_path(path.encode())
+    except UnsafePath:
+        normal = ""
+    if normal != path:
+        raise ValueError(f"path {path!r} is not in normal form (no '.', '..' or %-escapes)")
     if any(
         path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in _ANTHROPIC_PATHS
     ):

@@ -25,6 +25,7 @@ from tests.support.fakes import (
     pattern,
 )
 from tests.support.gateway import Gateway, free_port, run_gateway
+from tests.support.rawhttp import exchange
 
 BIG = 200 * 1024 * 1024
 EMBEDDING = {
@@ -127,11 +128,65 @@ def test_get_with_query_and_delete(oai: openai.OpenAI, fake_openai: FakeUpstream
     assert fake_openai.last.method == "DELETE"
 
 
-def test_path_and_query_kept_verbatim(gateway: Gateway, fake_openai: FakeUpstream) -> None:
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        (b"GET", b"/v1/files/../organization/users"),
+        (b"GET", b"/v1/files/%2e%2e/organization/users"),
+        (b"GET", b"/v1/files/%2E%2e/organization/users"),
+        (b"GET", b"/v1/files/..%2forganization%2fusers"),
+        (b"GET", b"/v1/files/..%2Forganization"),
+        (b"GET", b"/v1/files/%252e%252e/organization/users"),  # double-encoded
+        (b"GET", b"/v1/files/%25252e%25252e/organization"),  # triple
+        (b"GET", b"/v1/files/..%5corganization"),
+        (b"GET", b"/v1/files/..%5Corganization"),
+        (b"GET", b"/v1/files\\..\\organization\\users"),
+        (b"GET", b"/v1/files/a%2Fb/content"),  # an encoded slash, even a harmless one
+        (b"GET", b"/v1/files/file%2ejsonl"),  # an encoded dot, anywhere
+        (b"GET", b"/v1/files/./file-abc"),
+        (b"GET", b"/v1/files//file-abc"),
+        (b"GET", b"/v1//files"),
+        (b"GET", b"/v1/files/file-abc//"),
+        (b"GET", b"/v1/files/x%00y"),
+        (b"GET", b"/v1/files/x%zz"),
+        (b"GET", b"/v1/organization/../files"),  # outside the allowlist before, inside after
+        (b"POST", b"/v1/embeddings/../fine_tuning/jobs"),
+        (b"POST", b"/v1/embeddings/%2E%2E/fine_tuning/jobs"),
+        (b"GET", b"/v1/files?x=<y>|z"),  # characters outside RFC 3986
+        (b"GET", b"/v1/files?x=%zz"),
+    ],
+)
+def test_an_ambiguous_path_is_an_openai_400_and_never_goes_upstream(
+    gateway: Gateway, fake_openai: FakeUpstream, method: bytes, target: bytes
+) -> None:
     fake_openai.reply(JSONReply(FILE))
-    response = httpx.get(gateway.url + "/v1/files/a%2Fb/content?z=1&a=%2F&a=2")
-    assert response.status_code == 200
-    assert fake_openai.last.target == "/v1/files/a%2Fb/content?z=1&a=%2F&a=2"
+    answer = exchange(
+        gateway.url,
+        target,
+        method=method,
+        headers={"content-type": "application/json"},
+        body=b'{"model": "emb", "input": "x"}' if method == b"POST" else b"",
+    )
+    assert answer.status == 400, answer.body
+    error = answer.json["error"]
+    assert error["type"] == "invalid_request_error" and error["message"], error
+    assert fake_openai.requests == []
+
+
+def test_the_upstream_gets_the_normal_path_and_the_query_as_sent(
+    gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reply(JSONReply(FILE), JSONReply(FILE), JSONReply(FILE))
+    answer = exchange(gateway.url, b"/v1/files/file-abc/content?z=1&a=%2F..%2F&a=2&p=/x?y")
+    assert answer.status == 200
+    assert fake_openai.last.target == "/v1/files/file-abc/content?z=1&a=%2F..%2F&a=2&p=/x?y"
+    # escapes that need none are decoded, ';' and others are encoded the one way
+    answer = exchange(gateway.url, b"/v1/models/ft%3agpt-4o%3Aorg%3Bx;y")
+    assert answer.status == 200
+    assert fake_openai.last.target == "/v1/models/ft:gpt-4o:org%3Bx%3By"
+    answer = exchange(gateway.url, b"/v1/files/file-abc/")  # one trailing slash: dropped
+    assert answer.status == 200
+    assert fake_openai.last.target == "/v1/files/file-abc"
 
 
 def test_models_retrieve_and_provider_header(oai: openai.OpenAI, fake_openai: FakeUpstream) -> None:

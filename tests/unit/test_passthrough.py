@@ -10,7 +10,10 @@ from vdm.passthrough import (
     Allowlist,
     Rule,
     Target,
+    UnsafePath,
+    checked_query,
     choose,
+    normal_path,
     parse_allowlist,
     request_headers,
     route_json,
@@ -133,3 +136,58 @@ def test_request_headers() -> None:
     kept = {"content-type": "multipart/form-data; boundary=b", "openai-beta": "v2"}
     assert request_headers(incoming, streamed=False) == kept
     assert request_headers(incoming, streamed=True) == {**kept, "content-length": "10"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        (b"/v1/files/file-abc", "/v1/files/file-abc"),
+        (b"/v1/files/file-abc/", "/v1/files/file-abc"),
+        (b"/v1/models/ft%3Agpt-4o%3aorg", "/v1/models/ft:gpt-4o:org"),
+        (b"/v1/files/a b", "/v1/files/a%20b"),
+        (b"/v1/files/..;", "/v1/files/..%3B"),  # a path parameter to some servers: escaped
+        (b"/v1/x/%E6%A8%A1", "/v1/x/%E6%A8%A1"),
+    ],
+)
+def test_normal_path(raw: bytes, normal: str) -> None:
+    assert normal_path(raw) == normal
+    assert normal_path(normal.encode()) == normal  # the normal form is its own
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/v1/files/../x",
+        b"/v1/files/./x",
+        b"/v1/files/%2e%2E/x",
+        b"/v1/files/x%2ey",
+        b"/v1/files/..%2fx",
+        b"/v1/files/%252e%252e",
+        b"/v1/files/%5cx",
+        b"/v1/files\\x",
+        b"/v1//files",
+        b"/v1/files//",
+        b"/v1/files/%00",
+        b"/v1/files/\x7f",
+        b"/v1/files/%4",
+        b"/v1/files/%g0",
+        b"v1/files",
+    ],
+)
+def test_ambiguous_paths_are_refused(raw: bytes) -> None:
+    with pytest.raises(UnsafePath):
+        normal_path(raw)
+
+
+def test_query_is_checked_not_changed() -> None:
+    assert checked_query(b"a=%2F..%2F&b=/c?d") == "a=%2F..%2F&b=/c?d"
+    for bad in (b"a=%", b"a=%2", b"a=%zz", b"a#b", b"a=<b>", b"a=\xff"):
+        with pytest.raises(UnsafePath):
+            checked_query(bad)
+
+
+def test_allowlist_paths_must_be_normal() -> None:
+    with pytest.raises(ValueError, match="normal form"):
+        parse_allowlist("GET /v1/files/../admin")
+    with pytest.raises(ValueError, match="normal form"):
+        parse_allowlist("GET /v1/fi%6ces")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import msgspec
 
@@ -70,6 +70,7 @@ _JSON = {"content-type": "application/json"}
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
 MANAGE = "/manage"
 PRINCIPAL = "vdm.principal"  # scope key: the tenant a request was admitted for
+NORMAL_PATH = "vdm.path"  # scope key: a passthrough path's normal form (vdm.passthrough)
 
 
 Handler = Callable[["App", Scope, Receive, Send, dict[str, str], str], Awaitable[None]]
@@ -369,7 +370,7 @@ class App:
             if dashboard.is_dashboard(path):
                 await self._dashboard(scope, send, headers, request_id, path)
                 return
-            handler = self._handler(scope["method"], path)
+            handler = self._handler(scope, path)
             if self.auth is not None and path not in OPEN_PATHS:
                 client = scope.get("client")
                 principal = await self.auth.check(
@@ -379,19 +380,26 @@ class App:
                     scope[PRINCIPAL] = principal
             await handler(self, scope, receive, send, headers, request_id)
         except GatewayError as exc:
-            door = door_for(self, path, headers)
-            _log_failure(self, scope, exc, door, started)
+            door = (
+                openai_ingress if isinstance(exc, pt.UnsafePath) else door_for(self, path, headers)
+            )
+            _log_failure(self, scope, exc, door, started)  # type: ignore[arg-type]
             await send_error(send, exc, request_id, door)
         except ClientGone:
             return
         finally:
             current_request_id.reset(token)
 
-    def _handler(self, method: str, path: str) -> Handler:
-        """The gateway's own routes first; then the passthrough allowlist."""
+    def _handler(self, scope: Scope, path: str) -> Handler:
+        """The gateway's own routes first; then the passthrough allowlist, on the
+        path's normal form (kept in the scope for :func:`passthrough`)."""
+        method: str = scope["method"]
         methods = ROUTES.get(path)
         if methods is not None and method in methods:
             return methods[method]
+        if path.startswith("/v1/"):
+            raw = scope.get("raw_path") or quote(scope["path"]).encode()
+            path = scope[NORMAL_PATH] = pt.normal_path(raw)
         if self.allow.allows(method, path):
             return passthrough
         if methods is not None:
@@ -624,9 +632,8 @@ async def passthrough(
     assert app.gateway is not None
     started = time.perf_counter()
     method: str = scope["method"]
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    path = raw_path.decode("latin-1")[len("/v1") :]  # the base URL ends in /v1
-    query = scope.get("query_string", b"").decode("latin-1")
+    path = scope[NORMAL_PATH][len("/v1") :]  # the base URL ends in /v1
+    query = pt.checked_query(scope.get("query_string", b""))
     principal = scope.get(PRINCIPAL)
     ctx = ClientContext(
         client_key=presented_key(headers) if principal is None else None, headers=headers
