@@ -9,7 +9,8 @@ client.  When every key is cooling down the call fails with
 key's return.
 
 ``!PASSTHRU`` means "use the client's own key" (``x-api-key`` or
-``Authorization: Bearer``).  A client key is used for that one call only:
+``Authorization: Bearer``; never the credential that let the client into the
+gateway, :mod:`vdm.auth.split`).  A client key is used for that one call only:
 never benched, logged or stored.
 """
 
@@ -68,7 +69,10 @@ class KeyPool:
         if not self.size:
             raise AuthenticationFailed(
                 f"provider '{self._provider}' uses the client's own API key (!PASSTHRU); "
-                "send it as x-api-key or Authorization: Bearer"
+                "send it as x-api-key or Authorization: Bearer. Where the gateway asks for "
+                "its own credential (PROXY_API_KEY, an API token, a JWT), send that in one "
+                "of the two headers and the provider's key in the other: the gateway's "
+                "credential is never forwarded"
             )
         now = time.time()
         until = self._cooldowns.until

@@ -25,6 +25,7 @@ from vdm import __version__, events, totals
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
+from vdm.auth.split import CredentialSplit
 from vdm.config import Settings, load_settings
 from vdm.errors import (
     AuthenticationFailed,
@@ -86,16 +87,22 @@ class App:
         self.proxy_key = (
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
-        # None: every request passes (no PROXY_API_KEY, control plane off).
-        self.auth: Credentials | None = Credentials(self.proxy_key) if self.proxy_key else None
-        self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
-        self._revocation_watch: asyncio.Task[None] | None = None
-        self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.management_key = (
             ProxyKey(settings.tenants.management_token)
             if settings.tenants.management_token
             else None
         )
+        # None: every request passes (no PROXY_API_KEY, control plane off).
+        self.auth: Credentials | None = (
+            Credentials(self.proxy_key, management_key=self.management_key)
+            if self.proxy_key
+            else None
+        )
+        # Which credential may go to a !PASSTHRU provider while auth is None.
+        self._open_split = CredentialSplit((self.management_key,), checks=False)
+        self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
+        self._revocation_watch: asyncio.Task[None] | None = None
+        self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -211,6 +218,7 @@ class App:
             tokens,
             audit=audit,
             jwt=JwtAdmission(Verifier(secret, revocations), audit),
+            management_key=self.management_key,
         )
 
     async def _open_control_plane(self) -> None:
@@ -226,7 +234,12 @@ class App:
             redis_url=settings.server.redis_url,
             redis_namespace=settings.server.redis_namespace,
         )
-        self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
+        self.auth = Credentials(
+            self.proxy_key,
+            self.plane.registry,
+            audit=self.plane.audit,
+            management_key=self.management_key,
+        )
         if self.management_key is not None:
             from vdm.server.manage import build
 
@@ -390,6 +403,12 @@ class App:
         finally:
             current_request_id.reset(token)
 
+    def provider_key(self, headers: dict[str, str]) -> str | None:
+        """The client's credential a ``!PASSTHRU`` provider may have: never the
+        one that let it into the gateway (:mod:`vdm.auth.split`)."""
+        split = self.auth.split if self.auth is not None else self._open_split
+        return split.provider(headers)
+
     def _handler(self, scope: Scope, path: str) -> Handler:
         """The gateway's own routes first; then the passthrough allowlist, on the
         path's normal form (kept in the scope for :func:`passthrough`)."""
@@ -480,8 +499,7 @@ async def _reply(
     try:
         body = await read_body(receive, headers, app.max_body)
         principal = scope.get(PRINCIPAL)
-        # A tenant's token is the gateway's credential, never an upstream's (!PASSTHRU).
-        client_key = presented_key(headers) if principal is None else None
+        client_key = app.provider_key(headers)  # (never the gateway's own credential)
         reply: Reply | None = None
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             try:
@@ -635,9 +653,7 @@ async def passthrough(
     path = scope[NORMAL_PATH][len("/v1") :]  # the base URL ends in /v1
     query = pt.checked_query(scope.get("query_string", b""))
     principal = scope.get(PRINCIPAL)
-    ctx = ClientContext(
-        client_key=presented_key(headers) if principal is None else None, headers=headers
-    )
+    ctx = ClientContext(client_key=app.provider_key(headers), headers=headers)
     explicit = headers.get(pt.PROVIDER_HEADER)
     router = app.gateway.router
     if pt.is_json(headers):
@@ -692,7 +708,7 @@ def _tenant_context(ctx: ClientContext, principal: Any, target: pt.Target) -> Cl
     ):
         raise PermissionDenied(f"this API token may not use provider {target.provider!r}")
     return ClientContext(
-        client_key=None,
+        client_key=ctx.client_key,
         headers=ctx.headers,
         upstream_key=principal.upstream_keys.get(target.provider),
     )
@@ -758,7 +774,7 @@ async def models(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     assert app.gateway is not None
-    entries = await app.gateway.models(presented_key(headers))
+    entries = await app.gateway.models(app.provider_key(headers))
     if "anthropic-version" in headers:
         await _json(send, request_id, anthropic.model_list(entries, app.started))
     else:  # OpenAI-style clients send no anthropic-version
