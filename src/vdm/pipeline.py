@@ -44,7 +44,7 @@ import msgspec
 
 from vdm import ir
 from vdm.cache import Plan, ResponseCache
-from vdm.config import Settings
+from vdm.config import PASSTHROUGH_KEY, Settings
 from vdm.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -233,6 +233,7 @@ class Gateway:
             self._resolve_model,
             ttl=server.models_cache_ttl,
             wait=server.models_wait,
+            per_client=[n for n, p in settings.providers.items() if PASSTHROUGH_KEY in p.api_keys],
         )
 
     @classmethod
