@@ -41,7 +41,6 @@ from urllib.parse import quote_from_bytes
 from vdm.errors import InvalidRequest, MethodNotAllowed, NotFound
 from vdm.protocols.body import rewrite
 from vdm.protocols.fields import decode_json_object
-from vdm.providers.http import HOP_BY_HOP_REQUEST
 from vdm.routing import Router
 
 # The public OpenAI API surface besides chat completions (the API reference, 2025).
@@ -58,15 +57,10 @@ DEFAULT_ALLOW = (
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Paths that belong to the Anthropic door: never forwarded to an OpenAI provider.
 _ANTHROPIC_PATHS = ("/v1/messages",)
-# Client headers never forwarded: hop-by-hop ones, the client's credentials
-# (replaced by the provider's), and the gateway's own.
-_DROP_REQUEST = HOP_BY_HOP_REQUEST | {
-    "authorization",
-    "x-api-key",
-    "x-vdm-provider",
-    "content-length",
-    "expect",
-}
+# The headers that describe a body relayed untouched, forwarded as sent (the
+# API's own headers are added by the provider: vdm.providers.http.client_headers;
+# no other client header goes upstream).
+_REPRESENTATION = ("content-type", "accept", "accept-encoding")
 PROVIDER_HEADER = "x-vdm-provider"
 
 
@@ -290,12 +284,13 @@ def choose(router: Router, formats: Mapping[str, str], model: Any, explicit: str
 
 
 def request_headers(headers: Mapping[str, str], *, streamed: bool) -> dict[str, str]:
-    """The client's headers as they go upstream: hop-by-hop, credentials and the
-    gateway's own removed; ``content-length`` kept only for a body streamed as
-    it came (a body read here may have been rewritten: its length is recomputed)."""
-    out = {
-        k: v for k, v in headers.items() if k not in _DROP_REQUEST and not k.startswith("proxy-")
-    }
+    """The representation headers of the client's body as they go upstream;
+    ``content-length`` only for a body streamed as it came (a body read here
+    may have been rewritten: its length is recomputed).  Without the client's
+    ``accept-encoding``, ``identity``: the answer is relayed undecoded, so it
+    must come in an encoding the client asked for."""
+    out = {name: headers[name] for name in _REPRESENTATION if name in headers}
+    out.setdefault("accept-encoding", "identity")
     if streamed and "content-length" in headers:
         out["content-length"] = headers["content-length"]
     return out

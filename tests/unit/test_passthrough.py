@@ -18,6 +18,7 @@ from vdm.passthrough import (
     request_headers,
     route_json,
 )
+from vdm.providers.http import client_headers
 from vdm.routing import Router
 
 
@@ -131,11 +132,56 @@ def test_request_headers() -> None:
         "content-length": "10",
         "expect": "100-continue",
         "content-type": "multipart/form-data; boundary=b",
-        "openai-beta": "v2",
+        "openai-beta": "v2",  # (added by the provider: client_headers)
+        "cookie": "session=1",
+        "api-key": "azure-key",
+        "x-http-method-override": "DELETE",
+        "openai-organization": "org-x",
     }
-    kept = {"content-type": "multipart/form-data; boundary=b", "openai-beta": "v2"}
+    kept = {"content-type": "multipart/form-data; boundary=b", "accept-encoding": "identity"}
     assert request_headers(incoming, streamed=False) == kept
     assert request_headers(incoming, streamed=True) == {**kept, "content-length": "10"}
+    assert request_headers({"accept-encoding": "gzip"}, streamed=False) == {
+        "accept-encoding": "gzip"
+    }
+
+
+HOSTILE = {
+    "authorization": "Bearer c",
+    "x-api-key": "c",
+    "api-key": "c",
+    "cookie": "session=1",
+    "x-http-method-override": "DELETE",
+    "x-vdm-provider": "plain",
+    "openai-organization": "org-x",
+    "openai-project": "proj-x",
+    "host": "gw",
+    "x-forwarded-for": "10.0.0.1",
+    "x-custom": "1",
+}
+API = {
+    "openai-beta": "assistants=v2",
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "tools-2024",
+    "idempotency-key": "k1",
+    "user-agent": "OpenAI/Python 1.0",
+    "x-stainless-lang": "python",
+    "x-stainless-retry-count": "0",
+}
+
+
+def test_client_headers_an_allowlist_per_family() -> None:
+    incoming = {**HOSTILE, **API}
+    assert client_headers(incoming, "openai") == {
+        k: v for k, v in API.items() if not k.startswith("anthropic-")
+    }
+    assert client_headers(incoming, "anthropic") == {
+        k: v for k, v in API.items() if k != "openai-beta"
+    }
+    with_org = client_headers(incoming, "openai", organization=True)
+    assert with_org["openai-organization"] == "org-x" and with_org["openai-project"] == "proj-x"
+    assert "cookie" not in with_org and "api-key" not in with_org
+    assert client_headers(None, "openai") == {}
 
 
 @pytest.mark.parametrize(
