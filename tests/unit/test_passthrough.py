@@ -11,8 +11,10 @@ from vdm.passthrough import (
     Rule,
     Target,
     UnsafePath,
+    UsageTail,
     checked_query,
     choose,
+    form_field,
     normal_path,
     parse_allowlist,
     request_headers,
@@ -237,3 +239,38 @@ def test_allowlist_paths_must_be_normal() -> None:
         parse_allowlist("GET /v1/files/../admin")
     with pytest.raises(ValueError, match="normal form"):
         parse_allowlist("GET /v1/fi%6ces")
+
+
+def form(*fields: tuple[str, bytes]) -> tuple[bytes, str]:
+    parts = [
+        b'--bnd\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (n.encode(), v)
+        for n, v in fields
+    ]
+    return b"".join(parts) + b"--bnd--\r\n", "multipart/form-data; boundary=bnd"
+
+
+def test_form_field() -> None:
+    body, ctype = form(("file", b'RIFF\r\n\r\nname="model"'), ("model", b"whisper-1"))
+    assert form_field(body, ctype, "model") == "whisper-1"
+    assert form_field(*form(("file", b"x")), "model") is None
+    with pytest.raises(InvalidRequest, match="twice"):
+        form_field(*form(("model", b"a"), ("model", b"b")), "model")
+    with pytest.raises(InvalidRequest, match="boundary"):
+        form_field(body, "multipart/form-data", "model")
+
+
+def test_usage_tail_reads_the_last_usage_without_copying_chunks() -> None:
+    tail = UsageTail({"content-type": "application/json"})
+    tail.feed(b'{"data": [' + b"0.1," * 50_000)
+    tail.feed(b'0.2], "usage": {"prompt_tokens": 9, "total_tokens": 9}}')
+    usage = tail.usage()
+    assert usage is not None and (usage.input_tokens, usage.output_tokens) == (9, 0)
+    stream = UsageTail({"content-type": "text/event-stream"})
+    stream.feed(b'data: {"choices":[],"usage":null}\n\n')
+    stream.feed(b'data: {"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":5}}\n\n')
+    stream.feed(b"data: [DONE]\n\n")
+    usage = stream.usage()
+    assert usage is not None and (usage.input_tokens, usage.output_tokens) == (2, 5)
+    assert not UsageTail({"content-type": "application/json", "content-encoding": "gzip"}).readable
+    assert not UsageTail({"content-type": "application/octet-stream"}).readable
+    assert UsageTail({"content-type": "application/json"}).usage() is None

@@ -34,10 +34,10 @@ from vdm.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    PermissionDenied,
     ShuttingDown,
 )
 from vdm.events import Bus
+from vdm.ir import Usage
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -643,34 +643,49 @@ async def passthrough(
 ) -> None:
     """Any other allowed ``/v1/*`` request, to an OpenAI-format provider.
 
-    A JSON body is read (bounded by MAX_BODY_SIZE) for its ``model``; any
-    other body (multipart upload, audio) is streamed on as it arrives, bounded
-    by MAX_UPLOAD_SIZE; the answer is relayed chunk by chunk either way.
+    A JSON body is read (bounded by MAX_BODY_SIZE) for its ``model``; so is a
+    multipart body that names one (audio, images) when a token's models are
+    limited; any other body (uploads) is streamed on as it arrives, bounded by
+    MAX_UPLOAD_SIZE.  A tenant's token is held to the rule of every door
+    (:func:`vdm.passthrough.tenant_context`), and the usage the answer reports
+    counts toward its TPM.  The answer is relayed chunk by chunk either way.
     """
     assert app.gateway is not None
     started = time.perf_counter()
     method: str = scope["method"]
-    path = scope[NORMAL_PATH][len("/v1") :]  # the base URL ends in /v1
+    normal: str = scope[NORMAL_PATH]
+    path = normal[len("/v1") :]  # the base URL ends in /v1
     query = pt.checked_query(scope.get("query_string", b""))
     principal = scope.get(PRINCIPAL)
     ctx = ClientContext(client_key=app.provider_key(headers), headers=headers)
     explicit = headers.get(pt.PROVIDER_HEADER)
     router = app.gateway.router
-    if pt.is_json(headers):
+    limited = principal is not None and principal.allowed_models is not None
+    has_body = "content-length" in headers or "transfer-encoding" in headers
+    if pt.is_json(headers) or (limited and pt.is_form(headers) and pt.names_model_in_form(normal)):
         body = await read_body(receive, headers, app.max_body)
-        target, body = pt.route_json(router, app.formats, body, explicit)
-        ctx = _tenant_context(ctx, principal, target)
-        upstream_headers = pt.request_headers(headers, streamed=False)
+        if pt.is_json(headers):
+            target, body = pt.route_json(router, app.formats, body, explicit)
+        else:
+            target = pt.route_form(router, app.formats, body, headers["content-type"], explicit)
+        if principal is not None:
+            ctx = pt.tenant_context(ctx, principal, target)
+        upstream_headers = pt.request_headers(headers, streamed=False, read=principal is not None)
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             raw = await _forward(app, target, method, path, query, upstream_headers, body, ctx)
-            status = await _relay(send, raw, request_id, target.provider)
+            status, usage = await _relay(send, raw, request_id, target.provider)
     else:
+        if limited and has_body and not pt.is_form(headers):
+            raise InvalidRequest(
+                "this API token may use only some models, so its passthrough bodies must be "
+                "JSON or multipart/form-data (the model they name is checked)"
+            )
         _check_declared(headers, app.max_upload)
         target = pt.choose(router, app.formats, None, explicit)
-        ctx = _tenant_context(ctx, principal, target)
-        upstream_headers = pt.request_headers(headers, streamed=True)
+        if principal is not None:
+            ctx = pt.tenant_context(ctx, principal, target)
+        upstream_headers = pt.request_headers(headers, streamed=True, read=principal is not None)
         async with stream_request(receive, app.max_upload) as (watch, streamed):
-            has_body = "content-length" in headers or "transfer-encoding" in headers
             raw = await _forward(
                 app,
                 target,
@@ -682,9 +697,11 @@ async def passthrough(
                 ctx,
             )
             streamed.abandon()
-            status = await _relay(send, raw, request_id, target.provider)
+            status, usage = await _relay(send, raw, request_id, target.provider)
+    if principal is not None and app.plane is not None:
+        app.plane.registry.record_usage(principal, usage)
     elapsed = time.perf_counter() - started
-    app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, None, None)
+    app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, usage, None)
     if access.isEnabledFor(logging.INFO):
         access.info(
             "%s %s %d %s passthrough %.1fms%s",
@@ -695,23 +712,6 @@ async def passthrough(
             elapsed * 1000,
             " client-disconnected" if watch.gone else "",
         )
-
-
-def _tenant_context(ctx: ClientContext, principal: Any, target: pt.Target) -> ClientContext:
-    """A tenant may use the passthrough only for providers its token allows,
-    with its project's key for that provider when it has one."""
-    if principal is None:
-        return ctx
-    if (
-        principal.allowed_providers is not None
-        and target.provider not in principal.allowed_providers
-    ):
-        raise PermissionDenied(f"this API token may not use provider {target.provider!r}")
-    return ClientContext(
-        client_key=ctx.client_key,
-        headers=ctx.headers,
-        upstream_key=principal.upstream_keys.get(target.provider),
-    )
 
 
 def _check_declared(headers: dict[str, str], limit: int) -> None:
@@ -743,10 +743,13 @@ async def _forward(
 _OWN_RELAY_HEADERS = frozenset({"request-id", "x-vdm-provider"})
 
 
-async def _relay(send: Send, raw: RawResponse, request_id: str, provider: str) -> int:
-    """Status, headers and body as the upstream sent them.  A failure after the
-    status went out can only be told by cutting the connection: returning
-    without the final body message makes the ASGI server close it."""
+async def _relay(
+    send: Send, raw: RawResponse, request_id: str, provider: str
+) -> tuple[int, Usage | None]:
+    """Status, headers and body as the upstream sent them; the usage the answer
+    reported, when it can be read.  A failure after the status went out can
+    only be told by cutting the connection: returning without the final body
+    message makes the ASGI server close it."""
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
         for k, v in raw.headers.items()
@@ -754,16 +757,20 @@ async def _relay(send: Send, raw: RawResponse, request_id: str, provider: str) -
     ]
     headers += [(b"request-id", request_id.encode()), (b"x-vdm-provider", provider.encode())]
     await send({"type": "http.response.start", "status": raw.status, "headers": headers})
+    tail = pt.UsageTail(raw.headers)
+    feed = tail.feed if tail.readable else None
     try:
         async for chunk in raw.body:
+            if feed is not None:
+                feed(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except GatewayError as exc:
         log.warning("passthrough relay from %s broke off: %s", provider, exc.message)
-        return raw.status
+        return raw.status, tail.usage()  # (what was relayed was used)
     finally:
         await raw.body.aclose()  # type: ignore[attr-defined]
     await send({"type": "http.response.body", "body": b""})
-    return raw.status
+    return raw.status, tail.usage()
 
 
 async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> None:
