@@ -83,6 +83,8 @@ class ProviderSettings:
     deployments: Mapping[str, str] = field(default_factory=dict)  # azure: model -> deployment
     # POST /v1/responses: relayed as is ("native", OpenAI's own API) or converted.
     responses_api: Literal["native", "convert"] = "convert"
+    # The client's OpenAI-Organization / OpenAI-Project go upstream (OpenAI formats only).
+    forward_organization: bool = False
 
     @property
     def has_key(self) -> bool:
@@ -260,6 +262,7 @@ _PROVIDER_KEYS = {
     "supports-reasoning",
     "deployments",
     "responses-api",
+    "forward-organization",
 }
 
 
@@ -794,6 +797,9 @@ def _provider(
     responses_api = _responses_api(
         name, fmt, *pick("responses-api", "RESPONSES_API"), sources, problems
     )
+    organization = _forward_organization(
+        name, fmt, *pick("forward-organization", "FORWARD_ORGANIZATION"), problems
+    )
     deployments: dict[str, str] = {}
     if fmt == AZURE:
         version = version or AZURE_DEFAULT_API_VERSION
@@ -816,7 +822,25 @@ def _provider(
         supports_reasoning=reasoning,
         deployments=deployments,
         responses_api=responses_api,
+        forward_organization=organization,
     )
+
+
+def _forward_organization(
+    name: str, fmt: str, value: Any, source: str, problems: list[str]
+) -> bool:
+    """``{NAME}_FORWARD_ORGANIZATION``: may the client's ``OpenAI-Organization``
+    and ``OpenAI-Project`` headers go upstream (they choose which organization
+    and project a key bills)?  Off by default; only OpenAI-format providers."""
+    if value is None:
+        return False
+    forward = _bool(value, source, problems)
+    if forward and fmt not in ("openai", AZURE):
+        problems.append(
+            f"{source}: organization headers are OpenAI's; provider '{name}' speaks {fmt!r}"
+        )
+        return False
+    return forward
 
 
 RESPONSES_APIS = ("native", "convert")

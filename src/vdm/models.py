@@ -10,9 +10,13 @@ Rules:
 * concurrent requests share one in-flight fetch per provider;
 * a failing provider is logged once when it starts failing (and once when it
   recovers), then retried after ``min(TTL, 30 s)``; meanwhile it is skipped;
-* ``!PASSTHRU``-only providers are listed with the requesting client's key,
-  and skipped without one.  Their list is cached per provider like any other
-  (a model list is not a secret; the keys are never stored).
+* a ``!PASSTHRU`` provider lists what the requesting client's key sees (its
+  fine-tunes, say): its list is cached per credential, under the key's
+  SHA-256 (the key itself is never stored), and never served to another
+  caller.  A caller without a key gets the list of the provider's static keys,
+  if it has any, else none.  At most :data:`MAX_CREDENTIALS` credentials' lists
+  are kept, the least recently used dropped first; a client key the upstream
+  refuses is logged at debug level only (it is the client's, not the provider's).
 
 The merge is a pure function (:func:`merge`): alias entries first, then
 ``provider:model`` for every listed model (and the bare id for the default
@@ -23,10 +27,12 @@ deduplicated by id, first wins.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vdm.errors import AuthenticationFailed, GatewayError
 from vdm.providers.base import ModelLister, UpstreamModel
@@ -34,6 +40,7 @@ from vdm.providers.base import ModelLister, UpstreamModel
 log = logging.getLogger("vdm.models")
 
 _MAX_RETRY_DELAY = 30.0
+MAX_CREDENTIALS = 256  # client credentials whose !PASSTHRU lists are kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,16 @@ class _Slot:
         return self.models is None or now - self.fetched_at >= ttl
 
 
+@dataclass(slots=True)
+class _View:
+    """What one caller sees of the ``!PASSTHRU`` providers: their lists as its
+    credential fetched them, and its merged answer."""
+
+    slots: dict[str, _Slot]
+    merged: list[ModelEntry] | None = None
+    shared_version: int = field(default=-1)  # of the shared lists merged in
+
+
 class ModelCatalog:
     def __init__(
         self,
@@ -112,42 +129,76 @@ class ModelCatalog:
         *,
         ttl: float,
         wait: float,
+        per_client: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._listers = dict(listers)
-        self._slots = {name: _Slot() for name in listers}
+        # ``per_client``: the !PASSTHRU providers, whose list depends on the caller's key.
+        self._per_client = tuple(n for n in listers if n in set(per_client))
+        self._shared = {n: _Slot() for n in listers if n not in self._per_client}
+        self._shared_version = 0  # bumped when a shared list changes
+        # None: callers without a key; else a credential's SHA-256 (least recently used first).
+        self._views: OrderedDict[str | None, _View] = OrderedDict()
         self._aliases = list(aliases)
         self._default = default_provider
         self._resolve = resolve
         self._ttl = ttl
         self._wait = wait
         self._clock = clock
-        self._merged: list[ModelEntry] | None = None  # rebuilt when a list changes
+
+    def _view(self, client_key: str | None) -> tuple[str | None, _View]:
+        view_id = None
+        if client_key and self._per_client:
+            view_id = hashlib.sha256(client_key.encode()).hexdigest()
+        view = self._views.get(view_id)
+        if view is None:
+            view = self._views[view_id] = _View({n: _Slot() for n in self._per_client})
+            if len(self._views) > MAX_CREDENTIALS + 1:
+                evicted = next(k for k in self._views if k is not None)
+                del self._views[evicted]  # (a fetch in flight ends in a slot no one reads)
+        else:
+            self._views.move_to_end(view_id)
+        return view_id, view
 
     def start(self) -> None:
         """Fetch every list in the background (inside the running loop)."""
         now = self._clock()
-        for name, slot in self._slots.items():
-            if slot.due(now, self._ttl):
-                slot.task = asyncio.create_task(self._fetch(name, slot, None))
+        _, view = self._view(None)
+        for slots in (self._shared, view.slots):
+            for name, slot in slots.items():
+                if slot.due(now, self._ttl):
+                    slot.task = asyncio.create_task(self._fetch(name, slot, None, view))
 
     async def entries(self, client_key: str | None) -> list[ModelEntry]:
         now = self._clock()
+        view_id, view = self._view(client_key)
+        key = client_key if view_id is not None else None
         waiting: list[asyncio.Task[None]] = []
-        for name, slot in self._slots.items():
-            if slot.due(now, self._ttl):
-                slot.task = asyncio.create_task(self._fetch(name, slot, client_key))
-            if slot.task is not None and slot.models is None:
-                waiting.append(slot.task)
+        for slots, owner in ((self._shared, None), (view.slots, view)):
+            for name, slot in slots.items():
+                if slot.due(now, self._ttl):
+                    fetch = self._fetch(name, slot, key if owner else None, owner)
+                    slot.task = asyncio.create_task(fetch)
+                if slot.task is not None and slot.models is None:
+                    waiting.append(slot.task)
         if waiting:
             # asyncio.wait never cancels: a slow fetch finishes for later requests.
             await asyncio.wait(waiting, timeout=self._wait)
-        if self._merged is None:
-            listed = {n: s.models for n, s in self._slots.items() if s.models}
-            self._merged = merge(self._aliases, listed, self._default, self._resolve)
-        return self._merged
+        if view.merged is None or view.shared_version != self._shared_version:
+            listed = {
+                n: slot.models
+                for n in self._listers
+                if (slot := self._shared.get(n) or view.slots[n]).models
+            }
+            view.merged = merge(self._aliases, listed, self._default, self._resolve)
+            view.shared_version = self._shared_version
+        return view.merged
 
-    async def _fetch(self, name: str, slot: _Slot, client_key: str | None) -> None:
+    async def _fetch(
+        self, name: str, slot: _Slot, client_key: str | None, owner: _View | None
+    ) -> None:
+        """Fetch ``name``'s list into ``slot`` (``owner``: the caller's view it
+        belongs to; None for a list every caller shares)."""
         try:
             models = await self._listers[name].list_models(client_key)
         except AuthenticationFailed:
@@ -156,7 +207,9 @@ class ModelCatalog:
             raise
         except Exception as exc:  # a background task: every failure ends here, logged
             message = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
-            if not slot.failing:
+            if client_key is not None:  # the client's key, refused: its business
+                log.debug("cannot list the models of provider '%s' with a client's key", name)
+            elif not slot.failing:
                 log.warning(
                     "cannot list the models of provider '%s' (skipped until it answers): %s",
                     name,
@@ -165,18 +218,24 @@ class ModelCatalog:
             slot.failing = True
             slot.retry_at = self._clock() + min(self._ttl, _MAX_RETRY_DELAY)
         else:
-            if slot.failing:
+            if slot.failing and client_key is None:
                 log.info("provider '%s' lists its models again", name)
             slot.failing = False
             slot.models = tuple(models)
             slot.fetched_at = self._clock()
-            self._merged = None
+            if owner is None:
+                self._shared_version += 1
+            else:
+                owner.merged = None
         finally:
             slot.task = None
 
     async def close(self) -> None:
         """Cancel in-flight fetches (before the providers' sessions close)."""
-        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        slots = [*self._shared.values()]
+        for view in self._views.values():
+            slots.extend(view.slots.values())
+        tasks = [s.task for s in slots if s.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

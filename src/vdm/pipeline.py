@@ -44,11 +44,10 @@ import msgspec
 
 from vdm import ir
 from vdm.cache import Plan, ResponseCache
-from vdm.config import Settings
+from vdm.config import PASSTHROUGH_KEY, Settings
 from vdm.errors import (
     AuthenticationFailed,
     GatewayError,
-    PermissionDenied,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
@@ -233,6 +232,7 @@ class Gateway:
             self._resolve_model,
             ttl=server.models_cache_ttl,
             wait=server.models_wait,
+            per_client=[n for n, p in settings.providers.items() if PASSTHROUGH_KEY in p.api_keys],
         )
 
     @classmethod
@@ -881,13 +881,9 @@ async def _ping_until(
 
 
 def _permitted(principal: Principal, model: str, routes: tuple[Route, ...]) -> tuple[Route, ...]:
-    """The routes a tenant's token may use; 403 when it may not use the model at all."""
-    allowed = tuple(r for r in routes if principal.allows(r.provider, model, r.model))
-    if not allowed or allowed[0] is not routes[0]:
-        raise PermissionDenied(
-            f"this API token may not use model {model!r} ({routes[0].provider}:{routes[0].model})"
-        )
-    return allowed
+    """The routes a tenant's token may use; 403 when it may not use the first."""
+    principal.check(routes[0].provider, model, routes[0].model)
+    return tuple(r for r in routes if principal.allows(r.provider, model, r.model))
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -270,3 +270,29 @@ def test_passthrough_only_providers_list_with_the_clients_key(
         keyed = ids(get_models(gw, authorization="Bearer client-own-key"))
         assert "openai:gpt-4o" in keyed
     assert up_openai.last.headers["authorization"] == "Bearer client-own-key"
+
+
+def test_passthrough_lists_are_never_served_to_another_caller(
+    up_openai: FakeUpstream, up_ant: FakeUpstream, tmp_path: Path
+) -> None:
+    def per_key(recorded: Recorded) -> Reply:
+        key = recorded.headers.get("authorization", "").removeprefix("Bearer ")
+        models = [{"id": f"ft:private-of-{key}", "object": "model"}]
+        return JSONReply({"object": "list", "data": models})
+
+    up_openai.responder = per_key
+    # a pool of a static key and !PASSTHRU: a client's key wins when sent
+    env = env_for(up_openai, up_ant, OPENAI_API_KEY="sk-static !PASSTHRU")
+    with run_gateway(env, tmp_path) as gw:
+        alice = ids(get_models(gw, authorization="Bearer alice-key"))
+        bob = ids(get_models(gw, **{"x-api-key": "bob-key"}))
+        anonymous = ids(get_models(gw))
+        assert "openai:ft:private-of-alice-key" in alice
+        assert not any("bob" in i or "static" in i for i in alice)
+        assert "openai:ft:private-of-bob-key" in bob
+        assert not any("alice" in i or "static" in i for i in bob)
+        assert "openai:ft:private-of-sk-static" in anonymous  # the operator's key's list
+        assert not any("alice" in i or "bob" in i for i in anonymous)
+        assert ids(get_models(gw, authorization="Bearer alice-key")) == alice  # cached
+        keys = [r.headers["authorization"] for r in up_openai.requests]
+        assert keys == ["Bearer alice-key", "Bearer bob-key", "Bearer sk-static"]

@@ -22,9 +22,11 @@ from tests.support.fakes import (
     JSONReply,
     SSEReply,
     StreamBytes,
+    completion,
     pattern,
 )
 from tests.support.gateway import Gateway, free_port, run_gateway
+from tests.support.rawhttp import exchange
 
 BIG = 200 * 1024 * 1024
 EMBEDDING = {
@@ -127,11 +129,65 @@ def test_get_with_query_and_delete(oai: openai.OpenAI, fake_openai: FakeUpstream
     assert fake_openai.last.method == "DELETE"
 
 
-def test_path_and_query_kept_verbatim(gateway: Gateway, fake_openai: FakeUpstream) -> None:
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        (b"GET", b"/v1/files/../organization/users"),
+        (b"GET", b"/v1/files/%2e%2e/organization/users"),
+        (b"GET", b"/v1/files/%2E%2e/organization/users"),
+        (b"GET", b"/v1/files/..%2forganization%2fusers"),
+        (b"GET", b"/v1/files/..%2Forganization"),
+        (b"GET", b"/v1/files/%252e%252e/organization/users"),  # double-encoded
+        (b"GET", b"/v1/files/%25252e%25252e/organization"),  # triple
+        (b"GET", b"/v1/files/..%5corganization"),
+        (b"GET", b"/v1/files/..%5Corganization"),
+        (b"GET", b"/v1/files\\..\\organization\\users"),
+        (b"GET", b"/v1/files/a%2Fb/content"),  # an encoded slash, even a harmless one
+        (b"GET", b"/v1/files/file%2ejsonl"),  # an encoded dot, anywhere
+        (b"GET", b"/v1/files/./file-abc"),
+        (b"GET", b"/v1/files//file-abc"),
+        (b"GET", b"/v1//files"),
+        (b"GET", b"/v1/files/file-abc//"),
+        (b"GET", b"/v1/files/x%00y"),
+        (b"GET", b"/v1/files/x%zz"),
+        (b"GET", b"/v1/organization/../files"),  # outside the allowlist before, inside after
+        (b"POST", b"/v1/embeddings/../fine_tuning/jobs"),
+        (b"POST", b"/v1/embeddings/%2E%2E/fine_tuning/jobs"),
+        (b"GET", b"/v1/files?x=<y>|z"),  # characters outside RFC 3986
+        (b"GET", b"/v1/files?x=%zz"),
+    ],
+)
+def test_an_ambiguous_path_is_an_openai_400_and_never_goes_upstream(
+    gateway: Gateway, fake_openai: FakeUpstream, method: bytes, target: bytes
+) -> None:
     fake_openai.reply(JSONReply(FILE))
-    response = httpx.get(gateway.url + "/v1/files/a%2Fb/content?z=1&a=%2F&a=2")
-    assert response.status_code == 200
-    assert fake_openai.last.target == "/v1/files/a%2Fb/content?z=1&a=%2F&a=2"
+    answer = exchange(
+        gateway.url,
+        target,
+        method=method,
+        headers={"content-type": "application/json"},
+        body=b'{"model": "emb", "input": "x"}' if method == b"POST" else b"",
+    )
+    assert answer.status == 400, answer.body
+    error = answer.json["error"]
+    assert error["type"] == "invalid_request_error" and error["message"], error
+    assert fake_openai.requests == []
+
+
+def test_the_upstream_gets_the_normal_path_and_the_query_as_sent(
+    gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reply(JSONReply(FILE), JSONReply(FILE), JSONReply(FILE))
+    answer = exchange(gateway.url, b"/v1/files/file-abc/content?z=1&a=%2F..%2F&a=2&p=/x?y")
+    assert answer.status == 200
+    assert fake_openai.last.target == "/v1/files/file-abc/content?z=1&a=%2F..%2F&a=2&p=/x?y"
+    # escapes that need none are decoded, ';' and others are encoded the one way
+    answer = exchange(gateway.url, b"/v1/models/ft%3agpt-4o%3Aorg%3Bx;y")
+    assert answer.status == 200
+    assert fake_openai.last.target == "/v1/models/ft:gpt-4o:org%3Bx%3By"
+    answer = exchange(gateway.url, b"/v1/files/file-abc/")  # one trailing slash: dropped
+    assert answer.status == 200
+    assert fake_openai.last.target == "/v1/files/file-abc"
 
 
 def test_models_retrieve_and_provider_header(oai: openai.OpenAI, fake_openai: FakeUpstream) -> None:
@@ -214,12 +270,62 @@ def test_status_and_headers_relayed(gateway: Gateway, fake_openai: FakeUpstream)
     assert "proxy-authenticate" not in response.headers
     assert response.headers["content-length"] == str(len(response.content))
     sent = fake_openai.last.headers
-    assert sent["x-custom"] == "1" and sent["openai-beta"] == "assistants=v2"
-    for name in ("te", "keep-alive", "proxy-authorization", "x-api-key"):
+    assert sent["openai-beta"] == "assistants=v2"
+    for name in ("te", "keep-alive", "proxy-authorization", "x-api-key", "x-custom"):
         assert name not in sent, name
     assert sent["authorization"] == "Bearer sk-test-openai"
     assert sent["host"] == f"127.0.0.1:{fake_openai.port}"
     assert "client-secret" not in str(sent)
+
+
+HOSTILE_HEADERS = {
+    "cookie": "session=tenant-a",
+    "api-key": "client-azure-key",
+    "x-http-method-override": "DELETE",
+    "openai-organization": "org-someone-else",
+    "openai-project": "proj-someone-else",
+    "x-forwarded-for": "10.9.8.7",
+    "x-custom": "1",
+    "x-vdm-provider": "openai",
+    "expect": "100-continue",
+}
+API_HEADERS = {
+    "openai-beta": "assistants=v2",
+    "idempotency-key": "idem-1",
+    "user-agent": "OpenAI/Python 1.0",
+    "x-stainless-lang": "python",
+}
+
+
+def test_only_the_api_headers_go_upstream(gateway: Gateway, fake_openai: FakeUpstream) -> None:
+    """On the /v1/* passthrough (a JSON body and a streamed one) and the chat relay."""
+    fake_openai.reply(JSONReply(EMBEDDING), CountBody(), JSONReply(completion("ok")))
+    sent_headers = {**HOSTILE_HEADERS, **API_HEADERS, "authorization": "Bearer client-key"}
+    embeddings = httpx.post(
+        gateway.url + "/v1/embeddings", json={"model": "emb", "input": "x"}, headers=sent_headers
+    )
+    assert embeddings.status_code == 200, embeddings.text
+    upload = httpx.post(
+        gateway.url + "/v1/files",
+        files={"file": ("a.jsonl", b"{}")},
+        data={"purpose": "batch"},
+        headers={**sent_headers, "x-vdm-provider": "openai"},
+    )
+    assert upload.status_code == 200, upload.text
+    chat = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": "gpt-x", "messages": [{"role": "user", "content": "x"}]},
+        headers=sent_headers,
+    )
+    assert chat.status_code == 200, chat.text
+    assert len(fake_openai.requests) == 3
+    for upstream in fake_openai.requests:
+        sent = upstream.headers
+        for name in HOSTILE_HEADERS:
+            assert name not in sent, (upstream.path, name)
+        assert {k: sent[k] for k in API_HEADERS} == API_HEADERS
+        assert sent["authorization"] == "Bearer sk-test-openai"
+    assert fake_openai.requests[1].headers["content-type"].startswith("multipart/form-data")
 
 
 def test_a_header_sent_on_several_lines_is_relayed_whole(
@@ -384,6 +490,7 @@ def special(
         "DEAD_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
         "VDM_DEFAULT_PROVIDER": "own",
         "MAX_UPLOAD_SIZE": "100000",
+        "OWN_FORWARD_ORGANIZATION": "true",
         "PASSTHROUGH_ALLOW": "POST /v1/embeddings; GET,POST /v1/files",
     }
     with run_gateway(env, tmp_path_factory.mktemp("special")) as gw:
@@ -395,6 +502,22 @@ def test_passthru_key_is_the_clients(special: Gateway, fake_openai: FakeUpstream
     with sdk(special.url, key="sk-client-own") as client:
         client.embeddings.create(model="emb", input="x")
     assert fake_openai.last.headers["authorization"] == "Bearer sk-client-own"
+
+
+def test_organization_headers_only_where_the_provider_says(
+    special: Gateway, fake_openai: FakeUpstream
+) -> None:
+    """OWN_FORWARD_ORGANIZATION=true: the client's own key, its own organization."""
+    fake_openai.reply(JSONReply(EMBEDDING), JSONReply(completion("ok")))
+    org = {"openai-organization": "org-mine", "openai-project": "proj-mine"}
+    with sdk(special.url, key="sk-client-own") as client:
+        client.embeddings.create(model="emb", input="x", extra_headers=org)
+        client.chat.completions.create(
+            model="gpt-x", messages=[{"role": "user", "content": "x"}], extra_headers=org
+        )
+    assert len(fake_openai.requests) == 2
+    for upstream in fake_openai.requests:
+        assert {k: upstream.headers[k] for k in org} == org
 
 
 def test_custom_allowlist(special: Gateway, fake_openai: FakeUpstream) -> None:

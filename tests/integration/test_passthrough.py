@@ -128,6 +128,43 @@ def test_body_forwarded_byte_for_byte_except_the_model(
     assert_client_key_not_forwarded(upstream.headers)
 
 
+HOSTILE_HEADERS = {
+    "cookie": "session=tenant-a",
+    "api-key": "client-azure-key",
+    "x-http-method-override": "DELETE",
+    "openai-organization": "org-someone-else",
+    "openai-project": "proj-someone-else",
+    "x-forwarded-for": "10.9.8.7",
+    "x-custom": "1",
+    "x-vdm-provider": "ant",
+}
+
+
+def test_only_the_api_headers_go_upstream(gateway: Gateway, fake_anthropic: FakeUpstream) -> None:
+    fake_anthropic.reply(JSONReply(anthropic_message()), JSONReply({"input_tokens": 3}))
+    api = {
+        "idempotency-key": "idem-1",
+        "user-agent": "Anthropic/Python 0.1",
+        "x-stainless-lang": "python",
+    }
+    sent_headers = headers(**HOSTILE_HEADERS, **api)
+    response = httpx.post(gateway.url + "/v1/messages", content=body(), headers=sent_headers)
+    assert response.status_code == 200, response.text
+    count = httpx.post(
+        gateway.url + "/v1/messages/count_tokens",
+        json={"model": "ant:m-up", "messages": ASK},
+        headers=sent_headers,
+    )
+    assert count.status_code == 200, count.text
+    for upstream in fake_anthropic.requests:
+        sent = upstream.headers
+        for name in HOSTILE_HEADERS:
+            assert name not in sent, name
+        assert {k: sent[k] for k in api} == api
+        assert sent["anthropic-beta"] == BETA
+        assert_client_key_not_forwarded(sent)
+
+
 def test_a_header_sent_on_several_lines_is_relayed_whole(
     gateway: Gateway, fake_anthropic: FakeUpstream
 ) -> None:

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.support.databases import database_env
-from tests.support.fakes import FakeUpstream, JSONReply, completion
+from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, completion
 from tests.support.gateway import Gateway, run_gateway
 
 MGMT = "mgmt-secret-0123456789abcdef"
@@ -376,3 +376,126 @@ def test_cli_manages_projects_tokens_and_audit(tenant_gateway: Gateway, tmp_path
     assert audit["events"][0]["token_id"] == token["id"]
     missing = vdm("project", "show", "nope")
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+# ---------------------------------------------------------------- the /v1/* passthrough
+
+EMBEDDING_30 = {
+    "object": "list",
+    "model": "emb",
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.5] * 2000}],
+    "usage": {"prompt_tokens": 30, "total_tokens": 30},
+}
+
+
+def transcription(gw: Gateway, token: str, model: str) -> httpx.Response:
+    return httpx.post(
+        gw.url + "/v1/audio/transcriptions",
+        headers={"authorization": f"Bearer {token}"},
+        files={"file": ("a.wav", b"RIFF" * 64)},
+        data={"model": model},
+        timeout=10,
+    )
+
+
+def test_the_passthrough_holds_a_token_to_its_models_and_providers(
+    tenant_gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
+    gw = tenant_gateway
+    fake_openai.responder = lambda r: JSONReply(
+        EMBEDDING_30 if "embeddings" in r.path else {"ok": 1}
+    )
+    with manage(gw) as api:
+        project = make_project(api)
+        narrow = make_token(api, project["id"], allowed_models=["emb-ok", "whisper-1"])["token"]
+        no_openai = make_token(api, project["id"], allowed_providers=["ant"])["token"]
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=narrow, max_retries=0) as client:
+        client.embeddings.create(model="emb-ok", input="x")
+        assert fake_openai.last.headers["authorization"] == f"Bearer {PROJECT_OPENAI_KEY}"
+        fake_openai.requests.clear()
+        for call in (
+            lambda: client.embeddings.create(model="text-embedding-3-large", input="x"),
+            lambda: client.completions.create(model="gpt-3.5-turbo-instruct", prompt="x"),
+            lambda: client.images.generate(model="gpt-image-1", prompt="x"),
+            lambda: client.moderations.create(model="omni-moderation-latest", input="x"),
+            lambda: client.audio.speech.create(model="tts-1", voice="alloy", input="x"),
+            lambda: client.fine_tuning.jobs.create(model="gpt-4o", training_file="file-1"),
+        ):
+            with pytest.raises(openai.PermissionDeniedError) as raised:
+                call()
+            assert "may not use model" in raised.value.message
+    assert fake_openai.requests == []
+    # a multipart body names its model too
+    refused = transcription(gw, narrow, "gpt-4o-transcribe")
+    assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error"
+    assert fake_openai.requests == []
+    assert transcription(gw, narrow, "whisper-1").status_code == 200
+    assert b'name="model"\r\n\r\nwhisper-1' in fake_openai.last.body
+    # a body the model of which cannot be read: refused for this token
+    sneaky = httpx.post(
+        gw.url + "/v1/embeddings",
+        content=b'{"model": "text-embedding-3-large", "input": "x"}',
+        headers={"authorization": f"Bearer {narrow}", "content-type": "text/plain"},
+    )
+    assert sneaky.status_code == 400 and "JSON or multipart" in sneaky.text
+    # model-less requests: the provider rule alone
+    assert (
+        httpx.get(gw.url + "/v1/files", headers={"authorization": f"Bearer {narrow}"}).status_code
+        == 200
+    )
+    for path in ("/v1/files", "/v1/batches/b1"):
+        r = httpx.get(gw.url + path, headers={"authorization": f"Bearer {no_openai}"})
+        assert r.status_code == 403 and "provider 'openai'" in r.text
+    assert len(fake_openai.requests) == 2
+
+
+def test_passthrough_usage_counts_toward_the_tpm(
+    tenant_gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
+    gw = tenant_gateway
+    fake_openai.responder = lambda r: JSONReply(EMBEDDING_30)
+    with manage(gw) as api:
+        project = make_project(api)
+        tpm = make_token(api, project["id"], tpm=50)["token"]
+    statuses = []
+    for _ in range(3):
+        r = httpx.post(
+            gw.url + "/v1/embeddings",
+            json={"model": "emb", "input": "x"},
+            # (a compressed answer would hide its usage: the upstream is asked for none)
+            headers={"authorization": f"Bearer {tpm}", "accept-encoding": "gzip, br"},
+        )
+        statuses.append(r.status_code)
+    assert statuses == [200, 200, 429]  # 30 + 30 tokens: over 50
+    assert all(r.headers["accept-encoding"] == "identity" for r in fake_openai.requests)
+    assert len(fake_openai.requests) == 2
+
+
+def test_streamed_passthrough_usage_counts_toward_the_tpm(
+    tenant_gateway: Gateway, fake_openai: FakeUpstream
+) -> None:
+    gw = tenant_gateway
+    chunks = [
+        b'data: {"id":"c","object":"text_completion","choices":[{"text":"hi","index":0}],"usage":null}\n\n',
+        b'data: {"id":"c","object":"text_completion","choices":[],'
+        b'"usage":{"prompt_tokens":20,"completion_tokens":40,"total_tokens":60}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    fake_openai.responder = lambda r: SSEReply(chunks)
+    with manage(gw) as api:
+        project = make_project(api)
+        tpm = make_token(api, project["id"], tpm=50)["token"]
+    body = {
+        "model": "gpt-3.5-turbo-instruct",
+        "prompt": "x",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    first = httpx.post(
+        gw.url + "/v1/completions", json=body, headers={"authorization": f"Bearer {tpm}"}
+    )
+    assert first.status_code == 200 and b"[DONE]" in first.content
+    second = httpx.post(
+        gw.url + "/v1/completions", json=body, headers={"authorization": f"Bearer {tpm}"}
+    )
+    assert second.status_code == 429 and "tokens per minute" in second.text

@@ -505,3 +505,28 @@ def test_bad_responses_api_settings_name_their_source(home: Path, cwd: Path) -> 
     problems = raised.value.problems
     assert any("GROQ_RESPONSES_API" in p and "'native' or 'convert'" in p for p in problems)
     assert any("providers.zz.responses-api" in p and "OpenAI-format" in p for p in problems)
+
+
+def test_forward_organization_is_off_unless_set_and_only_for_openai_formats(
+    home: Path, cwd: Path
+) -> None:
+    user_toml(
+        home,
+        '[providers.own]\napi-key = "k"\nbase-url = "https://o.example/v1"\n'
+        "forward-organization = true\n",
+    )
+    settings = load(
+        home, cwd, OPENAI_API_KEY="k", GROQ_API_KEY="k", GROQ_FORWARD_ORGANIZATION="yes"
+    )
+    forwards = {n: p.forward_organization for n, p in settings.providers.items()}
+    assert forwards == {"openai": False, "groq": True, "own": True, "echo": False}
+    user_toml(
+        home,
+        '[providers.zz]\napi-key = "k"\nbase-url = "https://z.example"\n'
+        'api-format = "anthropic"\nforward-organization = true\n',
+    )
+    with pytest.raises(ConfigError) as raised:
+        load(home, cwd, GROQ_API_KEY="k", GROQ_FORWARD_ORGANIZATION="sometimes")
+    problems = raised.value.problems
+    assert any("GROQ_FORWARD_ORGANIZATION" in p and "true or false" in p for p in problems)
+    assert any("providers.zz.forward-organization" in p and "OpenAI" in p for p in problems)

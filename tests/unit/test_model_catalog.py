@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from vdm.errors import AuthenticationFailed, InvalidRequest, UpstreamUnreachable
-from vdm.models import ModelCatalog, ModelEntry, merge
+from vdm.models import MAX_CREDENTIALS, ModelCatalog, ModelEntry, merge
 from vdm.providers.base import UpstreamModel
 from vdm.routing import Router
 
@@ -98,14 +98,17 @@ class Clock:
         return self.now
 
 
-def catalog(listers: dict[str, Lister], clock: Clock, *, wait: float = 1.0) -> ModelCatalog:
+def catalog(
+    listers: dict[str, Lister], clock: Clock, *, wait: float = 1.0, per_client: tuple[str, ...] = ()
+) -> ModelCatalog:
     return ModelCatalog(
-        listers,
+        listers,  # type: ignore[arg-type]
         [],
         "openai",
         resolve,
         ttl=60.0,
-        wait=wait,  # type: ignore[arg-type]
+        wait=wait,
+        per_client=per_client,
         clock=clock,
     )
 
@@ -172,10 +175,50 @@ def test_one_fetch_in_flight_and_a_bounded_wait() -> None:
 def test_passthrough_without_a_key_is_skipped_not_failed() -> None:
     async def run() -> None:
         lister = Lister(AuthenticationFailed("no key"), ["p"])
-        cat = catalog({"openai": lister}, Clock())
+        cat = catalog({"openai": lister}, Clock(), per_client=("openai",))
         assert await cat.entries(None) == []
         assert [e.id for e in await cat.entries("client")] == ["p", "openai:p"]
         assert lister.calls == [None, "client"]
+        await cat.close()
+
+    asyncio.run(run())
+
+
+class KeyedLister:
+    """A !PASSTHRU upstream: each key sees its own models; no key, none."""
+
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+
+    async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
+        self.calls.append(client_key)
+        if client_key is None:
+            raise AuthenticationFailed("no key")
+        return [UpstreamModel(f"ft-of-{client_key}")]
+
+
+def test_passthrough_lists_are_kept_per_credential_never_shared() -> None:
+    async def run() -> None:
+        clock = Clock()
+        keyed, shared = KeyedLister(), Lister(["shared-m"])
+        cat = catalog({"openai": keyed, "ant": shared}, clock, per_client=("openai",))  # type: ignore[dict-item]
+        alice = [e.id for e in await cat.entries("alice")]
+        bob = [e.id for e in await cat.entries("bob")]
+        assert "ft-of-alice" in alice and "ft-of-bob" not in alice
+        assert "ft-of-bob" in bob and "ft-of-alice" not in bob
+        anonymous = [e.id for e in await cat.entries(None)]
+        assert not any(i.startswith("ft-of") for i in anonymous) and "ant:shared-m" in anonymous
+        assert [e.id for e in await cat.entries("alice")] == alice  # cached: no new fetch
+        assert keyed.calls == ["alice", "bob", None]
+        assert len(shared.calls) == 1  # a shared list is fetched once for all
+        # only hashes are kept, and a bounded number of them
+        assert "alice" not in repr(cat._views.keys())
+        for i in range(MAX_CREDENTIALS + 10):
+            await cat.entries(f"k{i}")
+        assert len(cat._views) == MAX_CREDENTIALS + 1  # (+ the callers without a key)
+        calls = len(keyed.calls)
+        assert "ft-of-alice" in [e.id for e in await cat.entries("alice")]  # evicted: fetched
+        assert len(keyed.calls) == calls + 1
         await cat.close()
 
     asyncio.run(run())

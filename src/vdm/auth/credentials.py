@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from vdm.auth.proxy_key import ProxyKey, presented_key
+from vdm.auth.proxy_key import ProxyKey
+from vdm.auth.split import CredentialSplit, looks_like_jwt
 from vdm.errors import AuthenticationFailed
 from vdm.tenants.secrets import TOKEN_PREFIX
 
@@ -34,10 +35,6 @@ class Authenticator(Protocol):
     async def admit(
         self, credential: str, *, request_id: str, client_ip: str | None
     ) -> Principal: ...
-
-
-def looks_like_jwt(credential: str) -> bool:
-    return credential.startswith("eyJ") and credential.count(".") == 2
 
 
 class JwtAdmission:
@@ -76,7 +73,11 @@ class JwtAdmission:
 
 
 class Credentials:
-    __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens")
+    """The gateway's check of its clients' credentials; ``split`` tells which
+    credential it checks and which may go to a ``!PASSTHRU`` provider
+    (:mod:`vdm.auth.split`: the one checked never does)."""
+
+    __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens", "split")
 
     def __init__(
         self,
@@ -85,6 +86,7 @@ class Credentials:
         *,
         jwt: Authenticator | None = None,
         audit: AuditLog | None = None,
+        management_key: ProxyKey | None = None,
     ) -> None:
         self._proxy_key = proxy_key
         self._tokens = tokens
@@ -92,11 +94,17 @@ class Credentials:
         self._audit = audit
         # A JWT alone never turns checking on: it is one more accepted credential.
         self._required = tokens is not None
+        self.split = CredentialSplit(
+            (proxy_key, management_key),
+            checks=True,
+            tokens=tokens is not None,
+            jwts=jwt is not None,
+        )
 
     async def check(
         self, headers: Mapping[str, str], request_id: str, client_ip: str | None
     ) -> Principal | None:
-        presented = presented_key(headers)
+        presented = self.split.gateway(headers)
         if presented is not None:
             if self._tokens is not None and presented.startswith(TOKEN_PREFIX):
                 return await self._tokens.admit(

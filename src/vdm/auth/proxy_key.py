@@ -10,9 +10,11 @@ from vdm.errors import AuthenticationFailed
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a client sent: ``x-api-key``, else ``Authorization: Bearer``."""
-    key = headers.get("x-api-key")
-    if key:
-        return key
+    return headers.get("x-api-key") or bearer(headers)
+
+
+def bearer(headers: Mapping[str, str]) -> str | None:
+    """The token of ``Authorization: Bearer``, if any."""
     authorization = headers.get("authorization")
     if authorization and authorization[:7].lower() == "bearer ":
         return authorization[7:].strip() or None
@@ -25,10 +27,13 @@ class ProxyKey:
     def __init__(self, key: str) -> None:
         self._expected = key.encode()
 
-    def check(self, presented: str | None) -> None:
+    def matches(self, presented: str) -> bool:
         # compare_digest on bytes of possibly different lengths is still
         # constant-time with respect to the expected key's content.
-        if presented is None or not hmac.compare_digest(presented.encode(), self._expected):
+        return hmac.compare_digest(presented.encode(), self._expected)
+
+    def check(self, presented: str | None) -> None:
+        if presented is None or not self.matches(presented):
             raise AuthenticationFailed(
                 "invalid or missing API key: this gateway requires its PROXY_API_KEY "
                 "as x-api-key or Authorization: Bearer"

@@ -106,6 +106,14 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
                     src.get(f"{base}.responses-api", "default"),
                 )
             )
+        if p.forward_organization:
+            out.append(
+                (
+                    f"{base}.forward-organization",
+                    "true",
+                    src.get(f"{base}.forward-organization", "config"),
+                )
+            )
         for header in p.headers:
             out.append(
                 (

@@ -8,7 +8,7 @@ other protocols go through the IR (:meth:`AnthropicProvider.events`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
 from vdm.providers.http import (
     Session,
+    client_headers,
     decode_json,
     get_json,
     is_event_stream,
@@ -36,8 +37,6 @@ from vdm.providers.keys import KeyPool
 _encode = msgspec.json.Encoder().encode
 
 DEFAULT_VERSION = "2023-06-01"
-# Client headers forwarded as they are.
-_FORWARDED = ("anthropic-version", "anthropic-beta", "x-stainless-helper-method")
 # How a finished Anthropic stream ends: message_stop, or an error event.
 _STREAM_ENDS = (
     b"event: message_stop",
@@ -72,11 +71,7 @@ class AnthropicProvider:
 
     def _request_headers(self, ctx: ClientContext) -> dict[str, str]:
         headers = {"content-type": "application/json", "anthropic-version": self._version}
-        incoming: Mapping[str, str] = ctx.headers or {}
-        for name in _FORWARDED:
-            value = incoming.get(name)
-            if value:
-                headers[name] = value
+        headers.update(client_headers(ctx.headers, "anthropic"))
         headers.update(self.settings.headers)
         return headers
 

@@ -47,6 +47,41 @@ HOP_BY_HOP_REQUEST = frozenset(
         "proxy-connection",
     }
 )
+# Client request headers forwarded upstream, an allowlist per wire family:
+# the API's own options and the SDK's description of itself; never a
+# credential, a cookie, a method override or any header not named here.
+FORWARDED_REQUEST = {
+    "openai": frozenset({"openai-beta", "idempotency-key", "user-agent"}),
+    "anthropic": frozenset(
+        {"anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"}
+    ),
+}
+SDK_PREFIX = "x-stainless-"  # the official SDKs' own description (language, version, retry)
+# Which organization and project a key bills: only where the provider's
+# FORWARD_ORGANIZATION says the clients may choose.
+ORGANIZATION_HEADERS = ("openai-organization", "openai-project")
+
+
+def client_headers(
+    incoming: Mapping[str, str] | None, family: str, *, organization: bool = False
+) -> dict[str, str]:
+    """The client's headers (lower-case names) that go upstream to a ``family``
+    provider: :data:`FORWARDED_REQUEST`, ``x-stainless-*``, and the
+    organization headers when ``organization``."""
+    out: dict[str, str] = {}
+    if not incoming:
+        return out
+    allowed = FORWARDED_REQUEST[family]
+    for name, value in incoming.items():
+        if name in allowed or name.startswith(SDK_PREFIX):
+            out[name] = value
+    if organization:
+        for name in ORGANIZATION_HEADERS:
+            if name in incoming:
+                out[name] = incoming[name]
+    return out
+
+
 # Response headers never relayed to a client: the hop-by-hop ones, and the
 # upstream's cookies (the gateway is the origin its clients talk to; a cookie
 # scoped to the upstream's domain is one a conforming client drops anyway, and

@@ -27,7 +27,8 @@ first key may be used again (the upstream's own ``retry-after``, or the end
 of the bench).
 
 ``!PASSTHRU`` means "use the client's own key" (``x-api-key`` or
-``Authorization: Bearer``).  A client key is used for that one call only:
+``Authorization: Bearer``; never the credential that let the client into the
+gateway, :mod:`vdm.auth.split`).  A client key is used for that one call only:
 never benched, logged or stored.
 """
 
@@ -101,7 +102,10 @@ class KeyPool:
         if not self.size:
             raise AuthenticationFailed(
                 f"provider '{self._provider}' uses the client's own API key (!PASSTHRU); "
-                "send it as x-api-key or Authorization: Bearer"
+                "send it as x-api-key or Authorization: Bearer. Where the gateway asks for "
+                "its own credential (PROXY_API_KEY, an API token, a JWT), send that in one "
+                "of the two headers and the provider's key in the other: the gateway's "
+                "credential is never forwarded"
             )
         chosen = self._choose(model, 0)
         if chosen is None:

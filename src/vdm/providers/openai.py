@@ -28,6 +28,7 @@ from vdm.providers.endpoints import endpoint_for
 from vdm.providers.http import (
     Body,
     Session,
+    client_headers,
     decode_json,
     get_json,
     is_event_stream,
@@ -63,6 +64,7 @@ class OpenAIProvider:
         self.api_format = settings.api_format  # "openai" or "azure"
         self._base = settings.base_url
         self._headers = {"content-type": "application/json", **settings.headers}
+        self._organization = settings.forward_organization
         self._options = wire.RequestOptions(
             max_tokens_field=settings.max_tokens_field,
             supports_reasoning=settings.supports_reasoning,
@@ -79,8 +81,16 @@ class OpenAIProvider:
     ) -> aiohttp.ClientResponse:
         """POST ``body`` for ``model`` to ``url``, moving through the key pool on refusals."""
 
+        base = self._headers
+        if ctx.headers:
+            base = {
+                **base,
+                **client_headers(ctx.headers, "openai", organization=self._organization),
+                **self.settings.headers,  # the operator's win
+            }
+
         def attempt(key: str) -> Any:
-            headers = self._auth(dict(self._headers), key)
+            headers = self._auth(dict(base), key)
             return open_response(self._session, url, body, headers, self.name)
 
         return await self._keys.call(ctx.client_key, attempt, ctx.upstream_key, model)
@@ -127,16 +137,22 @@ class OpenAIProvider:
         ctx: ClientContext,
     ) -> RawResponse:
         """Passthrough of any other OpenAI endpoint: ``path`` is below ``/v1``
-        (the base URL already ends in it), ``headers`` are the client's, already
-        stripped of hop-by-hop ones and credentials; the provider's headers and
-        key are added.  The answer, error statuses included, is relayed as is.
+        (the base URL already ends in it), ``headers`` are the body's
+        representation headers (:func:`vdm.passthrough.request_headers`); the
+        client's API headers (:func:`~vdm.providers.http.client_headers`), the
+        provider's own headers and its key are added.  The answer, error statuses included, is relayed as is.
 
         The body may be a stream that cannot be sent twice, so a refused key is
         benched for the next requests but this one is not tried again."""
         url = self._base + path + ("?" + query if query else "")
         own = ctx.upstream_key or (self._keys.passthrough and ctx.client_key)
         index, key = (-1, own) if own else self._keys.pick()
-        upstream = {**headers, **self.settings.headers, "authorization": f"Bearer {key}"}
+        upstream = {
+            **headers,
+            **client_headers(ctx.headers, "openai", organization=self._organization),
+            **self.settings.headers,
+            "authorization": f"Bearer {key}",
+        }
         raw = await request_raw(self._session, method, url, body, upstream, self.name)
         if index >= 0:
             self._keys.report(index, raw.status, raw.headers.get("retry-after"))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import msgspec
 
@@ -25,6 +25,7 @@ from vdm import __version__, events, totals
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
+from vdm.auth.split import CredentialSplit
 from vdm.config import Settings, load_settings
 from vdm.errors import (
     AuthenticationFailed,
@@ -33,10 +34,10 @@ from vdm.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    PermissionDenied,
     ShuttingDown,
 )
 from vdm.events import Bus
+from vdm.ir import Usage
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -70,6 +71,7 @@ _JSON = {"content-type": "application/json"}
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
 MANAGE = "/manage"
 PRINCIPAL = "vdm.principal"  # scope key: the tenant a request was admitted for
+NORMAL_PATH = "vdm.path"  # scope key: a passthrough path's normal form (vdm.passthrough)
 
 
 Handler = Callable[["App", Scope, Receive, Send, dict[str, str], str], Awaitable[None]]
@@ -85,16 +87,22 @@ class App:
         self.proxy_key = (
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
-        # None: every request passes (no PROXY_API_KEY, control plane off).
-        self.auth: Credentials | None = Credentials(self.proxy_key) if self.proxy_key else None
-        self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
-        self._revocation_watch: asyncio.Task[None] | None = None
-        self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.management_key = (
             ProxyKey(settings.tenants.management_token)
             if settings.tenants.management_token
             else None
         )
+        # None: every request passes (no PROXY_API_KEY, control plane off).
+        self.auth: Credentials | None = (
+            Credentials(self.proxy_key, management_key=self.management_key)
+            if self.proxy_key
+            else None
+        )
+        # Which credential may go to a !PASSTHRU provider while auth is None.
+        self._open_split = CredentialSplit((self.management_key,), checks=False)
+        self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
+        self._revocation_watch: asyncio.Task[None] | None = None
+        self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -210,6 +218,7 @@ class App:
             tokens,
             audit=audit,
             jwt=JwtAdmission(Verifier(secret, revocations), audit),
+            management_key=self.management_key,
         )
 
     async def _open_control_plane(self) -> None:
@@ -225,7 +234,12 @@ class App:
             redis_url=settings.server.redis_url,
             redis_namespace=settings.server.redis_namespace,
         )
-        self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
+        self.auth = Credentials(
+            self.proxy_key,
+            self.plane.registry,
+            audit=self.plane.audit,
+            management_key=self.management_key,
+        )
         if self.management_key is not None:
             from vdm.server.manage import build
 
@@ -369,7 +383,7 @@ class App:
             if dashboard.is_dashboard(path):
                 await self._dashboard(scope, send, headers, request_id, path)
                 return
-            handler = self._handler(scope["method"], path)
+            handler = self._handler(scope, path)
             if self.auth is not None and path not in OPEN_PATHS:
                 client = scope.get("client")
                 principal = await self.auth.check(
@@ -379,19 +393,32 @@ class App:
                     scope[PRINCIPAL] = principal
             await handler(self, scope, receive, send, headers, request_id)
         except GatewayError as exc:
-            door = door_for(self, path, headers)
-            _log_failure(self, scope, exc, door, started)
+            door = (
+                openai_ingress if isinstance(exc, pt.UnsafePath) else door_for(self, path, headers)
+            )
+            _log_failure(self, scope, exc, door, started)  # type: ignore[arg-type]
             await send_error(send, exc, request_id, door)
         except ClientGone:
             return
         finally:
             current_request_id.reset(token)
 
-    def _handler(self, method: str, path: str) -> Handler:
-        """The gateway's own routes first; then the passthrough allowlist."""
+    def provider_key(self, headers: dict[str, str]) -> str | None:
+        """The client's credential a ``!PASSTHRU`` provider may have: never the
+        one that let it into the gateway (:mod:`vdm.auth.split`)."""
+        split = self.auth.split if self.auth is not None else self._open_split
+        return split.provider(headers)
+
+    def _handler(self, scope: Scope, path: str) -> Handler:
+        """The gateway's own routes first; then the passthrough allowlist, on the
+        path's normal form (kept in the scope for :func:`passthrough`)."""
+        method: str = scope["method"]
         methods = ROUTES.get(path)
         if methods is not None and method in methods:
             return methods[method]
+        if path.startswith("/v1/"):
+            raw = scope.get("raw_path") or quote(scope["path"]).encode()
+            path = scope[NORMAL_PATH] = pt.normal_path(raw)
         if self.allow.allows(method, path):
             return passthrough
         if methods is not None:
@@ -472,8 +499,7 @@ async def _reply(
     try:
         body = await read_body(receive, headers, app.max_body)
         principal = scope.get(PRINCIPAL)
-        # A tenant's token is the gateway's credential, never an upstream's (!PASSTHRU).
-        client_key = presented_key(headers) if principal is None else None
+        client_key = app.provider_key(headers)  # (never the gateway's own credential)
         reply: Reply | None = None
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             try:
@@ -617,37 +643,49 @@ async def passthrough(
 ) -> None:
     """Any other allowed ``/v1/*`` request, to an OpenAI-format provider.
 
-    A JSON body is read (bounded by MAX_BODY_SIZE) for its ``model``; any
-    other body (multipart upload, audio) is streamed on as it arrives, bounded
-    by MAX_UPLOAD_SIZE; the answer is relayed chunk by chunk either way.
+    A JSON body is read (bounded by MAX_BODY_SIZE) for its ``model``; so is a
+    multipart body that names one (audio, images) when a token's models are
+    limited; any other body (uploads) is streamed on as it arrives, bounded by
+    MAX_UPLOAD_SIZE.  A tenant's token is held to the rule of every door
+    (:func:`vdm.passthrough.tenant_context`), and the usage the answer reports
+    counts toward its TPM.  The answer is relayed chunk by chunk either way.
     """
     assert app.gateway is not None
     started = time.perf_counter()
     method: str = scope["method"]
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    path = raw_path.decode("latin-1")[len("/v1") :]  # the base URL ends in /v1
-    query = scope.get("query_string", b"").decode("latin-1")
+    normal: str = scope[NORMAL_PATH]
+    path = normal[len("/v1") :]  # the base URL ends in /v1
+    query = pt.checked_query(scope.get("query_string", b""))
     principal = scope.get(PRINCIPAL)
-    ctx = ClientContext(
-        client_key=presented_key(headers) if principal is None else None, headers=headers
-    )
+    ctx = ClientContext(client_key=app.provider_key(headers), headers=headers)
     explicit = headers.get(pt.PROVIDER_HEADER)
     router = app.gateway.router
-    if pt.is_json(headers):
+    limited = principal is not None and principal.allowed_models is not None
+    has_body = "content-length" in headers or "transfer-encoding" in headers
+    if pt.is_json(headers) or (limited and pt.is_form(headers) and pt.names_model_in_form(normal)):
         body = await read_body(receive, headers, app.max_body)
-        target, body = pt.route_json(router, app.formats, body, explicit)
-        ctx = _tenant_context(ctx, principal, target)
-        upstream_headers = pt.request_headers(headers, streamed=False)
+        if pt.is_json(headers):
+            target, body = pt.route_json(router, app.formats, body, explicit)
+        else:
+            target = pt.route_form(router, app.formats, body, headers["content-type"], explicit)
+        if principal is not None:
+            ctx = pt.tenant_context(ctx, principal, target)
+        upstream_headers = pt.request_headers(headers, streamed=False, read=principal is not None)
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             raw = await _forward(app, target, method, path, query, upstream_headers, body, ctx)
-            status = await _relay(send, raw, request_id, target.provider)
+            status, usage = await _relay(send, raw, request_id, target.provider)
     else:
+        if limited and has_body and not pt.is_form(headers):
+            raise InvalidRequest(
+                "this API token may use only some models, so its passthrough bodies must be "
+                "JSON or multipart/form-data (the model they name is checked)"
+            )
         _check_declared(headers, app.max_upload)
         target = pt.choose(router, app.formats, None, explicit)
-        ctx = _tenant_context(ctx, principal, target)
-        upstream_headers = pt.request_headers(headers, streamed=True)
+        if principal is not None:
+            ctx = pt.tenant_context(ctx, principal, target)
+        upstream_headers = pt.request_headers(headers, streamed=True, read=principal is not None)
         async with stream_request(receive, app.max_upload) as (watch, streamed):
-            has_body = "content-length" in headers or "transfer-encoding" in headers
             raw = await _forward(
                 app,
                 target,
@@ -659,9 +697,11 @@ async def passthrough(
                 ctx,
             )
             streamed.abandon()
-            status = await _relay(send, raw, request_id, target.provider)
+            status, usage = await _relay(send, raw, request_id, target.provider)
+    if principal is not None and app.plane is not None:
+        app.plane.registry.record_usage(principal, usage)
     elapsed = time.perf_counter() - started
-    app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, None, None)
+    app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, usage, None)
     if access.isEnabledFor(logging.INFO):
         access.info(
             "%s %s %d %s passthrough %.1fms%s",
@@ -672,23 +712,6 @@ async def passthrough(
             elapsed * 1000,
             " client-disconnected" if watch.gone else "",
         )
-
-
-def _tenant_context(ctx: ClientContext, principal: Any, target: pt.Target) -> ClientContext:
-    """A tenant may use the passthrough only for providers its token allows,
-    with its project's key for that provider when it has one."""
-    if principal is None:
-        return ctx
-    if (
-        principal.allowed_providers is not None
-        and target.provider not in principal.allowed_providers
-    ):
-        raise PermissionDenied(f"this API token may not use provider {target.provider!r}")
-    return ClientContext(
-        client_key=None,
-        headers=ctx.headers,
-        upstream_key=principal.upstream_keys.get(target.provider),
-    )
 
 
 def _check_declared(headers: dict[str, str], limit: int) -> None:
@@ -720,10 +743,13 @@ async def _forward(
 _OWN_RELAY_HEADERS = frozenset({"request-id", "x-vdm-provider"})
 
 
-async def _relay(send: Send, raw: RawResponse, request_id: str, provider: str) -> int:
-    """Status, headers and body as the upstream sent them.  A failure after the
-    status went out can only be told by cutting the connection: returning
-    without the final body message makes the ASGI server close it."""
+async def _relay(
+    send: Send, raw: RawResponse, request_id: str, provider: str
+) -> tuple[int, Usage | None]:
+    """Status, headers and body as the upstream sent them; the usage the answer
+    reported, when it can be read.  A failure after the status went out can
+    only be told by cutting the connection: returning without the final body
+    message makes the ASGI server close it."""
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
         for k, v in raw.headers.items()
@@ -731,16 +757,20 @@ async def _relay(send: Send, raw: RawResponse, request_id: str, provider: str) -
     ]
     headers += [(b"request-id", request_id.encode()), (b"x-vdm-provider", provider.encode())]
     await send({"type": "http.response.start", "status": raw.status, "headers": headers})
+    tail = pt.UsageTail(raw.headers)
+    feed = tail.feed if tail.readable else None
     try:
         async for chunk in raw.body:
+            if feed is not None:
+                feed(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except GatewayError as exc:
         log.warning("passthrough relay from %s broke off: %s", provider, exc.message)
-        return raw.status
+        return raw.status, tail.usage()  # (what was relayed was used)
     finally:
         await raw.body.aclose()  # type: ignore[attr-defined]
     await send({"type": "http.response.body", "body": b""})
-    return raw.status
+    return raw.status, tail.usage()
 
 
 async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> None:
@@ -751,7 +781,7 @@ async def models(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     assert app.gateway is not None
-    entries = await app.gateway.models(presented_key(headers))
+    entries = await app.gateway.models(app.provider_key(headers))
     if "anthropic-version" in headers:
         await _json(send, request_id, anthropic.model_list(entries, app.started))
     else:  # OpenAI-style clients send no anthropic-version

@@ -53,14 +53,30 @@ class Principal:
     allowed_models: frozenset[str] | None = None
     allowed_providers: frozenset[str] | None = None
 
-    def allows(self, provider: str, requested: str, upstream: str) -> bool:
+    def allows(self, provider: str, requested: str | None, upstream: str | None) -> bool:
         """May this principal use ``provider`` for the model it named (``requested``,
         resolved to ``upstream``)?  Models match by the name sent, the upstream
-        name, or ``provider:upstream``."""
+        name, or ``provider:upstream``.  A request that names no model (a file,
+        a batch) is held to the provider rule alone.  The one rule of every door."""
         if self.allowed_providers is not None and provider not in self.allowed_providers:
             return False
         models = self.allowed_models
-        return models is None or bool({requested, upstream, f"{provider}:{upstream}"} & models)
+        if models is None or requested is None:
+            return True
+        upstream = upstream or requested
+        return bool({requested, upstream, f"{provider}:{upstream}"} & models)
+
+    def check(self, provider: str, requested: str | None, upstream: str | None) -> None:
+        """:meth:`allows`, or a 403 that says which rule refused."""
+        if self.allows(provider, requested, upstream):
+            return
+        if requested is None or (
+            self.allowed_providers is not None and provider not in self.allowed_providers
+        ):
+            raise PermissionDenied(f"this API token may not use provider {provider!r}")
+        raise PermissionDenied(
+            f"this API token may not use model {requested!r} ({provider}:{upstream or requested})"
+        )
 
 
 @dataclass(slots=True)
