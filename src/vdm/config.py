@@ -53,6 +53,11 @@ AZURE_HOST_SUFFIXES = (
 # Azure deployment names: letters, digits, '-', '_', '.'; they go into a URL path.
 AZURE_DEPLOYMENT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 PASSTHROUGH_KEY = "!PASSTHRU"
+# {NAME}_STRUCTURED_OUTPUT: how structured output reaches a converted
+# request's provider (vdm.protocols.structured): "native" its own constraint,
+# "tool" a forced tool, "prompt" an instruction (no constraint).
+StructuredOutput = Literal["native", "tool", "prompt"]
+STRUCTURED_OUTPUTS = ("native", "tool", "prompt")
 ECHO: Final = "echo"
 
 # Environment names that end in _API_KEY but are not providers.
@@ -83,6 +88,9 @@ class ProviderSettings:
     deployments: Mapping[str, str] = field(default_factory=dict)  # azure: model -> deployment
     # POST /v1/responses: relayed as is ("native", OpenAI's own API) or converted.
     responses_api: Literal["native", "convert"] = "convert"
+    # How a converted request's structured output reaches the provider
+    # (vdm.protocols.structured): its own constraint, a forced tool, or words.
+    structured_output: StructuredOutput = "native"
 
     @property
     def has_key(self) -> bool:
@@ -260,6 +268,7 @@ _PROVIDER_KEYS = {
     "supports-reasoning",
     "deployments",
     "responses-api",
+    "structured-output",
 }
 
 
@@ -794,6 +803,13 @@ def _provider(
     responses_api = _responses_api(
         name, fmt, *pick("responses-api", "RESPONSES_API"), sources, problems
     )
+    structured_raw, structured_src = pick("structured-output", "STRUCTURED_OUTPUT")
+    structured = str(structured_raw or "native").lower()
+    if structured not in STRUCTURED_OUTPUTS:
+        problems.append(
+            f"{structured_src}: expected 'native', 'tool' or 'prompt', got {structured_raw!r}"
+        )
+        structured = "native"
     deployments: dict[str, str] = {}
     if fmt == AZURE:
         version = version or AZURE_DEFAULT_API_VERSION
@@ -816,6 +832,7 @@ def _provider(
         supports_reasoning=reasoning,
         deployments=deployments,
         responses_api=responses_api,
+        structured_output=structured,  # type: ignore[arg-type]
     )
 
 
