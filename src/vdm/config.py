@@ -53,6 +53,11 @@ AZURE_HOST_SUFFIXES = (
 # Azure deployment names: letters, digits, '-', '_', '.'; they go into a URL path.
 AZURE_DEPLOYMENT_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$")
 PASSTHROUGH_KEY = "!PASSTHRU"
+# {NAME}_STRUCTURED_OUTPUT: how structured output reaches a converted
+# request's provider (vdm.protocols.structured): "native" its own constraint,
+# "tool" a forced tool, "prompt" an instruction (no constraint).
+StructuredOutput = Literal["native", "tool", "prompt"]
+STRUCTURED_OUTPUTS = ("native", "tool", "prompt")
 ECHO: Final = "echo"
 
 # Environment names that end in _API_KEY but are not providers.
@@ -85,6 +90,9 @@ class ProviderSettings:
     responses_api: Literal["native", "convert"] = "convert"
     # The client's OpenAI-Organization / OpenAI-Project go upstream (OpenAI formats only).
     forward_organization: bool = False
+    # How a converted request's structured output reaches the provider
+    # (vdm.protocols.structured): its own constraint, a forced tool, or words.
+    structured_output: StructuredOutput = "native"
 
     @property
     def has_key(self) -> bool:
@@ -263,6 +271,7 @@ _PROVIDER_KEYS = {
     "deployments",
     "responses-api",
     "forward-organization",
+    "structured-output",
 }
 
 
@@ -800,6 +809,13 @@ def _provider(
     organization = _forward_organization(
         name, fmt, *pick("forward-organization", "FORWARD_ORGANIZATION"), problems
     )
+    structured_raw, structured_src = pick("structured-output", "STRUCTURED_OUTPUT")
+    structured = str(structured_raw or "native").lower()
+    if structured not in STRUCTURED_OUTPUTS:
+        problems.append(
+            f"{structured_src}: expected 'native', 'tool' or 'prompt', got {structured_raw!r}"
+        )
+        structured = "native"
     deployments: dict[str, str] = {}
     if fmt == AZURE:
         version = version or AZURE_DEFAULT_API_VERSION
@@ -823,6 +839,7 @@ def _provider(
         deployments=deployments,
         responses_api=responses_api,
         forward_organization=organization,
+        structured_output=structured,  # type: ignore[arg-type]
     )
 
 

@@ -45,6 +45,18 @@ class ImagePart(msgspec.Struct, tag="image", tag_field="kind"):
     url: str | None = None
 
 
+class DocumentPart(msgspec.Struct, tag="document", tag_field="kind"):
+    """A file for the model to read: inline (``data`` is base64 of
+    ``media_type``), by ``url``, or plain ``text``.  ``filename`` is its name
+    or title, when the client gave one."""
+
+    media_type: str = ""
+    data: str | None = None
+    url: str | None = None
+    text: str | None = None
+    filename: str | None = None
+
+
 class ToolUsePart(msgspec.Struct, tag="tool_use", tag_field="kind"):
     id: str
     name: str
@@ -55,9 +67,13 @@ class ToolUsePart(msgspec.Struct, tag="tool_use", tag_field="kind"):
     provider_details: dict[str, Any] | None = None
 
 
+# What a user turn's content and a tool result may hold besides tool parts.
+ResultPart: TypeAlias = TextPart | ImagePart | DocumentPart
+
+
 class ToolResultPart(msgspec.Struct, tag="tool_result", tag_field="kind"):
     tool_use_id: str
-    content: list[TextPart | ImagePart]
+    content: list[ResultPart]
     is_error: bool = False
 
 
@@ -71,7 +87,13 @@ class RedactedThinkingPart(msgspec.Struct, tag="redacted_thinking", tag_field="k
 
 
 Part: TypeAlias = (
-    TextPart | ImagePart | ToolUsePart | ToolResultPart | ThinkingPart | RedactedThinkingPart
+    TextPart
+    | ImagePart
+    | DocumentPart
+    | ToolUsePart
+    | ToolResultPart
+    | ThinkingPart
+    | RedactedThinkingPart
 )
 
 
@@ -107,6 +129,23 @@ class Thinking(msgspec.Struct):
 Effort = Literal["minimal", "low", "medium", "high", "max"]
 
 
+class OutputFormat(msgspec.Struct):
+    """Structured output: the answer's text must be one JSON object
+    (``json_object``) or one JSON value matching ``schema`` (``json_schema``).
+
+    ``name``, ``description`` and ``strict`` are OpenAI's (``strict`` None:
+    the client's protocol did not say).  How each upstream is held to it
+    (its own constraint, a forced tool, an instruction) is
+    :mod:`vdm.protocols.structured`'s business.
+    """
+
+    kind: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
 class ChatRequest(msgspec.Struct):
     model: str
     messages: list[Message]
@@ -122,6 +161,7 @@ class ChatRequest(msgspec.Struct):
     thinking: Thinking | None = None
     effort: Effort | None = None
     user: str | None = None
+    output_format: OutputFormat | None = None
     # Fields of the client protocol with no neutral meaning, kept for adapters
     # of the same family (never new IR fields; CONVENTIONS 4).
     provider_details: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -56,7 +56,7 @@ from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
-from vdm.protocols import anthropic, fields, openai_ingress, responses
+from vdm.protocols import anthropic, fields, openai_ingress, responses, structured
 from vdm.protocols.body import rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.protocols.openai import usage_from_openai
@@ -208,6 +208,11 @@ class Gateway:
             and settings.providers[n].responses_api == "native"
             for n, p in self.providers.items()
         }
+        # Providers held to structured output by a tool or in words: a body
+        # asking for it goes to them through the IR, never passed through.
+        self._structured_converted = frozenset(
+            n for n, p in settings.providers.items() if p.structured_output != "native"
+        )
         server = settings.server
         self._max_tokens_limit = server.max_tokens_limit
         self._max_retries = server.max_retries
@@ -406,6 +411,10 @@ class Gateway:
         assert error is not None
         raise error
 
+    def _structured(self, provider: str, parsed: dict[str, Any]) -> bool:
+        """Whether a body must be converted for ``provider`` to keep its structured output."""
+        return provider in self._structured_converted and structured.requested(parsed)
+
     def _first_byte(self, provider: str, outcome: Outcome) -> _FirstByte:
         """Bound the wait for an attempt's first event (FIRST_BYTE_TIMEOUT); note when it came."""
         return _FirstByte(self._first_byte_timeout, provider, outcome)
@@ -518,7 +527,7 @@ class Gateway:
         async def attempt(
             route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
         ) -> Reply:
-            if self._native[route.provider]:
+            if self._native[route.provider] and not self._structured(route.provider, parsed):
                 return await self._passthrough(
                     provider,  # type: ignore[arg-type]  # native: an AnthropicNative
                     parsed,
@@ -585,7 +594,7 @@ class Gateway:
         async def attempt(
             route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
         ) -> Reply:
-            if self._openai_native[route.provider]:
+            if self._openai_native[route.provider] and not self._structured(route.provider, parsed):
                 return await self._relay(
                     route,
                     outcome,
@@ -655,7 +664,9 @@ class Gateway:
         async def attempt(
             route: Route, provider: Provider, ctx: ClientContext, outcome: Outcome
         ) -> Reply:
-            if self._responses_native[route.provider]:
+            if self._responses_native[route.provider] and not self._structured(
+                route.provider, parsed
+            ):
                 return await self._relay(
                     route,
                     outcome,

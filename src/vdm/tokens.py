@@ -59,6 +59,9 @@ def _part_cost(part: ir.Part) -> tuple[int, int]:
             return len(text), 0
         case ir.ImagePart():
             return 0, image_tokens(part)
+        case ir.DocumentPart(text=text, data=data):
+            # Text as text; a file by its size (base64 holds 3 bytes in 4 characters).
+            return (len(text), 0) if text is not None else (len(data or "") * 3 // 4, 0)
         case ir.ToolUsePart(name=name, input=tool_input):
             return len(name) + len(_encode(tool_input)), 0
         case ir.ToolResultPart(content=content):

@@ -189,8 +189,11 @@ def test_input_items_tools_and_choices_map_to_chat(
     )
     sent = fake_openai.last.json
     system, user, assistant, tool = sent["messages"]
-    assert system["role"] == "system" and system["content"].startswith("Use tools.")
-    assert "JSON Schema" in system["content"]  # text.format -> an instruction
+    assert system == {"role": "system", "content": "Use tools."}
+    assert sent["response_format"] == {  # text.format -> response_format
+        "type": "json_schema",
+        "json_schema": {"name": "w", "schema": {"type": "object"}},
+    }
     assert user == {
         "role": "user",
         "content": [

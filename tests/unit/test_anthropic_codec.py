@@ -3,6 +3,7 @@ upstream's answer (SSE events or one JSON message) -> IR events."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from typing import Any
@@ -12,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdm import ir
-from vdm.errors import UpstreamProtocolError
+from vdm.errors import InvalidRequest, UpstreamProtocolError
 from vdm.protocols.anthropic import (
     EventDecoder,
+    decode_request,
     encode_request,
     encode_response,
     response_events,
@@ -694,3 +696,216 @@ def test_a_part_no_assistant_answer_holds_is_refused_by_name(part: ir.Part, name
     response = ir.ChatResponse("msg_1", "m", [part], "end_turn", ir.Usage(1, 1))
     with pytest.raises(ValueError, match=f"^{named} cannot appear in an assistant response"):
         encode_response(response)
+
+
+# ---------------------------------------------------------------- structured output
+
+
+TITLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}},
+    "required": ["title"],
+    "additionalProperties": False,
+}
+
+
+def _client(**body: Any) -> ir.ChatRequest:
+    return decode_request(
+        {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], **body}
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "output_config": {
+                "effort": "high",
+                "format": {"type": "json_schema", "schema": TITLE_SCHEMA},
+            }
+        },
+        {"output_format": {"type": "json_schema", "schema": TITLE_SCHEMA}},  # (the older field)
+    ],
+)
+def test_an_output_format_is_decoded_with_its_schema(body: dict[str, Any]) -> None:
+    assert _client(**body).output_format == ir.OutputFormat(
+        "json_schema", TITLE_SCHEMA, strict=True
+    )
+
+
+def test_an_output_format_is_strict_where_openai_can_enforce_its_schema() -> None:
+    """(Anthropic's formats are always enforced; OpenAI's strict mode wants
+    every property required.)"""
+    optional = {**TITLE_SCHEMA, "required": []}
+    fmt = _client(output_config={"format": {"type": "json_schema", "schema": optional}})
+    assert fmt.output_format == ir.OutputFormat("json_schema", optional, strict=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"output_config": {"format": {"type": "xml"}}}, "output_config.format.type"),
+        ({"output_config": {"format": {"type": "json_schema"}}}, "output_config.format.schema"),
+        ({"output_format": "json"}, "output_format: expected object"),
+    ],
+)
+def test_a_bad_output_format_is_a_400_naming_it(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        _client(**body)
+
+
+def test_a_json_schema_goes_up_as_output_config_format_beside_the_effort() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    body = encode_request(
+        request(HI, effort="high", output_format=ir.OutputFormat("json_schema", schema, "n")), "m"
+    )
+    assert body["output_config"] == {
+        "effort": "high",
+        "format": {
+            "type": "json_schema",
+            "schema": {
+                "type": "object",
+                "properties": {"n": {"type": "integer", "description": "{minimum: 1}"}},
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------- documents
+
+PDF_B64 = "JVBERi0xLjQK"  # "%PDF-1.4\n"
+
+
+def _documents(*blocks: dict[str, Any]) -> list[ir.Part]:
+    request = decode_request(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [
+                {"role": "user", "content": [*blocks, {"type": "text", "text": "Sum up"}]}
+            ],
+        }
+    )
+    return request.messages[0].content[:-1]
+
+
+def test_document_blocks_are_decoded_whatever_their_source() -> None:
+    assert _documents(
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+            "title": "report.pdf",
+        },
+        {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}},
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+        },
+        {
+            "type": "document",
+            "source": {
+                "type": "content",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+            "title": "Two",
+        },
+    ) == [
+        ir.DocumentPart("application/pdf", data=PDF_B64, filename="report.pdf"),
+        ir.DocumentPart("application/pdf", url="https://x.test/a.pdf"),
+        ir.DocumentPart("text/plain", text="notes"),
+        ir.DocumentPart("text/plain", text="a\n\nb", filename="Two"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            {"type": "file", "file_id": "file_1"},
+            r"messages\.0\.content\.0\.source: a document given by file_id",
+        ),
+        (
+            {"type": "content", "content": [{"type": "image"}]},
+            r"messages\.0\.content\.0\.source\.content\.0",
+        ),
+        ({"type": "base64", "data": PDF_B64}, r"messages\.0\.content\.0\.source\.media_type"),
+        ({"type": "zip"}, r"messages\.0\.content\.0\.source\.type"),
+    ],
+)
+def test_a_document_that_cannot_be_carried_is_a_400_naming_the_block(
+    source: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        _documents({"type": "document", "source": source})
+
+
+def test_a_document_in_a_tool_result_is_kept() -> None:
+    request = decode_request(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "toolu_1",
+                            "content": [
+                                {
+                                    "type": "document",
+                                    "source": {"type": "url", "url": "https://x.test/a.pdf"},
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    (result,) = request.messages[0].content
+    assert isinstance(result, ir.ToolResultPart)
+    assert result.content == [ir.DocumentPart("application/pdf", url="https://x.test/a.pdf")]
+
+
+def test_documents_go_up_as_document_blocks() -> None:
+    csv = base64.b64encode(b"a,b\n1,2\n").decode()
+    body = encode_request(
+        request(
+            user(
+                ir.DocumentPart("application/pdf", data=PDF_B64, filename="r.pdf"),
+                ir.DocumentPart("application/pdf", url="https://x.test/a.pdf"),
+                ir.DocumentPart("text/plain", text="notes"),
+                ir.DocumentPart("text/csv", data=csv, filename="t.csv"),
+                ir.ToolResultPart("toolu_1", [ir.DocumentPart("text/plain", text="r")]),
+            )
+        ),
+        "m",
+    )
+    result, pdf, url, text, table = body["messages"][0]["content"]
+    assert pdf == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+        "title": "r.pdf",
+    }
+    assert url == {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}}
+    assert text == {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+    }
+    assert table["source"] == {"type": "text", "media_type": "text/plain", "data": "a,b\n1,2\n"}
+    assert table["title"] == "t.csv"
+    assert result["content"] == [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "r"}}
+    ]
+
+
+def test_a_document_anthropic_cannot_read_is_a_400_naming_it() -> None:
+    docx = ir.DocumentPart(
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        data="UEsDBA==",
+        filename="plan.docx",
+    )
+    with pytest.raises(InvalidRequest, match=r"document 'plan.docx' \(application/vnd"):
+        encode_request(request(user(docx)), "m")

@@ -530,3 +530,39 @@ def test_forward_organization_is_off_unless_set_and_only_for_openai_formats(
     problems = raised.value.problems
     assert any("GROQ_FORWARD_ORGANIZATION" in p and "true or false" in p for p in problems)
     assert any("providers.zz.forward-organization" in p and "OpenAI" in p for p in problems)
+
+
+def test_structured_output_is_native_but_for_the_providers_known_to_lack_it(
+    home: Path, cwd: Path
+) -> None:
+    settings = load(
+        home,
+        cwd,
+        OPENAI_API_KEY="k",
+        DEEPSEEK_API_KEY="k",
+        ZAI_API_KEY="k",
+        GROQ_API_KEY="k",
+        GROQ_STRUCTURED_OUTPUT="Prompt",
+    )
+    modes = {n: p.structured_output for n, p in settings.providers.items()}
+    assert modes == {
+        "openai": "native",
+        "deepseek": "tool",
+        "zai": "tool",
+        "groq": "prompt",
+        "echo": "native",
+    }
+
+
+def test_a_bad_structured_output_setting_names_its_source(home: Path, cwd: Path) -> None:
+    user_toml(
+        home,
+        '[providers.zz]\napi-key = "k"\nbase-url = "https://z.example"\nstructured-output = "json"\n',
+    )
+    with pytest.raises(ConfigError) as raised:
+        load(home, cwd, GROQ_API_KEY="k", GROQ_STRUCTURED_OUTPUT="grammar")
+    problems = raised.value.problems
+    assert any(
+        "GROQ_STRUCTURED_OUTPUT" in p and "'native', 'tool' or 'prompt'" in p for p in problems
+    )
+    assert any("providers.zz.structured-output" in p for p in problems)

@@ -170,7 +170,7 @@ def test_reasoning_effort_is_a_thinking_budget(
         ({"input": "x", "prompt": {"id": "p"}}, "prompt"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-            "input.0.content.0.type",
+            "input.0.content.0.file_id: a file uploaded",
         ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
@@ -185,8 +185,11 @@ def test_reasoning_effort_is_a_thinking_budget(
             {"input": "x", "tool_choice": {"type": "function", "name": "f"}},
             "no function tool named",
         ),
-        ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format:"),
-        ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format:"),
+        (
+            {"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}},
+            "text.format.schema:",
+        ),
+        ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format.type:"),
     ],
 )
 def test_bad_requests(body: dict[str, Any], message: str) -> None:
@@ -338,3 +341,72 @@ def test_reasoning_tokens_are_read_only_when_reported_as_counts(
     assert rp.usage_from_responses(usage).reasoning_tokens == expected
     rendered = rp.usage_dict(ir.Usage(1, 9, reasoning_tokens=expected))
     assert rendered["output_tokens_details"] == {"reasoning_tokens": expected or 0}
+
+
+# ---------------------------------------------------------------- text.format, input_file
+
+OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"a": {"type": "string"}},
+    "required": ["a"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ({"format": {"type": "text"}}, None),
+        ({"format": {"type": "json_object"}}, ir.OutputFormat("json_object")),
+        (
+            {
+                "format": {
+                    "type": "json_schema",
+                    "name": "A",
+                    "schema": OBJECT_SCHEMA,
+                    "strict": True,
+                    "description": "d",
+                }
+            },
+            ir.OutputFormat("json_schema", OBJECT_SCHEMA, "A", "d", True),
+        ),
+        ({"verbosity": "low"}, None),
+    ],
+)
+def test_text_format_is_the_irs_output_format(
+    text: dict[str, Any], expected: ir.OutputFormat | None
+) -> None:
+    request, _ = decode(input="x", text=text)
+    assert request.output_format == expected
+    assert request.system == []
+
+
+def test_input_file_parts_are_documents() -> None:
+    request, _ = decode(
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "input_file",
+                        "file_data": "data:application/pdf;base64,JVBERi0xLjQK",
+                        "filename": "r.pdf",
+                    },
+                    {"type": "input_file", "file_url": "https://x.test/a.pdf"},
+                    {"type": "input_text", "text": "Sum up"},
+                ],
+            }
+        ]
+    )
+    assert request.messages[0].content == [
+        ir.DocumentPart("application/pdf", data="JVBERi0xLjQK", filename="r.pdf"),
+        ir.DocumentPart("application/pdf", url="https://x.test/a.pdf"),
+        ir.TextPart("Sum up"),
+    ]
+
+
+def test_an_input_file_url_that_is_not_http_is_a_400() -> None:
+    with pytest.raises(InvalidRequest, match=r"input\.0\.content\.0\.file_url"):
+        decode(
+            input=[{"role": "user", "content": [{"type": "input_file", "file_url": "ftp://x/a"}]}]
+        )

@@ -114,6 +114,13 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
                     src.get(f"{base}.forward-organization", "config"),
                 )
             )
+        out.append(
+            (
+                f"{base}.structured-output",
+                p.structured_output,
+                src.get(f"{base}.structured-output", "default"),
+            )
+        )
         for header in p.headers:
             out.append(
                 (

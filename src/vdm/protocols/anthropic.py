@@ -8,6 +8,7 @@ for others).
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, assert_never
@@ -19,6 +20,7 @@ from vdm.errors import GatewayError, InvalidRequest, UpstreamProtocolError
 from vdm.ids import hex_id
 from vdm.protocols import fields
 from vdm.protocols.sse import frame, last_frame
+from vdm.protocols.structured import anthropic_schema, strict_compatible
 
 if TYPE_CHECKING:
     from vdm.models import ModelEntry
@@ -144,6 +146,7 @@ def decode_request(body: dict[str, Any], *, count_only: bool = False) -> ir.Chat
         thinking=_decode_thinking(body.get("thinking")),
         effort=_decode_effort(body.get("output_config")),
         user=_decode_user(body.get("metadata")),
+        output_format=_decode_output_format(body),
     )
     return request
 
@@ -235,23 +238,96 @@ def _decode_image(block: dict[str, Any], path: str) -> ir.ImagePart:
     raise InvalidRequest(f"{path}.source.type: expected 'base64' or 'url', got {kind!r}")
 
 
-def _decode_document(block: dict[str, Any], path: str) -> ir.Part | None:
-    """Plain-text documents become text; other documents have no neutral form."""
+def _decode_document(block: dict[str, Any], path: str) -> ir.DocumentPart:
+    """A document block: base64 (PDF), a URL, plain text, or content blocks of
+    text.  A Files API ``file_id`` means something to Anthropic alone: a 400
+    (this decoding serves only the routes to other upstreams)."""
     source = block.get("source")
-    if isinstance(source, dict) and source.get("type") == "text":
-        return ir.TextPart(_str(source, "data", f"{path}.source") or "")
-    return None
+    if not isinstance(source, dict):
+        raise _fail(f"{path}.source", "object", source)
+    where = f"{path}.source"
+    title = _str(block, "title", path)
+    kind = source.get("type")
+    if kind == "base64":
+        return ir.DocumentPart(
+            media_type=_str(source, "media_type", where, required=True) or "",
+            data=_str(source, "data", where, required=True),
+            filename=title,
+        )
+    if kind == "url":
+        return ir.DocumentPart(
+            media_type="application/pdf",
+            url=_str(source, "url", where, required=True),
+            filename=title,
+        )
+    if kind == "text":
+        return ir.DocumentPart(
+            media_type=_str(source, "media_type", where) or "text/plain",
+            text=_str(source, "data", where, required=True),
+            filename=title,
+        )
+    if kind == "content":
+        return ir.DocumentPart(
+            media_type="text/plain",
+            text=_content_text(source.get("content"), where),
+            filename=title,
+        )
+    if kind == "file":
+        raise InvalidRequest(
+            f"{where}: a document given by file_id (Anthropic's Files API) can only go to an "
+            "Anthropic-native provider; send it as base64, a URL or text"
+        )
+    raise InvalidRequest(
+        f"{where}.type: expected 'base64', 'url', 'text' or 'content', got {kind!r}"
+    )
+
+
+def _content_text(content: Any, path: str) -> str:
+    """A document's ``content`` source: a string, or text blocks (the only kind
+    that can travel as text)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _fail(f"{path}.content", "string or array of text blocks", content)
+    texts = []
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise InvalidRequest(
+                f"{path}.content.{i}: only text blocks of a content document can be sent to "
+                "this provider"
+            )
+        texts.append(_str(block, "text", f"{path}.content.{i}", required=True) or "")
+    return "\n\n".join(texts)
+
+
+def _decode_output_format(body: dict[str, Any]) -> ir.OutputFormat | None:
+    """``output_config.format``, or the older top-level ``output_format``."""
+    config = body.get("output_config")
+    path, fmt = "output_config.format", config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        path, fmt = "output_format", body.get("output_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise _fail(path, "object", fmt)
+    if fmt.get("type") != "json_schema":
+        raise InvalidRequest(f"{path}.type: expected 'json_schema', got {fmt.get('type')!r}")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise _fail(f"{path}.schema", "object", schema)
+    # Always enforced: strict wherever OpenAI's strict mode can take the schema.
+    return ir.OutputFormat("json_schema", schema, strict=strict_compatible(schema))
 
 
 def _decode_tool_result(block: dict[str, Any], path: str) -> ir.ToolResultPart:
     content = block.get("content")
-    parts: list[ir.TextPart | ir.ImagePart] = []
+    parts: list[ir.ResultPart] = []
     if isinstance(content, str):
         parts.append(ir.TextPart(content))
     elif isinstance(content, list):
         for i, inner in enumerate(content):
             part = _decode_block(inner, f"{path}.content.{i}")
-            if isinstance(part, ir.TextPart | ir.ImagePart):
+            if isinstance(part, ir.TextPart | ir.ImagePart | ir.DocumentPart):
                 parts.append(part)
     elif content is not None:
         raise _fail(f"{path}.content", "string or array", content)
@@ -378,6 +454,8 @@ def _part_dict(part: ir.Part) -> dict[str, Any]:
             return {"type": "redacted_thinking", "data": data}
         case ir.ImagePart():
             raise ValueError("an image cannot appear in an assistant response")
+        case ir.DocumentPart():
+            raise ValueError("a document cannot appear in an assistant response")
         case ir.ToolResultPart():
             raise ValueError("a tool result cannot appear in an assistant response")
         case _:
@@ -679,8 +757,14 @@ def encode_request(
             body["tool_choice"] = _encode_tool_choice(request.tool_choice)
     if request.thinking is not None:
         body["thinking"] = _encode_thinking(request.thinking, max_tokens)
+    output_config: dict[str, Any] = {}
     if request.effort is not None:
-        body["output_config"] = {"effort": _EFFORT_TO_ANTHROPIC[request.effort]}
+        output_config["effort"] = _EFFORT_TO_ANTHROPIC[request.effort]
+    fmt = request.output_format
+    if fmt is not None and fmt.schema is not None:  # (json_object goes as a tool: structured.plan)
+        output_config["format"] = {"type": "json_schema", "schema": anthropic_schema(fmt.schema)}
+    if output_config:
+        body["output_config"] = output_config
     if request.user:
         body["metadata"] = {"user_id": request.user}
     if request.stream:
@@ -728,6 +812,8 @@ def _encode_part(part: ir.Part, role: str) -> dict[str, Any] | None:
             return {"type": "text", "text": text} if text else None
         case ir.ImagePart():
             return _encode_image(part) if user else None
+        case ir.DocumentPart():
+            return _encode_document(part) if user else None
         case ir.ToolResultPart():
             return _encode_tool_result(part) if user else None
         case ir.ToolUsePart(id=id_, name=name, input=tool_input):
@@ -753,10 +839,54 @@ def _encode_image(part: ir.ImagePart) -> dict[str, Any]:
     }
 
 
+def _encode_document(part: ir.DocumentPart) -> dict[str, Any]:
+    """A document block: PDF as base64 or URL, anything textual as text.  What
+    Anthropic cannot read (Word, spreadsheets, binary text) is a 400 naming it."""
+    if part.url is not None:
+        source: dict[str, Any] = {"type": "url", "url": part.url}
+    elif part.text is not None:
+        source = {"type": "text", "media_type": "text/plain", "data": part.text}
+    elif part.media_type == "application/pdf":
+        source = {"type": "base64", "media_type": "application/pdf", "data": part.data or ""}
+    else:
+        source = {"type": "text", "media_type": "text/plain", "data": _document_text(part)}
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if part.filename:
+        block["title"] = part.filename
+    return block
+
+
+def _document_text(part: ir.DocumentPart) -> str:
+    what = f"document {part.filename!r} ({part.media_type or 'no media type'})"
+    if not part.media_type.startswith("text/") and part.media_type not in _TEXT_MEDIA_TYPES:
+        raise InvalidRequest(
+            f"{what}: Anthropic-native providers read PDF and plain-text documents only"
+        )
+    try:
+        return base64.b64decode(part.data or "", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(f"{what}: not base64 of UTF-8 text") from None
+
+
+_TEXT_MEDIA_TYPES = frozenset({"application/json", "application/xml", "application/x-yaml"})
+
+
+def _encode_result_part(part: ir.ResultPart) -> dict[str, Any]:
+    match part:
+        case ir.TextPart(text=text):
+            return {"type": "text", "text": text}
+        case ir.ImagePart():
+            return _encode_image(part)
+        case ir.DocumentPart():
+            return _encode_document(part)
+        case _:
+            assert_never(part)
+
+
 def _encode_tool_result(part: ir.ToolResultPart) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id}
     content = [
-        _encode_image(p) if isinstance(p, ir.ImagePart) else {"type": "text", "text": p.text}
+        _encode_result_part(p)
         for p in part.content
         if not (isinstance(p, ir.TextPart) and not p.text)
     ]

@@ -25,12 +25,17 @@ Mapping notes (documented in README "Conversion"):
   since upstreams bound its length); ``top_k`` and ``cache_control`` drop.
 * a tool call's ``extra_content`` (Gemini's thought signature) is kept in
   ``provider_details`` of its ``ToolUseStart`` / ``ToolUsePart`` and sent back
-  on the same call (both directions, streaming or not).
+  on the same call (both directions, streaming or not);
+* documents become ``file`` parts (``file_data``: a data URL, or the
+  document's URL as OpenRouter takes it; with a filename), text documents
+  text parts; like images, those of tool results follow in a user message;
+* ``output_format`` becomes ``response_format`` (:mod:`vdm.protocols.structured`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 from collections.abc import Iterator
 from typing import Any, assert_never
 
@@ -39,6 +44,7 @@ import msgspec
 from vdm import ir
 from vdm.protocols.anthropic import new_message_id, tool_use_id, upstream_tool_id
 from vdm.protocols.sse import last_frame
+from vdm.protocols.structured import openai_response_format
 
 _encode = msgspec.json.Encoder().encode
 _json_decoder = msgspec.json.Decoder()
@@ -108,6 +114,8 @@ def encode_request(request: ir.ChatRequest, model: str, options: RequestOptions)
     effort = reasoning_effort(request)
     if effort is not None and options.supports_reasoning:
         body["reasoning_effort"] = effort
+    if request.output_format is not None:
+        body["response_format"] = openai_response_format(request.output_format)
     if request.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -163,14 +171,40 @@ def _image_url(part: ir.ImagePart) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _user_content(parts: list[ir.TextPart | ir.ImagePart]) -> str | list[dict[str, Any]]:
+def _file(part: ir.DocumentPart) -> dict[str, Any]:
+    """A document as a content part: text as text, a file as ``file_data``."""
+    if part.text is not None:
+        return {
+            "type": "text",
+            "text": f"{part.filename}\n\n{part.text}" if part.filename else part.text,
+        }
+    if part.url is not None:
+        data = part.url
+        name = part.filename or part.url.rsplit("/", 1)[-1].split("?", 1)[0] or "document.pdf"
+    else:
+        data = f"data:{part.media_type};base64,{part.data}"
+        name = part.filename or "document" + (mimetypes.guess_extension(part.media_type) or "")
+    return {"type": "file", "file": {"file_data": data, "filename": name}}
+
+
+def _user_part(part: ir.ResultPart) -> dict[str, Any]:
+    match part:
+        case ir.TextPart(text=text):
+            return {"type": "text", "text": text}
+        case ir.ImagePart():
+            return _image_url(part)
+        case ir.DocumentPart():
+            return _file(part)
+        case _:
+            assert_never(part)
+
+
+def _user_content(parts: list[ir.ResultPart]) -> str | list[dict[str, Any]]:
     """Plain string when the turn is text only (the most widely accepted form)."""
-    if all(isinstance(p, ir.TextPart) for p in parts):
-        return "\n\n".join(p.text for p in parts)  # type: ignore[union-attr]
-    return [
-        {"type": "text", "text": p.text} if isinstance(p, ir.TextPart) else _image_url(p)
-        for p in parts
-    ]
+    texts = [p.text for p in parts if isinstance(p, ir.TextPart)]
+    if len(texts) == len(parts):
+        return "\n\n".join(texts)
+    return [_user_part(p) for p in parts]
 
 
 def _append_message(out: list[dict[str, Any]], message: ir.Message) -> None:
@@ -181,20 +215,20 @@ def _append_message(out: list[dict[str, Any]], message: ir.Message) -> None:
     if message.role == "assistant":
         _append_assistant(out, message.content)
         return
-    rest: list[ir.TextPart | ir.ImagePart] = []
-    late_images: list[ir.TextPart | ir.ImagePart] = []
+    rest: list[ir.ResultPart] = []
+    late: list[ir.ResultPart] = []  # images and documents of tool results
     for part in message.content:
         match part:
             case ir.ToolResultPart():
                 out.append(_tool_message(part))
-                late_images.extend(p for p in part.content if isinstance(p, ir.ImagePart))
-            case ir.TextPart() | ir.ImagePart():
+                late.extend(p for p in part.content if not isinstance(p, ir.TextPart))
+            case ir.TextPart() | ir.ImagePart() | ir.DocumentPart():
                 rest.append(part)
             case ir.ToolUsePart() | ir.ThinkingPart() | ir.RedactedThinkingPart():
                 pass  # not meaningful in a user turn for OpenAI upstreams
             case _:
                 assert_never(part)
-    rest = late_images + rest
+    rest = late + rest
     if rest:
         out.append({"role": "user", "content": _user_content(rest)})
 
@@ -224,7 +258,7 @@ def _append_assistant(out: list[dict[str, Any]], parts: list[ir.Part]) -> None:
                 calls.append(call)
             case ir.ThinkingPart() | ir.RedactedThinkingPart():
                 pass  # see module notes
-            case ir.ImagePart() | ir.ToolResultPart():
+            case ir.ImagePart() | ir.DocumentPart() | ir.ToolResultPart():
                 pass  # not meaningful in an assistant turn
             case _:
                 assert_never(part)

@@ -4,15 +4,17 @@ clients -> IR, and IR answers -> ``chat.completion`` / chunk SSE.  Pure, no I/O.
 (:mod:`vdm.protocols.openai` is the other direction: IR -> requests to
 OpenAI-compatible upstreams, and their answers -> IR.)
 
-``response_format`` has no Anthropic equivalent that every Anthropic-native
-upstream accepts, so it becomes an instruction appended to the system prompt:
-``json_object`` asks for one JSON object and nothing else; ``json_schema``
-asks for one JSON value matching the given schema (quoted in the prompt).
+``response_format`` (``json_object``, ``json_schema``) becomes the IR's
+``output_format``; how each upstream is held to it is
+:mod:`vdm.protocols.structured`'s business.  ``file`` content parts (a
+``file_data`` data URL) become documents; a ``file_id`` names a file this
+gateway cannot read, and is a 400.
 """
 
 from __future__ import annotations
 
 import base64
+import mimetypes
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, assert_never
@@ -97,9 +99,6 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
     messages: list[ir.Message] = []
     for i, value in enumerate(body["messages"]):
         _decode_message(value, f"messages.{i}", system, messages)
-    instruction = format_instruction(body.get("response_format"))
-    if instruction:
-        system.append(ir.TextPart(instruction))
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -120,6 +119,7 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
         tool_choice=_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls")),
         thinking=_thinking(body.get("reasoning_effort")),
         user=body.get("user") if isinstance(body.get("user"), str) else None,
+        output_format=output_format(body.get("response_format")),
     )
     return request, Options(include_usage=include_usage)
 
@@ -170,10 +170,7 @@ def _decode_message(
         call_id = value.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
             raise _fail(f"{path}.tool_call_id", "string", call_id)
-        results: list[ir.TextPart | ir.ImagePart] = [
-            p for p in _content(content, path) if isinstance(p, ir.TextPart | ir.ImagePart)
-        ]
-        result = ir.ToolResultPart(call_id, results)
+        result = ir.ToolResultPart(call_id, _content(content, path))
         last = messages[-1] if messages else None
         if (
             last is not None
@@ -189,14 +186,14 @@ def _decode_message(
         )
 
 
-def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
+def _content(content: Any, path: str) -> list[ir.ResultPart]:
     if isinstance(content, str):
         return [ir.TextPart(content)]
     if content is None:
         return []
     if not isinstance(content, list):
         raise _fail(f"{path}.content", "string or array of content parts", content)
-    parts: list[ir.TextPart | ir.ImagePart] = []
+    parts: list[ir.ResultPart] = []
     for i, part in enumerate(content):
         where = f"{path}.content.{i}"
         if not isinstance(part, dict):
@@ -211,11 +208,63 @@ def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
             parts.append(image_part(part.get("image_url"), where))
         elif kind == "refusal":
             parts.append(ir.TextPart(str(part.get("refusal", ""))))
+        elif kind == "file":
+            file = part.get("file")
+            if not isinstance(file, dict):
+                raise _fail(f"{where}.file", "object", file)
+            parts.append(document_part(file, f"{where}.file"))
         else:
             raise InvalidRequest(
-                f"{where}.type: content part {kind!r} is not supported; use text or image_url"
+                f"{where}.type: content part {kind!r} is not supported; use text, image_url or file"
             )
     return parts
+
+
+def document_part(
+    file: dict[str, Any], path: str, *, data_key: str = "file_data", url_key: str | None = None
+) -> ir.DocumentPart:
+    """A file given inline (a base64 data URL, or bare base64 typed by its
+    filename) or by http(s) URL; ``file_id`` names a file of the upstream's
+    Files API, which no other upstream can read: a 400."""
+    filename = file.get("filename")
+    if filename is not None and not isinstance(filename, str):
+        raise _fail(f"{path}.filename", "string", filename)
+    data = file.get(data_key)
+    url = file.get(url_key) if url_key else None
+    if data is None and url is None:
+        if file.get("file_id") is not None:
+            raise InvalidRequest(
+                f"{path}.file_id: a file uploaded to a provider's Files API cannot be sent "
+                f"to this provider; send its content as {data_key} (a base64 data URL)"
+            )
+        raise InvalidRequest(f"{path}.{data_key}: field required")
+    value = data if data is not None else url
+    where = f"{path}.{data_key if data is not None else url_key}"
+    if not isinstance(value, str) or not value:
+        raise _fail(where, "string", value)
+    if value.startswith(("http://", "https://")):
+        return ir.DocumentPart(media_type="application/pdf", url=value, filename=filename)
+    if url is not None:
+        raise InvalidRequest(f"{where}: expected an http(s) URL")
+    if value.startswith("data:"):
+        header, sep, payload = value.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidRequest(f"{where}: data URLs must be base64")
+        media_type = header[5:-7]
+    else:  # bare base64, as some clients send it
+        payload, media_type = value, ""
+    _check_base64(payload, where)
+    if not media_type:
+        media_type = (mimetypes.guess_type(filename)[0] if filename else None) or "application/pdf"
+    return ir.DocumentPart(media_type=media_type, data=payload, filename=filename)
+
+
+def _check_base64(data: str, where: str) -> None:
+    """A cheap check of the head: a whole decode of a large file is the upstream's."""
+    try:
+        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
+    except ValueError:
+        raise InvalidRequest(f"{where}: invalid base64 data") from None
 
 
 def image_part(value: Any, path: str) -> ir.ImagePart:
@@ -226,10 +275,7 @@ def image_part(value: Any, path: str) -> ir.ImagePart:
         header, sep, data = url.partition(",")
         if not sep or not header.endswith(";base64"):
             raise InvalidRequest(f"{path}.image_url.url: data URLs must be base64")
-        try:
-            base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
-        except ValueError:
-            raise InvalidRequest(f"{path}.image_url.url: invalid base64 data") from None
+        _check_base64(data, f"{path}.image_url.url")
         return ir.ImagePart(media_type=header[5:-7] or "image/png", data=data)
     if url.startswith(("http://", "https://")):
         return ir.ImagePart(url=url)
@@ -310,24 +356,35 @@ def _thinking(value: Any) -> ir.Thinking | None:
     return ir.Thinking("enabled", budget)
 
 
-def format_instruction(value: Any) -> str | None:
+def output_format(value: Any, path: str = "response_format") -> ir.OutputFormat | None:
+    """``response_format`` -> the IR's output format (None for ``text``)."""
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return None
     if kind == "json_object":
-        return "Respond with a single valid JSON object and nothing else."
+        return ir.OutputFormat("json_object")
     if kind == "json_schema":
-        spec = value.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise _fail("response_format.json_schema.schema", "object", schema)
-        return (
-            "Respond with a single valid JSON value that matches this JSON Schema, "
-            "and nothing else:\n" + _encode(schema).decode()
-        )
-    raise InvalidRequest("response_format.type: expected text, json_object or json_schema")
+        return json_schema_format(value.get("json_schema"), f"{path}.json_schema")
+    raise InvalidRequest(f"{path}.type: expected text, json_object or json_schema")
+
+
+def json_schema_format(spec: Any, path: str) -> ir.OutputFormat:
+    """OpenAI's json_schema object (``name``, ``schema``, ``strict``, ``description``)."""
+    if not isinstance(spec, dict):
+        raise _fail(path, "object", spec)
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise _fail(f"{path}.schema", "object", schema)
+    name, description, strict = spec.get("name"), spec.get("description"), spec.get("strict")
+    if name is not None and not isinstance(name, str):
+        raise _fail(f"{path}.name", "string", name)
+    if description is not None and not isinstance(description, str):
+        raise _fail(f"{path}.description", "string", description)
+    if strict is not None and not isinstance(strict, bool):
+        raise _fail(f"{path}.strict", "boolean", strict)
+    return ir.OutputFormat("json_schema", schema, name or None, description or None, strict)
 
 
 # ---------------------------------------------------------------- IR -> answers
@@ -374,7 +431,9 @@ def encode_response(response: ir.ChatResponse, model: str) -> bytes:
                         "function": {"name": name, "arguments": _encode(tool_input).decode()},
                     }
                 )
-            case ir.RedactedThinkingPart() | ir.ImagePart() | ir.ToolResultPart():
+            case (
+                ir.RedactedThinkingPart() | ir.ImagePart() | ir.DocumentPart() | ir.ToolResultPart()
+            ):
                 pass
             case _:
                 assert_never(part)

@@ -24,8 +24,9 @@ Mapping (README "Responses API (Codex CLI)"):
   providers and is dropped (:attr:`Options.dropped`, logged by the pipeline),
   never refused: an agent must not stop over a tool it can live without;
 * ``reasoning.effort`` -> a thinking budget (``none``/``minimal``: off);
-  ``text.format`` json_object / json_schema -> an instruction, as in the
-  chat-completions door;
+  ``text.format`` json_object / json_schema -> the IR's output format, as
+  ``response_format`` in the chat-completions door; ``input_file`` parts (a
+  ``file_data`` data URL or a ``file_url``) -> documents;
 * the gateway keeps no state: ``previous_response_id``, ``conversation``,
   ``item_reference`` items, ``background`` and stored ``prompt`` templates
   are a 400 on converted routes; ``store: true`` is accepted, nothing is
@@ -121,15 +122,6 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
     messages = _decode_input(body.get("input"), system, dropped)
     if not messages:
         raise InvalidRequest("input: field required (a string or a non-empty array of items)")
-    text = body.get("text")
-    fmt = text.get("format") if isinstance(text, dict) else None
-    try:
-        instruction = openai_ingress.format_instruction(_chat_format(fmt))
-    except InvalidRequest as exc:  # (it names the chat-completions field)
-        where = exc.message.split(":", 1)[-1]
-        raise InvalidRequest("text.format:" + where) from None
-    if instruction:
-        system.append(ir.TextPart(instruction))
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -151,6 +143,7 @@ def decode_request(body: dict[str, Any]) -> tuple[ir.ChatRequest, Options]:
         ),
         thinking=_decode_reasoning(body.get("reasoning")),
         user=user if isinstance(user, str) and user else None,
+        output_format=_decode_text_format(body.get("text")),
     )
     return request, Options(model, _echo(body), tuple(dropped))
 
@@ -258,12 +251,12 @@ def _decode_message(
         )
 
 
-def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
+def _content(content: Any, path: str) -> list[ir.ResultPart]:
     if isinstance(content, str):
         return [ir.TextPart(content)]
     if not isinstance(content, list):
         raise _fail(f"{path}.content", "string or array of content parts", content)
-    parts: list[ir.TextPart | ir.ImagePart] = []
+    parts: list[ir.ResultPart] = []
     for i, part in enumerate(content):
         where = f"{path}.content.{i}"
         if not isinstance(part, dict):
@@ -283,10 +276,12 @@ def _content(content: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
                     "base64 data: URL) are supported, not file_id"
                 )
             parts.append(openai_ingress.image_part(part.get("image_url"), where))
+        elif kind == "input_file":
+            parts.append(openai_ingress.document_part(part, where, url_key="file_url"))
         else:
             raise InvalidRequest(
                 f"{where}.type: content part {kind!r} is not supported; "
-                "use input_text, output_text or input_image"
+                "use input_text, output_text, input_image or input_file"
             )
     return parts
 
@@ -306,7 +301,7 @@ def _function_call_output(item: dict[str, Any], path: str) -> ir.ToolResultPart:
     return ir.ToolResultPart(_str(item, "call_id", path), _output(item.get("output"), path))
 
 
-def _output(value: Any, path: str) -> list[ir.TextPart | ir.ImagePart]:
+def _output(value: Any, path: str) -> list[ir.ResultPart]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -400,11 +395,17 @@ def _decode_reasoning(value: Any) -> ir.Thinking | None:
     return ir.Thinking("enabled", budget)
 
 
-def _chat_format(fmt: Any) -> Any:
-    """``text.format`` in the chat-completions ``response_format`` shape."""
+def _decode_text_format(text: Any) -> ir.OutputFormat | None:
+    """``text.format``: the chat-completions ``response_format`` with the
+    json_schema fields one level up."""
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise _fail("text", "object", text)
+    fmt = text.get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        return {"type": "json_schema", "json_schema": {"schema": fmt.get("schema")}}
-    return fmt
+        return openai_ingress.json_schema_format(fmt, "text.format")
+    return openai_ingress.output_format(fmt, "text.format")
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
@@ -500,7 +501,7 @@ def output_items(content: list[ir.Part], response_id: str) -> Iterator[dict[str,
                 )
             case ir.RedactedThinkingPart(data=data):
                 yield reasoning_item(item_id("rs", response_id, index), "", REDACTED_PREFIX + data)
-            case ir.ImagePart() | ir.ToolResultPart():
+            case ir.ImagePart() | ir.DocumentPart() | ir.ToolResultPart():
                 pass
             case _:
                 assert_never(part)

@@ -8,7 +8,7 @@ other protocols go through the IR (:meth:`AnthropicProvider.events`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,6 +18,7 @@ from vdm import ir
 from vdm.config import ApiFormat, ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import anthropic as wire
+from vdm.protocols import structured
 from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
@@ -94,10 +95,24 @@ class AnthropicProvider:
             raw.body = require_end(raw.body, self.name, _STREAM_ENDS)
         return raw
 
-    async def events(
+    def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext
     ) -> AsyncIterator[ir.Event]:
         """IR in, Messages API on the wire, IR out (clients of other protocols)."""
+        # Anthropic has no format for "any JSON object", and refuses a forced
+        # tool call alongside thinking.
+        request, output_tool = structured.plan(
+            request,
+            self.settings.structured_output,
+            native_json_object=False,
+            force_with_thinking=False,
+        )
+        events = self._events(request, model, ctx)
+        return events if output_tool is None else structured.unwrap(events, output_tool)
+
+    async def _events(
+        self, request: ir.ChatRequest, model: str, ctx: ClientContext
+    ) -> AsyncGenerator[ir.Event]:
         payload = wire.encode_request(request, model, max_tokens_limit=self._max_tokens_limit)
         response = await self._post(self._messages_url, _encode(payload), ctx, model)
         with upstream_errors(self.name):

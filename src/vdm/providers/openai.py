@@ -9,7 +9,7 @@ object, data rather than code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -19,6 +19,7 @@ from vdm import ir
 from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
 from vdm.protocols import openai as wire
+from vdm.protocols import structured
 from vdm.protocols.body import rewrite
 from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.responses import STREAM_ENDS as RESPONSES_STREAM_ENDS
@@ -158,9 +159,21 @@ class OpenAIProvider:
             self._keys.report(index, raw.status, raw.headers.get("retry-after"))
         return raw
 
-    async def events(
+    def events(
         self, request: ir.ChatRequest, model: str, ctx: ClientContext
     ) -> AsyncIterator[ir.Event]:
+        request, output_tool = structured.plan(
+            request,
+            self.settings.structured_output,
+            native_json_object=True,
+            force_with_thinking=True,
+        )
+        events = self._events(request, model, ctx)
+        return events if output_tool is None else structured.unwrap(events, output_tool)
+
+    async def _events(
+        self, request: ir.ChatRequest, model: str, ctx: ClientContext
+    ) -> AsyncGenerator[ir.Event]:
         endpoint = self.endpoint
         body = _encode(wire.encode_request(request, endpoint.body_model(model), self._options))
         response = await self._post(endpoint.chat_url(model), body, ctx, model)
