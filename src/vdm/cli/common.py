@@ -34,6 +34,47 @@ def settings_or_exit() -> Settings:
         raise typer.Exit(2) from None
 
 
+def loops(settings: Settings) -> list[str]:
+    """Providers whose base URL is the gateway's own address (vdm.loops)."""
+    return [p.loops_back for p in settings.providers.values() if p.loops_back]
+
+
+CLAUDE_NAMES = ("haiku", "sonnet", "opus")
+
+
+def missing_claude_aliases(settings: Settings) -> list[str]:
+    """The Claude model families (haiku, sonnet, opus) a bare Claude name
+    would reach the default provider unmapped with: empty when the default
+    provider speaks Anthropic's format (or is echo) or has an alias for each."""
+    from vdm.routing import Router
+
+    default = settings.providers[settings.default_provider]
+    if default.api_format in ("anthropic", "echo"):
+        return []
+    router = Router(
+        list(settings.providers),
+        settings.default_provider,
+        settings.aliases,
+        settings.fallback_aliases,
+    )
+    return [name for name in CLAUDE_NAMES if router.resolve(name).alias is None]
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What the start-up summary and ``config validate`` warn of."""
+    found = loops(settings)
+    missing = missing_claude_aliases(settings)
+    if missing:
+        name = settings.default_provider
+        found.append(
+            f"default provider '{name}' is not Anthropic-native and has no "
+            f"{'/'.join(missing)} alias: Claude Code's model names (claude-sonnet-4-5, "
+            f"haiku, …) reach it unmapped; map them, e.g. "
+            f"{name.upper()}_ALIAS_{missing[0].upper()}=<one of its models>"
+        )
+    return found
+
+
 def settings_or_none() -> Settings | None:
     """The settings when they load (commands that work without them)."""
     try:

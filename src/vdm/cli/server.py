@@ -13,6 +13,7 @@ only after that.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vdm import __version__
 from vdm.cli import process
-from vdm.cli.common import console, errors, fail, settings_or_exit, settings_or_none
+from vdm.cli.common import console, errors, fail, settings_or_exit, settings_or_none, warnings
 from vdm.config import Settings
 
 app = typer.Typer(help="Run and manage the gateway process.", no_args_is_help=True)
@@ -95,6 +97,8 @@ def summary(settings: Settings, host: str, port: int) -> None:
             f"{settings.grpc.port} (JWT auth)",
             markup=False,
         )
+    for warning in warnings(settings):
+        errors.print(f"[yellow]warning:[/] {escape(warning)}")
     if list(settings.providers) == ["echo"]:
         console.print(
             "no provider key set: serving the offline [bold]echo[/] provider "
@@ -160,8 +164,11 @@ def start(
     ] = None,
 ) -> None:
     """Run the gateway (in the foreground unless --daemon)."""
-    if grpc_port is not None:  # the app factory (and a daemon child) read the environment
-        os.environ["GRPC_PORT"] = str(grpc_port)
+    # The app factory (and a daemon child) read the environment: the settings
+    # then know where the gateway listens (vdm.loops compares base URLs with it).
+    for var, value in (("HOST", host), ("PORT", port), ("GRPC_PORT", grpc_port)):
+        if value is not None:
+            os.environ[var] = str(value)
     settings = settings_or_exit()
     host = host or settings.server.host
     port = port or settings.server.port
@@ -179,6 +186,11 @@ def start(
     from vdm.server.runner import serve
 
     configure(settings.server.log_level, settings.server.log_format, systemd=systemd)
+    if settings.ignored_keys:
+        logging.getLogger("vdm.config").debug(
+            "not providers (no known name, no {NAME}_BASE_URL), ignored: %s",
+            ", ".join(settings.ignored_keys),
+        )
     pid = os.getpid()
     if pid_file is not None:
         log_name = os.environ.get("VDM_LOG_FILE")
