@@ -7,6 +7,9 @@ One seam for every credential kind: a checker resolves the credential to a
 * ``sk-vdm-…`` — a virtual token, checked by the in-memory
   :class:`~vdm.tenants.registry.TokenRegistry` (control plane on);
 * anything else — ``PROXY_API_KEY`` when set (the simple mode; no principal);
+* ``MANAGEMENT_TOKEN`` — the operator's own credential (``vdm health``,
+  ``vdm test``, ``vdm wrap``), admitted like ``PROXY_API_KEY`` (no principal):
+  whoever holds it can make tokens anyway;
 * nothing matched while the control plane is on — 401.
 
 * a JWT (``eyJ….….…``) — :class:`JwtAdmission`: the tokens ``vdm token
@@ -76,7 +79,7 @@ class JwtAdmission:
 
 
 class Credentials:
-    __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens")
+    __slots__ = ("_audit", "_jwt", "_operator", "_proxy_key", "_required", "_tokens")
 
     def __init__(
         self,
@@ -85,8 +88,10 @@ class Credentials:
         *,
         jwt: Authenticator | None = None,
         audit: AuditLog | None = None,
+        operator: ProxyKey | None = None,
     ) -> None:
         self._proxy_key = proxy_key
+        self._operator = operator
         self._tokens = tokens
         self._jwt = jwt
         self._audit = audit
@@ -104,6 +109,8 @@ class Credentials:
                 )
             if self._jwt is not None and looks_like_jwt(presented):
                 return await self._jwt.admit(presented, request_id=request_id, client_ip=client_ip)
+            if self._operator is not None and self._operator.matches(presented):
+                return None
         if self._proxy_key is not None:
             try:
                 self._proxy_key.check(presented)

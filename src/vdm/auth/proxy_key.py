@@ -25,6 +25,9 @@ class ProxyKey:
     def __init__(self, key: str) -> None:
         self._expected = key.encode()
 
+    def matches(self, presented: str) -> bool:
+        return hmac.compare_digest(presented.encode(), self._expected)
+
     def check(self, presented: str | None) -> None:
         # compare_digest on bytes of possibly different lengths is still
         # constant-time with respect to the expected key's content.

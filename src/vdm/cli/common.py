@@ -6,7 +6,8 @@ Every CLI failure is one clear line on stderr and a non-zero exit
 
 from __future__ import annotations
 
-from typing import NoReturn
+import os
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +17,34 @@ from vdm.config import ConfigError, Settings, load_settings
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="VDM_API_KEY",
+        show_envvar=False,
+        help="Credential to present to the gateway (default: VDM_API_KEY, else "
+        "PROXY_API_KEY, else MANAGEMENT_TOKEN).",
+    ),
+]
+NEEDS_TOKEN = (
+    "the gateway requires a token: pass --token (an sk-vdm-… token, PROXY_API_KEY or "
+    "MANAGEMENT_TOKEN), or set VDM_API_KEY, PROXY_API_KEY or MANAGEMENT_TOKEN"
+)
+
+
+def operator_token(token: str | None, settings: Settings | None = None) -> str | None:
+    """What the operator's own CLI presents to the gateway: ``--token`` (or
+    ``VDM_API_KEY``), else ``PROXY_API_KEY``, else ``MANAGEMENT_TOKEN`` (which
+    the gateway admits on its doors too), from the settings when they load,
+    else from the environment."""
+    if token:
+        return token
+    if settings is not None:
+        return settings.server.proxy_api_key or settings.tenants.management_token
+    return os.environ.get("PROXY_API_KEY") or os.environ.get("MANAGEMENT_TOKEN") or None
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

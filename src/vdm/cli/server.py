@@ -27,7 +27,17 @@ from rich.table import Table
 
 from vdm import __version__
 from vdm.cli import process
-from vdm.cli.common import console, errors, fail, settings_or_exit, settings_or_none, warnings
+from vdm.cli.common import (
+    NEEDS_TOKEN,
+    TokenOpt,
+    console,
+    errors,
+    fail,
+    operator_token,
+    settings_or_exit,
+    settings_or_none,
+    warnings,
+)
 from vdm.config import Settings
 
 app = typer.Typer(help="Run and manage the gateway process.", no_args_is_help=True)
@@ -312,7 +322,7 @@ def restart(
 
 
 @app.command("status")
-def status(pid_file: PidOpt = None) -> None:
+def status(pid_file: PidOpt = None, token: TokenOpt = None) -> None:
     """Running or not, pid, uptime, URL, version, health (exit 0 healthy, 1 not running, 2 unhealthy)."""
     path = pid_file or process.default_pid_file()
     info, stale = process.live_info(path)
@@ -320,8 +330,7 @@ def status(pid_file: PidOpt = None) -> None:
         note = f" (stale pid file {path}: its process is gone)" if stale else ""
         console.print(f"vdm is not running{note}", markup=False)
         raise typer.Exit(1)
-    settings = settings_or_none()
-    key = settings.server.proxy_api_key if settings else None
+    key = operator_token(token, settings_or_none())
     try:
         code, health = process.get_json(info.url + "/health", key=key)
     except (OSError, ValueError) as exc:
@@ -331,9 +340,10 @@ def status(pid_file: PidOpt = None) -> None:
         raise typer.Exit(2) from None
     healthy = code == 200 and isinstance(health, dict) and health.get("status") == "healthy"
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row(
-        "status", "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
-    )
+    state = "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
+    if code == 401:
+        state = f"[yellow]running[/], health unknown: {escape(NEEDS_TOKEN)}"
+    table.add_row("status", state)
     table.add_row("pid", str(info.pid))
     table.add_row("url", info.url)
     if isinstance(health, dict) and healthy:

@@ -212,6 +212,7 @@ class App:
             tokens,
             audit=audit,
             jwt=JwtAdmission(Verifier(secret, revocations), audit),
+            operator=self.management_key,
         )
 
     async def _open_control_plane(self) -> None:
@@ -227,7 +228,12 @@ class App:
             redis_url=settings.server.redis_url,
             redis_namespace=settings.server.redis_namespace,
         )
-        self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
+        self.auth = Credentials(
+            self.proxy_key,
+            self.plane.registry,
+            audit=self.plane.audit,
+            operator=self.management_key,
+        )
         if self.management_key is not None:
             from vdm.server.manage import build
 
