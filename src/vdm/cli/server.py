@@ -186,7 +186,10 @@ def start(
     if daemon:
         pid_file = pid_file or process.default_pid_file()
         _claim(pid_file, host, port, grpc)
-        _daemonize(host, port, pid_file, workers, systemd, log_file or process.default_log_file())
+        for warning in warnings(settings):
+            errors.print(f"[yellow]warning:[/] {escape(warning)}")
+        run = process.RunInfo(0, host, port, workers, None, 0.0, settings.grpc.port, systemd)
+        _daemonize(run, pid_file, log_file or process.default_log_file(), grpc)
         return
     _claim(pid_file, host, port, grpc)
     summary(settings, host, port)
@@ -204,9 +207,10 @@ def start(
     pid = os.getpid()
     if pid_file is not None:
         log_name = os.environ.get("VDM_LOG_FILE")
-        process.write_pid_file(
-            pid_file, process.RunInfo(pid, host, port, workers, log_name, time.time())
+        run = process.RunInfo(
+            pid, host, port, workers, log_name, time.time(), settings.grpc.port, systemd
         )
+        process.write_pid_file(pid_file, run)
     try:
         serve(settings, host, port, reload=reload, workers=workers)
     finally:
@@ -215,8 +219,10 @@ def start(
 
 
 def _daemonize(
-    host: str, port: int, pid_file: Path, workers: int, systemd: bool, log_file: Path
+    run: process.RunInfo, pid_file: Path, log_file: Path, grpc: tuple[str, int] | None
 ) -> None:
+    """Start ``vdm server start`` with ``run``'s options in the background."""
+    host, port = run.host, run.port
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -231,10 +237,12 @@ def _daemonize(
         "--pid-file",
         str(pid_file),
         "--workers",
-        str(workers),
+        str(run.workers),
     ]
-    if systemd:
+    if run.systemd:
         command.append("--systemd")
+    if run.grpc_port is not None:
+        command += ["--grpc-port", str(run.grpc_port)]
     env = {**os.environ, "VDM_LOG_FILE": str(log_file)}
     with log_file.open("ab") as log:
         child = subprocess.Popen(
@@ -256,8 +264,10 @@ def _daemonize(
             errors.print(f"  {line}", markup=False)
         fail(f"the gateway did not become ready (exit code {child.poll()}); log: {log_file}")
     console.print(f"vdm started in the background: pid {child.pid}, {url}", markup=False)
+    if grpc is not None:
+        console.print(f"gRPC LLMProxy on {grpc[0]}:{grpc[1]}", markup=False)
     console.print(
-        f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if systemd else ""),
+        f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if run.systemd else ""),
         markup=False,
     )
     console.print(f"pid file: {pid_file}", markup=False)
@@ -307,18 +317,37 @@ def restart(
     port: PortOpt = None,
     pid_file: PidOpt = None,
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="gRPC port (default: the replaced start's)."),
+    ] = None,
     timeout: TimeoutOpt = None,
 ) -> None:
-    """Stop the background gateway (if running) and start it again with --daemon."""
+    """Stop the background gateway (if running) and start it again with --daemon,
+    with the options of the start it replaces unless given here."""
     path = pid_file or process.default_pid_file()
     previous = _stop(path, timeout)
+    grpc_port = grpc_port or (previous.grpc_port if previous else None)
+    for var, value in (("HOST", host), ("PORT", port), ("GRPC_PORT", grpc_port)):
+        if value is not None:
+            os.environ[var] = str(value)
     settings = settings_or_exit()
     host = host or (previous.host if previous else settings.server.host)
     port = port or (previous.port if previous and previous.port else settings.server.port)
-    workers = workers or (previous.workers if previous else 1)
+    run = process.RunInfo(
+        0,
+        host,
+        port,
+        workers or (previous.workers if previous else 1),
+        None,
+        0.0,
+        settings.grpc.port,
+        previous.systemd if previous else False,
+    )
     log = Path(previous.log_file) if previous and previous.log_file else process.default_log_file()
-    _claim(path, host, port, _grpc_address(settings, host))
-    _daemonize(host, port, path, workers, False, log)
+    grpc = _grpc_address(settings, host)
+    _claim(path, host, port, grpc)
+    _daemonize(run, path, log, grpc)
 
 
 @app.command("status")
