@@ -5,8 +5,13 @@ Everything is read and validated once, at start-up, into an immutable
 file.  Every problem is a :class:`ConfigError` naming its source (the file
 and key, or the environment variable).
 
-Providers are discovered from ``{NAME}_API_KEY`` (and ``api-key`` in TOML);
-their other settings come from ``{NAME}_BASE_URL``, ``{NAME}_API_FORMAT``,
+Providers are discovered from ``{NAME}_API_KEY`` (and ``api-key`` in TOML),
+but a key in the environment makes a provider only when ``NAME`` is a known
+one (a ``[providers.NAME]`` table: the package catalogue in ``defaults.toml``
+or the user's own TOML) or when ``{NAME}_BASE_URL`` (or ``{NAME}_API_FORMAT``)
+says where it is: other tools' keys (``PINECONE_API_KEY``, ``HF_API_KEY``)
+are ignored (:func:`env_providers`), never a reason to refuse to start.
+Their other settings come from ``{NAME}_BASE_URL``, ``{NAME}_API_FORMAT``,
 ``{NAME}_API_VERSION``, ``{NAME}_CUSTOM_HEADER_{HEADER}`` and
 ``{NAME}_ALIAS_{ALIAS}``, or the same keys under ``[providers.NAME]``.
 
@@ -27,7 +32,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -35,6 +40,7 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from vdm import loops
 from vdm.cache.settings import KEYS as _CACHE_KEYS
 from vdm.cache.settings import CacheSettings, cache_settings
 from vdm.tenants.settings import KEYS as _TENANT_KEYS
@@ -93,6 +99,8 @@ class ProviderSettings:
     # How a converted request's structured output reaches the provider
     # (vdm.protocols.structured): its own constraint, a forced tool, or words.
     structured_output: StructuredOutput = "native"
+    # vdm.loops: why the base URL is this gateway's own address (None: it is not).
+    loops_back: str | None = None
 
     @property
     def has_key(self) -> bool:
@@ -141,6 +149,8 @@ class ServerSettings:
     models_prefetch: bool = True  # fetch the lists at start-up
     # vdm.passthrough.Rule entries; None: the package default allowlist.
     passthrough_allow: tuple[Any, ...] | None = None
+    # vdm.loops: this deployment's id in the hop header of every upstream request.
+    gateway_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,8 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict)
     # model or alias -> ordered alternatives (model strings), tried when it fails
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # *_API_KEY variables that named no provider (not known, no base URL): ignored.
+    ignored_keys: tuple[str, ...] = ()
     middleware: MiddlewareSettings = field(default_factory=MiddlewareSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
@@ -366,8 +378,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     sources: dict[str, str] = {}
     problems: list[str] = []
 
-    defaults_text = resources.files("vdm").joinpath("defaults.toml").read_text()
-    layers: list[tuple[str, dict[str, Any]]] = [("defaults.toml", tomllib.loads(defaults_text))]
+    layers: list[tuple[str, dict[str, Any]]] = [("defaults.toml", _package_defaults())]
     user_path = user_config_path(env)
     layers.append((str(user_path), _read_toml(user_path, str(user_path), problems)))
     local_path = cwd / "vdm.toml"
@@ -381,7 +392,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     server = _server_settings(merged.get("server", {}), env, sources, problems)
     middleware = _middleware_settings(merged.get("middleware", {}), env, sources, problems)
     grpc = _grpc_settings(merged.get("grpc", {}), env, sources, problems, server)
-    providers, aliases, fallbacks = _providers(merged.get("providers", {}), env, sources, problems)
+    tables = merged.get("providers", {})
+    env_names, ignored = env_providers(env, tables if isinstance(tables, dict) else {})
+    providers, aliases, fallbacks = _providers(tables, env_names, env, sources, problems)
     default, default_source = _default_provider(merged, env, sources, providers, problems)
     tenants = tenant_settings(merged.get("tenants", {}), env, sources, problems)
     cache = cache_settings(merged.get("cache", {}), env, sources, problems, server.redis_url)
@@ -393,6 +406,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     for key, source in sources.items():  # "env X" that only ./.env set
         if source.startswith("env ") and source[4:] in from_dotenv:
             sources[key] = f"{cwd / '.env'}: {source[4:]}"
+    server, providers = _loop_guard(server, providers, sources, layers[0][1])
     return Settings(
         server=server,
         providers=providers,
@@ -402,11 +416,38 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         fallback_aliases=fallbacks,
         sources=sources,
         fallbacks=model_fallbacks,
+        ignored_keys=ignored,
         middleware=middleware,
         grpc=grpc,
         tenants=tenants,
         cache=cache,
     )
+
+
+def _loop_guard(
+    server: ServerSettings,
+    providers: dict[str, ProviderSettings],
+    sources: Mapping[str, str],
+    defaults: dict[str, Any],
+) -> tuple[ServerSettings, dict[str, ProviderSettings]]:
+    """The deployment's hop id, and each provider whose base URL is the
+    gateway's own address marked with the explanation (:mod:`vdm.loops`)."""
+    own = loops.gateway_id((n, p.base_url) for n, p in providers.items())
+    catalogue = defaults.get("providers", {})
+    for name, provider in providers.items():
+        if provider.api_format != ECHO and loops.is_own_address(
+            provider.base_url, server.host, server.port
+        ):
+            upstream = catalogue.get(name, {}).get("base-url")
+            source = sources.get(f"providers.{name}.base-url", "")
+            message = loops.loop_message(name, provider.base_url, source, upstream)
+            providers[name] = replace(provider, loops_back=message)
+    return replace(server, gateway_id=own), providers
+
+
+def _package_defaults() -> dict[str, Any]:
+    """The package's ``defaults.toml`` (the catalogue of known providers)."""
+    return tomllib.loads(resources.files("vdm").joinpath("defaults.toml").read_text())
 
 
 def _record_sources(layer: dict[str, Any], source: str, sources: dict[str, str]) -> None:
@@ -715,19 +756,45 @@ def _bool(value: Any, source: str, problems: list[str]) -> bool:
     return False
 
 
+def env_providers(
+    env: Mapping[str, str], tables: Mapping[str, Any]
+) -> tuple[list[str], tuple[str, ...]]:
+    """(provider names the environment's ``{NAME}_API_KEY`` variables make, in
+    the environment's order; the ``*_API_KEY`` variables it ignores).
+
+    A key makes a provider when its name is known (``tables``: the catalogue
+    and the user's ``[providers.NAME]`` tables) or when ``{NAME}_BASE_URL`` or
+    ``{NAME}_API_FORMAT`` is set too (a provider the user describes here).
+    Anything else is some other tool's key."""
+    names: list[str] = []
+    ignored: list[str] = []
+    for var, value in env.items():
+        if not var.endswith("_API_KEY") or not value.strip():
+            continue
+        prefix = var[: -len("_API_KEY")]
+        if not prefix or prefix in _NOT_PROVIDERS or "__" in prefix:
+            continue
+        name = prefix.lower()
+        if not _PROVIDER_NAME.match(name):
+            ignored.append(var)
+        elif name in tables or env.get(f"{prefix}_BASE_URL") or env.get(f"{prefix}_API_FORMAT"):
+            if name not in names:
+                names.append(name)
+        else:
+            ignored.append(var)
+    return names, tuple(ignored)
+
+
 def _providers(
-    tables: dict[str, Any], env: Mapping[str, str], sources: dict[str, str], problems: list[str]
+    tables: dict[str, Any],
+    env_names: list[str],
+    env: Mapping[str, str],
+    sources: dict[str, str],
+    problems: list[str],
 ) -> tuple[dict[str, ProviderSettings], dict[str, dict[str, str]], dict[str, dict[str, str]]]:
     # Discovery order: environment keys (as the environment lists them), then
     # TOML tables with an api-key.  echo is always there, last.
-    names: list[str] = []
-    for var in env:
-        if var.endswith("_API_KEY") and env[var].strip():
-            prefix = var[: -len("_API_KEY")]
-            if prefix and prefix not in _NOT_PROVIDERS and "__" not in prefix:
-                name = prefix.lower()
-                if _PROVIDER_NAME.match(name) and name not in names:
-                    names.append(name)
+    names = list(env_names)
     for name, table in tables.items():
         if isinstance(table, dict) and table.get("api-key") and name not in names:
             names.append(name)
@@ -1078,12 +1145,13 @@ def lint(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[
         dotenv = {k: v for k, v in dotenv_values(cwd / ".env").items() if v is not None}
         env = {**dotenv, **os.environ}
     problems: list[str] = []
-    keyed = {
-        v[: -len("_API_KEY")].lower() for v in env if v.endswith("_API_KEY") and env[v].strip()
-    }
+    known: dict[str, Any] = dict(_package_defaults().get("providers", {}))
     for path in (user_config_path(env), cwd / "vdm.toml"):
         tables = _read_toml(path, str(path), []).get("providers", {})
-        keyed |= {n for n, t in tables.items() if isinstance(t, dict) and t.get("api-key")}
+        if isinstance(tables, dict):
+            known.update(tables)
+    keyed = set(env_providers(env, known)[0])
+    keyed |= {n for n, t in known.items() if isinstance(t, dict) and t.get("api-key")}
     keyed.add(ECHO)
     for path in (user_config_path(env), cwd / "vdm.toml"):
         tables = _read_toml(path, str(path), []).get("providers", {})

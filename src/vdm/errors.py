@@ -20,7 +20,8 @@ at the provider boundary (``providers.http.upstream_errors``) with
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
         ├── UpstreamTimeout           504  no answer in time
         ├── UpstreamUnreachable       502  connection refused / reset / DNS
-        └── UpstreamProtocolError     502  upstream answered something unparseable
+        ├── UpstreamProtocolError     502  upstream answered something unparseable
+        └── LoopDetected              508  the provider's base URL is this gateway
 
 ``kind`` is the protocol-neutral error class; each protocol maps it to its own
 type names.  ``retryable`` says whether the same request may be tried again on
@@ -213,3 +214,12 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     status = 502
     kind = "api_error"
+
+
+class LoopDetected(UpstreamError):
+    """A provider's base URL leads back to this gateway (:mod:`vdm.loops`):
+    508, the same on every try, so never retried nor failed over."""
+
+    status = 508
+    kind: ErrorKind = "api_error"
+    may_fall_over = False

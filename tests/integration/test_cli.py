@@ -83,3 +83,14 @@ def test_bad_port_flag_is_a_usage_error(tmp_path: Path) -> None:
     result = vdm("server", "start", "--port", "70000", env={"HOME": str(tmp_path)}, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_other_tools_keys_do_not_stop_a_start(tmp_path: Path) -> None:
+    env = {"PINECONE_API_KEY": "pc-secret-value", "HF_API_KEY": "hf-x", "LOG_LEVEL": "DEBUG"}
+    with run_gateway(env, tmp_path) as gateway:
+        pass
+    out = gateway.log()
+    assert "default provider: echo" in out
+    ignored = [line for line in out.splitlines() if "ignored" in line]
+    assert len(ignored) == 1 and "PINECONE_API_KEY, HF_API_KEY" in ignored[0]
+    assert "pc-secret-value" not in out

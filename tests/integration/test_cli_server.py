@@ -232,3 +232,22 @@ def test_foreground_pid_file_is_written_and_removed(home: Path) -> None:
         proc.terminate()
         assert proc.wait(15) == 0  # the graceful drain exits 0
     assert not pid_file.exists()
+
+
+def test_restart_keeps_the_grpc_port_of_the_start_it_replaces(home: Path) -> None:
+    port, grpc_port = str(free_port()), free_port()
+    started = vdm(
+        home, "server", "start", "--daemon", "--port", port, "--grpc-port", str(grpc_port)
+    )
+    assert started.returncode == 0, started.stderr
+    assert f"gRPC LLMProxy on 127.0.0.1:{grpc_port}" in started.stdout
+    try:
+        restarted = vdm(home, "server", "restart")  # no GRPC_PORT in this environment
+        assert restarted.returncode == 0, restarted.stderr
+        assert f"gRPC LLMProxy on 127.0.0.1:{grpc_port}" in restarted.stdout
+        with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
+            pass  # the restarted gateway serves gRPC again
+        record = json.loads((home / "state/vdm/vdm.pid.json").read_text())
+        assert record["grpc_port"] == grpc_port and record["port"] == int(port)
+    finally:
+        assert vdm(home, "server", "stop").returncode == 0

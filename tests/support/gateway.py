@@ -45,6 +45,7 @@ def run_gateway(
     timeout: float = 20.0,
     args: Sequence[str] = (),
     new_session: bool = False,
+    port: int | None = None,
 ) -> Iterator[Gateway]:
     """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
 
@@ -52,7 +53,7 @@ def run_gateway(
     providers' model lists would race with tests that inspect what a fake
     upstream received.  Tests of the prefetch pass ``MODELS_PREFETCH=true``.
     """
-    port = free_port()
+    port = port or free_port()  # a test passes one when the env must name it
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     work = cwd or tmp / "work"

@@ -204,9 +204,31 @@ def test_well_known_providers_need_only_a_key(home: Path, cwd: Path) -> None:
     assert "openrouter" not in p and "deepseek" not in p
 
 
-def test_unknown_provider_without_base_url_is_an_error(home: Path, cwd: Path) -> None:
-    message = problems(home, cwd, MYSTERY_API_KEY="k")
+def test_another_tools_key_is_ignored_not_a_provider(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, PINECONE_API_KEY="abc", HF_API_KEY="hf", OPENAI_API_KEY="k")
+    assert list(settings.providers) == ["openai", "echo"]
+    assert settings.ignored_keys == ("PINECONE_API_KEY", "HF_API_KEY")
+
+
+def test_unknown_name_with_base_url_is_a_provider(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, MYSTERY_API_KEY="k", MYSTERY_BASE_URL="http://m.example/v1")
+    assert settings.providers["mystery"].base_url == "http://m.example/v1"
+    assert settings.ignored_keys == ()
+
+
+def test_a_user_toml_table_makes_a_name_known(home: Path, cwd: Path) -> None:
+    (cwd / "vdm.toml").write_text('[providers.mine]\nbase-url = "http://mine.example/v1"\n')
+    assert "mine" in load(home, cwd, MINE_API_KEY="k").providers
+    assert "mine" not in load(home, cwd).providers  # known, but no key
+
+
+def test_unknown_provider_described_without_base_url_is_an_error(home: Path, cwd: Path) -> None:
+    message = problems(home, cwd, MYSTERY_API_KEY="k", MYSTERY_API_FORMAT="anthropic")
     assert "mystery" in message and "MYSTERY_BASE_URL" in message
+
+
+def test_known_provider_without_base_url_is_still_an_error(home: Path, cwd: Path) -> None:
+    assert "AZURE_BASE_URL" in problems(home, cwd, AZURE_API_KEY="k")
 
 
 def test_not_providers_and_empty_keys_are_ignored(home: Path, cwd: Path) -> None:
@@ -347,7 +369,7 @@ def test_every_problem_is_reported_at_once(home: Path, cwd: Path) -> None:
 
 
 def test_echo_is_reserved(home: Path, cwd: Path) -> None:
-    assert "reserved" in problems(home, cwd, ECHO_API_KEY="k")
+    assert "reserved" in problems(home, cwd, ECHO_API_KEY="k", ECHO_BASE_URL="http://e.example")
 
 
 # ---------------------------------------------------------------- default provider

@@ -7,6 +7,9 @@ One seam for every credential kind: a checker resolves the credential to a
 * ``sk-vdm-…`` — a virtual token, checked by the in-memory
   :class:`~vdm.tenants.registry.TokenRegistry` (control plane on);
 * anything else — ``PROXY_API_KEY`` when set (the simple mode; no principal);
+* ``MANAGEMENT_TOKEN`` — the operator's own credential (``vdm health``,
+  ``vdm test``, ``vdm wrap``), admitted like ``PROXY_API_KEY`` (no principal):
+  whoever holds it can make tokens anyway;
 * nothing matched while the control plane is on — 401.
 
 * a JWT (``eyJ….….…``) — :class:`JwtAdmission`: the tokens ``vdm token
@@ -75,9 +78,10 @@ class JwtAdmission:
 class Credentials:
     """The gateway's check of its clients' credentials; ``split`` tells which
     credential it checks and which may go to a ``!PASSTHRU`` provider
-    (:mod:`vdm.auth.split`: the one checked never does)."""
+    (:mod:`vdm.auth.split`: the one checked never does).  The operator's
+    ``MANAGEMENT_TOKEN`` is accepted like ``PROXY_API_KEY`` (no project)."""
 
-    __slots__ = ("_audit", "_jwt", "_proxy_key", "_required", "_tokens", "split")
+    __slots__ = ("_audit", "_jwt", "_operator", "_proxy_key", "_required", "_tokens", "split")
 
     def __init__(
         self,
@@ -89,6 +93,7 @@ class Credentials:
         management_key: ProxyKey | None = None,
     ) -> None:
         self._proxy_key = proxy_key
+        self._operator = management_key
         self._tokens = tokens
         self._jwt = jwt
         self._audit = audit
@@ -112,6 +117,8 @@ class Credentials:
                 )
             if self._jwt is not None and looks_like_jwt(presented):
                 return await self._jwt.admit(presented, request_id=request_id, client_ip=client_ip)
+            if self._operator is not None and self._operator.matches(presented):
+                return None
         if self._proxy_key is not None:
             try:
                 self._proxy_key.check(presented)

@@ -6,7 +6,8 @@ Every CLI failure is one clear line on stderr and a non-zero exit
 
 from __future__ import annotations
 
-from typing import NoReturn
+import os
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +17,34 @@ from vdm.config import ConfigError, Settings, load_settings
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="VDM_API_KEY",
+        show_envvar=False,
+        help="Credential to present to the gateway (default: VDM_API_KEY, else "
+        "PROXY_API_KEY, else MANAGEMENT_TOKEN).",
+    ),
+]
+NEEDS_TOKEN = (
+    "the gateway requires a token: pass --token (an sk-vdm-… token, PROXY_API_KEY or "
+    "MANAGEMENT_TOKEN), or set VDM_API_KEY, PROXY_API_KEY or MANAGEMENT_TOKEN"
+)
+
+
+def operator_token(token: str | None, settings: Settings | None = None) -> str | None:
+    """What the operator's own CLI presents to the gateway: ``--token`` (or
+    ``VDM_API_KEY``), else ``PROXY_API_KEY``, else ``MANAGEMENT_TOKEN`` (which
+    the gateway admits on its doors too), from the settings when they load,
+    else from the environment."""
+    if token:
+        return token
+    if settings is not None:
+        return settings.server.proxy_api_key or settings.tenants.management_token
+    return os.environ.get("PROXY_API_KEY") or os.environ.get("MANAGEMENT_TOKEN") or None
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -32,6 +61,47 @@ def settings_or_exit() -> Settings:
         for problem in exc.problems:
             errors.print(f"  - {problem}", markup=False)
         raise typer.Exit(2) from None
+
+
+def loops(settings: Settings) -> list[str]:
+    """Providers whose base URL is the gateway's own address (vdm.loops)."""
+    return [p.loops_back for p in settings.providers.values() if p.loops_back]
+
+
+CLAUDE_NAMES = ("haiku", "sonnet", "opus")
+
+
+def missing_claude_aliases(settings: Settings) -> list[str]:
+    """The Claude model families (haiku, sonnet, opus) a bare Claude name
+    would reach the default provider unmapped with: empty when the default
+    provider speaks Anthropic's format (or is echo) or has an alias for each."""
+    from vdm.routing import Router
+
+    default = settings.providers[settings.default_provider]
+    if default.api_format in ("anthropic", "echo"):
+        return []
+    router = Router(
+        list(settings.providers),
+        settings.default_provider,
+        settings.aliases,
+        settings.fallback_aliases,
+    )
+    return [name for name in CLAUDE_NAMES if router.resolve(name).alias is None]
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What the start-up summary and ``config validate`` warn of."""
+    found = loops(settings)
+    missing = missing_claude_aliases(settings)
+    if missing:
+        name = settings.default_provider
+        found.append(
+            f"default provider '{name}' is not Anthropic-native and has no "
+            f"{'/'.join(missing)} alias: Claude Code's model names (claude-sonnet-4-5, "
+            f"haiku, …) reach it unmapped; map them, e.g. "
+            f"{name.upper()}_ALIAS_{missing[0].upper()}=<one of its models>"
+        )
+    return found
 
 
 def settings_or_none() -> Settings | None:

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import typer
 from rich.table import Table
 
-from vdm.cli.common import console, errors, fail
+from vdm.cli.common import console, errors, fail, loops, warnings
 from vdm.config import (
     API_FORMATS,
     ConfigError,
@@ -187,6 +187,11 @@ def validate() -> None:
     except ConfigError as exc:
         problems += exc.problems
     problems += lint()
+    if settings is not None:
+        problems += loops(settings)
+        for warning in warnings(settings):
+            if warning not in problems:
+                errors.print(f"warning: {warning}", markup=False)
     if problems:
         for problem in problems:
             errors.print(f"  - {problem}", markup=False)

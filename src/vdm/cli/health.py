@@ -24,7 +24,15 @@ import typer
 from rich.table import Table
 
 from vdm.cli import process
-from vdm.cli.common import console, errors, fail, settings_or_exit
+from vdm.cli.common import (
+    NEEDS_TOKEN,
+    TokenOpt,
+    console,
+    errors,
+    fail,
+    operator_token,
+    settings_or_exit,
+)
 from vdm.config import Settings
 from vdm.errors import AuthenticationFailed, GatewayError
 
@@ -53,14 +61,16 @@ def _unreachable(url: str, exc: BaseException) -> None:
 
 
 @health_app.command("server")
-def health_server(url: UrlOpt = None) -> None:
+def health_server(url: UrlOpt = None, token: TokenOpt = None) -> None:
     """The running gateway's health (exit 0 healthy, 1 otherwise)."""
     settings = settings_or_exit()
     base = gateway_url(url, settings)
     try:
-        code, body = process.get_json(base + "/health", key=settings.server.proxy_api_key)
+        code, body = process.get_json(base + "/health", key=operator_token(token, settings))
     except (OSError, ValueError) as exc:
         _unreachable(base, exc)
+    if code == 401:
+        fail(f"{base}/health answered HTTP 401: {NEEDS_TOKEN}")
     if code != 200 or not isinstance(body, dict):
         fail(f"{base}/health answered HTTP {code}")
     table = Table(box=None, pad_edge=False, show_header=False)
@@ -154,26 +164,53 @@ def _request(url: str, body: dict[str, Any] | None, key: str | None) -> tuple[in
             return exc.code, exc.headers, None
 
 
+def _default_model(base: str, key: str | None) -> str:
+    """What ``test connection`` asks when no ``--model`` is given: ``sonnet``
+    where the default provider maps it (what Claude Code sends), else the first
+    model that provider lists, else (echo answers anything) ``sonnet``."""
+    try:
+        status, _, aliases = _request(base + "/v1/aliases", None, key)
+        if status != 200 or not isinstance(aliases, dict):
+            return "sonnet"  # the request itself will say what is wrong
+        default = str(aliases.get("default_provider"))
+        if "sonnet" in (aliases.get("aliases") or {}).get(default, {}) or default == "echo":
+            return "sonnet"
+        status, _, listed = _request(base + "/v1/models", None, key)
+    except OSError as exc:
+        _unreachable(base, exc)
+    for entry in listed.get("data", []) if isinstance(listed, dict) else []:
+        if isinstance(entry, dict) and entry.get("owned_by") == default:
+            return str(entry.get("id"))
+    fail(f"the default provider '{default}' has no 'sonnet' alias and lists no model; pass --model")
+
+
 @test_app.command("connection")
 def test_connection(
     url: UrlOpt = None,
     model: Annotated[
-        str, typer.Option(help="The model to ask (routed as any client's).")
-    ] = "sonnet",
+        str | None,
+        typer.Option(
+            help="The model to ask (routed as any client's; default: one the default "
+            "provider lists, else its 'sonnet' alias)."
+        ),
+    ] = None,
+    token: TokenOpt = None,
 ) -> None:
     """One tiny request through the gateway: who answered, how fast, what."""
     settings = settings_or_exit()
     base = gateway_url(url, settings)
+    key = operator_token(token, settings)
+    model = model or _default_model(base, key)
     body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "ping"}]}
     started = time.perf_counter()
     with console.status(f"asking {model} through {base} …"):
         try:
-            status, headers, answer = _request(
-                base + "/v1/messages", body, settings.server.proxy_api_key
-            )
+            status, headers, answer = _request(base + "/v1/messages", body, key)
         except OSError as exc:
             _unreachable(base, exc)
     ms = (time.perf_counter() - started) * 1000
+    if status == 401:
+        fail(f"HTTP 401: {NEEDS_TOKEN}")
     if status != 200 or not isinstance(answer, dict):
         message = (
             (answer or {}).get("error", {}).get("message") if isinstance(answer, dict) else None
@@ -191,15 +228,18 @@ def test_connection(
 
 
 @test_app.command("models")
-def test_models(url: UrlOpt = None) -> None:
+def test_models(url: UrlOpt = None, token: TokenOpt = None) -> None:
     """The models the gateway lists, per provider."""
     settings = settings_or_exit()
     base = gateway_url(url, settings)
+    key = operator_token(token, settings)
     with console.status(f"listing models at {base} …"):
         try:
-            status, _, answer = _request(base + "/v1/models", None, settings.server.proxy_api_key)
+            status, _, answer = _request(base + "/v1/models", None, key)
         except OSError as exc:
             _unreachable(base, exc)
+    if status == 401:
+        fail(f"{base}/v1/models answered HTTP 401: {NEEDS_TOKEN}")
     if status != 200 or not isinstance(answer, dict):
         fail(f"{base}/v1/models answered HTTP {status}")
     by_provider: dict[str, list[str]] = {}

@@ -2,7 +2,8 @@
 
 The pid file holds the pid alone (what every tool expects); beside it,
 ``<pid file>.json`` records what ``status``, ``stop`` and ``restart`` need to
-know of the run: URL, host, port, workers, log file, start time.  A pid file
+know of the run: URL, host, port, workers, log file, start time, and the
+start's other options (gRPC port, systemd), which ``restart`` repeats.  A pid file
 whose process is gone (or is no longer a vdm) is *stale*: start replaces it,
 status reports it.
 
@@ -53,6 +54,9 @@ class RunInfo:
     workers: int = 1
     log_file: str | None = None
     started: float = 0.0
+    # The rest of the start's options, so that `restart` repeats them.
+    grpc_port: int | None = None
+    systemd: bool = False
 
     @property
     def url(self) -> str:

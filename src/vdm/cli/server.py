@@ -13,6 +13,7 @@ only after that.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,11 +22,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vdm import __version__
 from vdm.cli import process
-from vdm.cli.common import console, errors, fail, settings_or_exit, settings_or_none
+from vdm.cli.common import (
+    NEEDS_TOKEN,
+    TokenOpt,
+    console,
+    errors,
+    fail,
+    operator_token,
+    settings_or_exit,
+    settings_or_none,
+    warnings,
+)
 from vdm.config import Settings
 
 app = typer.Typer(help="Run and manage the gateway process.", no_args_is_help=True)
@@ -95,6 +107,8 @@ def summary(settings: Settings, host: str, port: int) -> None:
             f"{settings.grpc.port} (JWT auth)",
             markup=False,
         )
+    for warning in warnings(settings):
+        errors.print(f"[yellow]warning:[/] {escape(warning)}")
     if list(settings.providers) == ["echo"]:
         console.print(
             "no provider key set: serving the offline [bold]echo[/] provider "
@@ -160,8 +174,11 @@ def start(
     ] = None,
 ) -> None:
     """Run the gateway (in the foreground unless --daemon)."""
-    if grpc_port is not None:  # the app factory (and a daemon child) read the environment
-        os.environ["GRPC_PORT"] = str(grpc_port)
+    # The app factory (and a daemon child) read the environment: the settings
+    # then know where the gateway listens (vdm.loops compares base URLs with it).
+    for var, value in (("HOST", host), ("PORT", port), ("GRPC_PORT", grpc_port)):
+        if value is not None:
+            os.environ[var] = str(value)
     settings = settings_or_exit()
     host = host or settings.server.host
     port = port or settings.server.port
@@ -169,7 +186,10 @@ def start(
     if daemon:
         pid_file = pid_file or process.default_pid_file()
         _claim(pid_file, host, port, grpc)
-        _daemonize(host, port, pid_file, workers, systemd, log_file or process.default_log_file())
+        for warning in warnings(settings):
+            errors.print(f"[yellow]warning:[/] {escape(warning)}")
+        run = process.RunInfo(0, host, port, workers, None, 0.0, settings.grpc.port, systemd)
+        _daemonize(run, pid_file, log_file or process.default_log_file(), grpc)
         return
     _claim(pid_file, host, port, grpc)
     summary(settings, host, port)
@@ -179,12 +199,18 @@ def start(
     from vdm.server.runner import serve
 
     configure(settings.server.log_level, settings.server.log_format, systemd=systemd)
+    if settings.ignored_keys:
+        logging.getLogger("vdm.config").debug(
+            "not providers (no known name, no {NAME}_BASE_URL), ignored: %s",
+            ", ".join(settings.ignored_keys),
+        )
     pid = os.getpid()
     if pid_file is not None:
         log_name = os.environ.get("VDM_LOG_FILE")
-        process.write_pid_file(
-            pid_file, process.RunInfo(pid, host, port, workers, log_name, time.time())
+        run = process.RunInfo(
+            pid, host, port, workers, log_name, time.time(), settings.grpc.port, systemd
         )
+        process.write_pid_file(pid_file, run)
     try:
         serve(settings, host, port, reload=reload, workers=workers)
     finally:
@@ -193,8 +219,10 @@ def start(
 
 
 def _daemonize(
-    host: str, port: int, pid_file: Path, workers: int, systemd: bool, log_file: Path
+    run: process.RunInfo, pid_file: Path, log_file: Path, grpc: tuple[str, int] | None
 ) -> None:
+    """Start ``vdm server start`` with ``run``'s options in the background."""
+    host, port = run.host, run.port
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -209,10 +237,12 @@ def _daemonize(
         "--pid-file",
         str(pid_file),
         "--workers",
-        str(workers),
+        str(run.workers),
     ]
-    if systemd:
+    if run.systemd:
         command.append("--systemd")
+    if run.grpc_port is not None:
+        command += ["--grpc-port", str(run.grpc_port)]
     env = {**os.environ, "VDM_LOG_FILE": str(log_file)}
     with log_file.open("ab") as log:
         child = subprocess.Popen(
@@ -234,8 +264,10 @@ def _daemonize(
             errors.print(f"  {line}", markup=False)
         fail(f"the gateway did not become ready (exit code {child.poll()}); log: {log_file}")
     console.print(f"vdm started in the background: pid {child.pid}, {url}", markup=False)
+    if grpc is not None:
+        console.print(f"gRPC LLMProxy on {grpc[0]}:{grpc[1]}", markup=False)
     console.print(
-        f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if systemd else ""),
+        f"logs: {log_file}" + ("  (and the journal: journalctl -t vdm)" if run.systemd else ""),
         markup=False,
     )
     console.print(f"pid file: {pid_file}", markup=False)
@@ -285,22 +317,41 @@ def restart(
     port: PortOpt = None,
     pid_file: PidOpt = None,
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="Worker processes.")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="gRPC port (default: the replaced start's)."),
+    ] = None,
     timeout: TimeoutOpt = None,
 ) -> None:
-    """Stop the background gateway (if running) and start it again with --daemon."""
+    """Stop the background gateway (if running) and start it again with --daemon,
+    with the options of the start it replaces unless given here."""
     path = pid_file or process.default_pid_file()
     previous = _stop(path, timeout)
+    grpc_port = grpc_port or (previous.grpc_port if previous else None)
+    for var, value in (("HOST", host), ("PORT", port), ("GRPC_PORT", grpc_port)):
+        if value is not None:
+            os.environ[var] = str(value)
     settings = settings_or_exit()
     host = host or (previous.host if previous else settings.server.host)
     port = port or (previous.port if previous and previous.port else settings.server.port)
-    workers = workers or (previous.workers if previous else 1)
+    run = process.RunInfo(
+        0,
+        host,
+        port,
+        workers or (previous.workers if previous else 1),
+        None,
+        0.0,
+        settings.grpc.port,
+        previous.systemd if previous else False,
+    )
     log = Path(previous.log_file) if previous and previous.log_file else process.default_log_file()
-    _claim(path, host, port, _grpc_address(settings, host))
-    _daemonize(host, port, path, workers, False, log)
+    grpc = _grpc_address(settings, host)
+    _claim(path, host, port, grpc)
+    _daemonize(run, path, log, grpc)
 
 
 @app.command("status")
-def status(pid_file: PidOpt = None) -> None:
+def status(pid_file: PidOpt = None, token: TokenOpt = None) -> None:
     """Running or not, pid, uptime, URL, version, health (exit 0 healthy, 1 not running, 2 unhealthy)."""
     path = pid_file or process.default_pid_file()
     info, stale = process.live_info(path)
@@ -308,8 +359,7 @@ def status(pid_file: PidOpt = None) -> None:
         note = f" (stale pid file {path}: its process is gone)" if stale else ""
         console.print(f"vdm is not running{note}", markup=False)
         raise typer.Exit(1)
-    settings = settings_or_none()
-    key = settings.server.proxy_api_key if settings else None
+    key = operator_token(token, settings_or_none())
     try:
         code, health = process.get_json(info.url + "/health", key=key)
     except (OSError, ValueError) as exc:
@@ -319,9 +369,10 @@ def status(pid_file: PidOpt = None) -> None:
         raise typer.Exit(2) from None
     healthy = code == 200 and isinstance(health, dict) and health.get("status") == "healthy"
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row(
-        "status", "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
-    )
+    state = "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
+    if code == 401:
+        state = f"[yellow]running[/], health unknown: {escape(NEEDS_TOKEN)}"
+    table.add_row("status", state)
     table.add_row("pid", str(info.pid))
     table.add_row("url", info.url)
     if isinstance(health, dict) and healthy:

@@ -3,9 +3,14 @@
 Make sure a gateway answers at HOST:PORT (start one in the background when
 none does, and stop it when the command ends — only if this command started
 it), point the child at it with ``ANTHROPIC_BASE_URL`` and ``OPENAI_BASE_URL``
-(and, when unset, ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``: the
-``PROXY_API_KEY`` if there is one, else a placeholder), forward SIGINT,
-SIGTERM and SIGHUP to the child and exit with its exit code.
+and give it a credential the gateway takes: when the gateway asks for one
+(``PROXY_API_KEY``, or the control plane on), ``ANTHROPIC_API_KEY`` and
+``OPENAI_API_KEY`` are ``--token`` / ``VDM_API_KEY`` / ``PROXY_API_KEY`` /
+``MANAGEMENT_TOKEN`` (the first set), and with none set, or one the gateway
+refuses, the user is told before the child starts (a client that retries its
+401s would otherwise seem to hang); when it asks for none, they are set only
+where unset (a placeholder).  SIGINT, SIGTERM and SIGHUP go to the child; the
+exit code is the child's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ from typing import Annotated
 import typer
 
 from vdm.cli import process
-from vdm.cli.common import console, errors, fail, settings_or_exit
+from vdm.cli.common import (
+    NEEDS_TOKEN,
+    TokenOpt,
+    console,
+    errors,
+    fail,
+    operator_token,
+    settings_or_exit,
+)
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PLACEHOLDER_KEY = "vdm"
@@ -39,12 +52,15 @@ def wrap(
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Gateway port (default: PORT).")
     ] = None,
+    token: TokenOpt = None,
 ) -> None:
     """Run CMD with ANTHROPIC_BASE_URL / OPENAI_BASE_URL pointing at the gateway."""
-    raise typer.Exit(run_wrapped(command, host, port))
+    raise typer.Exit(run_wrapped(command, host, port, token))
 
 
-def run_wrapped(command: list[str], host: str | None, port: int | None) -> int:
+def run_wrapped(
+    command: list[str], host: str | None, port: int | None, token: str | None = None
+) -> int:
     if not command:
         fail("nothing to run: vdm wrap CMD [ARGS…]", 2)
     settings = settings_or_exit()
@@ -57,9 +73,17 @@ def run_wrapped(command: list[str], host: str | None, port: int | None) -> int:
     env = dict(os.environ)
     env["ANTHROPIC_BASE_URL"] = url
     env["OPENAI_BASE_URL"] = url + "/v1"
-    key = settings.server.proxy_api_key or _PLACEHOLDER_KEY
-    env.setdefault("ANTHROPIC_API_KEY", key)
-    env.setdefault("OPENAI_API_KEY", key)
+    key = operator_token(token or os.environ.get("VDM_API_KEY"), settings)
+    refusal = _refusal(url, key)
+    if refusal is not None:
+        _stop_gateway(gateway)
+        fail(refusal, 2)
+    if key is not None and _asks_for_token(url):
+        env["ANTHROPIC_API_KEY"] = env["OPENAI_API_KEY"] = key
+        env.pop("ANTHROPIC_AUTH_TOKEN", None)  # Claude Code would send it instead
+    else:
+        env.setdefault("ANTHROPIC_API_KEY", _PLACEHOLDER_KEY)
+        env.setdefault("OPENAI_API_KEY", _PLACEHOLDER_KEY)
     try:
         child = subprocess.Popen(command, env=env)
     except OSError as exc:
@@ -78,6 +102,30 @@ def run_wrapped(command: list[str], host: str | None, port: int | None) -> int:
             signal.signal(sig, handler)
         _stop_gateway(gateway)
     return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as shells say
+
+
+def _asks_for_token(url: str) -> bool:
+    try:
+        return process.get_json(url + "/health")[0] == 401
+    except (OSError, ValueError):
+        return False
+
+
+def _refusal(url: str, key: str | None) -> str | None:
+    """Why a client with ``key`` would get only 401s from the gateway, if it would."""
+    try:
+        code = process.get_json(url + "/health", key=key)[0]
+    except (OSError, ValueError):
+        return None  # the child will see for itself
+    if code != 401:
+        return None
+    if key is None:
+        return f"the gateway at {url} requires a token and none is set: {NEEDS_TOKEN}"
+    return (
+        f"the gateway at {url} refused the token it was given (--token, VDM_API_KEY, "
+        "PROXY_API_KEY or MANAGEMENT_TOKEN): check it, or create one with "
+        "`vdm manage token create`"
+    )
 
 
 def _start_gateway(host: str, port: int, url: str) -> subprocess.Popen[bytes]:

@@ -67,6 +67,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         self._limiter = limiter
         self._timeout = settings.request_timeout
         self._aliases = _alias_targets(gateway)
+        self._default_model: str | None = settings.default_model or _known_default(gateway)
 
     # ------------------------------------------------------------ Execute
 
@@ -78,7 +79,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         started = time.perf_counter()
         try:
             principal = current_principal()
-            chat = self._chat_request(request, stream=False)
+            chat = await self._chat_request(request, stream=False)
             await self._limiter.check_shared(current_subject())
             with self._limiter.admit(current_subject()):
                 async with asyncio.timeout(self._timeout):
@@ -110,7 +111,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         started = time.perf_counter()
         try:
             principal = current_principal()
-            chat = self._chat_request(request, stream=True)
+            chat = await self._chat_request(request, stream=True)
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
             await self._limiter.check_shared(current_subject())
             with self._limiter.admit(current_subject()):
@@ -155,7 +156,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         info = pb.GetServerInfoResponse(
             server_name=SERVER_NAME,
             server_version=__version__,
-            default_model=self._settings.default_model or "",
+            default_model=await self.default_model() or "",
             model_aliases={alias: f"{p}:{m}" for alias, (p, m) in self._aliases.items()},
             limits=pb.ServerLimits(
                 max_requests_per_minute=limits.requests_per_minute,
@@ -181,10 +182,24 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
 
     # ------------------------------------------------------------ helpers
 
-    def _chat_request(self, request: pb.ExecuteRequest, *, stream: bool) -> ir.ChatRequest:
+    async def default_model(self) -> str | None:
+        """The model of a request without ``model_name``: ``GRPC_DEFAULT_MODEL``,
+        else the default provider's (:func:`_known_default`), else the first
+        model it lists (looked up once it is needed, until one is found)."""
+        if self._default_model is None:
+            provider = self._gateway.router.default_provider
+            for entry in await self._gateway.models(None):
+                if entry.owned_by == provider:
+                    model = entry.id.removeprefix(f"{provider}:")
+                    self._default_model = f"{provider}:{model}"
+                    break
+        return self._default_model
+
+    async def _chat_request(self, request: pb.ExecuteRequest, *, stream: bool) -> ir.ChatRequest:
+        named = request.HasField("model_name") and request.model_name.strip()
         return translate.to_chat_request(
             request,
-            default_model=self._settings.default_model,
+            default_model=None if named else await self.default_model(),
             max_input_length=self._settings.max_input_length,
             stream=stream,
         )
@@ -254,6 +269,18 @@ async def _texts(events: AsyncIterator[ir.Event], state: _Stream) -> AsyncIterat
         await events.aclose()  # type: ignore[attr-defined]
     if state.held_text and state.answer_block is None:
         yield "".join(state.held_text)
+
+
+def _known_default(gateway: Gateway) -> str | None:
+    """The default provider's own default model, where the configuration names
+    one: what its ``sonnet`` alias maps to (the model Claude Code's default
+    family reaches), or ``echo`` for the offline provider."""
+    router = gateway.router
+    provider = router.default_provider
+    route = router.resolve(f"{provider}:sonnet")
+    if route.alias is not None:
+        return f"{provider}:{route.model}"
+    return f"{provider}:echo" if provider == "echo" else None
 
 
 def _alias_targets(gateway: Gateway) -> dict[str, tuple[str, str]]:

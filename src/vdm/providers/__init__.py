@@ -20,7 +20,7 @@ def build(settings: ProviderSettings, server: ServerSettings, cooldowns: Cooldow
         return EchoProvider()
     from vdm.providers.http import make_session
 
-    session = make_session(server)
+    session = make_session(server, provider=settings.name, loops_back=settings.loops_back)
     keys = KeyPool(
         settings.name,
         settings.api_keys,

@@ -20,12 +20,14 @@ from yarl import URL
 from vdm.config import ServerSettings
 from vdm.errors import (
     GatewayError,
+    LoopDetected,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from vdm.loops import HOP_HEADER, LOOP_STATUS, hop_value
 from vdm.providers.base import RawResponse
 
 _decoder = msgspec.json.Decoder()
@@ -124,8 +126,13 @@ def _with_lean_resume(connector: aiohttp.TCPConnector) -> aiohttp.TCPConnector:
     return connector
 
 
-def make_session(server: ServerSettings, *, limit: int = 256) -> Session:
-    """A pooled session: keep-alive connections, no cookie jar, timeouts set.
+def make_session(
+    server: ServerSettings, *, limit: int = 256, provider: str = "", loops_back: str | None = None
+) -> Session:
+    """A pooled session: keep-alive connections, no cookie jar, timeouts set;
+    every request carries ``provider``'s hop header (:mod:`vdm.loops`), and
+    when the provider's base URL is the gateway itself (``loops_back``) every
+    request is refused with a 508 before it is sent.
 
     ``CONNECT_TIMEOUT`` bounds connecting, ``IDLE_TIMEOUT`` every wait for
     upstream bytes (so also the wait for the first one), ``TOTAL_TIMEOUT``
@@ -149,7 +156,16 @@ def make_session(server: ServerSettings, *, limit: int = 256) -> Session:
         cookie_jar=aiohttp.DummyCookieJar(),
         json_serialize=lambda o: msgspec.json.encode(o).decode(),
         skip_auto_headers=("User-Agent",),
+        headers={HOP_HEADER: hop_value(server.gateway_id, provider)} if provider else None,
+        middlewares=(_refusal(loops_back, provider),) if loops_back else (),
     )
+
+
+def _refusal(message: str, provider: str) -> aiohttp.ClientMiddlewareType:
+    async def refuse(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        raise LoopDetected(message, provider=provider)
+
+    return refuse
 
 
 class upstream_errors:
@@ -237,6 +253,8 @@ async def raise_for_status(response: aiohttp.ClientResponse, provider: str) -> N
     if response.status < 400:
         return
     body = await response.read()
+    if response.status == LOOP_STATUS and HOP_HEADER in response.headers:
+        raise LoopDetected(upstream_message(body), provider=provider)  # names the setting
     headers = {}
     if "retry-after" in response.headers:
         headers["retry-after"] = response.headers["retry-after"]
@@ -353,6 +371,7 @@ async def request_raw(
     A failure of the client's own streamed body (too large) surfaces as
     itself, not as an upstream failure: aiohttp wraps it, ``__cause__`` keeps it.
     """
+    headers.pop(HOP_HEADER, None)  # a client's would replace the session's own
     try:
         with upstream_errors(provider):
             response = await session.request(

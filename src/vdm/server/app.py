@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote
 
 import msgspec
 
-from vdm import __version__, events, totals
+from vdm import __version__, events, loops, totals
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
@@ -31,6 +31,7 @@ from vdm.errors import (
     AuthenticationFailed,
     GatewayError,
     InvalidRequest,
+    LoopDetected,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -40,6 +41,7 @@ from vdm.events import Bus
 from vdm.ir import Usage
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
+from vdm.loops import HOP_HEADER
 from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
@@ -377,6 +379,8 @@ class App:
         request_id = client_request_id(headers.get("x-request-id")) or new_request_id()
         token = current_request_id.set(request_id)
         try:
+            if HOP_HEADER in headers:
+                self._refuse_loop(headers[HOP_HEADER])
             if path.startswith(MANAGE) and (len(path) == 7 or path[7] == "/"):
                 await self._management(scope, receive, send, headers, request_id)
                 return
@@ -402,6 +406,20 @@ class App:
             return
         finally:
             current_request_id.reset(token)
+
+    def _refuse_loop(self, hop: str) -> None:
+        """A request this gateway sent upstream came back to it: 508 (vdm.loops)."""
+        name = loops.looped_provider(hop, self.settings.server.gateway_id)
+        provider = self.settings.providers.get(name or "")
+        if provider is None:
+            return  # another gateway's hop: a chain, not a loop
+        source = self.settings.sources.get(f"providers.{provider.name}.base-url", "")
+        raise LoopDetected(
+            provider.loops_back
+            or loops.loop_message(provider.name, provider.base_url, source, None),
+            provider=provider.name,
+            headers={HOP_HEADER: hop},
+        )
 
     def provider_key(self, headers: dict[str, str]) -> str | None:
         """The client's credential a ``!PASSTHRU`` provider may have: never the
