@@ -6,6 +6,7 @@ import concurrent.futures
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -238,7 +239,8 @@ def test_requests_per_minute_per_token_and_concurrency_are_enforced(
             assert run(bob).WhichOneof("result") == "success"  # per subject: bob has room
 
             # concurrency: one slow call in flight, the next one is refused
-            fake_openai.reply(JSONReply(completion("slow"), delay=1.5))
+            release = threading.Event()
+            fake_openai.reply(JSONReply(completion("slow"), release=release))
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 slow = pool.submit(
                     lambda: stub.Execute(
@@ -250,7 +252,10 @@ def test_requests_per_minute_per_token_and_concurrency_are_enforced(
                 assert fake_openai.wait_for(
                     lambda: any(r.path == "/v1/chat/completions" for r in fake_openai.requests)
                 )
-                refused = run(server.token("carol"))
+                try:
+                    refused = run(server.token("carol"))
+                finally:
+                    release.set()
                 assert refused.error.error_code == "RATE_LIMITED"
                 assert "concurrent" in refused.error.error_message
                 assert slow.result().success.response_text == "slow"

@@ -56,10 +56,14 @@ def _with(base: dict[str, str], extra: Headers) -> CIMultiDict[str]:
 
 @dataclass
 class JSONReply:
+    """``release``, when given, holds the answer until the test sets it (a
+    request kept in flight for as long as the test needs, on any machine)."""
+
     body: Any
     status: int = 200
     headers: Headers = field(default_factory=dict)
     delay: float = 0.0
+    release: threading.Event | None = None
 
 
 @dataclass
@@ -271,9 +275,11 @@ class FakeUpstream:
 
     async def _answer(self, request: web.Request, answer: Reply) -> web.StreamResponse:
         match answer:
-            case JSONReply(body=body, status=status, headers=headers, delay=delay):
+            case JSONReply(body=body, status=status, headers=headers, delay=delay, release=gate):
                 if delay:
                     await asyncio.sleep(delay)
+                if gate is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, gate.wait, 60)
                 return web.json_response(body, status=status, headers=_with({}, headers))
             case RawReply(body=body, status=status, content_type=ctype, headers=headers):
                 return web.Response(
