@@ -794,10 +794,9 @@ class Gateway:
         try:
             answer = rules.answer.decode(data)
             outcome.usage, outcome.stop_reason = rules.usage(answer)
-            if isinstance(answer.model, str) and answer.model != model:
-                data = rename_answer(data, answer.model, model)
+            upstream_model = answer.model
         except msgspec.ValidationError:
-            pass  # JSON of another shape: the client sees what the upstream sent
+            upstream_model = None  # JSON of another shape: relayed as sent, but for its model
         except (msgspec.DecodeError, UnicodeDecodeError):
             if not _is_utf8(data):
                 return Reply(raw.status, raw.headers, body=data, outcome=outcome)  # as sent
@@ -805,6 +804,7 @@ class Gateway:
                 f"provider '{route.provider}' sent an answer that is not JSON: {data[:200]!r}",
                 provider=route.provider,
             ) from None
+        data = rename_answer(data, model, upstream_model)
         return Reply(raw.status, raw.headers, body=data, outcome=outcome)
 
     # ------------------------------------------------------------ count_tokens

@@ -66,10 +66,16 @@ def rewrite(body: bytes, parsed: dict[str, Any], changes: dict[str, Any]) -> byt
     return _encode({**parsed, **changes})
 
 
-def rename_answer(body: bytes, old: str, new: str) -> bytes:
-    """A JSON answer whose top-level ``model`` is ``old``, naming ``new``
-    instead: a splice, or a re-encode when the splice is unsafe."""
-    if old == new:
+def rename_answer(body: bytes, new: str, old: Any = None) -> bytes:
+    """A JSON answer naming ``new`` as its top-level ``model`` where it named
+    ``old`` (read from ``body`` when not given): a splice, or a re-encode when
+    the splice is unsafe.  An answer with no model string is left as it is."""
+    if old is None:
+        try:
+            old = _top_model.decode(body).model
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return body
+    if not isinstance(old, str) or old == new:
         return body
     spliced = _splice_model(body, old, new)
     if spliced is not None:
@@ -100,31 +106,39 @@ class StreamRenamer:
         token = self._token
         if token is not None:
             return frames.replace(token, self._new)
-        tokens = _model_tokens(frames, first=not self._every)
+        return self._learn(frames)
+
+    def _learn(self, frames: bytes) -> bytes:
+        """Rename up to the first non-empty name (``every``: learn its token and
+        replace the rest at once); the first event's name only, otherwise."""
+        new = self._new
+        out: list[bytes] = []
+        done = 0  # frames[:done] is in out
+        for key, value, end in _model_tokens(frames):
+            out += (frames[done:key], new)
+            done = end
+            if not self._every:
+                break
+            if end - value > 2:  # (an empty name, '""', is not learnt)
+                token = self._token = frames[key:end]
+                self.done = token == new
+                out.append(frames[end:].replace(token, new))
+                return b"".join(out)
         if not self._every:
             self.done = True
-        out = frames
-        for start, _, end in reversed(tokens):  # (from the end: earlier positions hold)
-            out = out[:start] + self._new + out[end:]
-        if self._every:
-            named = [frames[start:end] for start, value, end in tokens if end - value > 2]
-            if named:  # (an empty name, '""', is not learnt)
-                self._token = named[-1]
-                self.done = named[-1] == self._new
-        return out
+        if not out:
+            return frames
+        out.append(frames[done:])
+        return b"".join(out)
 
 
-def _model_tokens(body: bytes, *, first: bool = False) -> list[tuple[int, int, int]]:
-    """Where every (or the ``first``) ``"model": "<string>"`` token is: (start
-    of the key, start of the value, end of the value)."""
-    tokens = []
+def _model_tokens(body: bytes) -> Iterator[tuple[int, int, int]]:
+    """Where each ``"model": "<string>"`` token is: (start of the key, start of
+    the value, end of the value)."""
     for key, value in _model_pairs(body):
         end = _string_end(body, value)
         if end > 0:
-            tokens.append((key, value, end))
-            if first:
-                break
-    return tokens
+            yield key, value, end
 
 
 def _string_end(body: bytes, start: int) -> int:
