@@ -57,7 +57,7 @@ from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
 from vdm.protocols import anthropic, fields, openai_ingress, responses, structured
-from vdm.protocols.body import rewrite
+from vdm.protocols.body import StreamRenamer, rename_answer, rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
 from vdm.protocols.openai import usage_from_openai
 from vdm.protocols.responses_stream import StreamEncoder as ResponsesEncoder
@@ -94,6 +94,7 @@ _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-contr
 class _AnthropicAnswer(msgspec.Struct):
     usage: dict[str, Any] = {}
     stop_reason: str | None = None
+    model: Any = None
 
 
 class _Choice(msgspec.Struct):
@@ -103,16 +104,18 @@ class _Choice(msgspec.Struct):
 class _OpenAIAnswer(msgspec.Struct):
     usage: dict[str, Any] | None = None
     choices: list[_Choice] = []
+    model: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class _RelayRules:
-    """How one wire family's passthrough answers are tapped and ended."""
+    """How one wire family's passthrough answers are tapped, renamed and ended."""
 
     tap: Callable[[], Any]  # a fresh stream usage tap
     encode_stream_error: Callable[[GatewayError], bytes]
-    answer: msgspec.json.Decoder[Any]
+    answer: msgspec.json.Decoder[Any]  # (its ``model``: the upstream's name for it)
     usage: Callable[[Any], tuple[ir.Usage | None, str | None]]
+    model_in_every_chunk: bool  # else in the stream's first event only
 
 
 _ANTHROPIC_RELAY = _RelayRules(
@@ -120,6 +123,7 @@ _ANTHROPIC_RELAY = _RelayRules(
     anthropic.encode_stream_error,
     msgspec.json.Decoder(_AnthropicAnswer),
     lambda a: (anthropic.usage_from_dict(a.usage), a.stop_reason),
+    model_in_every_chunk=False,
 )
 _OPENAI_RELAY = _RelayRules(
     _OpenAITap,
@@ -129,12 +133,14 @@ _OPENAI_RELAY = _RelayRules(
         usage_from_openai(a.usage) if a.usage else None,
         a.choices[0].finish_reason if a.choices else None,
     ),
+    model_in_every_chunk=True,
 )
 _RESPONSES_RELAY = _RelayRules(
     responses.UsageTap,
     responses.encode_stream_error,
     msgspec.json.Decoder(responses.ResponsesAnswer),
     lambda a: (responses.usage_from_responses(a.usage), a.status),
+    model_in_every_chunk=True,  # (every response.* event's response)
 )
 
 
@@ -532,6 +538,7 @@ class Gateway:
                     provider,  # type: ignore[arg-type]  # native: an AnthropicNative
                     parsed,
                     body,
+                    model,
                     route,
                     ctx,
                     outcome,
@@ -598,6 +605,7 @@ class Gateway:
                 return await self._relay(
                     route,
                     outcome,
+                    model,
                     parsed.get("stream") is True,
                     _OPENAI_RELAY,
                     lambda: provider.forward_chat(  # type: ignore[attr-defined]
@@ -670,6 +678,7 @@ class Gateway:
                 return await self._relay(
                     route,
                     outcome,
+                    model,
                     stream,
                     _RESPONSES_RELAY,
                     lambda: provider.forward_responses(  # type: ignore[attr-defined]
@@ -745,6 +754,7 @@ class Gateway:
         provider: AnthropicNative,
         parsed: dict[str, Any],
         body: bytes,
+        model: str,
         route: Route,
         ctx: ClientContext,
         outcome: Outcome,
@@ -754,6 +764,7 @@ class Gateway:
         return await self._relay(
             route,
             outcome,
+            model,
             stream,
             _ANTHROPIC_RELAY,
             lambda: provider.forward_messages(upstream_body, route.model, ctx, stream=stream),
@@ -763,14 +774,16 @@ class Gateway:
         self,
         route: Route,
         outcome: Outcome,
+        model: str,
         stream: bool,
         rules: _RelayRules,
         forward: Callable[[], Awaitable[RawResponse]],
     ) -> Reply:
         """One passthrough attempt: the answer relayed as bytes while a tap
-        reads usage.  A stream is primed (its first chunk is in before the
-        reply, so a failure until then may still be retried); a whole answer
-        is read and must be JSON (invalid UTF-8 inside it is relayed as sent)."""
+        reads usage, naming ``model`` (the client's) where the upstream named
+        its own.  A stream is primed (its first chunk is in before the reply,
+        so a failure until then may still be retried); a whole answer is read
+        and must be JSON (invalid UTF-8 inside it is relayed as sent)."""
         async with self._first_byte(route.provider, outcome):
             raw = await forward()
             if stream and is_event_stream(raw.headers):
@@ -780,14 +793,21 @@ class Gateway:
                     raw.headers,
                     outcome=outcome,
                     stream=_tap_stream(
-                        first, raw.body, outcome, rules.tap(), rules.encode_stream_error
+                        first,
+                        raw.body,
+                        outcome,
+                        rules.tap(),
+                        rules.encode_stream_error,
+                        StreamRenamer(model, every=rules.model_in_every_chunk),
                     ),
                 )
         data = b"".join([chunk async for chunk in raw.body])
         try:
-            outcome.usage, outcome.stop_reason = rules.usage(rules.answer.decode(data))
+            answer = rules.answer.decode(data)
+            outcome.usage, outcome.stop_reason = rules.usage(answer)
+            upstream_model = answer.model
         except msgspec.ValidationError:
-            pass  # JSON of another shape: the client sees what the upstream sent
+            upstream_model = None  # JSON of another shape: relayed as sent, but for its model
         except (msgspec.DecodeError, UnicodeDecodeError):
             if not _is_utf8(data):
                 return Reply(raw.status, raw.headers, body=data, outcome=outcome)  # as sent
@@ -795,6 +815,7 @@ class Gateway:
                 f"provider '{route.provider}' sent an answer that is not JSON: {data[:200]!r}",
                 provider=route.provider,
             ) from None
+        data = rename_answer(data, model, upstream_model)
         return Reply(raw.status, raw.headers, body=data, outcome=outcome)
 
     # ------------------------------------------------------------ count_tokens
@@ -1072,13 +1093,16 @@ async def _tap_stream(
     outcome: Outcome,
     tap: _Tap,
     encode_error: Callable[[GatewayError], bytes],
+    rename: StreamRenamer | None,
 ) -> AsyncIterator[bytes]:
     """Relay ``first`` and then the rest of ``body`` while ``tap`` reads usage,
     in whole SSE frames: the start of a frame is held back until its end
     arrives, so an upstream that dies mid-frame ends the stream with a clean
     error frame, not one glued to half an event (which the client's SSE parser
-    would choke on).  (The first chunk comes in as an argument rather than
-    through a chaining generator: one generator layer less per chunk.)"""
+    would choke on).  ``rename`` names the client's model in the frames until
+    it is done (Anthropic: after the first event).  (The first chunk comes in
+    as an argument rather than through a chaining generator: one generator
+    layer less per chunk.)"""
     cutter = FrameCutter()
     chunk = first
     try:
@@ -1086,6 +1110,10 @@ async def _tap_stream(
             if chunk:
                 frames = cutter.cut(chunk)
                 if frames:
+                    if rename is not None:
+                        frames = rename(frames)
+                        if rename.done:
+                            rename = None
                     tap.feed(frames)
                     yield frames
             try:
@@ -1093,8 +1121,9 @@ async def _tap_stream(
             except StopAsyncIteration:
                 break
         if cutter.held:  # the upstream's last frame had no blank line: relayed as it is
-            tap.feed(cutter.held)
-            yield cutter.held
+            frames = cutter.held if rename is None else rename(cutter.held)
+            tap.feed(frames)
+            yield frames
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)

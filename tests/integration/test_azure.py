@@ -366,5 +366,6 @@ def test_sse_bytes_are_relayed_untouched(azure_gateway: Gateway, fake_azure: Fak
         json={"model": "gpt-4o", "messages": ASK, "stream": True},
     ) as response:
         data = b"".join(response.iter_bytes())
-    assert data == b"".join(chunks)
+    # as the upstream sent them, but for the model: the one the client asked for
+    assert data == b"".join(chunks).replace(b'"model": "upstream-model"', b'"model":"gpt-4o"')
     assert json.loads(fake_azure.last.body)["stream"] is True

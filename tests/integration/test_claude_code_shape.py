@@ -73,7 +73,9 @@ def test_passed_through_to_an_anthropic_upstream_byte_for_byte(
     fake_anthropic.reply(SSEReply(upstream))
     response = post(gateway, captured, body)
     assert response.status_code == 200
-    assert response.content == b"".join(upstream)  # relayed as bytes
+    # relayed as bytes, the first event naming the model Claude Code asked for
+    named = b"".join(upstream).replace(b'"model": "claude-upstream"', b'"model":"ant:opus-test"')
+    assert response.content == named
     got = fake_anthropic.last
     assert got.path == "/v1/messages"
     assert got.body == body.replace(b'"model": "ant:opus-test"', b'"model":"opus-test"')

@@ -843,10 +843,9 @@ def test_pings_in_anthropic_passthrough_land_only_between_frames(resilient: Rig)
     raw = raw_stream(r, "anthropic", "ant:m")
     events = check_anthropic_frames(raw)  # would fail on a ping inside a frame
     assert sum(1 for name, _ in events if name == "ping") >= 2
-    # apart from the pings, the bytes are the upstream's, untouched
-    assert (
-        raw.replace('event: ping\ndata: {"type": "ping"}\n\n', "") == b"".join(frames_up).decode()
-    )
+    # apart from the pings and the model the client asked for, the bytes are the upstream's
+    upstream = b"".join(frames_up).replace(b'"model": "claude-upstream"', b'"model":"ant:m"')
+    assert raw.replace('event: ping\ndata: {"type": "ping"}\n\n', "") == upstream.decode()
 
     r.ant.reply(SSEReply(chunks, delays=delays))
     with (

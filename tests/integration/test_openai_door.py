@@ -45,6 +45,11 @@ def test_passthrough_non_streaming(oai: openai.OpenAI, fake_openai: FakeUpstream
     assert body["temperature"] == 0.2
 
 
+def named(stream: bytes, model: str) -> bytes:
+    """The chunks of ``stream_of`` naming ``model`` instead of the upstream's model."""
+    return stream.replace(b'"model": "upstream-model"', b'"model":' + json.dumps(model).encode())
+
+
 def test_passthrough_stream_is_relayed_byte_for_byte(
     gateway: Gateway, fake_openai: FakeUpstream
 ) -> None:
@@ -61,7 +66,8 @@ def test_passthrough_stream_is_relayed_byte_for_byte(
         },
     )
     assert response.status_code == 200
-    assert response.content == b"".join(upstream)
+    # byte for byte, but every chunk names the model the client asked for
+    assert response.content == named(b"".join(upstream), "plain:gpt-x")
     assert fake_openai.last.json["model"] == "gpt-x"
 
 
@@ -75,8 +81,9 @@ def test_passthrough_stream_closed_before_done_ends_with_an_error_chunk(
         timeout=20,
         json={"model": "plain:gpt-x", "messages": ASK, "stream": True},
     )
-    assert response.content.startswith(b"".join(upstream))
-    last = response.content[len(b"".join(upstream)) :].decode()
+    relayed = named(b"".join(upstream), "plain:gpt-x")
+    assert response.content.startswith(relayed)
+    last = response.content[len(relayed) :].decode()
     assert last.startswith("data: ") and "[DONE]" not in last
     error = json.loads(last[6:])["error"]
     assert "'plain'" in error["message"] and "before it finished" in error["message"]

@@ -78,6 +78,14 @@ def assert_same_but_model(received: bytes, sent: bytes, old: str, new: str) -> N
     assert json.loads(received) == {**json.loads(sent), "model": new}
 
 
+def client_named(stream: bytes, model: str) -> bytes:
+    """An upstream stream (of ``anthropic_stream``) as the client gets it: its first
+    event names the model the client asked for, every other byte as it was sent."""
+    upstream = b'"model": "claude-upstream"'
+    assert stream.count(upstream) == 1
+    return stream.replace(upstream, b'"model":' + json.dumps(model).encode())
+
+
 def headers(**extra: str) -> dict[str, str]:
     return {
         "content-type": "application/json",
@@ -113,8 +121,8 @@ def test_body_forwarded_byte_for_byte_except_the_model(
     sent = body()
     response = httpx.post(gateway.url + "/v1/messages", content=sent, headers=headers(), timeout=20)
     assert response.status_code == 200, response.text
-    # the answer comes back as the upstream wrote it
-    assert response.content == answer
+    # the answer comes back as the upstream wrote it, naming the model the client asked for
+    assert response.content == answer.replace(b'"model":"m-up"', b'"model":"ant:m-up"')
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers["x-vdm-provider"] == "ant"
     assert response.headers["x-vdm-model"] == "m-up"
@@ -218,7 +226,7 @@ def test_stream_that_is_not_utf8_is_relayed_as_it_is(
         timeout=20,
     ) as streamed:
         assert streamed.status_code == 200
-        assert streamed.read() == b"".join(frames)
+        assert streamed.read() == client_named(b"".join(frames), "ant:m-up")
 
 
 def test_alias_in_passthrough(gateway: Gateway, fake_anthropic: FakeUpstream) -> None:
@@ -346,7 +354,7 @@ def test_stream_relayed_byte_for_byte(gateway: Gateway, fake_anthropic: FakeUpst
         assert response.headers["x-vdm-model"] == "m-up"
         assert response.headers["anthropic-ratelimit-tokens-remaining"] == "9"
         received = response.read()
-    assert received == b"".join(chunks)
+    assert received == client_named(b"".join(chunks), "ant:m-up")
     upstream = fake_anthropic.last
     assert_same_but_model(upstream.body, sent, "ant:m-up", "m-up")
     assert upstream.headers["anthropic-beta"] == BETA

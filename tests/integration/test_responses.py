@@ -563,7 +563,11 @@ def test_native_provider_gets_the_body_and_relays_the_stream_byte_for_byte(
         "tools": [{"type": "web_search"}],
     }
     response = httpx.post(gateway.url + "/v1/responses", json=body, timeout=20)
-    assert response.status_code == 200 and response.content == b"".join(upstream)
+    assert response.status_code == 200
+    # byte for byte, but every event names the model the client asked for
+    relayed = b"".join(upstream).replace(b'"model": "gpt-x"', b'"model":"openai:gpt-x"')
+    assert relayed.count(b'"model":"openai:gpt-x"') == 2
+    assert response.content == relayed
     assert response.headers["x-vdm-provider"] == "openai"
     sent = fake_openai.last
     assert sent.path == "/v1/responses" and sent.headers["authorization"] == "Bearer sk-test-openai"
@@ -582,7 +586,7 @@ def test_native_provider_gets_the_body_and_relays_the_stream_byte_for_byte(
     }
     fake_openai.reply(JSONReply(whole))
     raw = oai.responses.with_raw_response.create(model="openai:gpt-x", input="Hi")
-    assert json.loads(raw.http_response.content) == whole
+    assert json.loads(raw.http_response.content) == {**whole, "model": "openai:gpt-x"}
 
 
 def test_responses_api_setting_picks_conversion(tmp_path: Path, fake_openai: FakeUpstream) -> None:

@@ -248,10 +248,7 @@ def test_routing_precedence(
         key = "sk-test-plain" if provider == "plain" else "sk-test-openai"
         assert fake.last.headers["authorization"] == f"Bearer {key}"
     message = raw.parse()
-    if provider == "ant":
-        assert message.model == "claude-upstream"  # passthrough: as the upstream wrote it
-    else:
-        assert message.model == model  # conversion: the model the client asked for
+    assert message.model == model  # passthrough or conversion: the model the client asked for
 
 
 def test_routing_headers_on_streams(client: anthropic.Anthropic, fake_openai: FakeUpstream) -> None:

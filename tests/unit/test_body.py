@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vdm.protocols.body import rewrite
+from vdm.protocols.body import StreamRenamer, rename_answer, rewrite
 
 # A Claude Code style body written by hand: odd spacing, key order, unicode
 # escapes, cache_control, a thinking signature, fields the gateway never heard of.
@@ -159,3 +159,106 @@ def test_duplicate_top_level_model_keys() -> None:
     out = rewrite(body, parsed_of(body), {"model": "b"})
     assert json.loads(out)["model"] == "b"
     assert b'"a"' not in out
+
+
+# ---------------------------------------------------------------- answers: the client's model
+
+
+ANSWER = (
+    b'{"id":"msg_1","type":"message","role":"assistant","model" : "claude-x-2099",'
+    b'"content":[{"type":"thinking","thinking":"say \\"model\\":\\"claude-x-2099\\"",'
+    b'"signature":"sig+/=="},{"type":"text","text":"caf\\u00e9"}],"usage":{"input_tokens":1}}'
+)
+
+
+def test_answer_splice_keeps_every_other_byte() -> None:
+    expected = ANSWER.replace(b'"model" : "claude-x-2099"', b'"model":"claude-sonnet-4-5"')
+    assert rename_answer(ANSWER, "claude-sonnet-4-5", "claude-x-2099") == expected
+    assert rename_answer(ANSWER, "claude-sonnet-4-5") == expected  # the old name read from it
+    assert rename_answer(ANSWER, "claude-x-2099", "claude-x-2099") is ANSWER
+    assert rename_answer(ANSWER, "claude-x-2099") is ANSWER
+
+
+@pytest.mark.parametrize(
+    "answer", [b'{"id":"x","model":null}', b'{"id":"x"}', b"[1,2]", b'"model"', b'{"model":3}']
+)
+def test_answer_without_a_model_name_is_left_as_it_is(answer: bytes) -> None:
+    assert rename_answer(answer, "asked") is answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # the same name again, in a tool's input: two candidates, re-encoded
+        b'{"model":"up","content":[{"type":"tool_use","input":{"model":"up"}}]}',
+        b'{"content":[{"type":"tool_use","input":{"model":"up"}}],"model":"up"}',
+        # the top-level key written with an escape, a nested plain one
+        b'{"content":[{"type":"tool_use","input":{"model":"up"}}],"mod\\u0065l":"up"}',
+        b'{"model":"\\u0075p","content":[{"input":{"model":"up"}}]}',
+    ],
+)
+def test_answer_nested_model_keys_are_left_alone(answer: bytes) -> None:
+    out = json.loads(rename_answer(answer, "asked", "up"))
+    assert out == {**json.loads(answer), "model": "asked"}
+
+
+def test_stream_first_event_only() -> None:
+    rename = StreamRenamer("claude-sonnet-4-5", every=False)
+    first = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m",'
+        b'"model": "claude-x-2099","content":[]}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"tool_use","input":{"model": "claude-x-2099"}}}\n\n'
+    )
+    out = rename(first)
+    assert rename.done
+    assert out == first.replace(b'"model": "claude-x-2099"', b'"model":"claude-sonnet-4-5"', 1)
+    assert out.count(b'"model": "claude-x-2099"') == 1  # the tool's input is untouched
+
+
+@pytest.mark.parametrize(
+    ("upstream", "token"),
+    [
+        ("gpt-4o-2024-08-06", b'"model":"gpt-4o-2024-08-06"'),
+        ("gpt-4o-2024-08-06", b'"model" :  "gpt-4o-2024-08-06"'),
+        ('we"ird\\name', b'"model":"we\\"ird\\\\name"'),
+        ("ends-in\\", b'"model":"ends-in\\\\"'),
+    ],
+)
+def test_stream_every_chunk_by_the_token_learnt(upstream: str, token: bytes) -> None:
+    def frame(extra: bytes = b"") -> bytes:
+        return b'data: {"id":"c",' + token + b',"choices":[' + extra + b"]}\n\n"
+
+    text = json.dumps({"content": f'"model":"{upstream}"'}).encode()  # escaped: text, not a key
+    rename = StreamRenamer("fast", every=True)
+    new = b'"model":"fast"'
+    assert rename(frame() + frame()) == (frame() + frame()).replace(token, new)
+    assert not rename.done
+    for later in (frame(text), frame() * 3, b"data: [DONE]\n\n"):
+        assert rename(later) == later.replace(token, new)
+    out = rename(frame(text))
+    assert text in out and out.count(new) == 1
+
+
+def test_stream_every_chunk_an_empty_name_is_renamed_not_learnt() -> None:
+    rename = StreamRenamer("fast", every=True)
+    azure = b'data: {"model":"","choices":[],"prompt_filter_results":[]}\n\n'
+    assert rename(azure) == azure.replace(b'"model":""', b'"model":"fast"')
+    real = b'data: {"model":"gpt-4o","choices":[]}\n\n'
+    assert rename(real) == real.replace(b'"model":"gpt-4o"', b'"model":"fast"')
+    assert rename(real) == real.replace(b'"model":"gpt-4o"', b'"model":"fast"')
+
+
+def test_stream_every_chunk_already_named_as_asked() -> None:
+    rename = StreamRenamer("gpt-4o", every=True)
+    frame = b'data: {"model":"gpt-4o","choices":[]}\n\n'
+    assert rename(frame) == frame
+    assert rename.done  # nothing to replace in the chunks to come
+
+
+def test_stream_no_model_yet_keeps_looking() -> None:
+    rename = StreamRenamer("fast", every=True)
+    assert rename(b"data: {}\n\n") == b"data: {}\n\n"
+    assert not rename.done
+    frame = b'data: {"model":"up"}\n\n'
+    assert rename(frame) == b'data: {"model":"fast"}\n\n'

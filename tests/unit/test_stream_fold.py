@@ -70,7 +70,9 @@ def split(draw: st.DrawFn, text: str) -> list[str]:
 
 
 @st.composite
-def chunkings(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def chunkings(
+    draw: st.DrawFn, interleave: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     body = draw(answers())
     message = body["choices"][0]["message"]
 
@@ -82,29 +84,41 @@ def chunkings(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         chunks.append(chunk({"reasoning_content": piece}))
     for piece in split(draw, message["content"]):
         chunks.append(chunk({"content": piece}))
-    for index, call in enumerate(message.get("tool_calls", [])):
-        function = call["function"]
-        chunks.append(
-            chunk(
-                {
-                    "tool_calls": [
-                        {
-                            "index": index,
-                            "id": call["id"],
-                            "type": "function",
-                            "function": {"name": function["name"]},
-                        }
-                    ]
-                }
-            )
-        )
-        for piece in split(draw, function["arguments"]):
-            chunks.append(
-                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-            )
+    chunks.extend(draw(tool_call_chunks(message.get("tool_calls", []), chunk, interleave)))
     chunks.append(chunk({}, body["choices"][0]["finish_reason"]))
     chunks.append({"choices": [], "usage": body["usage"]})
     return body, chunks
+
+
+@st.composite
+def tool_call_chunks(
+    draw: st.DrawFn, calls: list[dict[str, Any]], chunk: Any, interleave: bool = False
+) -> list[dict[str, Any]]:
+    """The chunks of ``calls``: each call's first chunk (id and name) then its
+    argument fragments; one call after the other, or (``interleave``) the
+    fragments of all the calls that have started mixed in any order, as some
+    upstreams stream parallel calls (each call still starts in index order)."""
+    pending: list[list[dict[str, Any]]] = []
+    for index, call in enumerate(calls):
+        function = call["function"]
+        head = {"index": index, "id": call["id"], "type": "function"}
+        head["function"] = {"name": function["name"], "arguments": ""}
+        pieces = [
+            {"index": index, "function": {"arguments": piece}}
+            for piece in split(draw, function["arguments"])
+        ]
+        pending.append([head, *pieces])
+    out: list[dict[str, Any]] = []
+    started = 0  # calls whose first chunk went
+    while any(pending):
+        if interleave:
+            choices = [i for i in range(min(started + 1, len(pending))) if pending[i]]
+            i = draw(st.sampled_from(choices))
+        else:
+            i = next(i for i, p in enumerate(pending) if p)
+        started = max(started, i + 1)
+        out.append(chunk({"tool_calls": [pending[i].pop(0)]}))
+    return out
 
 
 def assert_valid_order(events: list[ir.Event]) -> None:
@@ -137,7 +151,19 @@ def without_id(response: ir.ChatResponse) -> ir.ChatResponse:
 @settings(max_examples=250, deadline=None)
 @given(chunkings())
 def test_stream_folds_to_the_non_streaming_message(case: tuple[dict, list[dict]]) -> None:
-    body, chunks = case
+    assert_stream_folds_to_the_message(*case)
+
+
+@settings(max_examples=250, deadline=None)
+@given(chunkings(interleave=True))
+def test_interleaved_parallel_tool_calls_fold_to_the_non_streaming_message(
+    case: tuple[dict, list[dict]],
+) -> None:
+    """Fragments of parallel calls mixed by ``index``: each call comes whole."""
+    assert_stream_folds_to_the_message(*case)
+
+
+def assert_stream_folds_to_the_message(body: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
     decoder = ChunkDecoder("client-model")
     streamed: list[ir.Event] = []
     for chunk in chunks:
@@ -159,3 +185,40 @@ def test_stream_folds_to_the_non_streaming_message(case: tuple[dict, list[dict]]
         assert use.input == (ir.parse_tool_input(raw))
         assert use.id == "toolu_" + call["id"]
     assert folded.usage.output_tokens == body["usage"]["completion_tokens"]
+
+
+def test_interleaved_calls_each_come_whole_and_in_order() -> None:
+    """call 0, call 1, call 0, call 1, ...: the first call waits for nothing,
+    the second opens once the first's arguments are whole JSON."""
+
+    def chunk(*calls: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        delta = {"tool_calls": list(calls)} if calls else {}
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def head(index: int, name: str) -> dict[str, Any]:
+        return {"index": index, "id": f"c{index}", "function": {"name": name, "arguments": ""}}
+
+    def args(index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "function": {"arguments": text}}
+
+    decoder = ChunkDecoder("m")
+    events: list[ir.Event] = []
+    for c in (
+        chunk(head(0, "Read")),
+        chunk(head(1, "Grep")),
+        chunk(args(0, '{"path": ')),
+        chunk(args(1, '{"pattern": "x"')),
+        chunk(args(0, '"/a"}'), args(1, "}")),  # two calls' fragments in one chunk
+        chunk(finish="tool_calls"),
+    ):
+        events.extend(decoder.feed(c))
+    events.extend(decoder.finish())
+    assert_valid_order(events)
+    uses = [p for p in ir.fold(events).content if isinstance(p, ir.ToolUsePart)]
+    assert [(u.id, u.name, u.input) for u in uses] == [
+        ("toolu_c0", "Read", {"path": "/a"}),
+        ("toolu_c1", "Grep", {"pattern": "x"}),
+    ]
+    # the first call closes as soon as it is whole, before the stream ends
+    first_stop = events.index(ir.BlockStop(0))
+    assert first_stop < events.index(ir.ToolUseStart(1, "toolu_c1", "Grep", None))

@@ -341,12 +341,22 @@ def tool_call_details(call: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class _ToolCall:
-    __slots__ = ("arguments", "block", "closed", "id", "name")
+    __slots__ = ("arguments", "block", "closed", "details", "id", "name")
 
-    def __init__(self, block: int, id_: str, name: str) -> None:
-        self.block, self.id, self.name = block, id_, name
+    def __init__(self, id_: str, name: str, details: dict[str, Any] | None) -> None:
+        self.id, self.name, self.details = id_, name, details
+        self.block = -1  # its block's index, once opened
         self.arguments: list[str] = []
         self.closed = False
+
+    def whole(self) -> bool:
+        """Are the arguments so far one complete JSON value?  (They are one
+        object, and no proper prefix of an object's text is valid JSON.)"""
+        try:
+            _json_decoder.decode("".join(self.arguments))
+        except msgspec.DecodeError:
+            return False
+        return True
 
     def input_json(self) -> str:
         """The arguments as one JSON object text.
@@ -366,8 +376,14 @@ class ChunkDecoder:
     """Per-stream state: chat.completion.chunk objects -> IR events.
 
     Blocks are opened lazily as their first fragment arrives and closed when
-    another kind of block starts, so the Anthropic rule "one block at a time,
-    in index order" holds for any split of the upstream's fragments.
+    another block starts, so the Anthropic rule "one block at a time, in
+    index order" holds for any split of the upstream's fragments.
+
+    Parallel tool calls may come interleaved (fragments of call 0, call 1,
+    call 0, ... by ``index``): a call that starts while the open one's
+    arguments are not yet whole JSON waits (its fragments kept) until they
+    are, or until the answer ends or turns to text; then the waiting calls
+    open in turn.  Calls streamed one after the other open as they come.
     """
 
     __slots__ = (
@@ -379,6 +395,7 @@ class ChunkDecoder:
         "_started",
         "_tools",
         "_usage",
+        "_waiting",
         "model",
         "saw_finish",
     )
@@ -391,6 +408,7 @@ class ChunkDecoder:
         self._open_kind = ""
         self._open_tool: _ToolCall | None = None
         self._tools: dict[int, _ToolCall] = {}
+        self._waiting: list[_ToolCall] = []  # calls started while the open one was unfinished
         self._finish_reason: Any = None
         self._usage = ir.Usage()
         self.saw_finish = False
@@ -444,16 +462,30 @@ class ChunkDecoder:
         yield ir.TextStart(index) if kind == "text" else ir.ThinkingStart(index)
 
     def _close(self) -> Iterator[ir.Event]:
+        """Close the open block, then every waiting tool call in turn."""
+        yield from self._close_open()
+        for tool in self._waiting:
+            yield self._open_tool_block(tool)
+            yield from self._close_open()
+        self._waiting.clear()
+
+    def _close_open(self) -> Iterator[ir.Event]:
         if self._open is not None:
-            if self._open_kind == "tool":
-                tool = self._open_tool
-                assert tool is not None
+            tool = self._open_tool
+            if tool is not None:
                 tool.closed = True
                 arguments = tool.input_json()
                 if arguments:
                     yield ir.ToolInputDelta(tool.block, arguments)
+                self._open_tool = None
             yield ir.BlockStop(self._open)
             self._open, self._open_kind = None, ""
+
+    def _open_tool_block(self, tool: _ToolCall) -> ir.ToolUseStart:
+        tool.block = self._next_index
+        self._next_index += 1
+        self._open, self._open_kind, self._open_tool = tool.block, "tool", tool
+        return ir.ToolUseStart(tool.block, tool.id, tool.name, tool.details)
 
     def _tool_fragment(self, call: dict[str, Any]) -> Iterator[ir.Event]:
         position = call.get("index")
@@ -464,19 +496,36 @@ class ChunkDecoder:
             function = {}
         tool = self._tools.get(position)
         if tool is None:
-            yield from self._close()
             name = function.get("name")
             tool = _ToolCall(
-                self._next_index, tool_use_id(call.get("id")), name if isinstance(name, str) else ""
+                tool_use_id(call.get("id")),
+                name if isinstance(name, str) else "",
+                tool_call_details(call),
             )
-            self._next_index += 1
             self._tools[position] = tool
-            self._open, self._open_kind, self._open_tool = tool.block, "tool", tool
-            yield ir.ToolUseStart(tool.block, tool.id, tool.name, tool_call_details(call))
+            open_tool = self._open_tool
+            if open_tool is not None and (self._waiting or not open_tool.whole()):
+                self._waiting.append(tool)  # the open call may have more to come
+            else:
+                yield from self._close()
+                yield self._open_tool_block(tool)
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments and not tool.closed:
             # (fragments of a call whose block already closed cannot be sent)
             tool.arguments.append(arguments)
+            if self._waiting and tool is self._open_tool and "}" in arguments and tool.whole():
+                yield from self._next_waiting()
+
+    def _next_waiting(self) -> Iterator[ir.Event]:
+        """The open call is whole: close it and open the waiting calls in turn,
+        up to one that is not whole yet (or the last)."""
+        yield from self._close_open()
+        while self._waiting:
+            tool = self._waiting.pop(0)
+            yield self._open_tool_block(tool)
+            if not self._waiting or not tool.whole():
+                return
+            yield from self._close_open()
 
     def finish(self) -> Iterator[ir.Event]:
         """End of the upstream stream: close blocks, report stop and usage."""

@@ -623,6 +623,7 @@ class ResponsesAnswer(msgspec.Struct):
 
     usage: dict[str, Any] | None = None
     status: str | None = None
+    model: Any = None
 
 
 def usage_from_responses(usage: Any) -> ir.Usage | None:
