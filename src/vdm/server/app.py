@@ -516,7 +516,9 @@ async def _reply(
         metrics.in_flight -= 1
     if reply is not None and reply.outcome is not None:
         _record_outcome(app, door, reply, started, answered)
-        if principal is not None:
+        # A JWT admits a principal with no control plane (PROXY_API_KEY + VDM_JWT_SECRET):
+        # then no token registry counts its usage.
+        if principal is not None and app.plane is not None:
             app.plane.registry.record_usage(principal, reply.outcome.usage)
             if reply.headers.get("x-vdm-cache") == "hit":
                 app.plane.registry.record_cache_hit(principal)
