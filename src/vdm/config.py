@@ -176,6 +176,12 @@ class Settings:
     tenants: TenantSettings = field(default_factory=TenantSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
 
+    @property
+    def operator_key(self) -> str | None:
+        """The operator's credential (``/metrics``, ``/health`` in full, the
+        dashboard): ``MANAGEMENT_TOKEN`` when set, else ``PROXY_API_KEY``."""
+        return self.tenants.management_token or self.server.proxy_api_key
+
 
 def fingerprint(secret: str) -> str:
     if secret == PASSTHROUGH_KEY:

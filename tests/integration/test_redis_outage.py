@@ -50,4 +50,3 @@ def test_running_totals_are_a_503_not_a_500(gw: Gateway) -> None:
     log = gw.wait_log("request_id=totals-2")
     assert "Traceback" not in log
     assert len(warnings_about(log, "unavailable for the running totals")) == 1
-

@@ -58,7 +58,7 @@ def health_server(url: UrlOpt = None) -> None:
     settings = settings_or_exit()
     base = gateway_url(url, settings)
     try:
-        code, body = process.get_json(base + "/health", key=settings.server.proxy_api_key)
+        code, body = process.get_json(base + "/health", key=settings.operator_key)
     except (OSError, ValueError) as exc:
         _unreachable(base, exc)
     if code != 200 or not isinstance(body, dict):

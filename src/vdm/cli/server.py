@@ -309,7 +309,7 @@ def status(pid_file: PidOpt = None) -> None:
         console.print(f"vdm is not running{note}", markup=False)
         raise typer.Exit(1)
     settings = settings_or_none()
-    key = settings.server.proxy_api_key if settings else None
+    key = settings.operator_key if settings else None
     try:
         code, health = process.get_json(info.url + "/health", key=key)
     except (OSError, ValueError) as exc:

@@ -68,6 +68,9 @@ _JSON = {"content-type": "application/json"}
 
 # Paths that answer without the proxy key (probes).
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
+# Paths for the operator only (MANAGEMENT_TOKEN, else PROXY_API_KEY): every tenant's traffic.
+OPERATOR_PATHS = frozenset({"/metrics", "/metrics/running-totals"})
+OPERATOR = "vdm.operator"  # scope key: the request holds the operator's credential
 MANAGE = "/manage"
 PRINCIPAL = "vdm.principal"  # scope key: the tenant a request was admitted for
 
@@ -95,6 +98,7 @@ class App:
             if settings.tenants.management_token
             else None
         )
+        self.operator_key = ProxyKey(settings.operator_key) if settings.operator_key else None
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -310,43 +314,13 @@ class App:
                 body,
             )
             return
-        key = self.management_key or self.proxy_key
-        if key is None and self.plane is not None:  # tenants' traffic: not for any caller
+        try:
+            await self._check_operator(scope, headers, request_id, "dashboard")
+        except GatewayError as exc:
             await send_bytes(
-                send,
-                403,
-                {**_JSON, **ids},
-                _encode(
-                    {"detail": "set MANAGEMENT_TOKEN to use the dashboard with the control plane"}
-                ),
+                send, exc.status, {**_JSON, **ids, **exc.headers}, _encode({"detail": exc.message})
             )
             return
-        if key is not None:
-            try:
-                key.check(presented_key(headers))
-            except AuthenticationFailed:
-                if self.plane is not None:
-                    from vdm.tenants.service import Actor
-
-                    client = scope.get("client")
-                    await self.plane.failed(
-                        Actor("anonymous", request_id, client[0] if client else None),
-                        "dashboard.authenticate",
-                        "wrong or missing dashboard token",
-                    )
-                name = "MANAGEMENT_TOKEN" if self.management_key else "PROXY_API_KEY"
-                await send_bytes(
-                    send,
-                    401,
-                    {**_JSON, **ids, "www-authenticate": "Bearer"},
-                    _encode(
-                        {
-                            "detail": "invalid or missing dashboard token "
-                            f"(Authorization: Bearer {name})"
-                        }
-                    ),
-                )
-                return
         await send_bytes(
             send,
             200,
@@ -370,7 +344,11 @@ class App:
                 await self._dashboard(scope, send, headers, request_id, path)
                 return
             handler = self._handler(scope["method"], path)
-            if self.auth is not None and path not in OPEN_PATHS:
+            if path in OPERATOR_PATHS:
+                await self._check_operator(scope, headers, request_id, path[1:])
+            elif path == "/health" and self._holds_operator_key(headers):
+                scope[OPERATOR] = True
+            elif self.auth is not None and path not in OPEN_PATHS:
                 client = scope.get("client")
                 principal = await self.auth.check(
                     headers, request_id, client[0] if client else None
@@ -386,6 +364,46 @@ class App:
             return
         finally:
             current_request_id.reset(token)
+
+    def _holds_operator_key(self, headers: dict[str, str]) -> bool:
+        """The request holds the operator's credential, or the gateway asks for
+        none at all (no PROXY_API_KEY, no control plane)."""
+        key = self.operator_key
+        if key is None:
+            return not self.settings.tenants.enabled
+        try:
+            key.check(presented_key(headers))
+        except AuthenticationFailed:
+            return False
+        return True
+
+    async def _check_operator(
+        self, scope: Scope, headers: dict[str, str], request_id: str, what: str
+    ) -> None:
+        """Raise unless the request holds the operator's credential: what
+        ``what`` shows is every tenant's traffic, for no tenant to see."""
+        if self._holds_operator_key(headers):
+            return
+        if self.operator_key is None:
+            raise PermissionDenied(
+                f"set MANAGEMENT_TOKEN to use the {what} with the control plane on "
+                "(it shows every tenant's traffic)"
+            )
+        if self.plane is not None:
+            from vdm.tenants.service import Actor
+
+            client = scope.get("client")
+            await self.plane.failed(
+                Actor("anonymous", request_id, client[0] if client else None),
+                f"{what.partition('/')[0]}.authenticate",
+                f"wrong or missing {what} token",
+            )
+        name = "MANAGEMENT_TOKEN" if self.management_key else "PROXY_API_KEY"
+        raise AuthenticationFailed(
+            f"invalid or missing {what} token (the operator's {name}, as "
+            "Authorization: Bearer or x-api-key)",
+            headers={"www-authenticate": "Bearer"},
+        )
 
     def _handler(self, method: str, path: str) -> Handler:
         """The gateway's own routes first; then the passthrough allowlist."""
@@ -778,13 +796,21 @@ async def aliases(
 async def health(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
+    """Status and version for any admitted client; the details (providers, their
+    URLs and keys' count) for the operator only."""
     settings = app.settings
+    status = {
+        "status": "healthy" if app.gateway is not None else "starting",
+        "version": __version__,
+    }
+    if not scope.get(OPERATOR):
+        await _json(send, request_id, status)
+        return
     await _json(
         send,
         request_id,
         {
-            "status": "healthy" if app.gateway is not None else "starting",
-            "version": __version__,
+            **status,
             "uptime_seconds": round(time.time() - app.started, 1),
             "default_provider": settings.default_provider,
             "providers": {
