@@ -8,6 +8,7 @@ else calls its operations.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
@@ -21,7 +22,14 @@ from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecor
 from vdm.tenants.audit import AuditLog
 from vdm.tenants.limits import SharedWindows
 from vdm.tenants.registry import TokenRegistry
-from vdm.tenants.secrets import Cipher, CredentialError, hash_token, new_token, obfuscate
+from vdm.tenants.secrets import (
+    Cipher,
+    CredentialError,
+    hash_token,
+    load_key,
+    new_token,
+    obfuscate,
+)
 from vdm.tenants.settings import TenantSettings
 
 log = logging.getLogger("vdm.tenants")
@@ -49,13 +57,14 @@ class ControlPlane:
         default_provider: str,
         bus: Bus,
         windows: SharedWindows | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.providers = providers
         self.default_provider = default_provider
         self.bus = bus
-        self.cipher = Cipher(settings.encryption_key)
+        self.cipher = cipher or Cipher(settings.encryption_key)
         self.audit = AuditLog(store, settings.audit_log_file, bus)
         # Told of other instances' changes by the bus when it spans instances (Redis),
         # the database's revision is only a safety net then.
@@ -88,12 +97,14 @@ class ControlPlane:
         from vdm.store import migrate
         from vdm.store.sql import SqlStore, create_engine
 
+        cipher = Cipher(await asyncio.to_thread(load_key, settings))
         engine = create_engine(settings)
         windows = SharedWindows(redis_url, redis_namespace) if redis_url else None
         try:
             await migrate.upgrade(engine, settings.database_schema)
-            plane = cls(settings, SqlStore(engine), providers, default_provider, bus, windows)
-            await plane._check_credentials()
+            store = SqlStore(engine)
+            plane = cls(settings, store, providers, default_provider, bus, windows, cipher)
+            await plane._seal_credentials()
             await plane.registry.start()
         except BaseException:
             await engine.dispose()
@@ -108,14 +119,25 @@ class ControlPlane:
         """Let the bus's consumers catch up (usage counters, audit) before a read."""
         await self.bus.flush()
 
-    async def _check_credentials(self) -> None:
-        """Fail at start-up, not on a request, when stored keys cannot be read."""
+    async def _seal_credentials(self) -> None:
+        """Fail at start-up, not on a request, when stored keys cannot be read;
+        encrypt those stored in plain text before a key was in use."""
+        sealed = 0
         for project in await self.store.list_projects():
-            for stored in project.credentials.values():
+            opened = {}
+            for provider, stored in project.credentials.items():
                 try:
-                    self.cipher.open(stored)
+                    opened[provider] = self.cipher.open(stored)
                 except CredentialError as exc:
                     raise RuntimeError(f"project {project.name!r}: {exc}") from None
+            plain = [p for p, stored in project.credentials.items() if stored.startswith("plain:")]
+            if plain and self.cipher.encrypts:
+                resealed = self._sealed({p: opened[p] for p in plain}, project.credentials)
+                await self.store.update_project(project.id, {"credentials": resealed})
+                sealed += len(plain)
+        if sealed:
+            await self.store.checkpoint()
+            log.info("encrypted %d project credential(s) stored in plain text", sealed)
 
     async def close(self) -> None:
         try:
