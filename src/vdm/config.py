@@ -23,6 +23,7 @@ on an Azure host) also take ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (TOML
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -131,6 +132,9 @@ class ServerSettings:
     models_prefetch: bool = True  # fetch the lists at start-up
     # vdm.passthrough.Rule entries; None: the package default allowlist.
     passthrough_allow: tuple[Any, ...] | None = None
+    # Peers (IP networks) whose X-Forwarded-For / -Proto are believed: the client's
+    # address (audit, logs, failed-login limits) comes from them.  None by default.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,7 @@ _SERVER_KEYS = {
     "models-prefetch",
     "max-upload-size",
     "passthrough-allow",
+    "trusted-proxies",
 }
 _GRPC_KEYS = {
     "host",
@@ -461,6 +466,7 @@ def _server_settings(
     prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
     prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
+    proxies = _networks(*pick("trusted-proxies", "TRUSTED_PROXIES"), problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -492,6 +498,7 @@ def _server_settings(
         models_wait=wait or 2.0,
         models_prefetch=prefetch,
         passthrough_allow=allow,
+        trusted_proxies=proxies,
     )
 
 
@@ -654,6 +661,27 @@ def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] 
     except ValueError as exc:
         problems.append(f"{source}: invalid passthrough allowlist: {exc}")
         return None
+
+
+def _networks(value: Any, source: str, problems: list[str]) -> tuple[str, ...]:
+    """``trusted-proxies``: IP addresses or networks (CIDR), a comma-separated
+    string or an array; each normalised (``10.1.2.3/8`` -> ``10.0.0.0/8``)."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        problems.append(f"{source}: expected IP addresses or networks, e.g. '10.0.0.0/8, ::1'")
+        return ()
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            problems.append(
+                f"{source}: {str(item).strip()!r} is not an IP address or network "
+                "(e.g. 10.0.0.0/8, 192.168.1.7, fd00::/8)"
+            )
+    return tuple(out)
 
 
 def _as_int(
