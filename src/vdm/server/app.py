@@ -25,6 +25,7 @@ from vdm import __version__, events, totals
 from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
+from vdm.auth.throttle import FailedLogins
 from vdm.config import Settings, load_settings
 from vdm.errors import (
     AuthenticationFailed,
@@ -34,6 +35,7 @@ from vdm.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    QuotaExceeded,
     ShuttingDown,
 )
 from vdm.events import Bus
@@ -71,6 +73,7 @@ OPEN_PATHS = frozenset({"/", "/live", "/ready"})
 # Paths for the operator only (MANAGEMENT_TOKEN, else PROXY_API_KEY): every tenant's traffic.
 OPERATOR_PATHS = frozenset({"/metrics", "/metrics/running-totals"})
 OPERATOR = "vdm.operator"  # scope key: the request holds the operator's credential
+_LOGIN_ACTIONS = {"management": "manage.authenticate"}  # (audit actions named before)
 MANAGE = "/manage"
 PRINCIPAL = "vdm.principal"  # scope key: the tenant a request was admitted for
 
@@ -98,7 +101,8 @@ class App:
             if settings.tenants.management_token
             else None
         )
-        self.operator_key = ProxyKey(settings.operator_key) if settings.operator_key else None
+        self.operator_key = self.management_key or self.proxy_key if settings.operator_key else None
+        self.failed_logins = FailedLogins()
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -238,31 +242,20 @@ class App:
     async def _management(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
     ) -> None:
-        """``/manage/*``: the MANAGEMENT_TOKEN bearer, then the management API."""
+        """``/manage/*``: the MANAGEMENT_TOKEN bearer, a body of MAX_BODY_SIZE at
+        most, then the management API (its errors in its own ``detail`` shape)."""
         if self.manage is None:
             raise NotFound("the management API is off; set MANAGEMENT_TOKEN to turn it on")
+        assert self.management_key is not None
         try:
-            assert self.management_key is not None
-            self.management_key.check(presented_key(headers))
-        except AuthenticationFailed:
-            from vdm.tenants.service import Actor
-
-            client = scope.get("client")
-            await self.plane.failed(
-                Actor("anonymous", request_id, client[0] if client else None),
-                "manage.authenticate",
-                "wrong or missing MANAGEMENT_TOKEN",
-            )
+            await self._login(scope, self.management_key, headers, request_id, "management")
+            body = await read_body(receive, headers, self.max_body)
+        except GatewayError as exc:
             await send_bytes(
                 send,
-                401,
-                {**_JSON, **id_headers(request_id), "www-authenticate": "Bearer"},
-                _encode(
-                    {
-                        "detail": "invalid or missing management token "
-                        "(Authorization: Bearer MANAGEMENT_TOKEN)"
-                    }
-                ),
+                exc.status,
+                {**_JSON, **id_headers(request_id), **exc.headers},
+                _encode({"detail": exc.message}),
             )
             return
         scope = {**scope, "vdm.request_id": request_id}
@@ -278,7 +271,16 @@ class App:
                 }
             await send(message)
 
-        await self.manage(scope, receive, send_with_id)
+        given = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal given
+            if given:
+                return await receive()  # (a disconnect)
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.manage(scope, replay, send_with_id)
 
     async def _dashboard(
         self, scope: Scope, send: Send, headers: dict[str, str], request_id: str, path: str
@@ -382,23 +384,47 @@ class App:
     ) -> None:
         """Raise unless the request holds the operator's credential: what
         ``what`` shows is every tenant's traffic, for no tenant to see."""
-        if self._holds_operator_key(headers):
+        key = self.operator_key
+        if key is None:
+            if self.settings.tenants.enabled:
+                raise PermissionDenied(
+                    f"set MANAGEMENT_TOKEN to use the {what} with the control plane on "
+                    "(it shows every tenant's traffic)"
+                )
             return
-        if self.operator_key is None:
-            raise PermissionDenied(
-                f"set MANAGEMENT_TOKEN to use the {what} with the control plane on "
-                "(it shows every tenant's traffic)"
+        await self._login(scope, key, headers, request_id, what)
+
+    async def _login(
+        self, scope: Scope, key: ProxyKey, headers: dict[str, str], request_id: str, what: str
+    ) -> None:
+        """Check an operator's credential; a failure is audited and counted
+        against the client's address, which after ten is refused a while
+        (:mod:`vdm.auth.throttle`) without its credential being looked at."""
+        client = scope.get("client")
+        address = client[0] if client else None
+        wait = self.failed_logins.wait(address)
+        if wait is not None:
+            raise QuotaExceeded(
+                "too many failed attempts at the operator's credential from this address; "
+                f"try again in {max(1, int(wait + 0.999))} s",
+                retry_after=wait,
             )
+        try:
+            key.check(presented_key(headers))
+            return
+        except AuthenticationFailed:
+            pass
+        held = self.failed_logins.failed(address)
+        name = "MANAGEMENT_TOKEN" if key is self.management_key else "PROXY_API_KEY"
         if self.plane is not None:
             from vdm.tenants.service import Actor
 
-            client = scope.get("client")
             await self.plane.failed(
-                Actor("anonymous", request_id, client[0] if client else None),
-                f"{what.partition('/')[0]}.authenticate",
-                f"wrong or missing {what} token",
+                Actor("anonymous", request_id, address),
+                _LOGIN_ACTIONS.get(what, f"{what.partition('/')[0]}.authenticate"),
+                f"wrong or missing {name}"
+                + ("; further attempts from this address held back" if held else ""),
             )
-        name = "MANAGEMENT_TOKEN" if self.management_key else "PROXY_API_KEY"
         raise AuthenticationFailed(
             f"invalid or missing {what} token (the operator's {name}, as "
             "Authorization: Bearer or x-api-key)",
