@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,17 @@ class Actor:
     name: str
     request_id: str | None = None
     client_ip: str | None = None
+
+
+class UnknownProvider(ValueError):
+    """Names in ``field`` that no configured provider has (a 422 at the API)."""
+
+    def __init__(self, field: str, names: list[str], configured: list[str]) -> None:
+        super().__init__(
+            f"unknown provider(s) {', '.join(names)}; configured: {', '.join(configured)}"
+        )
+        self.field = field
+        self.names = names
 
 
 def utcnow() -> datetime:
@@ -204,13 +215,10 @@ class ControlPlane:
 
     # ------------------------------------------------------------ projects
 
-    def _check_providers(self, names: Mapping[str, str]) -> None:
-        unknown = [n for n in names if n not in self.providers]
+    def _check_providers(self, names: Iterable[str], field: str) -> None:
+        unknown = sorted(n for n in names if n not in self.providers)
         if unknown:
-            raise Missing(
-                f"unknown provider(s) {', '.join(sorted(unknown))}; "
-                f"configured: {', '.join(self.providers)}"
-            )
+            raise UnknownProvider(field, unknown, self.providers)
 
     def _sealed(self, keys: Mapping[str, str | None], current: Mapping[str, str]) -> dict[str, str]:
         out = dict(current)
@@ -224,7 +232,7 @@ class ControlPlane:
     async def create_project(
         self, actor: Actor, name: str, keys: Mapping[str, str], is_active: bool = True
     ) -> ProjectRecord:
-        self._check_providers(keys)
+        self._check_providers(keys, "api_keys")
         now = utcnow()
         record = ProjectRecord(
             uuid.uuid4().hex,
@@ -267,7 +275,7 @@ class ControlPlane:
             changes["is_active"] = is_active
             changes["deactivated_at"] = None if is_active else changes["updated_at"]
         if keys:
-            self._check_providers({k: "" for k in keys})
+            self._check_providers(keys, "api_keys")
             changes["credentials"] = self._sealed(keys, current.credentials)
         async with self.registry.lock:
             project = await self.store.update_project(project_id, changes)
@@ -322,7 +330,7 @@ class ControlPlane:
     def _check_token_fields(self, fields: Mapping[str, Any]) -> None:
         providers = fields.get("allowed_providers")
         if providers:
-            self._check_providers({p: "" for p in providers})
+            self._check_providers(providers, "allowed_providers")
 
     async def update_token(
         self, actor: Actor, token_id: str, changes: Mapping[str, Any], action: str = "token.update"
