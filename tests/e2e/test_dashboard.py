@@ -48,7 +48,6 @@ def gateway(fake_openai: FakeUpstream, tmp_path: Path) -> Iterator[Gateway]:
         "VDM_DEFAULT_PROVIDER": "oa",
         "MAX_RETRIES": "1",
         "RETRY_BACKOFF": "0.01",
-        "KEY_RATE_LIMIT_COOLDOWN": "300",
         "MANAGEMENT_TOKEN": MGMT,
         "PROXY_API_KEY": PROXY_KEY,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'vdm.db'}",
@@ -92,7 +91,8 @@ def test_the_page_follows_live_traffic(
 
             fake_openai.reply(
                 JSONReply(completion("one")),
-                error_reply(429, "slow down"),  # the first key is benched, the second answers
+                # the first key is benched (for the upstream's retry-after), the second answers
+                error_reply(429, "slow down", **{"retry-after": "300"}),
                 JSONReply(completion("two")),
                 JSONReply(completion("three")),
                 error_reply(400, "refused"),
