@@ -28,6 +28,7 @@ on an Azure host) also take ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (TOML
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -151,6 +152,9 @@ class ServerSettings:
     passthrough_allow: tuple[Any, ...] | None = None
     # vdm.loops: this deployment's id in the hop header of every upstream request.
     gateway_id: str = ""
+    # Peers (IP networks) whose X-Forwarded-For / -Proto are believed: the client's
+    # address (audit, logs, failed-login limits) comes from them.  None by default.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,12 @@ class Settings:
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+
+    @property
+    def operator_key(self) -> str | None:
+        """The operator's credential (``/metrics``, ``/health`` in full, the
+        dashboard): ``MANAGEMENT_TOKEN`` when set, else ``PROXY_API_KEY``."""
+        return self.tenants.management_token or self.server.proxy_api_key
 
 
 def fingerprint(secret: str) -> str:
@@ -252,6 +262,7 @@ _SERVER_KEYS = {
     "models-prefetch",
     "max-upload-size",
     "passthrough-allow",
+    "trusted-proxies",
 }
 _GRPC_KEYS = {
     "host",
@@ -508,6 +519,7 @@ def _server_settings(
     prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
     prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
+    proxies = _networks(*pick("trusted-proxies", "TRUSTED_PROXIES"), problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -539,6 +551,7 @@ def _server_settings(
         models_wait=wait or 2.0,
         models_prefetch=prefetch,
         passthrough_allow=allow,
+        trusted_proxies=proxies,
     )
 
 
@@ -701,6 +714,27 @@ def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] 
     except ValueError as exc:
         problems.append(f"{source}: invalid passthrough allowlist: {exc}")
         return None
+
+
+def _networks(value: Any, source: str, problems: list[str]) -> tuple[str, ...]:
+    """``trusted-proxies``: IP addresses or networks (CIDR), a comma-separated
+    string or an array; each normalised (``10.1.2.3/8`` -> ``10.0.0.0/8``)."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        problems.append(f"{source}: expected IP addresses or networks, e.g. '10.0.0.0/8, ::1'")
+        return ()
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            problems.append(
+                f"{source}: {str(item).strip()!r} is not an IP address or network "
+                "(e.g. 10.0.0.0/8, 192.168.1.7, fd00::/8)"
+            )
+    return tuple(out)
 
 
 def _as_int(

@@ -16,6 +16,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── RateLimited                   429  every key of a provider is cooling down
     ├── QuotaExceeded                 429  a token's max_requests, RPM or TPM is used up
     ├── ShuttingDown                  503  the gateway ended the request to stop
+    ├── Unavailable                   503  a shared store the answer needs (Redis) is away
     └── UpstreamError                 an upstream said no, or could not be reached
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
         ├── UpstreamTimeout           504  no answer in time
@@ -131,6 +132,17 @@ class ShuttingDown(GatewayError):
         super().__init__(
             "the gateway is shutting down; this request was ended before it finished (retry it)"
         )
+
+
+class Unavailable(GatewayError):
+    """The answer lives in a shared store (Redis) this instance cannot reach now."""
+
+    status = 503
+    kind = "overloaded"
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"retry-after": "5"})
 
 
 class UpstreamError(GatewayError):

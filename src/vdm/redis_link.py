@@ -1,8 +1,11 @@
 """One connection to the shared Redis for one feature, and the rule every
 feature follows when Redis is away: keep working on this instance's own view,
 say so once per outage (not once per request), say nothing more until it is
-back.  Writes that must not hold up a request run in the background and are
-awaited at close.
+back, then say that it is.  A feature asked on every request (the response
+cache) may also leave Redis alone for :data:`RETRY_AFTER` seconds after a
+failure (:meth:`RedisLink.resting`), so an unreachable Redis costs requests
+no connect timeout each.  Writes that must not hold up a request run in the
+background and are awaited at close.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger("vdm.redis")
+RETRY_AFTER = 5.0  # seconds a resting feature leaves Redis alone after a failure
 
 
 class RedisLink:
@@ -27,12 +32,20 @@ class RedisLink:
         self._feature = feature  # "key cooldowns"
         self._fallback = fallback  # "using this instance's view"
         self._healthy = True
+        self._failed_at = 0.0  # (monotonic) the last failure
         self._writes: set[asyncio.Task[Any]] = set()
 
     def ok(self) -> None:
-        self._healthy = True
+        if not self._healthy:
+            self._healthy = True
+            log.info("redis at %s is back for %s", self._where, self._feature)
+
+    def resting(self) -> bool:
+        """True while a recent failure says not to try Redis yet."""
+        return not self._healthy and time.monotonic() < self._failed_at + RETRY_AFTER
 
     def trouble(self, exc: BaseException) -> None:
+        self._failed_at = time.monotonic()
         if self._healthy:
             log.warning(
                 "redis at %s unavailable for %s (%s: %s); %s",

@@ -18,7 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from vdm.errors import Unavailable
 from vdm.events import REQUEST_FINISHED, Bus, Event
+from vdm.redis_link import RedisLink
 
 P95_WINDOW = 1000
 Key = tuple[str, str, str]  # (door, provider, model)
@@ -140,11 +142,12 @@ class RedisTotals(RunningTotals):
         self._hash = f"{namespace}:totals"
         self._since = f"{namespace}:totals:since"
         self._recent_prefix = f"{namespace}:totals:recent:"
-        import redis.asyncio as redis
+        self._link = RedisLink(
+            url, "the running totals", "/metrics/running-totals answers 503", socket_timeout=5
+        )
+        self._redis: Any = self._link.client
 
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-
-    async def add(self, events: list[Event]) -> None:
+    async def _add(self, events: list[Event]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(self._since, repr(min(e.ts for e in events)), nx=True)
         for key, route in _fold(events).items():
@@ -157,7 +160,26 @@ class RedisTotals(RunningTotals):
             pipe.ltrim(self._recent_prefix + _SEP.join(key), 0, P95_WINDOW - 1)
         await pipe.execute()
 
+    async def add(self, events: list[Event]) -> None:
+        try:
+            await self._add(events)
+        except Exception as exc:
+            self._link.trouble(exc)
+            raise  # (the bus tries the batch again)
+        self._link.ok()
+
     async def _load(self) -> tuple[float, dict[Key, Stats]]:
+        try:
+            loaded = await self._read()
+        except Exception as exc:
+            self._link.trouble(exc)
+            raise Unavailable(
+                "the running totals are kept in Redis, which this instance cannot reach now"
+            ) from None
+        self._link.ok()
+        return loaded
+
+    async def _read(self) -> tuple[float, dict[Key, Stats]]:
         raw = await self._redis.hgetall(self._hash)
         since = await self._redis.get(self._since)
         counts: dict[Key, dict[str, int]] = {}
@@ -181,7 +203,7 @@ class RedisTotals(RunningTotals):
         return (float(since) if since else self.started), routes
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._link.close()
 
 
 def build(redis_url: str | None, namespace: str) -> RunningTotals:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.test_tenants import (
+    MGMT,
     answer_everything,
     ask,
     env_for,
@@ -146,7 +147,7 @@ def test_audit_usage_and_totals_are_the_deployment_s(pair: tuple[Gateway, Gatewa
 
     def totals(gw: Gateway) -> dict[str, Any]:
         reply = httpx.get(
-            gw.url + "/metrics/running-totals", headers={"x-api-key": token["token"]}, timeout=5
+            gw.url + "/metrics/running-totals", headers={"x-api-key": MGMT}, timeout=5
         )
         return reply.json()["totals"]
 

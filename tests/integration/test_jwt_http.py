@@ -167,3 +167,18 @@ def test_an_open_gateway_does_not_start_checking_for_jwts(tmp_path: Path) -> Non
             json={"model": "echo:echo", "max_tokens": 5, "messages": ASK},
         )
         assert response.status_code == 200
+
+
+def test_a_jwt_request_without_a_control_plane_is_logged_in_full(guarded: Gateway) -> None:
+    """PROXY_API_KEY + VDM_JWT_SECRET, no database: the request's usage and access
+    line are recorded after its answer, with no traceback."""
+    response = httpx.post(
+        guarded.url + "/v1/messages",
+        timeout=10,
+        headers={"authorization": f"Bearer {token(guarded)}", "x-request-id": "jwt-no-plane"},
+        json={"model": "echo:echo", "max_tokens": 5, "messages": ASK},
+    )
+    assert response.status_code == 200
+    log = guarded.wait_log("request_id=jwt-no-plane")
+    assert "POST /v1/messages 200 echo:echo" in log
+    assert "Traceback" not in log and "AttributeError" not in log

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 PG_URL = os.environ.get("VDM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_KEY = "bmZ0pL6l2m5yq3bQ3d2wQp5o1o1w8o8Yb8xk7cH0r1s="  # a Fernet key, for tests only
 
 
 def postgres_available() -> bool:
@@ -58,6 +59,7 @@ def database_env(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
     require_postgres()
     schema = f"vdm_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        yield {"DATABASE_URL": PG_URL, "DATABASE_SCHEMA": schema}
+        # A shared database: every instance is given the same credentials' key.
+        yield {"DATABASE_URL": PG_URL, "DATABASE_SCHEMA": schema, "VDM_ENCRYPTION_KEY": PG_KEY}
     finally:
         _drop_schema(schema)

@@ -35,6 +35,15 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it holds ``text`` (fails after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the gateway log after {timeout}s:\n{log}")
+            time.sleep(0.02)
+        return log
+
 
 @contextmanager
 def run_gateway(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -63,3 +64,56 @@ def test_settings_problems_name_the_source() -> None:
     problems = []
     cache_settings({"backend": "redis"}, {}, {}, problems, None)
     assert problems and "REDIS_URL" in problems[0]
+
+
+class _FlakyRedis:
+    """A Redis client that fails while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.calls = 0
+        self.data: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("connection refused")
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ex: int) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("connection refused")
+        self.data[key] = value
+
+
+def test_a_redis_cache_outage_is_one_warning_and_its_end_one_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run() -> None:
+        from vdm import redis_link
+        from vdm.cache.store import RedisStore
+
+        store = RedisStore("redis://127.0.0.1:1/0", "t")
+        flaky = _FlakyRedis()
+        store._redis = flaky
+        caplog.set_level(logging.INFO, logger="vdm.redis")
+        for _ in range(10):  # misses, Redis left alone after the first failure
+            assert await store.get("k") is None
+            await store.put("k", b"v", 60)
+        assert flaky.calls == 1
+        monkeypatch.setattr(redis_link, "RETRY_AFTER", 0.0)  # (time to try again)
+        await store.get("k")  # still down: no new warning
+        flaky.down = False
+        await store.put("k", b"v", 60)
+        assert await store.get("k") == b"v"
+        flaky.down = True
+        assert await store.get("k") is None  # a second outage is told again
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 3, lines
+        assert "unavailable for the response cache" in lines[0] and "ConnectionError" in lines[0]
+        assert "127.0.0.1:1/0 is back for the response cache" in lines[1]
+        assert "unavailable for the response cache" in lines[2]
+        await store.close()
+
+    asyncio.run(run())

@@ -588,3 +588,13 @@ def test_a_bad_structured_output_setting_names_its_source(home: Path, cwd: Path)
         "GROQ_STRUCTURED_OUTPUT" in p and "'native', 'tool' or 'prompt'" in p for p in problems
     )
     assert any("providers.zz.structured-output" in p for p in problems)
+
+
+def test_trusted_proxies_none_by_default_networks_when_named(home: Path, cwd: Path) -> None:
+    assert load(home, cwd).server.trusted_proxies == ()
+    named = load(home, cwd, TRUSTED_PROXIES="10.1.2.3/8, 192.168.0.7 ,fd00::/8")
+    assert named.server.trusted_proxies == ("10.0.0.0/8", "192.168.0.7/32", "fd00::/8")
+    (cwd / "vdm.toml").write_text('[server]\ntrusted-proxies = ["127.0.0.1"]\n')
+    assert load(home, cwd).server.trusted_proxies == ("127.0.0.1/32",)
+    text = problems(home, cwd, TRUSTED_PROXIES="10.0.0.0/8, *")
+    assert "TRUSTED_PROXIES" in text and "'*' is not an IP address" in text

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from typing import Any, Literal, Protocol
 import jwt
 
 from vdm.config import GrpcSettings, user_config_path
+from vdm.secret_file import read_or_create
 
 ISSUER = "vdm"
 ALGORITHM = "HS256"
@@ -71,33 +71,12 @@ def secret_path(env: Mapping[str, str]) -> Path:
 
 
 def load_secret(settings: GrpcSettings, env: Mapping[str, str] | None = None) -> str:
-    """The configured secret, else the generated one (created now when missing).
-
-    Start-up only (file I/O).  The file (mode 0600) appears whole: it is
-    written under a name of its own and linked into place, which
-    fails if it exists, so two processes starting at once (the workers of
-    ``--workers N``) agree on one secret and neither reads a half-written one.
-    """
+    """The configured secret, else the generated one (created now when missing;
+    start-up only: file I/O, see :mod:`vdm.secret_file`)."""
     if settings.jwt_secret:
         return settings.jwt_secret
     path = secret_path(os.environ if env is None else env)
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    fd, own_name = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)  # mode 0600
-    own = Path(own_name)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-    try:
-        os.link(own, path)
-    except FileExistsError:  # another process won the race: use its secret
-        return path.read_text().strip()
-    finally:
-        own.unlink()
-    return secret
+    return read_or_create(path, lambda: secrets.token_urlsafe(48))[0]
 
 
 # ---------------------------------------------------------------- issuing

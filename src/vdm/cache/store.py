@@ -2,18 +2,16 @@
 
 Both hold opaque bytes under a key with a TTL and answer a purge by glob
 (:func:`vdm.cache.keys.pattern`).  Neither ever raises into a request: a
-cache that fails is a miss (logged), never an error the client sees.
+cache that fails is a miss, never an error the client sees (a Redis outage is
+logged once, by :class:`vdm.redis_link.RedisLink`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import logging
 import time
 from collections import OrderedDict
 from typing import Protocol, cast
-
-log = logging.getLogger("vdm.cache")
 
 _SWEEP_EVERY = 30.0  # seconds between sweeps of expired entries (memory)
 
@@ -93,24 +91,34 @@ class RedisStore:
     policy)."""
 
     def __init__(self, url: str, namespace: str = "vdm") -> None:
-        import redis.asyncio as redis
+        from vdm.redis_link import RedisLink
 
-        self._redis = redis.from_url(url)
+        self._link = RedisLink(url, "the response cache", "every lookup is a miss until it is back")
+        self._redis = self._link.client
         self._ns = namespace + ":"
 
     async def get(self, key: str) -> bytes | None:
+        link = self._link
+        if link.resting():
+            return None
         try:
             value = await self._redis.get(self._ns + key)
         except Exception as exc:  # a cache outage is a miss, never a failed request
-            log.warning("cache: Redis read failed: %s", type(exc).__name__)
+            link.trouble(exc)
             return None
+        link.ok()
         return cast("bytes | None", value)  # (decode_responses is off)
 
     async def put(self, key: str, value: bytes, ttl: int) -> None:
+        link = self._link
+        if link.resting():
+            return
         try:
             await self._redis.set(self._ns + key, value, ex=ttl)
         except Exception as exc:
-            log.warning("cache: Redis write failed: %s", type(exc).__name__)
+            link.trouble(exc)
+            return
+        link.ok()
 
     async def purge(self, pattern: str) -> int:
         deleted = 0
@@ -125,4 +133,4 @@ class RedisStore:
         return deleted
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._link.close()

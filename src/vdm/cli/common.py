@@ -37,14 +37,14 @@ NEEDS_TOKEN = (
 
 def operator_token(token: str | None, settings: Settings | None = None) -> str | None:
     """What the operator's own CLI presents to the gateway: ``--token`` (or
-    ``VDM_API_KEY``), else ``PROXY_API_KEY``, else ``MANAGEMENT_TOKEN`` (which
-    the gateway admits on its doors too), from the settings when they load,
-    else from the environment."""
+    ``VDM_API_KEY``), else the operator's credential (:attr:`Settings.operator_key`:
+    ``MANAGEMENT_TOKEN``, which the gateway admits on its doors too, else
+    ``PROXY_API_KEY``), from the settings when they load, else from the environment."""
     if token:
         return token
     if settings is not None:
-        return settings.server.proxy_api_key or settings.tenants.management_token
-    return os.environ.get("PROXY_API_KEY") or os.environ.get("MANAGEMENT_TOKEN") or None
+        return settings.operator_key
+    return os.environ.get("MANAGEMENT_TOKEN") or os.environ.get("PROXY_API_KEY") or None
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -60,6 +60,8 @@ def rows(settings: Settings) -> list[tuple[str, str, str]]:
             shown = _mask_url(str(value))
         elif key == "passthrough-allow":
             shown = "; ".join(str(r) for r in value)
+        elif key == "trusted-proxies":
+            shown = ", ".join(value) or "-"
         else:
             shown = str(value)
         out.append((f"server.{key}", shown, src.get(f"server.{key}", "default")))

@@ -101,6 +101,14 @@ class RedisBus(Bus):
                     raise
 
     async def flush(self) -> None:
+        """Best effort while Redis is away: the events wait in the outbox, and a
+        reader (the management API, running totals) sees what was handled."""
+        try:
+            await self._flush()
+        except Exception as exc:
+            self._link.trouble(exc)
+
+    async def _flush(self) -> None:
         await self._send()
         for sub in self.subscriptions:
             async with sub.lock:

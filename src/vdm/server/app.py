@@ -26,6 +26,7 @@ from vdm import passthrough as pt
 from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.auth.split import CredentialSplit
+from vdm.auth.throttle import FailedLogins
 from vdm.config import Settings, load_settings
 from vdm.errors import (
     AuthenticationFailed,
@@ -35,6 +36,8 @@ from vdm.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
+    QuotaExceeded,
     ShuttingDown,
 )
 from vdm.events import Bus
@@ -71,6 +74,10 @@ _JSON = {"content-type": "application/json"}
 
 # Paths that answer without the proxy key (probes).
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
+# Paths for the operator only (MANAGEMENT_TOKEN, else PROXY_API_KEY): every tenant's traffic.
+OPERATOR_PATHS = frozenset({"/metrics", "/metrics/running-totals"})
+OPERATOR = "vdm.operator"  # scope key: the request holds the operator's credential
+_LOGIN_ACTIONS = {"management": "manage.authenticate"}  # (audit actions named before)
 MANAGE = "/manage"
 PRINCIPAL = "vdm.principal"  # scope key: the tenant a request was admitted for
 NORMAL_PATH = "vdm.path"  # scope key: a passthrough path's normal form (vdm.passthrough)
@@ -105,6 +112,8 @@ class App:
         self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
         self._revocation_watch: asyncio.Task[None] | None = None
         self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
+        self.operator_key = self.management_key or self.proxy_key if settings.operator_key else None
+        self.failed_logins = FailedLogins()
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -250,31 +259,20 @@ class App:
     async def _management(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
     ) -> None:
-        """``/manage/*``: the MANAGEMENT_TOKEN bearer, then the management API."""
+        """``/manage/*``: the MANAGEMENT_TOKEN bearer, a body of MAX_BODY_SIZE at
+        most, then the management API (its errors in its own ``detail`` shape)."""
         if self.manage is None:
             raise NotFound("the management API is off; set MANAGEMENT_TOKEN to turn it on")
+        assert self.management_key is not None
         try:
-            assert self.management_key is not None
-            self.management_key.check(presented_key(headers))
-        except AuthenticationFailed:
-            from vdm.tenants.service import Actor
-
-            client = scope.get("client")
-            await self.plane.failed(
-                Actor("anonymous", request_id, client[0] if client else None),
-                "manage.authenticate",
-                "wrong or missing MANAGEMENT_TOKEN",
-            )
+            await self._login(scope, self.management_key, headers, request_id, "management")
+            body = await read_body(receive, headers, self.max_body)
+        except GatewayError as exc:
             await send_bytes(
                 send,
-                401,
-                {**_JSON, **id_headers(request_id), "www-authenticate": "Bearer"},
-                _encode(
-                    {
-                        "detail": "invalid or missing management token "
-                        "(Authorization: Bearer MANAGEMENT_TOKEN)"
-                    }
-                ),
+                exc.status,
+                {**_JSON, **id_headers(request_id), **exc.headers},
+                _encode({"detail": exc.message}),
             )
             return
         scope = {**scope, "vdm.request_id": request_id}
@@ -290,7 +288,16 @@ class App:
                 }
             await send(message)
 
-        await self.manage(scope, receive, send_with_id)
+        given = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal given
+            if given:
+                return await receive()  # (a disconnect)
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.manage(scope, replay, send_with_id)
 
     async def _dashboard(
         self, scope: Scope, send: Send, headers: dict[str, str], request_id: str, path: str
@@ -326,43 +333,13 @@ class App:
                 body,
             )
             return
-        key = self.management_key or self.proxy_key
-        if key is None and self.plane is not None:  # tenants' traffic: not for any caller
+        try:
+            await self._check_operator(scope, headers, request_id, "dashboard")
+        except GatewayError as exc:
             await send_bytes(
-                send,
-                403,
-                {**_JSON, **ids},
-                _encode(
-                    {"detail": "set MANAGEMENT_TOKEN to use the dashboard with the control plane"}
-                ),
+                send, exc.status, {**_JSON, **ids, **exc.headers}, _encode({"detail": exc.message})
             )
             return
-        if key is not None:
-            try:
-                key.check(presented_key(headers))
-            except AuthenticationFailed:
-                if self.plane is not None:
-                    from vdm.tenants.service import Actor
-
-                    client = scope.get("client")
-                    await self.plane.failed(
-                        Actor("anonymous", request_id, client[0] if client else None),
-                        "dashboard.authenticate",
-                        "wrong or missing dashboard token",
-                    )
-                name = "MANAGEMENT_TOKEN" if self.management_key else "PROXY_API_KEY"
-                await send_bytes(
-                    send,
-                    401,
-                    {**_JSON, **ids, "www-authenticate": "Bearer"},
-                    _encode(
-                        {
-                            "detail": "invalid or missing dashboard token "
-                            f"(Authorization: Bearer {name})"
-                        }
-                    ),
-                )
-                return
         await send_bytes(
             send,
             200,
@@ -388,7 +365,11 @@ class App:
                 await self._dashboard(scope, send, headers, request_id, path)
                 return
             handler = self._handler(scope, path)
-            if self.auth is not None and path not in OPEN_PATHS:
+            if path in OPERATOR_PATHS:
+                await self._check_operator(scope, headers, request_id, path[1:])
+            elif path == "/health" and self._holds_operator_key(headers):
+                scope[OPERATOR] = True
+            elif self.auth is not None and path not in OPEN_PATHS:
                 client = scope.get("client")
                 principal = await self.auth.check(
                     headers, request_id, client[0] if client else None
@@ -426,6 +407,70 @@ class App:
         one that let it into the gateway (:mod:`vdm.auth.split`)."""
         split = self.auth.split if self.auth is not None else self._open_split
         return split.provider(headers)
+
+    def _holds_operator_key(self, headers: dict[str, str]) -> bool:
+        """The request holds the operator's credential, or the gateway asks for
+        none at all (no PROXY_API_KEY, no control plane)."""
+        key = self.operator_key
+        if key is None:
+            return not self.settings.tenants.enabled
+        try:
+            key.check(presented_key(headers))
+        except AuthenticationFailed:
+            return False
+        return True
+
+    async def _check_operator(
+        self, scope: Scope, headers: dict[str, str], request_id: str, what: str
+    ) -> None:
+        """Raise unless the request holds the operator's credential: what
+        ``what`` shows is every tenant's traffic, for no tenant to see."""
+        key = self.operator_key
+        if key is None:
+            if self.settings.tenants.enabled:
+                raise PermissionDenied(
+                    f"set MANAGEMENT_TOKEN to use the {what} with the control plane on "
+                    "(it shows every tenant's traffic)"
+                )
+            return
+        await self._login(scope, key, headers, request_id, what)
+
+    async def _login(
+        self, scope: Scope, key: ProxyKey, headers: dict[str, str], request_id: str, what: str
+    ) -> None:
+        """Check an operator's credential; a failure is audited and counted
+        against the client's address, which after ten is refused a while
+        (:mod:`vdm.auth.throttle`) without its credential being looked at."""
+        client = scope.get("client")
+        address = client[0] if client else None
+        wait = self.failed_logins.wait(address)
+        if wait is not None:
+            raise QuotaExceeded(
+                "too many failed attempts at the operator's credential from this address; "
+                f"try again in {max(1, int(wait + 0.999))} s",
+                retry_after=wait,
+            )
+        try:
+            key.check(presented_key(headers))
+            return
+        except AuthenticationFailed:
+            pass
+        held = self.failed_logins.failed(address)
+        name = "MANAGEMENT_TOKEN" if key is self.management_key else "PROXY_API_KEY"
+        if self.plane is not None:
+            from vdm.tenants.service import Actor
+
+            await self.plane.failed(
+                Actor("anonymous", request_id, address),
+                _LOGIN_ACTIONS.get(what, f"{what.partition('/')[0]}.authenticate"),
+                f"wrong or missing {name}"
+                + ("; further attempts from this address held back" if held else ""),
+            )
+        raise AuthenticationFailed(
+            f"invalid or missing {what} token (the operator's {name}, as "
+            "Authorization: Bearer or x-api-key)",
+            headers={"www-authenticate": "Bearer"},
+        )
 
     def _handler(self, scope: Scope, path: str) -> Handler:
         """The gateway's own routes first; then the passthrough allowlist, on the
@@ -560,7 +605,9 @@ async def _reply(
         metrics.in_flight -= 1
     if reply is not None and reply.outcome is not None:
         _record_outcome(app, door, reply, started, answered)
-        if principal is not None:
+        # A JWT admits a principal with no control plane (PROXY_API_KEY + VDM_JWT_SECRET):
+        # then no token registry counts its usage.
+        if principal is not None and app.plane is not None:
             app.plane.registry.record_usage(principal, reply.outcome.usage)
             if reply.headers.get("x-vdm-cache") == "hit":
                 app.plane.registry.record_cache_hit(principal)
@@ -824,13 +871,21 @@ async def aliases(
 async def health(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
+    """Status and version for any admitted client; the details (providers, their
+    URLs and keys' count) for the operator only."""
     settings = app.settings
+    status = {
+        "status": "healthy" if app.gateway is not None else "starting",
+        "version": __version__,
+    }
+    if not scope.get(OPERATOR):
+        await _json(send, request_id, status)
+        return
     await _json(
         send,
         request_id,
         {
-            "status": "healthy" if app.gateway is not None else "starting",
-            "version": __version__,
+            **status,
             "uptime_seconds": round(time.time() - app.started, 1),
             "default_provider": settings.default_provider,
             "providers": {

@@ -12,6 +12,7 @@ is a 400 (malformed JSON) or 422 (field-level ``detail``), an unknown id a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,18 +20,42 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from fastapi.routing import APIRoute
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from vdm import __version__
 from vdm.errors import GatewayError
 from vdm.store import Conflict, Missing
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
 from vdm.tenants.audit import to_json
-from vdm.tenants.service import Actor, ControlPlane
+from vdm.tenants.service import Actor, ControlPlane, UnknownProvider
 
 if TYPE_CHECKING:
     from vdm.cache import ResponseCache
 
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Date-times as the schema says (RFC 3339 text), not as numbers pydantic
+    would read as Unix times (``until=0.5``)."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_8601.match(value)):
+        return value
+    raise ValueError("expected an ISO 8601 date-time with its offset, e.g. 2030-01-31T12:00:00Z")
+
+
+When = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[str, StringConstraints(max_length=4096)]
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -44,8 +69,10 @@ class _In(BaseModel):
 class ProjectCreate(_In):
     name: Name
     api_key: Key | None = Field(None, description="the default provider's key for this project")
-    api_keys: dict[Ident, Key] | None = Field(None, description="provider -> key")
-    is_active: bool = True
+    api_keys: dict[Ident, Key] | None = Field(
+        None, description="provider -> key (a configured provider's name, else a 422)"
+    )
+    is_active: StrictBool = True
 
 
 class ProjectPatch(_In):
@@ -54,7 +81,7 @@ class ProjectPatch(_In):
     api_keys: dict[Ident, Key] | None = Field(
         None, description="provider -> key; an empty key removes that provider's"
     )
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class ProjectPut(ProjectPatch):
@@ -73,27 +100,57 @@ class ProjectOut(BaseModel):
 
 
 class TokenCreate(_In):
+    """The expiry is ``duration_minutes`` from now or ``expires_at``, not both;
+    ``expires_at`` must be in the future (a token is never born expired)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "required": ["duration_minutes", "expires_at"],
+                "properties": {
+                    "duration_minutes": {"type": "integer"},
+                    "expires_at": {"type": "string"},
+                },
+            }
+        },
+    )
+
     project_id: Ident
     name: Name | None = None
-    duration_minutes: Annotated[int, Field(ge=1, le=525_600 * 100)] | None = None
-    expires_at: AwareDatetime | None = None
+    duration_minutes: Annotated[int, Field(ge=1, le=525_600 * 100)] | None = Field(
+        None, description="the token expires this many minutes from now (not with expires_at)"
+    )
+    expires_at: When | None = Field(
+        None, description="when the token expires: in the future (not with duration_minutes)"
+    )
     max_requests: Limit | None = None
     rpm: Limit | None = None
     tpm: Limit | None = None
     allowed_models: list[Ident] | None = None
-    allowed_providers: list[Ident] | None = None
-    is_active: bool = True
+    allowed_providers: list[Ident] | None = Field(
+        None, description="configured providers' names (another is a 422)"
+    )
+    is_active: StrictBool = True
+
+    @model_validator(mode="after")
+    def _one_future_expiry(self) -> TokenCreate:
+        if self.duration_minutes is not None and self.expires_at is not None:
+            raise ValueError("give duration_minutes or expires_at, not both")
+        if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+            raise ValueError("expires_at is in the past: a token must expire in the future")
+        return self
 
 
 class TokenPatch(_In):
     name: Name | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: When | None = Field(None, description="a time in the past expires it now")
     max_requests: Limit | None = None
     rpm: Limit | None = None
     tpm: Limit | None = None
     allowed_models: list[Ident] | None = None
     allowed_providers: list[Ident] | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class TokenOut(BaseModel):
@@ -176,9 +233,28 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem},
     401: {"model": Problem},
     404: {"model": Problem},
+    405: {"model": Problem},
     409: {"model": Problem},
+    413: {"model": Problem},
     422: {"model": Problem},
+    429: {"model": Problem},
 }
+
+
+def _name_providers(schema: dict[str, Any], providers: list[str]) -> None:
+    """Say in the request bodies' schemas which provider names this gateway has
+    (``api_keys``' keys, ``allowed_providers``' items): another is a 422."""
+    names = {"enum": list(providers)}
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        if model.get("additionalProperties") is not False:  # (a response, not a request)
+            continue
+        fields = model.get("properties", {})
+        for variant in fields.get("api_keys", {}).get("anyOf", ()):
+            if variant.get("type") == "object":
+                variant["propertyNames"] = names
+        for variant in fields.get("allowed_providers", {}).get("anyOf", ()):
+            if variant.get("type") == "array":
+                variant["items"] = {"type": "string", **names}
 
 
 def _actor(request: Request) -> Actor:
@@ -197,6 +273,15 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
         responses=_ERRORS,
     )
 
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            _name_providers(generate(), plane.providers)
+        return api.openapi_schema  # type: ignore[return-value]
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -206,6 +291,31 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
             for e in errors
         ]
         return JSONResponse({"detail": detail}, status_code=status)
+
+    @api.exception_handler(UnknownProvider)
+    async def unknown_provider(request: Request, exc: UnknownProvider) -> JSONResponse:
+        detail = [
+            {"loc": ["body", exc.field, name], "msg": str(exc), "type": "unknown_provider"}
+            for name in exc.names
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        detail = exc.detail
+        if exc.status_code == 405:  # every method the path has, not the first route's
+            allowed = sorted(
+                {
+                    method
+                    for route in api.routes
+                    if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE
+                    for method in route.methods or ()
+                }
+            )
+            headers["allow"] = ", ".join(allowed)
+            detail = f"method {request.method} not allowed; use {headers['allow']}"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     @api.exception_handler(Missing)
     async def missing(request: Request, exc: Missing) -> JSONResponse:
@@ -325,16 +435,6 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
     async def create_token(request: Request, body: TokenCreate) -> TokenCreated:
         fields = body.model_dump(exclude={"project_id", "duration_minutes"})
         if body.duration_minutes is not None:
-            if body.expires_at is not None:
-                raise RequestValidationError(
-                    [
-                        {
-                            "loc": ("body", "duration_minutes"),
-                            "type": "value_error",
-                            "msg": "give duration_minutes or expires_at, not both",
-                        }
-                    ]
-                )
             fields["expires_at"] = datetime.now(UTC) + timedelta(minutes=body.duration_minutes)
         record, secret = await plane.create_token(_actor(request), body.project_id, **fields)
         return TokenCreated(**{**token_fields(record), "token": secret})
@@ -374,8 +474,8 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
 
     @api.get("/manage/audit", response_model=AuditPage, tags=["audit"])
     async def list_audit(
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: When | None = None,
+        until: When | None = None,
         project_id: Annotated[str | None, Query(max_length=200)] = None,
         token_id: Annotated[str | None, Query(max_length=200)] = None,
         action: Annotated[str | None, Query(max_length=100)] = None,

@@ -140,6 +140,10 @@ def serve(
         "server_header": False,
         "date_header": False,
         "timeout_graceful_shutdown": settings.server.shutdown_timeout,
+        # X-Forwarded-For / -Proto only from the configured proxies (uvicorn's own
+        # default believes any local peer, FORWARDED_ALLOW_IPS or 127.0.0.1).
+        "proxy_headers": bool(settings.server.trusted_proxies),
+        "forwarded_allow_ips": list(settings.server.trusted_proxies) or None,
     }
     if reload:  # development: uvicorn's own supervisor restarts the process
         uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ parameter, never by string building, so injection-shaped input is inert.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,8 @@ from vdm.store import Conflict, Missing
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord, UsageDelta
 from vdm.store.schema import audit_events, projects, revision, tokens
 from vdm.tenants.settings import TenantSettings
+
+log = logging.getLogger("vdm.store")
 
 
 @overload
@@ -43,7 +46,7 @@ def create_engine(settings: TenantSettings) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
         engine = create_async_engine(url)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -52,6 +55,7 @@ def create_engine(settings: TenantSettings) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA secure_delete=ON")  # replaced secrets leave no copy behind
             cursor.close()
 
         return engine
@@ -59,6 +63,27 @@ def create_engine(settings: TenantSettings) -> AsyncEngine:
     if settings.database_schema:
         connect_args["server_settings"] = {"search_path": settings.database_schema}
     return create_async_engine(url, connect_args=connect_args, pool_size=5, max_overflow=10)
+
+
+def private_file(path: Path) -> None:
+    """Create the SQLite file for its owner alone (0600; its -wal and -shm files
+    take the same mode); an existing one that others may read is named in a
+    warning, not changed behind the operator's back."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return
+    except FileExistsError:
+        pass
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "the database %s (token hashes, project credentials, audit) is open to other "
+            "users (mode %o): chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
 
 
 def _project(row: Any) -> ProjectRecord:
@@ -128,6 +153,13 @@ class SqlStore:
         await conn.execute(
             update(revision).where(revision.c.id == 1).values(value=revision.c.value + 1)
         )
+
+    async def checkpoint(self) -> None:
+        """Write SQLite's WAL into the database file now, so rows just replaced
+        (``secure_delete`` zeroes them) leave no old copy on disk."""
+        if self.engine.dialect.name == "sqlite":
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def revision(self) -> int:
         async with self.engine.connect() as conn:

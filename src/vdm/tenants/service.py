@@ -8,9 +8,10 @@ else calls its operations.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,14 @@ from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecor
 from vdm.tenants.audit import AuditLog
 from vdm.tenants.limits import SharedWindows
 from vdm.tenants.registry import TokenRegistry
-from vdm.tenants.secrets import Cipher, CredentialError, hash_token, new_token, obfuscate
+from vdm.tenants.secrets import (
+    Cipher,
+    CredentialError,
+    hash_token,
+    load_key,
+    new_token,
+    obfuscate,
+)
 from vdm.tenants.settings import TenantSettings
 
 log = logging.getLogger("vdm.tenants")
@@ -34,6 +42,17 @@ class Actor:
     name: str
     request_id: str | None = None
     client_ip: str | None = None
+
+
+class UnknownProvider(ValueError):
+    """Names in ``field`` that no configured provider has (a 422 at the API)."""
+
+    def __init__(self, field: str, names: list[str], configured: list[str]) -> None:
+        super().__init__(
+            f"unknown provider(s) {', '.join(names)}; configured: {', '.join(configured)}"
+        )
+        self.field = field
+        self.names = names
 
 
 def utcnow() -> datetime:
@@ -49,13 +68,14 @@ class ControlPlane:
         default_provider: str,
         bus: Bus,
         windows: SharedWindows | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.providers = providers
         self.default_provider = default_provider
         self.bus = bus
-        self.cipher = Cipher(settings.encryption_key)
+        self.cipher = cipher or Cipher(settings.encryption_key)
         self.audit = AuditLog(store, settings.audit_log_file, bus)
         # Told of other instances' changes by the bus when it spans instances (Redis),
         # the database's revision is only a safety net then.
@@ -88,12 +108,14 @@ class ControlPlane:
         from vdm.store import migrate
         from vdm.store.sql import SqlStore, create_engine
 
+        cipher = Cipher(await asyncio.to_thread(load_key, settings))
         engine = create_engine(settings)
         windows = SharedWindows(redis_url, redis_namespace) if redis_url else None
         try:
             await migrate.upgrade(engine, settings.database_schema)
-            plane = cls(settings, SqlStore(engine), providers, default_provider, bus, windows)
-            await plane._check_credentials()
+            store = SqlStore(engine)
+            plane = cls(settings, store, providers, default_provider, bus, windows, cipher)
+            await plane._seal_credentials()
             await plane.registry.start()
         except BaseException:
             await engine.dispose()
@@ -108,14 +130,25 @@ class ControlPlane:
         """Let the bus's consumers catch up (usage counters, audit) before a read."""
         await self.bus.flush()
 
-    async def _check_credentials(self) -> None:
-        """Fail at start-up, not on a request, when stored keys cannot be read."""
+    async def _seal_credentials(self) -> None:
+        """Fail at start-up, not on a request, when stored keys cannot be read;
+        encrypt those stored in plain text before a key was in use."""
+        sealed = 0
         for project in await self.store.list_projects():
-            for stored in project.credentials.values():
+            opened = {}
+            for provider, stored in project.credentials.items():
                 try:
-                    self.cipher.open(stored)
+                    opened[provider] = self.cipher.open(stored)
                 except CredentialError as exc:
                     raise RuntimeError(f"project {project.name!r}: {exc}") from None
+            plain = [p for p, stored in project.credentials.items() if stored.startswith("plain:")]
+            if plain and self.cipher.encrypts:
+                resealed = self._sealed({p: opened[p] for p in plain}, project.credentials)
+                await self.store.update_project(project.id, {"credentials": resealed})
+                sealed += len(plain)
+        if sealed:
+            await self.store.checkpoint()
+            log.info("encrypted %d project credential(s) stored in plain text", sealed)
 
     async def close(self) -> None:
         try:
@@ -182,13 +215,10 @@ class ControlPlane:
 
     # ------------------------------------------------------------ projects
 
-    def _check_providers(self, names: Mapping[str, str]) -> None:
-        unknown = [n for n in names if n not in self.providers]
+    def _check_providers(self, names: Iterable[str], field: str) -> None:
+        unknown = sorted(n for n in names if n not in self.providers)
         if unknown:
-            raise Missing(
-                f"unknown provider(s) {', '.join(sorted(unknown))}; "
-                f"configured: {', '.join(self.providers)}"
-            )
+            raise UnknownProvider(field, unknown, self.providers)
 
     def _sealed(self, keys: Mapping[str, str | None], current: Mapping[str, str]) -> dict[str, str]:
         out = dict(current)
@@ -202,7 +232,7 @@ class ControlPlane:
     async def create_project(
         self, actor: Actor, name: str, keys: Mapping[str, str], is_active: bool = True
     ) -> ProjectRecord:
-        self._check_providers(keys)
+        self._check_providers(keys, "api_keys")
         now = utcnow()
         record = ProjectRecord(
             uuid.uuid4().hex,
@@ -245,7 +275,7 @@ class ControlPlane:
             changes["is_active"] = is_active
             changes["deactivated_at"] = None if is_active else changes["updated_at"]
         if keys:
-            self._check_providers({k: "" for k in keys})
+            self._check_providers(keys, "api_keys")
             changes["credentials"] = self._sealed(keys, current.credentials)
         async with self.registry.lock:
             project = await self.store.update_project(project_id, changes)
@@ -300,7 +330,7 @@ class ControlPlane:
     def _check_token_fields(self, fields: Mapping[str, Any]) -> None:
         providers = fields.get("allowed_providers")
         if providers:
-            self._check_providers({p: "" for p in providers})
+            self._check_providers(providers, "allowed_providers")
 
     async def update_token(
         self, actor: Actor, token_id: str, changes: Mapping[str, Any], action: str = "token.update"

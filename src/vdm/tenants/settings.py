@@ -24,6 +24,7 @@ KEYS = {
     "database-url",
     "database-schema",
     "encryption-key",
+    "encryption-key-file",
     "audit-log-file",
     "refresh-interval",
 }
@@ -35,6 +36,12 @@ _SCHEMES = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 _MIN_MANAGEMENT_TOKEN = 16
+PLAIN = "none"  # VDM_ENCRYPTION_KEY=none: project credentials in plain text
+FERNET_KEY_HELP = (
+    "expected a Fernet key (32 url-safe base64-encoded bytes; make one with "
+    "`python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'`)"
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,12 @@ class TenantSettings:
     management_token: str | None = None
     database_url: str | None = None  # as configured; None: the SQLite file below
     database_schema: str | None = None  # PostgreSQL schema (search_path) for vdm's tables
-    encryption_key: str | None = None  # Fernet key for project credentials
+    # Project credentials at rest: a Fernet key (VDM_ENCRYPTION_KEY), else the one in
+    # encryption_key_file (generated there on first use, for an unshared database).
+    encryption_key: str | None = None
+    encryption_key_file: str = ""
+    key_file_configured: bool = False  # the file was named by the operator (not generated)
+    plain_credentials: bool = False  # VDM_ENCRYPTION_KEY=none: the operator's choice
     audit_log_file: str | None = None
     data_dir: str = ""  # where the default SQLite file lives
     # How often other instances' changes are looked for in the database (None: every
@@ -109,13 +121,13 @@ def tenant_settings(
         problems.append(f"{schema_src}: a schema name is letters, digits and '_'")
         schema = None
     key, key_src = pick("encryption-key", "VDM_ENCRYPTION_KEY")
-    if key is not None and not _is_fernet_key(key):
-        problems.append(
-            f"{key_src}: expected a Fernet key (32 url-safe base64-encoded bytes; "
-            "make one with `python -c 'from cryptography.fernet import Fernet; "
-            "print(Fernet.generate_key().decode())'`)"
-        )
+    plain = key == PLAIN
+    if plain:
         key = None
+    elif key is not None and not is_fernet_key(key):
+        problems.append(f"{key_src}: {FERNET_KEY_HELP} or '{PLAIN}' for plain text")
+        key = None
+    key_file, _ = pick("encryption-key-file", "VDM_ENCRYPTION_KEY_FILE")
     audit, _ = pick("audit-log-file", "AUDIT_LOG_FILE")
     refresh_raw, refresh_src = pick("refresh-interval", "TENANTS_REFRESH_INTERVAL")
     refresh: float | None = None
@@ -133,13 +145,23 @@ def tenant_settings(
         database_url=str(url) if url else None,
         database_schema=schema,
         encryption_key=key,
+        encryption_key_file=str(key_file or default_key_file(env)),
+        key_file_configured=bool(key_file),
+        plain_credentials=plain,
         audit_log_file=str(audit) if audit else None,
         data_dir=str(data_dir(env)),
         refresh_interval=refresh,
     )
 
 
-def _is_fernet_key(value: Any) -> bool:
+def default_key_file(env: Mapping[str, str]) -> Path:
+    """Where the generated key lives: next to the generated JWT secret."""
+    from vdm.config import user_config_path
+
+    return user_config_path(env).parent / "encryption-key"
+
+
+def is_fernet_key(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     try:
