@@ -213,3 +213,10 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     status = 502
     kind = "api_error"
+
+
+class StartRefused(Exception):
+    """Not a client's error: a condition the operator must fix before this
+    process may serve (a database schema newer than this vdm, a combination
+    of settings whose guarantees cannot hold).  Its message is the whole
+    story, logged as one line, without a traceback."""

@@ -35,6 +35,7 @@ from vdm.errors import (
     PayloadTooLarge,
     PermissionDenied,
     ShuttingDown,
+    StartRefused,
 )
 from vdm.events import Bus
 from vdm.logs import client_request_id
@@ -144,6 +145,9 @@ class App:
                         self.gateway.catalog.start()
                     if self.settings.grpc.port is not None:
                         await self._start_grpc(self.gateway)
+                except StartRefused as exc:  # the operator's to fix: one line, no traceback
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:  # pragma: no cover - reported to the server
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
