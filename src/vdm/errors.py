@@ -16,6 +16,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── RateLimited                   429  every key of a provider is cooling down
     ├── QuotaExceeded                 429  a token's max_requests, RPM or TPM is used up
     ├── ShuttingDown                  503  the gateway ended the request to stop
+    ├── Unavailable                   503  this instance cannot confirm a token (database away)
     └── UpstreamError                 an upstream said no, or could not be reached
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
         ├── UpstreamTimeout           504  no answer in time
@@ -130,6 +131,11 @@ class ShuttingDown(GatewayError):
         super().__init__(
             "the gateway is shutting down; this request was ended before it finished (retry it)"
         )
+
+
+class Unavailable(GatewayError):
+    status = 503
+    kind = "overloaded"
 
 
 class UpstreamError(GatewayError):

@@ -228,6 +228,7 @@ class App:
             self.bus,
             redis_url=settings.server.redis_url,
             redis_namespace=settings.server.redis_namespace,
+            workers=self.workers_dir is not None,
         )
         self.auth = Credentials(self.proxy_key, self.plane.registry, audit=self.plane.audit)
         if self.management_key is not None:
