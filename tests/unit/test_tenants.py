@@ -178,7 +178,7 @@ def test_tpm_counts_finished_usage() -> None:
 
     registry, secret, _ = registry_with(tpm=100)
     principal = asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
-    registry.record_usage(principal, Usage(input_tokens=60, output_tokens=50))
+    asyncio.run(registry.record_usage(principal, Usage(input_tokens=60, output_tokens=50)))
     with pytest.raises(QuotaExceeded, match="tokens per minute") as info:
         asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
     assert int(info.value.headers["retry-after"]) >= 1

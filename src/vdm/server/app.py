@@ -480,6 +480,7 @@ async def _reply(
         # A tenant's token is the gateway's credential, never an upstream's (!PASSTHRU).
         client_key = presented_key(headers) if principal is None else None
         reply: Reply | None = None
+        count: _UsageCount | None = None
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             try:
                 reply = await call(body, headers, client_key, principal)
@@ -499,6 +500,9 @@ async def _reply(
                 raise
             answered = time.perf_counter()
             reply.headers.update(id_headers(request_id))
+            # A tenant's usage is counted before the answer's last byte goes out
+            # (vdm.tenants.limits): the next request, on any instance, sees it.
+            count = _UsageCount(app, principal, reply) if principal is not None else None
             if reply.stream is not None:
                 metrics.open_streams += 1
                 try:
@@ -511,22 +515,44 @@ async def _reply(
                         ping=door.PING,
                         ping_interval=app.ping_interval,
                         on_cancel=lambda: door.encode_stream_error(ShuttingDown()),
+                        before_end=count,
                     )
                 finally:
                     metrics.open_streams -= 1
                 answered = time.perf_counter()  # a stream's upstream ends with it
             else:
+                if count is not None:
+                    await count()
                 await send_bytes(send, reply.status, reply.headers, reply.body)
     finally:
         metrics.in_flight -= 1
     if reply is not None and reply.outcome is not None:
         _record_outcome(app, door, reply, started, answered)
-        if principal is not None:
-            app.plane.registry.record_usage(principal, reply.outcome.usage)
+        if count is not None:
+            await count()  # (a no-op unless the client left before the end)
             if reply.headers.get("x-vdm-cache") == "hit":
                 app.plane.registry.record_cache_hit(principal)
         if access.isEnabledFor(logging.INFO):
             _log_outcome(scope, reply, watch.gone)
+
+
+class _UsageCount:
+    """Counts a tenant's answer against its token, once: before the answer's
+    end, or after it when the client left first (its tokens count all the same)."""
+
+    __slots__ = ("_app", "_principal", "_reply", "done")
+
+    def __init__(self, app: App, principal: Any, reply: Reply) -> None:
+        self._app, self._principal, self._reply = app, principal, reply
+        self.done = False
+
+    async def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        outcome = self._reply.outcome
+        if outcome is not None:
+            await self._app.plane.registry.record_usage(self._principal, outcome.usage)
 
 
 def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered: float) -> None:

@@ -436,8 +436,10 @@ class TokenRegistry:
 
     # ------------------------------------------------------------ usage
 
-    def record_usage(self, principal: Principal, usage: Usage | None) -> None:
-        """Tokens a finished request used, for its token's TPM window."""
+    async def record_usage(self, principal: Principal, usage: Usage | None) -> None:
+        """Tokens a finished request used, for its token's TPM window: callers
+        await this before the answer's last byte (with Redis, one round trip,
+        for tokens with a TPM limit only)."""
         if usage is None or principal.token_id is None:
             return
         entry = self._by_id.get(principal.token_id)
@@ -446,7 +448,7 @@ class TokenRegistry:
             entry.counters.window.roll(now())
             entry.counters.window.tokens += tokens
             if self._windows is not None:
-                self._windows.add_tokens(principal.token_id, tokens)
+                await self._windows.add_tokens(principal.token_id, tokens)
 
     def record_cache_hit(self, principal: Principal) -> None:
         """A request answered from the response cache (the token's ``cache_hit_count``)."""
