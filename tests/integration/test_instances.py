@@ -32,6 +32,7 @@ from tests.support.databases import database_env
 from tests.support.fakes import FakeUpstream
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.redisdb import redis_env
+from tests.support.slow_link import slow_link
 
 T = TypeVar("T")
 
@@ -215,3 +216,26 @@ def test_audit_usage_and_totals_are_the_deployment_s(pair: tuple[Gateway, Gatewa
         got = eventually(lambda gw=gw: totals(gw), lambda t: t["requests"] >= want)
         assert got["requests"] == want and got["errors"] == refused
         assert got["input_tokens"] > 0
+
+
+def test_an_answer_s_tokens_count_everywhere_before_it_ends_even_on_a_slow_redis(
+    fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
+) -> None:
+    """Redis writes of a finished answer's tokens held back 0.5 s: a client
+    that asks again at once, on the other instance, is still judged with them
+    (they are counted before the answer's last byte, not in the background)."""
+    answer_everything(fake_openai, fake_anthropic)
+    for db in database_env("postgresql", tmp_path):
+        for shared in redis_env():
+            with slow_link("127.0.0.1", 6379, b"HINCRBY", 0.5) as port, ExitStack() as stack:
+                shared = {**shared, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+                a, b = (
+                    stack.enter_context(
+                        run_gateway(env_for(fake_openai, fake_anthropic, tmp, **db, **shared), tmp)
+                    )
+                    for tmp in (tmp_path / "a", tmp_path / "b")
+                )
+                with manage(a) as api:
+                    tpm = make_token(api, make_project(api)["id"], tpm=100)  # 45 an answer
+                seen = [ask((a, b)[i % 2], tpm["token"]).status_code for i in range(5)]
+                assert seen == [200, 200, 200, 429, 429]
