@@ -131,6 +131,9 @@ class ServerSettings:
     models_prefetch: bool = True  # fetch the lists at start-up
     # vdm.passthrough.Rule entries; None: the package default allowlist.
     passthrough_allow: tuple[Any, ...] | None = None
+    # Listen on a non-loopback address with no client authentication (no
+    # PROXY_API_KEY, no control plane): refused unless this says so.
+    allow_unauthenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,7 @@ _SERVER_KEYS = {
     "models-prefetch",
     "max-upload-size",
     "passthrough-allow",
+    "allow-unauthenticated",
 }
 _GRPC_KEYS = {
     "host",
@@ -455,6 +459,8 @@ def _server_settings(
     prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
     prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
+    open_raw, open_src = pick("allow-unauthenticated", "ALLOW_UNAUTHENTICATED")
+    allow_open = False if open_raw is None else _bool(open_raw, open_src, problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -486,6 +492,7 @@ def _server_settings(
         models_wait=wait or 2.0,
         models_prefetch=prefetch,
         passthrough_allow=allow,
+        allow_unauthenticated=allow_open,
     )
 
 

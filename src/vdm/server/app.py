@@ -45,7 +45,7 @@ from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
-from vdm.server import dashboard, workers
+from vdm.server import dashboard, drain, workers
 from vdm.server.asgi import (
     DISCONNECT_HOOK,
     ClientGone,
@@ -112,6 +112,9 @@ class App:
         # One of --workers N (vdm.server.workers): /metrics covers them all.
         self.workers_dir: Path | None = None
         self.shared_metrics: WorkerMetrics | None = None
+        # vdm.server.drain: while this file exists, /ready answers 503 (draining).
+        marker = os.environ.get(drain.ENV)
+        self.drain_marker = Path(marker) if marker else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -874,6 +877,8 @@ async def ready(
 ) -> None:
     if app.gateway is None:
         await _json(send, request_id, {"status": "starting"}, 503)
+    elif app.drain_marker is not None and app.drain_marker.exists():  # (a stat: probes only)
+        await _json(send, request_id, {"status": "draining"}, 503)
     else:
         await _json(send, request_id, {"status": "ready"})
 
