@@ -43,10 +43,11 @@ def spawn_gateway(
     cwd: Path | None = None,
     args: Sequence[str] = (),
     new_session: bool = False,
+    port: int | None = None,
 ) -> Gateway:
     """Start the gateway process with exactly ``env`` (plus a private HOME); do
     not wait for it (:func:`run_gateway` does)."""
-    port = free_port()
+    port = port or free_port()
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     work = cwd or tmp / "work"
@@ -101,6 +102,7 @@ def run_gateway(
     timeout: float = 20.0,
     args: Sequence[str] = (),
     new_session: bool = False,
+    port: int | None = None,
 ) -> Iterator[Gateway]:
     """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
 
@@ -108,7 +110,7 @@ def run_gateway(
     providers' model lists would race with tests that inspect what a fake
     upstream received.  Tests of the prefetch pass ``MODELS_PREFETCH=true``.
     """
-    gateway = spawn_gateway(env, tmp, cwd=cwd, args=args, new_session=new_session)
+    gateway = spawn_gateway(env, tmp, cwd=cwd, args=args, new_session=new_session, port=port)
     try:
         _wait_ready(gateway, timeout)
         yield gateway
