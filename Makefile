@@ -8,19 +8,27 @@ DEVSTAMP:= $(VENV)/.installed-dev
 # gateway process of their own, so two keep a 2-core machine busy.  0 runs in one.
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint bench bench-best bench-quick bench-codecs bench-memory bench-workers clean proto
+.PHONY: run test lint lock bench bench-best bench-quick bench-codecs bench-memory bench-workers clean proto
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# requirements.lock pins every runtime dependency (the Docker image installs
+# exactly it); `make lock` resolves it anew from pyproject.toml.
+LOCK    := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(DEVSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(DEVSTAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e '.[dev]'
 	touch $@ $(STAMP)
+
+lock: $(DEVSTAMP)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --upgrade \
+		--custom-compile-command "make lock" --annotation-style line -o $(LOCK)
 
 run: $(STAMP)
 	$(BIN)/vdm server start

@@ -155,6 +155,9 @@ class ServerSettings:
     # Peers (IP networks) whose X-Forwarded-For / -Proto are believed: the client's
     # address (audit, logs, failed-login limits) comes from them.  None by default.
     trusted_proxies: tuple[str, ...] = ()
+    # Listen on a non-loopback address with no client authentication (no
+    # PROXY_API_KEY, no control plane): refused unless this says so.
+    allow_unauthenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,7 @@ _SERVER_KEYS = {
     "max-upload-size",
     "passthrough-allow",
     "trusted-proxies",
+    "allow-unauthenticated",
 }
 _GRPC_KEYS = {
     "host",
@@ -520,6 +524,8 @@ def _server_settings(
     prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
     proxies = _networks(*pick("trusted-proxies", "TRUSTED_PROXIES"), problems)
+    open_raw, open_src = pick("allow-unauthenticated", "ALLOW_UNAUTHENTICATED")
+    allow_open = False if open_raw is None else _bool(open_raw, open_src, problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -552,6 +558,7 @@ def _server_settings(
         models_prefetch=prefetch,
         passthrough_allow=allow,
         trusted_proxies=proxies,
+        allow_unauthenticated=allow_open,
     )
 
 

@@ -16,7 +16,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── RateLimited                   429  every key of a provider is cooling down
     ├── QuotaExceeded                 429  a token's max_requests, RPM or TPM is used up
     ├── ShuttingDown                  503  the gateway ended the request to stop
-    ├── Unavailable                   503  a shared store the answer needs (Redis) is away
+    ├── Unavailable                   503  a shared store the answer needs (Redis, the database) is away
     └── UpstreamError                 an upstream said no, or could not be reached
         ├── UpstreamStatusError       upstream HTTP status >= 400 (status mapped)
         ├── UpstreamTimeout           504  no answer in time
@@ -135,7 +135,7 @@ class ShuttingDown(GatewayError):
 
 
 class Unavailable(GatewayError):
-    """The answer lives in a shared store (Redis) this instance cannot reach now."""
+    """The answer lives in a shared store (Redis, the database) this instance cannot reach now."""
 
     status = 503
     kind = "overloaded"
@@ -235,3 +235,10 @@ class LoopDetected(UpstreamError):
     status = 508
     kind: ErrorKind = "api_error"
     may_fall_over = False
+
+
+class StartRefused(Exception):
+    """Not a client's error: a condition the operator must fix before this
+    process may serve (a database schema newer than this vdm, a combination
+    of settings whose guarantees cannot hold).  Its message is the whole
+    story, logged as one line, without a traceback."""

@@ -51,6 +51,39 @@ def _drop_schema(schema: str) -> None:
     asyncio.run(drop())
 
 
+def _admin(statement: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE) as the test user."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def fresh_database_env(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
+    """Environment variables that point vdm at a database nobody has touched: a
+    new SQLite file, or a uniquely named PostgreSQL database (not a schema in
+    ``test``: racing migrations on a fresh database is what this is for),
+    dropped afterwards."""
+    if kind == "sqlite":
+        yield {"DATABASE_URL": f"sqlite:///{tmp / 'fresh.db'}"}
+        return
+    require_postgres()
+    name = f"vdm_fresh_{os.getpid()}_{secrets.token_hex(4)}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DATABASE_URL": PG_URL.rsplit("/", 1)[0] + "/" + name}
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def database_env(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
     """Environment variables that point vdm at a fresh database of ``kind``."""
     if kind == "sqlite":

@@ -45,24 +45,18 @@ class Gateway:
         return log
 
 
-@contextmanager
-def run_gateway(
+def spawn_gateway(
     env: Mapping[str, str],
     tmp: Path,
     *,
     cwd: Path | None = None,
-    timeout: float = 20.0,
     args: Sequence[str] = (),
     new_session: bool = False,
     port: int | None = None,
-) -> Iterator[Gateway]:
-    """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
-
-    ``MODELS_PREFETCH`` defaults to ``false`` here: a start-up fetch of the
-    providers' model lists would race with tests that inspect what a fake
-    upstream received.  Tests of the prefetch pass ``MODELS_PREFETCH=true``.
-    """
-    port = port or free_port()  # a test passes one when the env must name it
+) -> Gateway:
+    """Start the gateway process with exactly ``env`` (plus a private HOME); do
+    not wait for it (:func:`run_gateway` does)."""
+    port = port or free_port()
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     work = cwd or tmp / "work"
@@ -96,17 +90,62 @@ def run_gateway(
             stderr=subprocess.STDOUT,
             start_new_session=new_session,  # its own process group, as a terminal's job
         )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
+    return Gateway(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    gateway.process.terminate()
+    try:
+        gateway.process.wait(10)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        gateway.process.wait(5)
+
+
+@contextmanager
+def run_gateway(
+    env: Mapping[str, str],
+    tmp: Path,
+    *,
+    cwd: Path | None = None,
+    timeout: float = 20.0,
+    args: Sequence[str] = (),
+    new_session: bool = False,
+    port: int | None = None,
+) -> Iterator[Gateway]:
+    """Run the gateway with exactly ``env`` (plus a private HOME) until the block ends.
+
+    ``MODELS_PREFETCH`` defaults to ``false`` here: a start-up fetch of the
+    providers' model lists would race with tests that inspect what a fake
+    upstream received.  Tests of the prefetch pass ``MODELS_PREFETCH=true``.
+    """
+    gateway = spawn_gateway(env, tmp, cwd=cwd, args=args, new_session=new_session, port=port)
     try:
         _wait_ready(gateway, timeout)
         yield gateway
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_gateway(gateway)
+
+
+@contextmanager
+def run_gateways(
+    envs: Sequence[tuple[Mapping[str, str], Path]],
+    *,
+    timeout: float = 30.0,
+    args: Sequence[str] = (),
+) -> Iterator[list[Gateway]]:
+    """Start one gateway per ``(env, tmp)`` at the same moment (all spawned before
+    any is waited for), then wait until every one is ready."""
+    gateways: list[Gateway] = []
+    try:
+        for env, tmp in envs:
+            gateways.append(spawn_gateway(env, tmp, args=args))
+        for gateway in gateways:
+            _wait_ready(gateway, timeout)
+        yield gateways
+    finally:
+        for gateway in gateways:
+            stop_gateway(gateway)
 
 
 def _wait_ready(gateway: Gateway, timeout: float) -> None:

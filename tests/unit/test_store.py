@@ -60,7 +60,7 @@ def test_migrations_upgrade_once_and_report_status(db_env: dict[str, str]) -> No
     async def body(store: SqlStore) -> None:
         await migrate.upgrade(store.engine, db_env.get("DATABASE_SCHEMA"))  # idempotent
         status = await migrate.status(store.engine, db_env.get("DATABASE_SCHEMA"))
-        assert status.up_to_date and status.current == "0001"
+        assert status.up_to_date and status.current == "0002"
 
     run(db_env, body)
 

@@ -79,6 +79,7 @@ class FakeStore:
         self.project, self.tokens = project, tokens
         self.usage: list[dict[str, UsageDelta]] = []
         self.remaining = {t.id: (t.max_requests or 0) for t in tokens}
+        self.lookups: list[list[str]] = []
 
     async def revision(self) -> int:
         return 1
@@ -88,6 +89,14 @@ class FakeStore:
 
     async def list_tokens(self) -> list[TokenRecord]:
         return self.tokens
+
+    async def find_tokens(self, hashes: list[str]) -> list[TokenRecord]:
+        self.lookups.append(sorted(hashes))
+        await asyncio.sleep(0)
+        return [t for t in self.tokens if t.token_hash in hashes]
+
+    async def get_project(self, project_id: str) -> ProjectRecord | None:
+        return self.project if project_id == self.project.id else None
 
     async def add_usage(self, deltas: dict[str, UsageDelta]) -> None:
         self.usage.append(deltas)
@@ -169,7 +178,7 @@ def test_tpm_counts_finished_usage() -> None:
 
     registry, secret, _ = registry_with(tpm=100)
     principal = asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
-    registry.record_usage(principal, Usage(input_tokens=60, output_tokens=50))
+    asyncio.run(registry.record_usage(principal, Usage(input_tokens=60, output_tokens=50)))
     with pytest.raises(QuotaExceeded, match="tokens per minute") as info:
         asyncio.run(registry.admit(secret, request_id="r", client_ip=None))
     assert int(info.value.headers["retry-after"]) >= 1
@@ -191,3 +200,109 @@ def test_usage_events_are_summed_into_one_write_per_batch() -> None:
     delta = store.usage[0]["t1"]
     assert (delta.requests, delta.cache_hits) == (2, 1)
     assert delta.last_used_at is not None and delta.last_used_at.tzinfo is UTC
+
+
+def _later_token(store: FakeStore) -> str:
+    """A token made elsewhere after the registry loaded (only the database has it)."""
+    secret = new_token()
+    store.tokens.append(
+        TokenRecord(
+            id="t-later",
+            project_id="p1",
+            token_hash=hash_token(secret),
+            hint="h",
+            created_at=T0,
+            updated_at=T0,
+        )
+    )
+    return secret
+
+
+def test_a_token_made_elsewhere_is_read_through_on_its_first_request() -> None:
+    registry, _, store = registry_with()
+    later = _later_token(store)
+
+    async def main() -> None:
+        principal = await registry.admit(later, request_id="r", client_ip=None)
+        assert principal.token_id == "t-later"
+        await registry.admit(later, request_id="r", client_ip=None)  # known now: no query
+        assert store.lookups == [[hash_token(later)]]
+
+    asyncio.run(main())
+
+
+def test_a_flood_of_random_tokens_is_batched_bounded_and_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vdm.tenants import registry as registry_module
+
+    registry, _, store = registry_with()
+    later = _later_token(store)
+
+    async def admit(token: str) -> Any:
+        try:
+            return await registry.admit(token, request_id="r", client_ip=None)
+        except AuthenticationFailed as exc:
+            return exc
+
+    async def main() -> None:
+        flood = [new_token() for _ in range(3000)]
+        results = await asyncio.gather(*(admit(t) for t in [*flood[:500], later, *flood[500:]]))
+        # The real token in the middle of the flood is found; the rest refused.
+        assert [r.token_id for r in results if isinstance(r, Principal)] == ["t-later"]
+        assert sum(isinstance(r, AuthenticationFailed) for r in results) == 3000
+        # At most MAX_PENDING tokens were looked up, BATCH to a query, one query at a time.
+        looked_up = [h for batch in store.lookups for h in batch]
+        assert len(looked_up) == registry_module.MAX_PENDING
+        assert max(len(b) for b in store.lookups) <= registry_module.BATCH
+        assert len(store.lookups) == -(-registry_module.MAX_PENDING // registry_module.BATCH)
+        # The same wrong tokens again: remembered as unknown, no query at all.
+        before = len(store.lookups)
+        await asyncio.gather(*(admit(t) for t in flood[:500]))
+        assert len(store.lookups) == before
+
+    asyncio.run(main())
+
+
+def test_the_memory_of_unknown_tokens_is_bounded_in_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vdm.tenants import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "UNKNOWN_MAX", 10)
+    registry, _, store = registry_with()
+
+    async def refuse(token: str) -> None:
+        with pytest.raises(AuthenticationFailed):
+            await registry.admit(token, request_id="r", client_ip=None)
+
+    async def main() -> None:
+        wrong = [new_token() for _ in range(20)]
+        for token in wrong:
+            await refuse(token)
+        assert len(store.lookups) == 20
+        await refuse(wrong[-1])  # among the newest 10: no query
+        assert len(store.lookups) == 20
+        await refuse(wrong[0])  # forgotten: asked again
+        assert len(store.lookups) == 21
+
+    asyncio.run(main())
+
+
+def test_the_memory_of_unknown_tokens_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vdm.tenants import registry as registry_module
+
+    registry, _, store = registry_with()
+    clock = [1000.0]
+    monkeypatch.setattr(registry_module, "monotonic", lambda: clock[0])
+
+    async def main() -> None:
+        token = new_token()
+        for _ in range(2):
+            with pytest.raises(AuthenticationFailed):
+                await registry.admit(token, request_id="r", client_ip=None)
+        assert len(store.lookups) == 1
+        clock[0] += registry_module.UNKNOWN_TTL + 1
+        with pytest.raises(AuthenticationFailed):
+            await registry.admit(token, request_id="r", client_ip=None)
+        assert len(store.lookups) == 2
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from vdm.cli.common import console, fail, settings_or_exit
 from vdm.cli.health import gateway_url
+from vdm.errors import StartRefused
 
 manage_app = typer.Typer(
     help="Projects, tokens and audit (the management API).", no_args_is_help=True
@@ -317,9 +318,12 @@ async def _db(action: str) -> str:
     tenants = settings_or_exit().tenants
     engine = create_engine(tenants)
     try:
-        if action == "upgrade":
-            await migrate.upgrade(engine, tenants.database_schema)
-        status = await migrate.status(engine, tenants.database_schema)
+        if action == "upgrade":  # the start-up's own path: the same lock, the same checks
+            status = await migrate.upgrade(engine, tenants.database_schema)
+        else:
+            status = await migrate.status(engine, tenants.database_schema)
+    except StartRefused as exc:
+        fail(str(exc))
     finally:
         await engine.dispose()
     state = "up to date" if status.up_to_date else "needs `vdm db upgrade`"

@@ -13,6 +13,7 @@ only after that.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import subprocess
@@ -145,6 +146,29 @@ def _claim(pid_file: Path | None, host: str, port: int, grpc: tuple[str, int] | 
         )
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _check_exposure(settings: Settings, host: str) -> None:
+    """Refuse to serve a network with nobody's credentials checked, unless asked to."""
+    if is_loopback(host) or settings.server.allow_unauthenticated:
+        return
+    if settings.server.proxy_api_key or settings.tenants.enabled:
+        return
+    fail(
+        f"refusing to listen on {host} without client authentication: anyone who can "
+        "reach it could spend the provider keys. Set PROXY_API_KEY (one shared key) or "
+        "MANAGEMENT_TOKEN (per-project tokens), listen on 127.0.0.1, or, if something in "
+        "front of vdm authenticates clients, set ALLOW_UNAUTHENTICATED=true"
+    )
+
+
 @app.command("start")
 def start(
     host: HostOpt = None,
@@ -182,6 +206,7 @@ def start(
     settings = settings_or_exit()
     host = host or settings.server.host
     port = port or settings.server.port
+    _check_exposure(settings, host)
     grpc = _grpc_address(settings, host)
     if daemon:
         pid_file = pid_file or process.default_pid_file()
@@ -348,6 +373,24 @@ def restart(
     grpc = _grpc_address(settings, host)
     _claim(path, host, port, grpc)
     _daemonize(run, path, log, grpc)
+
+
+@app.command("drain")
+def drain_cmd(
+    port: PortOpt = None,
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait afterwards (a preStop hook's grace)."),
+    ] = 0.0,
+) -> None:
+    """Turn /ready to 503 (draining) while requests still flow, before SIGTERM's drain."""
+    from vdm.server import drain
+
+    settings = settings_or_exit()
+    path = drain.begin(port or settings.server.port)
+    console.print(f"/ready now answers 503 (draining); marker {path}", markup=False)
+    if wait:
+        time.sleep(wait)
 
 
 @app.command("status")

@@ -86,7 +86,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                     completion = await self._gateway.complete(chat, principal=principal)
                     response = await _fold(completion.events)
             if principal is not None and self._tenants is not None:
-                self._tenants.record_usage(principal, response.usage)
+                await self._tenants.record_usage(principal, response.usage)
             text = translate.answer_text(response, structured=bool(chat.tools))
             return pb.ExecuteResponse(
                 request_id=request_id,
@@ -131,7 +131,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                 finally:
                     await texts.aclose()  # type: ignore[attr-defined]
                     if principal is not None and self._tenants is not None:
-                        self._tenants.record_usage(principal, state.usage)  # what was used
+                        await self._tenants.record_usage(principal, state.usage)  # what was used
         except Exception as exc:
             yield pb.StreamChunk(request_id=request_id, error=self._error(exc))
             return

@@ -39,6 +39,7 @@ from vdm.errors import (
     PermissionDenied,
     QuotaExceeded,
     ShuttingDown,
+    StartRefused,
 )
 from vdm.events import Bus
 from vdm.ir import Usage
@@ -50,7 +51,7 @@ from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
-from vdm.server import dashboard, workers
+from vdm.server import dashboard, drain, workers
 from vdm.server.asgi import (
     DISCONNECT_HOOK,
     ClientGone,
@@ -130,6 +131,9 @@ class App:
         # One of --workers N (vdm.server.workers): /metrics covers them all.
         self.workers_dir: Path | None = None
         self.shared_metrics: WorkerMetrics | None = None
+        # vdm.server.drain: while this file exists, /ready answers 503 (draining).
+        marker = os.environ.get(drain.ENV)
+        self.drain_marker = Path(marker) if marker else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -163,6 +167,9 @@ class App:
                         self.gateway.catalog.start()
                     if self.settings.grpc.port is not None:
                         await self._start_grpc(self.gateway)
+                except StartRefused as exc:  # the operator's to fix: one line, no traceback
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:  # pragma: no cover - reported to the server
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -244,6 +251,7 @@ class App:
             self.bus,
             redis_url=settings.server.redis_url,
             redis_namespace=settings.server.redis_namespace,
+            workers=self.workers_dir is not None,
         )
         self.auth = Credentials(
             self.proxy_key,
@@ -564,6 +572,7 @@ async def _reply(
         principal = scope.get(PRINCIPAL)
         client_key = app.provider_key(headers)  # (never the gateway's own credential)
         reply: Reply | None = None
+        count: _UsageCount | None = None
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
             try:
                 reply = await call(body, headers, client_key, principal)
@@ -583,6 +592,15 @@ async def _reply(
                 raise
             answered = time.perf_counter()
             reply.headers.update(id_headers(request_id))
+            # A tenant's usage is counted before the answer's last byte goes out
+            # (vdm.tenants.limits): the next request, on any instance, sees it.
+            # A JWT admits a principal with no control plane (PROXY_API_KEY +
+            # VDM_JWT_SECRET): then no token registry counts its usage.
+            count = (
+                _UsageCount(app, principal, reply)
+                if principal is not None and app.plane is not None
+                else None
+            )
             if reply.stream is not None:
                 metrics.open_streams += 1
                 try:
@@ -595,24 +613,44 @@ async def _reply(
                         ping=door.PING,
                         ping_interval=app.ping_interval,
                         on_cancel=lambda: door.encode_stream_error(ShuttingDown()),
+                        before_end=count,
                     )
                 finally:
                     metrics.open_streams -= 1
                 answered = time.perf_counter()  # a stream's upstream ends with it
             else:
+                if count is not None:
+                    await count()
                 await send_bytes(send, reply.status, reply.headers, reply.body)
     finally:
         metrics.in_flight -= 1
     if reply is not None and reply.outcome is not None:
         _record_outcome(app, door, reply, started, answered)
-        # A JWT admits a principal with no control plane (PROXY_API_KEY + VDM_JWT_SECRET):
-        # then no token registry counts its usage.
-        if principal is not None and app.plane is not None:
-            app.plane.registry.record_usage(principal, reply.outcome.usage)
+        if count is not None:
+            await count()  # (a no-op unless the client left before the end)
             if reply.headers.get("x-vdm-cache") == "hit":
                 app.plane.registry.record_cache_hit(principal)
         if access.isEnabledFor(logging.INFO):
             _log_outcome(scope, reply, watch.gone)
+
+
+class _UsageCount:
+    """Counts a tenant's answer against its token, once: before the answer's
+    end, or after it when the client left first (its tokens count all the same)."""
+
+    __slots__ = ("_app", "_principal", "_reply", "done")
+
+    def __init__(self, app: App, principal: Any, reply: Reply) -> None:
+        self._app, self._principal, self._reply = app, principal, reply
+        self.done = False
+
+    async def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        outcome = self._reply.outcome
+        if outcome is not None:
+            await self._app.plane.registry.record_usage(self._principal, outcome.usage)
 
 
 def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered: float) -> None:
@@ -764,7 +802,7 @@ async def passthrough(
             streamed.abandon()
             status, usage = await _relay(send, raw, request_id, target.provider)
     if principal is not None and app.plane is not None:
-        app.plane.registry.record_usage(principal, usage)
+        await app.plane.registry.record_usage(principal, usage)
     elapsed = time.perf_counter() - started
     app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, usage, None)
     if access.isEnabledFor(logging.INFO):
@@ -946,6 +984,8 @@ async def ready(
 ) -> None:
     if app.gateway is None:
         await _json(send, request_id, {"status": "starting"}, 503)
+    elif app.drain_marker is not None and app.drain_marker.exists():  # (a stat: probes only)
+        await _json(send, request_id, {"status": "draining"}, 503)
     else:
         await _json(send, request_id, {"status": "ready"})
 

@@ -320,9 +320,12 @@ async def send_stream(
     ping: bytes | None = None,
     ping_interval: float = 0.0,
     on_cancel: Callable[[], bytes] | None = None,
+    before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Relay ``body`` as the response; ``on_error`` renders a failure (a bug
     below us) as the stream's last frame, since the status is already sent.
+    ``before_end`` is awaited once the body is relayed, before the response's
+    end goes out (what must be counted before the client may ask again).
 
     With ``ping``, a silence of ``ping_interval`` seconds (a slow first token,
     a long tool call being buffered) is filled with that frame, so proxies
@@ -360,6 +363,8 @@ async def send_stream(
             raise
         except Exception as exc:
             await send({"type": "http.response.body", "body": on_error(exc), "more_body": True})
+        if before_end is not None:
+            await before_end()
         if heart is not None:
             heart.cancel()
         await send({"type": "http.response.body", "body": b""})

@@ -22,6 +22,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
 from vdm.config import Settings
+from vdm.server import drain
+from vdm.server.notify import notify
 from vdm.server.protocol import GatewayHttpProtocol
 from vdm.server.workers import shared_directory
 
@@ -58,12 +60,16 @@ class GatewayServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)  # (the app's lifespan start-up ran in it)
         settle_heap()
+        if not self.should_exit:  # /ready answers now: tell systemd (Type=notify)
+            notify(f"READY=1\nSTATUS=serving (pid {os.getpid()})")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded as a captured signal: uvicorn would re-raise it after
         # the shutdown and the process would die by it instead of exiting 0.
         if self._worker and sig == signal.SIGINT:
             return
+        if not self.should_exit:
+            notify("STOPPING=1")
         if self.should_exit and self._loop is not None:
             self._loop.call_soon_threadsafe(self._end_requests)
         self.should_exit = True
@@ -145,6 +151,8 @@ def serve(
         "proxy_headers": bool(settings.server.trusted_proxies),
         "forwarded_allow_ips": list(settings.server.trusted_proxies) or None,
     }
+    drain.clear(port)  # a marker left by the last run (same container) is not this one's
+    os.environ[drain.ENV] = str(drain.marker(port))
     if reload:  # development: uvicorn's own supervisor restarts the process
         uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]
         return

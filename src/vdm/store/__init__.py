@@ -7,17 +7,26 @@ embedded default) and PostgreSQL (asyncpg).  The schema comes from the Alembic
 migrations in :mod:`vdm.store.migrations`, applied at start-up.
 
 Nothing here is called on the request path except :meth:`UsageStore.consume`
-(PostgreSQL, tokens with a lifetime quota): the atomic conditional update that
-makes ``max_requests`` hold across instances.
+(several instances or workers, tokens with a lifetime quota: the atomic
+conditional update that makes ``max_requests`` hold across them) and
+:meth:`TokenStore.find_tokens` (a token this instance does not know yet,
+batched and bounded by :class:`vdm.tenants.registry.TokenRegistry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord, UsageDelta
+from vdm.store.records import (
+    AuditQuery,
+    AuditRecord,
+    InstanceRecord,
+    ProjectRecord,
+    TokenRecord,
+    UsageDelta,
+)
 
 
 class StoreError(Exception):
@@ -45,6 +54,7 @@ class ProjectStore(Protocol):
 class TokenStore(Protocol):
     async def create_token(self, record: TokenRecord) -> TokenRecord: ...
     async def get_token(self, token_id: str) -> TokenRecord | None: ...
+    async def find_tokens(self, hashes: Collection[str]) -> list[TokenRecord]: ...
     async def list_tokens(self, project_id: str | None = None) -> list[TokenRecord]: ...
     async def update_token(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord: ...
 
@@ -60,7 +70,16 @@ class UsageStore(Protocol):
     async def consume(self, token_id: str, now: datetime) -> bool: ...
 
 
-class Store(ProjectStore, TokenStore, AuditStore, UsageStore, Protocol):
+class InstanceStore(Protocol):
+    """The running gateways sharing this database (:mod:`vdm.tenants.fleet`)."""
+
+    async def beat(self, instance_id: str, loaded: int, at: float) -> None: ...
+    async def instances(self) -> list[InstanceRecord]: ...
+    async def leave(self, instance_id: str) -> None: ...
+    async def forget_instances(self, seen_before: float) -> None: ...
+
+
+class Store(ProjectStore, TokenStore, AuditStore, UsageStore, InstanceStore, Protocol):
     async def revision(self) -> int: ...
     async def checkpoint(self) -> None: ...
     async def close(self) -> None: ...
@@ -70,6 +89,7 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "Conflict",
+    "InstanceRecord",
     "Missing",
     "ProjectRecord",
     "Store",

@@ -73,3 +73,13 @@ class UsageDelta:
     requests: int = 0
     cache_hits: int = 0
     last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """A running gateway process: the revision it has loaded, its heartbeat."""
+
+    id: str
+    revision: int
+    beat: int
+    seen_at: float  # epoch seconds by its clock

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -89,4 +90,16 @@ revision = Table(
     Column("value", Integer, nullable=False),
 )
 
-__all__ = ["Text", "audit_events", "metadata", "projects", "revision", "tokens"]
+# One row per running gateway process with a control plane (a replica, a worker):
+# the revision it has loaded and a beat it bumps every refresh interval, so a
+# change can wait until every live instance has it (vdm.tenants.fleet).
+instances = Table(
+    "vdm_instances",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("beat", Integer, nullable=False),
+    Column("seen_at", Float, nullable=False),  # epoch seconds, by the instance's own clock
+)
+
+__all__ = ["Text", "audit_events", "instances", "metadata", "projects", "revision", "tokens"]

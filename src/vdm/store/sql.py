@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
@@ -20,8 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from vdm.store import Conflict, Missing
-from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord, UsageDelta
-from vdm.store.schema import audit_events, projects, revision, tokens
+from vdm.store.records import (
+    AuditQuery,
+    AuditRecord,
+    InstanceRecord,
+    ProjectRecord,
+    TokenRecord,
+    UsageDelta,
+)
+from vdm.store.schema import audit_events, instances, projects, revision, tokens
 from vdm.tenants.settings import TenantSettings
 
 log = logging.getLogger("vdm.store")
@@ -228,6 +235,14 @@ class SqlStore:
             row = (await conn.execute(select(tokens).where(tokens.c.id == token_id))).first()
         return _token(row) if row else None
 
+    async def find_tokens(self, hashes: Collection[str]) -> list[TokenRecord]:
+        """The tokens whose secrets hash to one of ``hashes`` (one indexed query)."""
+        if not hashes:
+            return []
+        query = select(tokens).where(tokens.c.token_hash.in_(list(hashes)))
+        async with self.engine.connect() as conn:
+            return [_token(r) for r in await conn.execute(query)]
+
     async def list_tokens(self, project_id: str | None = None) -> list[TokenRecord]:
         query = select(tokens).order_by(tokens.c.created_at, tokens.c.id)
         if project_id is not None:
@@ -278,6 +293,35 @@ class SqlStore:
                 .values(request_count=tokens.c.request_count + 1, last_used_at=now)
             )
         return bool(result.rowcount)
+
+    # ------------------------------------------------------------ instances
+
+    async def beat(self, instance_id: str, loaded: int, at: float) -> None:
+        """This instance has loaded revision ``loaded`` and is alive (its row, upserted)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(instances)
+                .where(instances.c.id == instance_id)
+                .values(revision=loaded, beat=instances.c.beat + 1, seen_at=at)
+            )
+            if result.rowcount == 0:  # only this instance writes its row: no race
+                await conn.execute(
+                    insert(instances).values(id=instance_id, revision=loaded, beat=1, seen_at=at)
+                )
+
+    async def instances(self) -> list[InstanceRecord]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(instances))
+            return [InstanceRecord(r.id, r.revision, r.beat, r.seen_at) for r in rows]
+
+    async def leave(self, instance_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(instances.delete().where(instances.c.id == instance_id))
+
+    async def forget_instances(self, seen_before: float) -> None:
+        """Drop the rows of instances gone without leaving (killed, lost)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(instances.delete().where(instances.c.seen_at < seen_before))
 
     # ------------------------------------------------------------ audit
 

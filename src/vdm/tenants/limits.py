@@ -9,6 +9,14 @@ through the database (:meth:`vdm.store.UsageStore.consume`) and, with
 every instance).  The in-memory window is still kept: it answers alone when
 Redis is unreachable, and it never admits what the shared one would refuse
 (an instance's own count is at most the deployment's).
+
+A request's tokens are counted when it ends, in Redis *before* the answer's
+last byte goes out (the HTTP doors await :meth:`TokenRegistry.record_usage`
+before the final chunk; gRPC before the last message): a client that reads
+an answer to its end and then asks again, on any instance, is judged with
+that answer's tokens counted.  Requests already in flight are not: a TPM
+limit can be overshot by what the concurrent requests admitted before it
+was reached go on to use, as with every provider's own TPM limit.
 """
 
 from __future__ import annotations
@@ -96,12 +104,10 @@ class SharedWindows:
         except Exception as exc:
             self._link.trouble(exc)
 
-    def add_tokens(self, token_id: str, tokens: int) -> None:
-        """Count a finished request's tokens (in the background)."""
-        self._link.background(self._add(token_id, tokens, now()))
-
-    async def _add(self, token_id: str, tokens: int, moment: float) -> None:
-        key = self._key(token_id, moment)
+    async def add_tokens(self, token_id: str, tokens: int) -> None:
+        """Count a finished request's tokens (awaited before its answer's last
+        byte goes out, so the next request on any instance sees them)."""
+        key = self._key(token_id, now())
         try:
             pipe = self._link.client.pipeline(transaction=False)
             pipe.hincrby(key, "t", tokens)

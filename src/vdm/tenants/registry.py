@@ -5,8 +5,20 @@ Loaded whole at start-up and kept current by the control plane itself
 database), so a revocation is effective on the very next request.  Other
 instances hear of the change as a ``config.changed`` event on the bus and
 reload at once (:meth:`TokenRegistry.follow`); the revision counter, polled
-off the request path (:meth:`TokenRegistry.refresh`), is the safety net and,
-without Redis, the way instances sharing a database converge.
+off the request path every refresh interval (:meth:`TokenRegistry.beat`), is
+the safety net and, without Redis, the way instances sharing a database
+converge.  Each beat also tells the other instances which revision this one
+has loaded (:mod:`vdm.tenants.fleet`), so a call that takes something away
+answers only once every live instance refuses it.
+
+A token this instance does not know yet (made on another instance a moment
+ago) is read through to the database: the lookups of all the unknown tokens
+waiting at one moment go in one query, one query at a time per instance, at
+most :data:`MAX_PENDING` tokens waiting (more are refused without a query),
+and a token the database does not know either is remembered as unknown for
+:data:`UNKNOWN_TTL` seconds (at most :data:`UNKNOWN_MAX` of them).  A flood of
+random tokens is therefore at most one indexed query in flight per instance,
+and the same wrong token sent again costs no query at all.
 
 Usage counters (requests, cache hits) are ``token.usage`` events; one
 consumer for the whole deployment writes them to the database in batches.
@@ -24,9 +36,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import monotonic
 from typing import TYPE_CHECKING
 
-from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded
+from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded, Unavailable
 from vdm.events import CONFIG_CHANGED, TOKEN_USAGE
 from vdm.store.records import ProjectRecord, TokenRecord, UsageDelta
 from vdm.tenants.limits import Counters, SharedWindows, now
@@ -37,8 +50,14 @@ if TYPE_CHECKING:
     from vdm.ir import Usage
     from vdm.store import Store
     from vdm.tenants.audit import AuditLog
+    from vdm.tenants.fleet import Fleet
 
 log = logging.getLogger("vdm.tenants")
+
+MAX_PENDING = 1024  # unknown tokens waiting for the database at once; more are refused
+BATCH = 256  # unknown tokens looked up in one query
+UNKNOWN_TTL = 60.0  # seconds a token the database does not know is remembered as unknown
+UNKNOWN_MAX = 10_000  # tokens remembered as unknown (the oldest go first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +118,7 @@ class TokenRegistry:
         shared: bool,
         refresh_interval: float = 1.0,
         windows: SharedWindows | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self._store = store
         self._cipher = cipher
@@ -112,9 +132,22 @@ class TokenRegistry:
         self._revision = -1
         self._refresh_interval = refresh_interval
         self._tasks: list[asyncio.Task[None]] = []
+        self._fleet = fleet
+        # Tokens are admitted until then (monotonic seconds): half a lease after
+        # the last beat began (vdm.tenants.fleet); no fleet, no fence.
+        self._fresh_until = float("inf") if fleet is None else 0.0
+        self._unknown: dict[
+            str, float
+        ] = {}  # token hash -> monotonic time it stops being known unknown
+        self._pending: dict[str, asyncio.Future[None]] = {}  # token hash -> its lookup
+        self._lookups: asyncio.Task[None] | None = None
         # Held by a reload and by every change (store write + registry update), so a
         # reload that read the database before a change cannot undo it.
         self.lock = asyncio.Lock()
+
+    @property
+    def windows(self) -> SharedWindows | None:
+        return self._windows
 
     # ------------------------------------------------------------ lifecycle
 
@@ -128,15 +161,36 @@ class TokenRegistry:
 
     async def start(self) -> None:
         await self.refresh(force=True)
-        self._tasks = [asyncio.create_task(self._every(self._refresh_interval, self.refresh))]
+        if self._fleet is None:
+            self._tasks = [asyncio.create_task(self._every(self._refresh_interval, self.refresh))]
+            return
+        await self.beat()
+        self._tasks = [asyncio.create_task(self._every(self._refresh_interval, self.beat))]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *([self._lookups] if self._lookups else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._fleet is not None:
+            try:
+                await self._fleet.leave()
+            except Exception:  # the row is forgotten after a lease anyway
+                log.warning("tenant registry: could not leave the fleet", exc_info=True)
         if self._windows is not None:
             await self._windows.close()
+
+    async def beat(self) -> None:
+        """Reload when the revision moved, then tell the fleet which revision this
+        instance has (and that it lives); tokens are admitted for half a lease
+        from when this began."""
+        assert self._fleet is not None
+        began = monotonic()
+        async with self.lock:
+            await self._reload(False)
+            loaded = self._revision
+        await self._fleet.beat(loaded)
+        self._fresh_until = max(self._fresh_until, began + self._fleet.lease / 2)
 
     async def _every(self, seconds: float, work: object) -> None:
         while True:
@@ -168,8 +222,11 @@ class TokenRegistry:
         self._revision = revision
 
     async def _changed(self, events: list[Event]) -> None:
-        """Another instance changed projects or tokens: reload now."""
-        await self.refresh(force=True)
+        """Another instance changed projects or tokens: reload now (and say so)."""
+        if self._fleet is not None:
+            await self.beat()
+        else:
+            await self.refresh(force=True)
 
     async def _write_usage(self, events: list[Event]) -> None:
         """``token.usage`` events summed per token, written in one transaction."""
@@ -219,6 +276,7 @@ class TokenRegistry:
         stale = self._by_id.get(token.id)
         if stale is not None:
             self._by_hash.pop(stale.token.token_hash, None)
+        self._unknown.pop(token.token_hash, None)
         self._by_hash[token.token_hash] = entry
         self._by_id[token.id] = entry
 
@@ -247,7 +305,15 @@ class TokenRegistry:
     # ------------------------------------------------------------ the request path
 
     async def admit(self, token: str, *, request_id: str, client_ip: str | None) -> Principal:
-        entry = self._by_hash.get(hash_token(token))
+        if monotonic() > self._fresh_until:
+            raise Unavailable(
+                "this gateway instance cannot reach its database to confirm API tokens; "
+                "retry shortly"
+            )
+        digest = hash_token(token)
+        entry = self._by_hash.get(digest)
+        if entry is None:
+            entry = await self._look_up(digest)
         if entry is None:
             self._deny(None, "unknown token", request_id, client_ip)
             raise AuthenticationFailed("invalid API token")
@@ -319,8 +385,77 @@ class TokenRegistry:
         self._bus.publish(TOKEN_USAGE, {"token": record.id, "requests": 1, "at": moment})
         return entry.principal
 
-    def record_usage(self, principal: Principal, usage: Usage | None) -> None:
-        """Tokens a finished request used, for its token's TPM window."""
+    # ------------------------------------------------------------ read-through
+
+    async def _look_up(self, digest: str) -> _Entry | None:
+        """A token made elsewhere a moment ago, from the database (batched, bounded)."""
+        unknown_until = self._unknown.get(digest)
+        if unknown_until is not None:
+            if monotonic() < unknown_until:
+                return None
+            del self._unknown[digest]
+        lookup = self._pending.get(digest)
+        if lookup is None:
+            if len(self._pending) >= MAX_PENDING:
+                return None
+            lookup = self._pending[digest] = asyncio.get_running_loop().create_future()
+            if self._lookups is None:
+                self._lookups = asyncio.create_task(self._look_up_pending())
+        await asyncio.shield(lookup)
+        return self._by_hash.get(digest)
+
+    async def _look_up_pending(self) -> None:
+        """Look up the waiting tokens, a batch per query, one query at a time;
+        each batch is taken after its tokens arrived, so a token made before a
+        request came is found for it."""
+        try:
+            while self._pending:
+                batch = dict(list(self._pending.items())[:BATCH])
+                for digest in batch:
+                    del self._pending[digest]
+                try:
+                    # Under the lock: a reload cannot interleave and be undone by an
+                    # older read of the same token.
+                    async with self.lock:
+                        await self._load_tokens(batch)
+                except Exception as exc:
+                    log.warning("tenant registry: token lookup failed: %s", exc)
+                    error = Unavailable("cannot look up this API token now; retry shortly")
+                    for lookup in batch.values():
+                        if not lookup.done():
+                            lookup.set_exception(error)
+                            lookup.exception()  # (a waiter that left leaves no warning)
+                    continue
+                until = monotonic() + UNKNOWN_TTL
+                for digest, lookup in batch.items():
+                    if digest not in self._by_hash:
+                        self._remember_unknown(digest, until)
+                    if not lookup.done():
+                        lookup.set_result(None)
+        finally:
+            self._lookups = None
+
+    async def _load_tokens(self, batch: Mapping[str, object]) -> None:
+        found = [t for t in await self._store.find_tokens(list(batch)) if t.id not in self._by_id]
+        for project_id in {t.project_id for t in found} - self._projects.keys():
+            project = await self._store.get_project(project_id)
+            if project is not None:
+                self._projects[project_id] = project
+        for token in found:
+            self._put(token)
+
+    def _remember_unknown(self, digest: str, until: float) -> None:
+        unknown = self._unknown
+        if len(unknown) >= UNKNOWN_MAX:
+            del unknown[next(iter(unknown))]  # the oldest
+        unknown[digest] = until
+
+    # ------------------------------------------------------------ usage
+
+    async def record_usage(self, principal: Principal, usage: Usage | None) -> None:
+        """Tokens a finished request used, for its token's TPM window: callers
+        await this before the answer's last byte (with Redis, one round trip,
+        for tokens with a TPM limit only)."""
         if usage is None or principal.token_id is None:
             return
         entry = self._by_id.get(principal.token_id)
@@ -329,7 +464,7 @@ class TokenRegistry:
             entry.counters.window.roll(now())
             entry.counters.window.tokens += tokens
             if self._windows is not None:
-                self._windows.add_tokens(principal.token_id, tokens)
+                await self._windows.add_tokens(principal.token_id, tokens)
 
     def record_cache_hit(self, principal: Principal) -> None:
         """A request answered from the response cache (the token's ``cache_hit_count``)."""

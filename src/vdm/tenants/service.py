@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from vdm.errors import StartRefused
 from vdm.events import CONFIG_CHANGED, Bus
-from vdm.store import Missing, Store
+from vdm.store import Conflict, Missing, Store
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
 from vdm.tenants.audit import AuditLog
+from vdm.tenants.fleet import Fleet
 from vdm.tenants.limits import SharedWindows
 from vdm.tenants.registry import TokenRegistry
 from vdm.tenants.secrets import (
@@ -33,6 +35,8 @@ from vdm.tenants.secrets import (
 from vdm.tenants.settings import TenantSettings
 
 log = logging.getLogger("vdm.tenants")
+
+LEASE = 15.0  # seconds without a heartbeat before an instance is taken as gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,8 @@ class ControlPlane:
         bus: Bus,
         windows: SharedWindows | None = None,
         cipher: Cipher | None = None,
+        *,
+        workers: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,17 +83,20 @@ class ControlPlane:
         self.bus = bus
         self.cipher = cipher or Cipher(settings.encryption_key)
         self.audit = AuditLog(store, settings.audit_log_file, bus)
-        # Told of other instances' changes by the bus when it spans instances (Redis),
-        # the database's revision is only a safety net then.
-        refresh = settings.refresh_interval or (30.0 if bus.spans_instances else 1.0)
+        # One of --workers N: other processes share the database (and the quotas)
+        # even on SQLite; per-minute windows can be shared only through Redis.
+        self.workers = workers
+        refresh = settings.refresh_interval or 1.0
+        self.fleet = Fleet(store, bus.source, lease=max(LEASE, 4 * refresh))
         self.registry = TokenRegistry(
             store,
             self.cipher,
             self.audit,
             bus,
-            shared=settings.shared,
+            shared=settings.shared or workers,
             refresh_interval=refresh,
             windows=windows,
+            fleet=self.fleet,
         )
         self.audit.follow()
         self.registry.follow()
@@ -102,6 +111,7 @@ class ControlPlane:
         *,
         redis_url: str | None = None,
         redis_namespace: str = "vdm",
+        workers: bool = False,
     ) -> ControlPlane:
         """Migrate the database, load the registry, subscribe the consumers (start
         ``bus`` after this)."""
@@ -113,9 +123,18 @@ class ControlPlane:
         windows = SharedWindows(redis_url, redis_namespace) if redis_url else None
         try:
             await migrate.upgrade(engine, settings.database_schema)
-            store = SqlStore(engine)
-            plane = cls(settings, store, providers, default_provider, bus, windows, cipher)
+            plane = cls(
+                settings,
+                SqlStore(engine),
+                providers,
+                default_provider,
+                bus,
+                windows,
+                cipher,
+                workers=workers,
+            )
             await plane._seal_credentials()
+            await plane._check_windows()
             await plane.registry.start()
         except BaseException:
             await engine.dispose()
@@ -149,6 +168,30 @@ class ControlPlane:
         if sealed:
             await self.store.checkpoint()
             log.info("encrypted %d project credential(s) stored in plain text", sealed)
+
+    def _unshared_windows(self) -> bool:
+        """Per-minute limits would be counted per worker: --workers N without Redis."""
+        return self.workers and self.registry.windows is None
+
+    async def _check_windows(self) -> None:
+        """Refuse to start where a token's per-minute limit cannot hold."""
+        if not self._unshared_windows():
+            return
+        limited = [t.id for t in await self.store.list_tokens() if t.is_active and (t.rpm or t.tpm)]
+        if limited:
+            raise StartRefused(
+                f"{len(limited)} active token(s) have per-minute limits (rpm/tpm), which "
+                "--workers N can only enforce together through Redis: set REDIS_URL, "
+                "or run one worker per gateway"
+            )
+
+    async def everywhere(self) -> None:
+        """Return once every live instance has loaded the database's current
+        revision (:mod:`vdm.tenants.fleet`): what a call took away is refused
+        everywhere on the next request."""
+        gone = await self.fleet.wait_for(await self.store.revision())
+        if gone:
+            log.warning("not waited for (no heartbeat for a lease): %s", ", ".join(gone))
 
     async def close(self) -> None:
         try:
@@ -281,6 +324,7 @@ class ControlPlane:
             project = await self.store.update_project(project_id, changes)
             self.registry.put_project(project)
         self.changed("project", project_id)
+        await self.everywhere()
         await self._audited(
             actor,
             "project.update",
@@ -297,6 +341,7 @@ class ControlPlane:
             await self.store.delete_project(project_id)
             self.registry.drop_project(project_id)
         self.changed("project", project_id)
+        await self.everywhere()
         await self._audited(actor, "project.delete", project_id=project_id)
 
     # ------------------------------------------------------------ tokens
@@ -328,6 +373,11 @@ class ControlPlane:
         return record, secret
 
     def _check_token_fields(self, fields: Mapping[str, Any]) -> None:
+        if (fields.get("rpm") or fields.get("tpm")) and self._unshared_windows():
+            raise Conflict(
+                "per-minute limits (rpm/tpm) cannot hold across the workers of this "
+                "gateway without Redis: set REDIS_URL, or run it with one worker"
+            )
         providers = fields.get("allowed_providers")
         if providers:
             self._check_providers(providers, "allowed_providers")
@@ -340,6 +390,7 @@ class ControlPlane:
             token = await self.store.update_token(token_id, {**changes, "updated_at": utcnow()})
             self.registry.put_token(token)
         self.changed("token", token_id)
+        await self.everywhere()
         await self._audited(
             actor,
             action,

@@ -57,8 +57,8 @@ class TenantSettings:
     plain_credentials: bool = False  # VDM_ENCRYPTION_KEY=none: the operator's choice
     audit_log_file: str | None = None
     data_dir: str = ""  # where the default SQLite file lives
-    # How often other instances' changes are looked for in the database (None: every
-    # second, or every 30 s as a safety net when the Redis event bus tells of them).
+    # How often each instance looks for other instances' changes in the database and
+    # says which revision it has (vdm.tenants.fleet); None: every second.
     refresh_interval: float | None = None
 
     @property
