@@ -1,4 +1,4 @@
-"""``vdm server``: start (foreground or ``--daemon``), stop, restart, status.
+"""``vdm server``: start (foreground or ``--daemon``), stop, restart, reload, status.
 
 ``start --daemon`` runs ``vdm server start --pid-file ...`` as a detached
 child (its own session, output to a log file), waits until ``/ready`` answers
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -348,6 +349,50 @@ def restart(
     grpc = _grpc_address(settings, host)
     _claim(path, host, port, grpc)
     _daemonize(run, path, log, grpc)
+
+
+@app.command("reload")
+def reload_config(
+    pid_file: PidOpt = None,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the gateway to report the outcome.")
+    ] = 10.0,
+) -> None:
+    """Reload the configuration without dropping a connection (SIGHUP; every worker's)."""
+    path = pid_file or process.default_pid_file()
+    info, stale = process.live_info(path)
+    if info is None:
+        fail(f"vdm is not running{f' (stale pid file {path})' if stale else ''}", 1)
+    settings = settings_or_none()
+    key = settings.server.proxy_api_key if settings else None
+    before = _last_reload(info.url, key)
+    os.kill(info.pid, signal.SIGHUP)
+    deadline = time.monotonic() + wait
+    outcome = before
+    with console.status(f"reloading the configuration of vdm (pid {info.pid}) …"):
+        while outcome == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            outcome = _last_reload(info.url, key)
+    if outcome == before or not isinstance(outcome, dict):
+        where = f": see {info.log_file}" if info.log_file else ""
+        console.print(
+            f"sent SIGHUP to vdm (pid {info.pid}); its log says how the reload went{where}",
+            markup=False,
+        )
+        return
+    if not outcome.get("ok"):
+        fail(f"reload failed, vdm keeps its running configuration: {outcome.get('error')}", 1)
+    console.print(f"vdm (pid {info.pid}) reloaded its configuration", markup=False)
+
+
+def _last_reload(url: str, key: str | None) -> object:
+    """``/health``'s ``last_reload`` (None before the first), or a marker when
+    the gateway does not answer."""
+    try:
+        code, health = process.get_json(url + "/health", key=key)
+    except (OSError, ValueError):
+        return "no answer"
+    return health.get("last_reload") if code == 200 and isinstance(health, dict) else "no answer"
 
 
 @app.command("status")
