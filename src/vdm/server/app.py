@@ -49,6 +49,7 @@ from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
+from vdm.server import access as access_record
 from vdm.server import dashboard, reload, workers
 from vdm.server.asgi import (
     DISCONNECT_HOOK,
@@ -91,6 +92,8 @@ class App:
         self.proxy_key = (
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
+        # LOG_FORMAT=json: each access record carries its fields (vdm.server.access).
+        self.access_fields = settings.server.log_format == "json"
         self.management_key = (
             ProxyKey(settings.tenants.management_token)
             if settings.tenants.management_token
@@ -657,7 +660,7 @@ async def _reply(
             if reply.headers.get("x-vdm-cache") == "hit":
                 app.plane.registry.record_cache_hit(principal)
         if access.isEnabledFor(logging.INFO):
-            _log_outcome(scope, reply, watch.gone)
+            _log_outcome(app, scope, reply, watch.gone, door, started)
 
 
 def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered: float) -> None:
@@ -680,11 +683,29 @@ def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered
     )
 
 
-def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
+def _log_outcome(
+    app: App, scope: Scope, reply: Reply, gone: bool, door: Door, started: float
+) -> None:
     o = reply.outcome
     assert o is not None
     usage = o.usage
     note = " error=" + o.error if o.error else (" client-disconnected" if gone else "")
+    fields = None
+    if app.access_fields:
+        fields = access_record.fields(
+            scope,
+            scope.get(PRINCIPAL),
+            _DOOR_NAMES[door],
+            reply.status,
+            started,
+            provider=o.provider,
+            model=o.model,
+            first_byte=o.first_byte,
+            usage=usage,
+            cache=reply.headers.get("x-vdm-cache"),
+            error=o.error,
+            disconnected=gone,
+        )
     access.info(
         "%s %s %d %s:%s in=%s out=%s %.1fms%s",
         scope["method"],
@@ -696,6 +717,7 @@ def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
         usage.output_tokens if usage else "-",
         (time.perf_counter() - o.started) * 1000,
         note,
+        extra={access_record.FIELD: fields} if fields is not None else None,
     )
 
 
@@ -712,7 +734,21 @@ def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started:
             current_request_id.get(""),
         )
     if access.isEnabledFor(logging.INFO):
-        access.info("%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message)
+        extra = None
+        if app.access_fields:
+            fields = access_record.fields(
+                scope,
+                scope.get(PRINCIPAL),
+                _DOOR_NAMES[door],
+                exc.status,
+                started,
+                provider=getattr(exc, "provider", None),
+                error=f"{exc.kind}: {exc.message}",
+            )
+            extra = {access_record.FIELD: fields}
+        access.info(
+            "%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message, extra=extra
+        )
 
 
 # ---------------------------------------------------------------- handlers
@@ -814,6 +850,20 @@ async def passthrough(
     elapsed = time.perf_counter() - started
     app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, usage, None)
     if access.isEnabledFor(logging.INFO):
+        extra = None
+        if app.access_fields:
+            fields = access_record.fields(
+                scope,
+                principal,
+                "openai",
+                status,
+                started,
+                provider=target.provider,
+                model=target.model,
+                usage=usage,
+                disconnected=watch.gone,
+            )
+            extra = {access_record.FIELD: fields}
         access.info(
             "%s %s %d %s passthrough %.1fms%s",
             method,
@@ -822,6 +872,7 @@ async def passthrough(
             target.provider,
             elapsed * 1000,
             " client-disconnected" if watch.gone else "",
+            extra=extra,
         )
 
 
