@@ -140,9 +140,9 @@ class RedisTotals(RunningTotals):
         self._hash = f"{namespace}:totals"
         self._since = f"{namespace}:totals:since"
         self._recent_prefix = f"{namespace}:totals:recent:"
-        import redis.asyncio as redis
+        from vdm.redis_link import connect
 
-        self._redis: Any = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._redis: Any = connect(url, socket_connect_timeout=2, socket_timeout=5)
 
     async def add(self, events: list[Event]) -> None:
         pipe = self._redis.pipeline(transaction=False)

@@ -93,9 +93,9 @@ class RedisStore:
     policy)."""
 
     def __init__(self, url: str, namespace: str = "vdm") -> None:
-        import redis.asyncio as redis
+        from vdm.redis_link import connect
 
-        self._redis = redis.from_url(url)
+        self._redis = connect(url)
         self._ns = namespace + ":"
 
     async def get(self, key: str) -> bytes | None:

@@ -117,6 +117,17 @@ def summary(settings: Settings, host: str, port: int) -> None:
         )
 
 
+def _check_extras(settings: Settings) -> None:
+    """Stop (exit 2) when the settings ask for a feature whose extra is missing."""
+    from vdm.extras import missing
+
+    problems = missing(settings)
+    for problem in problems[:-1]:
+        errors.print(f"[bold red]error:[/] {escape(str(problem))}", markup=True, highlight=False)
+    if problems:
+        fail(str(problems[-1]), 2)
+
+
 def _grpc_address(settings: Settings, host: str) -> tuple[str, int] | None:
     """Where the gateway's gRPC service will listen, if it has one."""
     grpc = settings.grpc
@@ -181,6 +192,7 @@ def start(
         if value is not None:
             os.environ[var] = str(value)
     settings = settings_or_exit()
+    _check_extras(settings)
     host = host or settings.server.host
     port = port or settings.server.port
     grpc = _grpc_address(settings, host)
