@@ -19,15 +19,15 @@ $(BIN)/python:
 LOCK    := requirements.lock
 
 $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/pip install -q -c $(LOCK) -e .
+	$(BIN)/pip install -q -c $(LOCK) -e '.[all]'
 	touch $@
 
 $(DEVSTAMP): pyproject.toml $(LOCK) | $(BIN)/python
-	$(BIN)/pip install -q -c $(LOCK) -e '.[dev]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[all,dev]'
 	touch $@ $(STAMP)
 
 lock: $(DEVSTAMP)
-	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --upgrade \
+	$(BIN)/uv pip compile pyproject.toml --extra all --universal --python-version 3.11 --upgrade \
 		--custom-compile-command "make lock" --annotation-style line -o $(LOCK)
 
 run: $(STAMP)

@@ -2,7 +2,8 @@
 
 Two formats (``LOG_FORMAT``): ``console`` (human-readable, the default) and
 ``json`` (one JSON object a line: ``ts``, ``level``, ``logger``,
-``request_id``, ``message``, and ``exc`` for a traceback).  ``--systemd`` sends
+``request_id``, ``message``, and ``exc`` for a traceback; an access record
+adds its fields, :mod:`vdm.server.access`).  ``--systemd`` sends
 the lines to the journal through ``/dev/log`` with the identifier ``vdm``, and
 falls back to stderr, with one warning, where there is no journal.  The
 choice is kept in the environment (``VDM_LOG_JOURNAL``) so that uvicorn's
@@ -72,6 +73,9 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        fields = getattr(record, "access", None)  # an access record's (vdm.server.access)
+        if fields:
+            line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return self._encode(line).decode()
@@ -117,3 +121,7 @@ def configure(level: str, fmt: str = "console", *, systemd: bool = False) -> Non
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic tells of its context and each migration step at INFO: only at DEBUG here.
+    logging.getLogger("alembic").setLevel(
+        logging.NOTSET if logging.getLevelName(level) <= logging.DEBUG else logging.WARNING
+    )

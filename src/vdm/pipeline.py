@@ -52,6 +52,7 @@ from vdm.errors import (
     UpstreamTimeout,
 )
 from vdm.ids import hex_id
+from vdm.leases import Leases
 from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics
 from vdm.middleware import Call, build_chain
@@ -195,6 +196,7 @@ class Gateway:
         cache: ResponseCache | None = None,
     ) -> None:
         self.settings = settings
+        self.leases = Leases()  # the requests it serves (a reload closes it after them)
         self.metrics = metrics if metrics is not None else Metrics()
         self.providers = dict(providers)
         self.cooldowns = cooldowns if cooldowns is not None else MemoryCooldowns()

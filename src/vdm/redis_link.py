@@ -17,17 +17,23 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from vdm.extras import require
+
 log = logging.getLogger("vdm.redis")
 RETRY_AFTER = 5.0  # seconds a resting feature leaves Redis alone after a failure
 
 
+def connect(url: str, **options: Any) -> Any:
+    """A redis-py asyncio client for ``url`` (the ``redis`` extra's one import)."""
+    require("redis", "REDIS_URL is set")
+    import redis.asyncio as redis
+
+    return redis.from_url(url, **options)
+
+
 class RedisLink:
     def __init__(self, url: str, feature: str, fallback: str, *, socket_timeout: float = 2) -> None:
-        import redis.asyncio as redis
-
-        self.client: Any = redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=socket_timeout
-        )
+        self.client: Any = connect(url, socket_connect_timeout=2, socket_timeout=socket_timeout)
         self._where = url.split("@")[-1]  # never log a password
         self._feature = feature  # "key cooldowns"
         self._fallback = fallback  # "using this instance's view"

@@ -71,7 +71,8 @@ class SSEReply:
     """Raw SSE: each item is sent as its own network write.
 
     ``delays[i]`` (when given) replaces ``delay`` before chunk ``i``, so a
-    stream can pause at one chosen point.  ``cut_after=n`` sends only the
+    stream can pause at one chosen point; ``gate`` (when given) holds chunk
+    ``gate_before`` back until the test sets it (30 s at most).  ``cut_after=n`` sends only the
     first ``n`` chunks and then aborts the connection: the chunked body never
     gets its terminating chunk, as when an upstream dies mid-answer.
     """
@@ -82,6 +83,8 @@ class SSEReply:
     headers: Headers = field(default_factory=dict)
     delays: list[float] | None = None
     cut_after: int | None = None
+    gate: threading.Event | None = None
+    gate_before: int = 1
 
     def pause_before(self, index: int) -> float:
         if self.delays is not None and index < len(self.delays):
@@ -294,6 +297,8 @@ class FakeUpstream:
                     pause = answer.pause_before(index)
                     if pause:
                         await asyncio.sleep(pause)
+                    if answer.gate is not None and index == answer.gate_before:
+                        await asyncio.to_thread(answer.gate.wait, 30)
                     await response.write(chunk)
                 if cut is not None:
                     self.cut += 1

@@ -71,7 +71,7 @@ class ResponseCache:
         self.shared = settings.shared
         self.max_ttl = settings.max_ttl
         self.store = store
-        self._resolve = resolve
+        self.resolve = resolve  # the router's (a configuration reload points it at the new one)
         self._max_entry = min(_MAX_ENTRY, settings.max_bytes)
 
     @classmethod
@@ -215,7 +215,7 @@ class ResponseCache:
                 return False  # nothing is cached under any other path
             if body is None or not isinstance(body.get("model"), str):
                 raise ValueError("an exact purge needs the request's body (with its model)")
-            route = self._resolve(body["model"])
+            route = self.resolve(body["model"])
             lowered = {k.lower(): v for k, v in headers.items()}
             pattern = keys.pattern(
                 tenant, door, route.provider, route.model, keys.digest(door, body, lowered)
@@ -223,7 +223,7 @@ class ResponseCache:
             return await self.store.purge(pattern) > 0
         provider = upstream = None
         if model is not None:
-            route = self._resolve(model)
+            route = self.resolve(model)
             provider, upstream = route.provider, route.model
         deleted = 0
         for path, door in keys.PATHS.items():

@@ -6,7 +6,11 @@ registered here with one line.
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
 import typer
+from rich.markup import escape
 
 from vdm import __version__
 from vdm.cli import config as config_cli
@@ -16,6 +20,7 @@ from vdm.cli import manage as manage_cli
 from vdm.cli import server as server_cli
 from vdm.cli import wrap as wrap_cli
 from vdm.cli.common import console, errors, settings_or_exit  # noqa: F401  (for other groups)
+from vdm.extras import MissingExtra
 
 app = typer.Typer(
     name="vdm", help="vdm: a fast LLM gateway.", no_args_is_help=True, add_completion=False
@@ -32,6 +37,24 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(proxy.app, name="proxy")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"vdm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """vdm: a fast LLM gateway."""
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -39,4 +62,8 @@ def version() -> None:
 
 
 def main() -> None:  # pragma: no cover - console script entry
-    app(prog_name="vdm")
+    try:
+        app(prog_name="vdm")
+    except MissingExtra as exc:  # a feature asked for without its package extra
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        sys.exit(2)

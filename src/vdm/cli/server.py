@@ -1,4 +1,4 @@
-"""``vdm server``: start (foreground or ``--daemon``), stop, restart, status.
+"""``vdm server``: start (foreground or ``--daemon``), stop, restart, reload, status.
 
 ``start --daemon`` runs ``vdm server start --pid-file ...`` as a detached
 child (its own session, output to a log file), waits until ``/ready`` answers
@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,6 +118,17 @@ def summary(settings: Settings, host: str, port: int) -> None:
         )
 
 
+def _check_extras(settings: Settings) -> None:
+    """Stop (exit 2) when the settings ask for a feature whose extra is missing."""
+    from vdm.extras import missing
+
+    problems = missing(settings)
+    for problem in problems[:-1]:
+        errors.print(f"[bold red]error:[/] {escape(str(problem))}", markup=True, highlight=False)
+    if problems:
+        fail(str(problems[-1]), 2)
+
+
 def _grpc_address(settings: Settings, host: str) -> tuple[str, int] | None:
     """Where the gateway's gRPC service will listen, if it has one."""
     grpc = settings.grpc
@@ -204,6 +216,7 @@ def start(
         if value is not None:
             os.environ[var] = str(value)
     settings = settings_or_exit()
+    _check_extras(settings)
     host = host or settings.server.host
     port = port or settings.server.port
     _check_exposure(settings, host)
@@ -391,6 +404,50 @@ def drain_cmd(
     console.print(f"/ready now answers 503 (draining); marker {path}", markup=False)
     if wait:
         time.sleep(wait)
+
+
+@app.command("reload")
+def reload_config(
+    pid_file: PidOpt = None,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the gateway to report the outcome.")
+    ] = 10.0,
+) -> None:
+    """Reload the configuration without dropping a connection (SIGHUP; every worker's)."""
+    path = pid_file or process.default_pid_file()
+    info, stale = process.live_info(path)
+    if info is None:
+        fail(f"vdm is not running{f' (stale pid file {path})' if stale else ''}", 1)
+    settings = settings_or_none()
+    key = operator_token(None, settings)
+    before = _last_reload(info.url, key)
+    os.kill(info.pid, signal.SIGHUP)
+    deadline = time.monotonic() + wait
+    outcome = before
+    with console.status(f"reloading the configuration of vdm (pid {info.pid}) …"):
+        while outcome == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            outcome = _last_reload(info.url, key)
+    if outcome == before or not isinstance(outcome, dict):
+        where = f": see {info.log_file}" if info.log_file else ""
+        console.print(
+            f"sent SIGHUP to vdm (pid {info.pid}); its log says how the reload went{where}",
+            markup=False,
+        )
+        return
+    if not outcome.get("ok"):
+        fail(f"reload failed, vdm keeps its running configuration: {outcome.get('error')}", 1)
+    console.print(f"vdm (pid {info.pid}) reloaded its configuration", markup=False)
+
+
+def _last_reload(url: str, key: str | None) -> object:
+    """``/health``'s ``last_reload`` (None before the first), or a marker when
+    the gateway does not answer."""
+    try:
+        code, health = process.get_json(url + "/health", key=key)
+    except (OSError, ValueError):
+        return "no answer"
+    return health.get("last_reload") if code == 200 and isinstance(health, dict) else "no answer"
 
 
 @app.command("status")

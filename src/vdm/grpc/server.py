@@ -49,6 +49,11 @@ class Service:
     url: str  # as a vibectl client names it: vibectl-server[-insecure]://host:port
     watcher: asyncio.Task[None] | None
     limiter: Limiter
+    servicer: LLMProxyServicer
+
+    def use(self, gateway: Gateway) -> None:
+        """Serve new calls with ``gateway`` (a configuration reload)."""
+        self.servicer.use(gateway)
 
     async def stop(self, grace: float) -> None:
         if self.watcher is not None:
@@ -94,9 +99,8 @@ async def start_service(
     redis_url = settings.server.redis_url
     shared = SharedMinute(redis_url, settings.server.redis_namespace) if redis_url else None
     limiter = Limiter(grpc_settings, shared=shared)
-    pb_grpc.add_VibectlLLMProxyServicer_to_server(
-        LLMProxyServicer(gateway, grpc_settings, limiter, tenants), server
-    )
+    servicer = LLMProxyServicer(gateway, grpc_settings, limiter, tenants)
+    pb_grpc.add_VibectlLLMProxyServicer_to_server(servicer, server)
     address = _address(host, port)
     try:
         if tls_cert and tls_key:
@@ -118,7 +122,7 @@ async def start_service(
         if watcher is not None:
             watcher.cancel()
         raise
-    return Service(server, f"{scheme}://{_address(host, bound)}", watcher, limiter)
+    return Service(server, f"{scheme}://{_address(host, bound)}", watcher, limiter, servicer)
 
 
 def serve(

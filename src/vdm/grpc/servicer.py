@@ -66,8 +66,13 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         self._settings = settings
         self._limiter = limiter
         self._timeout = settings.request_timeout
+        self.use(gateway)
+
+    def use(self, gateway: Gateway) -> None:
+        """The gateway new calls are served with (a call in flight keeps its own)."""
+        self._gateway = gateway
         self._aliases = _alias_targets(gateway)
-        self._default_model: str | None = settings.default_model or _known_default(gateway)
+        self._default_model: str | None = self._settings.default_model or _known_default(gateway)
 
     # ------------------------------------------------------------ Execute
 
@@ -81,9 +86,10 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             principal = current_principal()
             chat = await self._chat_request(request, stream=False)
             await self._limiter.check_shared(current_subject())
-            with self._limiter.admit(current_subject()):
+            gateway = self._gateway
+            with self._limiter.admit(current_subject()), gateway.leases:
                 async with asyncio.timeout(self._timeout):
-                    completion = await self._gateway.complete(chat, principal=principal)
+                    completion = await gateway.complete(chat, principal=principal)
                     response = await _fold(completion.events)
             if principal is not None and self._tenants is not None:
                 await self._tenants.record_usage(principal, response.usage)
@@ -114,12 +120,13 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             chat = await self._chat_request(request, stream=True)
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
             await self._limiter.check_shared(current_subject())
-            with self._limiter.admit(current_subject()):
+            gateway = self._gateway
+            with self._limiter.admit(current_subject()), gateway.leases:
                 # The deadline bounds our waits for the provider, never a yield:
                 # a timeout must not land inside gRPC's own write of a chunk.
                 deadline = asyncio.get_running_loop().time() + self._timeout
                 async with asyncio.timeout_at(deadline):
-                    completion = await self._gateway.complete(chat, principal=principal)
+                    completion = await gateway.complete(chat, principal=principal)
                 texts = _texts(completion.events, state)
                 try:
                     while True:

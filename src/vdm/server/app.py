@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +29,7 @@ from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.auth.split import CredentialSplit
 from vdm.auth.throttle import FailedLogins
-from vdm.config import Settings, load_settings
+from vdm.config import ConfigError, Settings, load_settings
 from vdm.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -51,7 +53,8 @@ from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
-from vdm.server import dashboard, drain, workers
+from vdm.server import access as access_record
+from vdm.server import dashboard, drain, reload, workers
 from vdm.server.asgi import (
     DISCONNECT_HOOK,
     ClientGone,
@@ -97,6 +100,8 @@ class App:
         self.proxy_key = (
             ProxyKey(settings.server.proxy_api_key) if settings.server.proxy_api_key else None
         )
+        # LOG_FORMAT=json: each access record carries its fields (vdm.server.access).
+        self.access_fields = settings.server.log_format == "json"
         self.management_key = (
             ProxyKey(settings.tenants.management_token)
             if settings.tenants.management_token
@@ -115,6 +120,27 @@ class App:
         self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.operator_key = self.management_key or self.proxy_key if settings.operator_key else None
         self.failed_logins = FailedLogins()
+        self._use(settings)
+        self.started = time.time()
+        self.metrics = Metrics()
+        self.bus: Bus | None = None  # vdm.events, built in the lifespan
+        self.totals: RunningTotals | None = None
+        # One of --workers N (vdm.server.workers): /metrics covers them all.
+        self.workers_dir: Path | None = None
+        self.shared_metrics: WorkerMetrics | None = None
+        # SIGHUP: the configuration reloaded (vdm.server.reload).
+        self.last_reload: dict[str, Any] | None = None  # when, and how it went
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False  # a SIGHUP came during a reload
+        self._retiring: set[asyncio.Task[None]] = set()  # replaced gateways, draining
+        self._hangup_loop: asyncio.AbstractEventLoop | None = None
+        # vdm.server.drain: while this file exists, /ready answers 503 (draining).
+        marker = os.environ.get(drain.ENV)
+        self.drain_marker = Path(marker) if marker else None
+
+    def _use(self, settings: Settings) -> None:
+        """What the request path reads of ``settings`` (at start and on a reload)."""
+        self.settings = settings
         self.max_body = settings.server.max_body_size
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
@@ -124,16 +150,6 @@ class App:
         # The OpenAI API's paths (allowed or not): their errors are OpenAI-shaped.
         self.openai_paths = pt.Allowlist((*default_allow, *self.allow.rules))
         self.formats = {n: p.api_format for n, p in settings.providers.items()}
-        self.started = time.time()
-        self.metrics = Metrics()
-        self.bus: Bus | None = None  # vdm.events, built in the lifespan
-        self.totals: RunningTotals | None = None
-        # One of --workers N (vdm.server.workers): /metrics covers them all.
-        self.workers_dir: Path | None = None
-        self.shared_metrics: WorkerMetrics | None = None
-        # vdm.server.drain: while this file exists, /ready answers 503 (draining).
-        marker = os.environ.get(drain.ENV)
-        self.drain_marker = Path(marker) if marker else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -167,6 +183,7 @@ class App:
                         self.gateway.catalog.start()
                     if self.settings.grpc.port is not None:
                         await self._start_grpc(self.gateway)
+                    self._watch_hangup()
                 except StartRefused as exc:  # the operator's to fix: one line, no traceback
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -176,10 +193,16 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._hangup_loop is not None:
+                    self._hangup_loop.remove_signal_handler(signal.SIGHUP)
+                if self._reloading is not None:
+                    self._reloading.cancel()
                 if self._revocation_watch is not None:
                     self._revocation_watch.cancel()
                 if self.grpc is not None:
                     await self.grpc.stop(self.settings.server.shutdown_timeout)
+                if self._retiring:  # (their requests have ended by now)
+                    await asyncio.wait(self._retiring, timeout=5)
                 if self.gateway is not None:
                     await self.gateway.close()
                 if self.bus is not None:
@@ -192,6 +215,74 @@ class App:
                     self.shared_metrics.close()  # what this worker counted stays in the sums
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _watch_hangup(self) -> None:
+        """SIGHUP reloads the configuration (only in the process's main thread,
+        where signals are delivered: not in an app a test runs on a thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self._hangup_loop = loop
+
+    def request_reload(self) -> None:
+        """Reload soon; a signal during a reload runs one more after it (the
+        files may have changed again), never two at once."""
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(
+            self._reload_while_asked(), name="vdm-reload"
+        )
+
+    async def _reload_while_asked(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload()
+            if not self._reload_again:
+                return
+
+    async def reload(self) -> bool:
+        """Read the configuration again and serve new requests with it; on any
+        problem keep the running one and log one error line naming it."""
+        running, old = self.settings, self.gateway
+        assert old is not None
+        try:
+            loaded = await asyncio.to_thread(load_settings)
+            settings = reload.effective(running, loaded)
+            new = reload.successor(old, settings)
+        except Exception as exc:
+            problem = (
+                "; ".join(exc.problems)
+                if isinstance(exc, ConfigError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            log.error("configuration reload failed, the running one is kept: %s", problem)
+            self.last_reload = {"at": time.time(), "ok": False, "error": problem}
+            return False
+        self._use(settings)
+        self.gateway = new
+        logging.getLogger().setLevel(settings.server.log_level)
+        if self.plane is not None:  # the providers a project's keys and tokens may name
+            self.plane.providers = list(settings.providers)
+            self.plane.default_provider = settings.default_provider
+        if self.grpc is not None:
+            self.grpc.use(new)
+        if settings.server.models_prefetch:
+            new.catalog.start()
+        retiring = asyncio.get_running_loop().create_task(reload.retire(old, new))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+        log.info("configuration reloaded: %s", reload.describe(running, settings))
+        restart = reload.restart_only_changes(running, loaded)
+        if restart:
+            log.warning(
+                "configuration reload: %s changed; these take effect only on a restart "
+                "(vdm server restart), the running values stay until then",
+                ", ".join(restart),
+            )
+        self.last_reload = {"at": time.time(), "ok": True, "error": None}
+        return True
 
     async def _start_grpc(self, gateway: Gateway) -> None:
         """The gRPC LLMProxy service on the same loop and gateway (JWT auth on;
@@ -384,7 +475,11 @@ class App:
                 )
                 if principal is not None:
                     scope[PRINCIPAL] = principal
-            await handler(self, scope, receive, send, headers, request_id)
+            # A handler reads app.gateway before its first await: the lease is on
+            # the gateway that serves the request (a reload closes it after them).
+            gateway = self.gateway
+            with gateway.leases if gateway is not None else contextlib.nullcontext():
+                await handler(self, scope, receive, send, headers, request_id)
         except GatewayError as exc:
             door = (
                 openai_ingress if isinstance(exc, pt.UnsafePath) else door_for(self, path, headers)
@@ -631,7 +726,7 @@ async def _reply(
             if reply.headers.get("x-vdm-cache") == "hit":
                 app.plane.registry.record_cache_hit(principal)
         if access.isEnabledFor(logging.INFO):
-            _log_outcome(scope, reply, watch.gone)
+            _log_outcome(app, scope, reply, watch.gone, door, started)
 
 
 class _UsageCount:
@@ -673,11 +768,29 @@ def _record_outcome(app: App, door: Door, reply: Reply, started: float, answered
     )
 
 
-def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
+def _log_outcome(
+    app: App, scope: Scope, reply: Reply, gone: bool, door: Door, started: float
+) -> None:
     o = reply.outcome
     assert o is not None
     usage = o.usage
     note = " error=" + o.error if o.error else (" client-disconnected" if gone else "")
+    fields = None
+    if app.access_fields:
+        fields = access_record.fields(
+            scope,
+            scope.get(PRINCIPAL),
+            _DOOR_NAMES[door],
+            reply.status,
+            started,
+            provider=o.provider,
+            model=o.model,
+            first_byte=o.first_byte,
+            usage=usage,
+            cache=reply.headers.get("x-vdm-cache"),
+            error=o.error,
+            disconnected=gone,
+        )
     access.info(
         "%s %s %d %s:%s in=%s out=%s %.1fms%s",
         scope["method"],
@@ -689,6 +802,7 @@ def _log_outcome(scope: Scope, reply: Reply, gone: bool) -> None:
         usage.output_tokens if usage else "-",
         (time.perf_counter() - o.started) * 1000,
         note,
+        extra={access_record.FIELD: fields} if fields is not None else None,
     )
 
 
@@ -705,7 +819,21 @@ def _log_failure(app: App, scope: Scope, exc: GatewayError, door: Door, started:
             current_request_id.get(""),
         )
     if access.isEnabledFor(logging.INFO):
-        access.info("%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message)
+        extra = None
+        if app.access_fields:
+            fields = access_record.fields(
+                scope,
+                scope.get(PRINCIPAL),
+                _DOOR_NAMES[door],
+                exc.status,
+                started,
+                provider=getattr(exc, "provider", None),
+                error=f"{exc.kind}: {exc.message}",
+            )
+            extra = {access_record.FIELD: fields}
+        access.info(
+            "%s %s %d %s", scope["method"], scope["path"], exc.status, exc.message, extra=extra
+        )
 
 
 # ---------------------------------------------------------------- handlers
@@ -762,20 +890,21 @@ async def passthrough(
     principal = scope.get(PRINCIPAL)
     ctx = ClientContext(client_key=app.provider_key(headers), headers=headers)
     explicit = headers.get(pt.PROVIDER_HEADER)
-    router = app.gateway.router
+    gateway, formats = app.gateway, app.formats  # (this request's, whatever a reload does)
+    router = gateway.router
     limited = principal is not None and principal.allowed_models is not None
     has_body = "content-length" in headers or "transfer-encoding" in headers
     if pt.is_json(headers) or (limited and pt.is_form(headers) and pt.names_model_in_form(normal)):
         body = await read_body(receive, headers, app.max_body)
         if pt.is_json(headers):
-            target, body = pt.route_json(router, app.formats, body, explicit)
+            target, body = pt.route_json(router, formats, body, explicit)
         else:
-            target = pt.route_form(router, app.formats, body, headers["content-type"], explicit)
+            target = pt.route_form(router, formats, body, headers["content-type"], explicit)
         if principal is not None:
             ctx = pt.tenant_context(ctx, principal, target)
         upstream_headers = pt.request_headers(headers, streamed=False, read=principal is not None)
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:
-            raw = await _forward(app, target, method, path, query, upstream_headers, body, ctx)
+            raw = await _forward(gateway, target, method, path, query, upstream_headers, body, ctx)
             status, usage = await _relay(send, raw, request_id, target.provider)
     else:
         if limited and has_body and not pt.is_form(headers):
@@ -784,13 +913,13 @@ async def passthrough(
                 "JSON or multipart/form-data (the model they name is checked)"
             )
         _check_declared(headers, app.max_upload)
-        target = pt.choose(router, app.formats, None, explicit)
+        target = pt.choose(router, formats, None, explicit)
         if principal is not None:
             ctx = pt.tenant_context(ctx, principal, target)
         upstream_headers = pt.request_headers(headers, streamed=True, read=principal is not None)
         async with stream_request(receive, app.max_upload) as (watch, streamed):
             raw = await _forward(
-                app,
+                gateway,
                 target,
                 method,
                 path,
@@ -806,6 +935,20 @@ async def passthrough(
     elapsed = time.perf_counter() - started
     app.metrics.finished("openai", target.provider, "", status, elapsed, None, None, usage, None)
     if access.isEnabledFor(logging.INFO):
+        extra = None
+        if app.access_fields:
+            fields = access_record.fields(
+                scope,
+                principal,
+                "openai",
+                status,
+                started,
+                provider=target.provider,
+                model=target.model,
+                usage=usage,
+                disconnected=watch.gone,
+            )
+            extra = {access_record.FIELD: fields}
         access.info(
             "%s %s %d %s passthrough %.1fms%s",
             method,
@@ -814,6 +957,7 @@ async def passthrough(
             target.provider,
             elapsed * 1000,
             " client-disconnected" if watch.gone else "",
+            extra=extra,
         )
 
 
@@ -826,7 +970,7 @@ def _check_declared(headers: dict[str, str], limit: int) -> None:
 
 
 async def _forward(
-    app: App,
+    gateway: Gateway,
     target: pt.Target,
     method: str,
     path: str,
@@ -835,8 +979,7 @@ async def _forward(
     body: bytes | Any,
     ctx: ClientContext,
 ) -> RawResponse:
-    assert app.gateway is not None
-    provider = app.gateway.providers[target.provider]
+    provider = gateway.providers[target.provider]
     assert isinstance(provider, OpenAIPassthrough)  # choose() admits OpenAI-format only
     return await provider.forward(method, path, query, headers, body, ctx)
 
@@ -926,6 +1069,7 @@ async def health(
             **status,
             "uptime_seconds": round(time.time() - app.started, 1),
             "default_provider": settings.default_provider,
+            "last_reload": app.last_reload,  # SIGHUP: when, and the problem if it failed
             "providers": {
                 name: {
                     "api_format": p.api_format,

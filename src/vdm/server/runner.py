@@ -5,6 +5,11 @@ finish for up to ``SHUTDOWN_TIMEOUT`` seconds, then end what is left with a
 protocol-correct error (``ShuttingDown``: a 503, or an error event on a
 stream), close the upstream sessions and exit 0.  A second signal ends the
 rest at once, the same way.
+
+SIGHUP reloads the configuration without dropping a connection (the app
+does it: :mod:`vdm.server.reload`); until the app has started it is ignored,
+never the end of the process.  With ``--workers N`` the supervisor passes
+it on to every worker, and each reloads on its own.
 """
 
 from __future__ import annotations
@@ -90,6 +95,10 @@ class WorkerProcess(multiprocess.Process):
             self._server = GatewayServer(self.config, worker=True)
         return self._server
 
+    def target(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]  # pragma: no cover - in the worker
+        ignore_hangup()  # until the app listens for it
+        super().target(sockets)
+
 
 _STOPS = (signal.SIGINT, signal.SIGTERM)
 
@@ -111,6 +120,20 @@ class Supervisor(multiprocess.Multiprocess):
                         if other.process.is_alive() and other.pid is not None:
                             with contextlib.suppress(ProcessLookupError):
                                 os.kill(other.pid, signal.SIGTERM)
+
+    def handle_hup(self) -> None:
+        """A configuration reload for every worker (uvicorn's would restart them)."""
+        for worker in self.processes:
+            if worker.process.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGHUP)
+
+
+def ignore_hangup() -> None:
+    """SIGHUP changes nothing until the app's own handler replaces this (its
+    default action would end the process)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _supervise(config: uvicorn.Config) -> None:
@@ -134,6 +157,7 @@ def serve(
     """Serve until a signal says stop.  With ``workers`` > 1, uvicorn's supervisor
     runs that many processes on one socket; each drains for SHUTDOWN_TIMEOUT on
     SIGTERM like the single process does."""
+    ignore_hangup()
     options = {
         "factory": True,
         "host": host,

@@ -19,6 +19,7 @@ from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from vdm.extras import require
 from vdm.store import Conflict, Missing
 from vdm.store.records import (
     AuditQuery,
@@ -66,6 +67,7 @@ def create_engine(settings: TenantSettings) -> AsyncEngine:
             cursor.close()
 
         return engine
+    require("postgres", "DATABASE_URL is PostgreSQL")
     connect_args: dict[str, Any] = {}
     if settings.database_schema:
         connect_args["server_settings"] = {"search_path": settings.database_schema}

@@ -1,0 +1,70 @@
+"""Optional features and the package extra that installs each.
+
+The core install (``pipx install vdm``, ``uv tool install vdm``, ``pip install
+vdm``) serves every HTTP door with SQLite and this process's own memory.
+Three features need libraries of their own, installed by an extra:
+
+==============  ============================  ======================
+extra           feature                       library
+==============  ============================  ======================
+``postgres``    ``DATABASE_URL=postgresql…``  asyncpg
+``redis``       ``REDIS_URL`` (shared state)  redis
+``grpc``        ``GRPC_PORT``, ``vdm grpc``,  grpcio, protobuf
+                ``vdm proxy``
+``all``         all of the above
+==============  ============================  ======================
+
+A feature asked for without its extra stops with one line naming the extra
+(:class:`MissingExtra`; the CLI prints it and exits 2), never an import
+traceback; :func:`missing` finds them all from the settings before a start.
+Whether a library is there is looked up without importing it: a core start
+imports none of them.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vdm.config import Settings
+
+# extra -> the modules it provides
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "postgres": ("asyncpg",),
+    "redis": ("redis",),
+    "grpc": ("grpc", "google.protobuf"),
+}
+
+
+class MissingExtra(RuntimeError):
+    """A feature was asked for whose extra is not installed."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature}: install vdm[{extra}]")
+        self.extra = extra
+
+
+def installed(extra: str) -> bool:
+    try:
+        return all(find_spec(module) is not None for module in EXTRAS[extra])
+    except ModuleNotFoundError:  # a parent package (google) is absent
+        return False
+
+
+def require(extra: str, feature: str) -> None:
+    """Raise :class:`MissingExtra` unless ``extra`` is installed."""
+    if not installed(extra):
+        raise MissingExtra(feature, extra)
+
+
+def missing(settings: Settings) -> list[MissingExtra]:
+    """What these settings ask for that is not installed (a start would fail on it)."""
+    asked = []
+    if settings.server.redis_url:
+        asked.append(("redis", "REDIS_URL is set"))
+    if settings.tenants.enabled and settings.tenants.sqlalchemy_url.startswith("postgresql"):
+        asked.append(("postgres", "DATABASE_URL is PostgreSQL"))
+    if settings.grpc.port is not None:
+        asked.append(("grpc", "GRPC_PORT (--grpc-port) is set"))
+    return [MissingExtra(feature, extra) for extra, feature in asked if not installed(extra)]
