@@ -151,6 +151,17 @@ class ServerSettings:
     passthrough_allow: tuple[Any, ...] | None = None
     # vdm.loops: this deployment's id in the hop header of every upstream request.
     gateway_id: str = ""
+    # Connection limits (vdm.server.protocol; docs/security-limits.md).
+    max_header_size: int = 64 * 1024  # request line + headers; larger: 431
+    header_timeout: float = 20.0  # connection or request start -> headers complete; else 408
+    body_timeout: float = 30.0  # a request body must progress within this window; else 408
+    body_min_rate: int = 1024  # bytes/s a body must average over each body_timeout window
+    keep_alive_timeout: float = 30.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 2048  # beyond: only the probes, then 503 (a reserve keeps /live)
+    max_credential_length: int = 8192  # longer API keys / tokens are refused before decoding
+    # Model names counted under their own metric label besides the configured and
+    # listed ones (vdm.metrics.ModelLabels); anything else is "other".
+    metrics_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,9 @@ _SECONDS_KEYS = (
     "key-auth-cooldown",
     "key-rate-limit-cooldown",
     "key-cooldown-max",
+    "header-timeout",
+    "body-timeout",
+    "keep-alive-timeout",
 )
 _SERVER_KEYS = {
     "host",
@@ -252,6 +266,11 @@ _SERVER_KEYS = {
     "models-prefetch",
     "max-upload-size",
     "passthrough-allow",
+    "max-header-size",
+    "body-min-rate",
+    "max-connections",
+    "max-credential-length",
+    "metrics-models",
 }
 _GRPC_KEYS = {
     "host",
@@ -508,6 +527,11 @@ def _server_settings(
     prefetch_raw, prefetch_src = pick("models-prefetch", "MODELS_PREFETCH")
     prefetch = True if prefetch_raw is None else _bool(prefetch_raw, prefetch_src, problems)
     allow = _allowlist(*pick("passthrough-allow", "PASSTHROUGH_ALLOW"), problems)
+    header_size = _as_int(*pick("max-header-size", "MAX_HEADER_SIZE"), problems, low=1024)
+    min_rate = _as_int(*pick("body-min-rate", "BODY_MIN_RATE"), problems, low=0)
+    connections = _as_int(*pick("max-connections", "MAX_CONNECTIONS"), problems, low=1)
+    credential = _as_int(*pick("max-credential-length", "MAX_CREDENTIAL_LENGTH"), problems, low=64)
+    metrics_models = _names(*pick("metrics-models", "METRICS_MODELS"), problems)
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -539,7 +563,27 @@ def _server_settings(
         models_wait=wait or 2.0,
         models_prefetch=prefetch,
         passthrough_allow=allow,
+        max_header_size=header_size or defaults.max_header_size,
+        header_timeout=seconds["header-timeout"] or defaults.header_timeout,
+        body_timeout=seconds["body-timeout"] or defaults.body_timeout,
+        body_min_rate=defaults.body_min_rate if min_rate is None else min_rate,
+        keep_alive_timeout=seconds["keep-alive-timeout"] or defaults.keep_alive_timeout,
+        max_connections=connections or defaults.max_connections,
+        max_credential_length=credential or defaults.max_credential_length,
+        metrics_models=metrics_models,
     )
+
+
+def _names(value: Any, source: str, problems: list[str]) -> tuple[str, ...]:
+    """A list of names: a TOML array of strings, or one comma-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if isinstance(value, list) and all(isinstance(n, str) for n in value):
+        return tuple(n.strip() for n in value if n.strip())
+    problems.append(f"{source}: expected a list of names (or one comma-separated string)")
+    return ()
 
 
 def _middleware_settings(

@@ -61,6 +61,7 @@ from vdm.server.asgi import (
     send_stream,
     stream_request,
 )
+from vdm.server.protocol import ConnectionLimits
 from vdm.totals import RunningTotals
 from vdm.worker_metrics import WorkerMetrics
 
@@ -106,6 +107,8 @@ class App:
         self._revocation_watch: asyncio.Task[None] | None = None
         self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
         self.max_body = settings.server.max_body_size
+        # What one connection may cost (read by server.protocol, once per process).
+        self.connection_limits = ConnectionLimits.from_settings(settings.server)
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
         default_allow = pt.parse_allowlist(pt.DEFAULT_ALLOW)
