@@ -97,7 +97,11 @@ class App:
         )
         # None: every request passes (no PROXY_API_KEY, control plane off).
         self.auth: Credentials | None = (
-            Credentials(self.proxy_key, management_key=self.management_key)
+            Credentials(
+                self.proxy_key,
+                management_key=self.management_key,
+                max_length=settings.server.max_credential_length,
+            )
             if self.proxy_key
             else None
         )
@@ -224,6 +228,7 @@ class App:
             audit=audit,
             jwt=JwtAdmission(Verifier(secret, revocations), audit),
             management_key=self.management_key,
+            max_length=self.settings.server.max_credential_length,
         )
 
     async def _open_control_plane(self) -> None:
@@ -244,6 +249,7 @@ class App:
             self.plane.registry,
             audit=self.plane.audit,
             management_key=self.management_key,
+            max_length=settings.server.max_credential_length,
         )
         if self.management_key is not None:
             from vdm.server.manage import build

@@ -40,16 +40,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from vdm.config import ServerSettings
 from vdm.server.asgi import DISCONNECT_HOOK, DisconnectHook, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from vdm.config import ServerSettings
 
 # Larger bodies are written after the held head rather than copied behind it.
 _JOIN_LIMIT = 64 * 1024
@@ -134,11 +132,11 @@ _RESERVE_HEADER_TIMEOUT = 2.0
 class ConnectionLimits:
     """What one connection may cost (the defaults are the settings' own)."""
 
-    max_header_size: int = 64 * 1024
-    header_timeout: float = 20.0
-    body_timeout: float = 30.0
-    body_min_rate: int = 1024
-    max_connections: int = 2048
+    max_header_size: int = ServerSettings.max_header_size
+    header_timeout: float = ServerSettings.header_timeout
+    body_timeout: float = ServerSettings.body_timeout
+    body_min_rate: int = ServerSettings.body_min_rate
+    max_connections: int = ServerSettings.max_connections
     reserve: int = PROBE_RESERVE
 
     @classmethod
