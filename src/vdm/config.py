@@ -1079,8 +1079,22 @@ def _alias_table(table: Any, provider: str, problems: list[str]) -> dict[str, st
         if not isinstance(model, str) or not model:
             problems.append(f"providers.{provider}.aliases.{alias}: expected a model name")
             continue
-        out[str(alias)] = model
+        if _model_name_ok(model, f"providers.{provider}.aliases.{alias}", problems):
+            out[str(alias)] = model
     return out
+
+
+def _model_name_ok(model: str, where: str, problems: list[str]) -> bool:
+    """An alias's model follows the rule of the names clients send (vdm.routing)."""
+    from vdm.errors import InvalidRequest
+    from vdm.routing import check_model_name
+
+    try:
+        check_model_name(model, where)
+    except InvalidRequest as exc:
+        problems.append(exc.message)
+        return False
+    return True
 
 
 def _aliases(
@@ -1095,6 +1109,8 @@ def _aliases(
     for var, model in env.items():
         if var.startswith(prefix) and len(var) > len(prefix) and model:
             alias = var[len(prefix) :].lower()  # env names are upper-case by habit
+            if not _model_name_ok(model, f"environment variable {var}", problems):
+                continue
             out[alias] = model
             sources[f"providers.{name}.aliases.{alias}"] = f"env {var}"
     return out

@@ -46,6 +46,7 @@ from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
+from vdm.protocols.fields import too_deep
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server import dashboard, workers
 from vdm.server.asgi import (
@@ -56,6 +57,7 @@ from vdm.server.asgi import (
     Send,
     cancel_on_disconnect,
     header_map,
+    raw_headers,
     read_body,
     send_bytes,
     send_stream,
@@ -405,7 +407,8 @@ class App:
                 if principal is not None:
                     scope[PRINCIPAL] = principal
             await handler(self, scope, receive, send, headers, request_id)
-        except GatewayError as exc:
+        except (GatewayError, RecursionError) as caught:
+            exc = caught if isinstance(caught, GatewayError) else too_deep("the request")
             door = (
                 openai_ingress if isinstance(exc, pt.UnsafePath) else door_for(self, path, headers)
             )
@@ -504,6 +507,8 @@ async def send_error(
 
 
 def _internal(exc: BaseException) -> GatewayError:
+    if isinstance(exc, RecursionError):  # a request nested too deeply to convert: a 400
+        return too_deep("the request")
     log.error("internal error", exc_info=exc)
     return GatewayError(f"internal gateway error ({type(exc).__name__}); see the gateway log")
 
@@ -777,11 +782,7 @@ async def _relay(
     reported, when it can be read.  A failure after the status went out can
     only be told by cutting the connection: returning without the final body
     message makes the ASGI server close it."""
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in raw.headers.items()
-        if k not in _OWN_RELAY_HEADERS
-    ]
+    headers = raw_headers([(k, v) for k, v in raw.headers.items() if k not in _OWN_RELAY_HEADERS])
     headers += [(b"request-id", request_id.encode()), (b"x-vdm-provider", provider.encode())]
     await send({"type": "http.response.start", "status": raw.status, "headers": headers})
     tail = pt.UsageTail(raw.headers)
