@@ -531,7 +531,12 @@ def _server_settings(
     min_rate = _as_int(*pick("body-min-rate", "BODY_MIN_RATE"), problems, low=0)
     connections = _as_int(*pick("max-connections", "MAX_CONNECTIONS"), problems, low=1)
     credential = _as_int(*pick("max-credential-length", "MAX_CREDENTIAL_LENGTH"), problems, low=64)
-    metrics_models = _names(*pick("metrics-models", "METRICS_MODELS"), problems)
+    models_raw, models_src = pick("metrics-models", "METRICS_MODELS")
+    metrics_models = tuple(
+        m
+        for m in _names(models_raw, models_src, problems)
+        if _model_name_ok(m, models_src, problems)
+    )
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,

@@ -865,9 +865,10 @@ async def metrics(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     """Prometheus text exposition (built only now, from plain counters; with
-    ``--workers N``, of all the workers)."""
+    ``--workers N``, of all the workers), in a thread: the loop goes on serving."""
     shared = app.shared_metrics
-    text = shared.exposition() if shared is not None else app.metrics.exposition()
+    build = shared.exposition if shared is not None else app.metrics.exposition
+    text = await asyncio.to_thread(build)
     await send_bytes(
         send, 200, {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)}, text
     )
