@@ -158,6 +158,17 @@ class ServerSettings:
     # Listen on a non-loopback address with no client authentication (no
     # PROXY_API_KEY, no control plane): refused unless this says so.
     allow_unauthenticated: bool = False
+    # Connection limits (vdm.server.protocol; docs/security-limits.md).
+    max_header_size: int = 64 * 1024  # request line + headers; larger: 431
+    header_timeout: float = 20.0  # connection or request start -> headers complete; else 408
+    body_timeout: float = 30.0  # a request body must progress within this window; else 408
+    body_min_rate: int = 1024  # bytes/s a body must average over each body_timeout window
+    keep_alive_timeout: float = 30.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 2048  # beyond: only the probes, then 503 (a reserve keeps /live)
+    max_credential_length: int = 8192  # longer API keys / tokens are refused before decoding
+    # Model names counted under their own metric label besides the configured and
+    # listed ones (vdm.metrics.ModelLabels); anything else is "other".
+    metrics_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -247,6 +258,9 @@ _SECONDS_KEYS = (
     "key-auth-cooldown",
     "key-rate-limit-cooldown",
     "key-cooldown-max",
+    "header-timeout",
+    "body-timeout",
+    "keep-alive-timeout",
 )
 _SERVER_KEYS = {
     "host",
@@ -267,6 +281,11 @@ _SERVER_KEYS = {
     "passthrough-allow",
     "trusted-proxies",
     "allow-unauthenticated",
+    "max-header-size",
+    "body-min-rate",
+    "max-connections",
+    "max-credential-length",
+    "metrics-models",
 }
 _GRPC_KEYS = {
     "host",
@@ -526,6 +545,16 @@ def _server_settings(
     proxies = _networks(*pick("trusted-proxies", "TRUSTED_PROXIES"), problems)
     open_raw, open_src = pick("allow-unauthenticated", "ALLOW_UNAUTHENTICATED")
     allow_open = False if open_raw is None else _bool(open_raw, open_src, problems)
+    header_size = _as_int(*pick("max-header-size", "MAX_HEADER_SIZE"), problems, low=1024)
+    min_rate = _as_int(*pick("body-min-rate", "BODY_MIN_RATE"), problems, low=0)
+    connections = _as_int(*pick("max-connections", "MAX_CONNECTIONS"), problems, low=1)
+    credential = _as_int(*pick("max-credential-length", "MAX_CREDENTIAL_LENGTH"), problems, low=64)
+    models_raw, models_src = pick("metrics-models", "METRICS_MODELS")
+    metrics_models = tuple(
+        m
+        for m in _names(models_raw, models_src, problems)
+        if _model_name_ok(m, models_src, problems)
+    )
     return ServerSettings(
         host=str(host or "127.0.0.1"),
         port=port or 8082,
@@ -559,7 +588,27 @@ def _server_settings(
         passthrough_allow=allow,
         trusted_proxies=proxies,
         allow_unauthenticated=allow_open,
+        max_header_size=header_size or defaults.max_header_size,
+        header_timeout=seconds["header-timeout"] or defaults.header_timeout,
+        body_timeout=seconds["body-timeout"] or defaults.body_timeout,
+        body_min_rate=defaults.body_min_rate if min_rate is None else min_rate,
+        keep_alive_timeout=seconds["keep-alive-timeout"] or defaults.keep_alive_timeout,
+        max_connections=connections or defaults.max_connections,
+        max_credential_length=credential or defaults.max_credential_length,
+        metrics_models=metrics_models,
     )
+
+
+def _names(value: Any, source: str, problems: list[str]) -> tuple[str, ...]:
+    """A list of names: a TOML array of strings, or one comma-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if isinstance(value, list) and all(isinstance(n, str) for n in value):
+        return tuple(n.strip() for n in value if n.strip())
+    problems.append(f"{source}: expected a list of names (or one comma-separated string)")
+    return ()
 
 
 def _middleware_settings(
@@ -1076,8 +1125,22 @@ def _alias_table(table: Any, provider: str, problems: list[str]) -> dict[str, st
         if not isinstance(model, str) or not model:
             problems.append(f"providers.{provider}.aliases.{alias}: expected a model name")
             continue
-        out[str(alias)] = model
+        if _model_name_ok(model, f"providers.{provider}.aliases.{alias}", problems):
+            out[str(alias)] = model
     return out
+
+
+def _model_name_ok(model: str, where: str, problems: list[str]) -> bool:
+    """An alias's model follows the rule of the names clients send (vdm.routing)."""
+    from vdm.errors import InvalidRequest
+    from vdm.routing import check_model_name
+
+    try:
+        check_model_name(model, where)
+    except InvalidRequest as exc:
+        problems.append(exc.message)
+        return False
+    return True
 
 
 def _aliases(
@@ -1092,6 +1155,8 @@ def _aliases(
     for var, model in env.items():
         if var.startswith(prefix) and len(var) > len(prefix) and model:
             alias = var[len(prefix) :].lower()  # env names are upper-case by habit
+            if not _model_name_ok(model, f"environment variable {var}", problems):
+                continue
             out[alias] = model
             sources[f"providers.{name}.aliases.{alias}"] = f"env {var}"
     return out

@@ -14,6 +14,12 @@ Every line carries ``request_id=...``: the id of the request being served
 warnings and middleware lines of one request share it) or ``-`` outside a
 request.  A filter on vdm's handler adds it to each record: no per-request
 logger objects, nothing to pass around.
+
+A line is one line: control characters in a message (a path with ``%0a``, a
+model name or header with a newline, an upstream's error text) are written as
+escapes (``\\n``, ``\\x1b``), so nothing a client sends can start a line that
+looks like the gateway's own or drive the terminal.  (The JSON format's
+encoder escapes them already; a traceback keeps its own lines.)
 """
 
 from __future__ import annotations
@@ -48,6 +54,32 @@ def client_request_id(value: str | None) -> str | None:
     if value is not None and _SANE_ID.fullmatch(value):
         return value
     return None
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_ESCAPES = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape."""
+    if text.isprintable():  # (the usual case: one C scan)
+        return text
+    return text.translate(_ESCAPES)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console and journal lines: one line per record, whatever its
+    arguments held (a traceback follows on its own lines, as usual)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
 
 
 class RequestIdFilter(logging.Filter):
@@ -106,7 +138,7 @@ def configure(level: str, fmt: str = "console", *, systemd: bool = False) -> Non
         else:
             handler = logging.StreamHandler(sys.stderr)
             text = _FORMAT
-        handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+        handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter(text))
         handler.addFilter(RequestIdFilter())
         handler._vdm = True  # type: ignore[attr-defined]
         root.addHandler(handler)

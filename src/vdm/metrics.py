@@ -19,6 +19,16 @@ Latencies, in seconds:
 * ``upstream`` — from the start of the attempt that answered to the upstream's
   last byte; ``total - upstream`` is what the gateway added (body read,
   routing, conversion, retries).
+
+Bounded whatever clients send (docs/security-limits.md): a model is a label
+value only when it is configured (an alias's target, a fallback, an Azure
+deployment, ``METRICS_MODELS``) or listed by its provider
+(:class:`ModelLabels`); any other name is counted as :data:`OTHER`, in the
+routes, the dashboard's ring and the running totals alike.  At most
+:data:`MAX_ROUTES` ``(door, provider, model)`` routes are kept; later ones are
+counted as ``(door, provider, other)``.  The exposition is built off the event
+loop (:meth:`Metrics.exposition` reads copies of the tables, so a thread may
+run it while requests are counted).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,17 +47,76 @@ from prometheus_client.core import (
     Metric,
 )
 
+from vdm.errors import GatewayError
 from vdm.events import KINDS, REQUEST_FINISHED
-from vdm.totals import Finished
+from vdm.totals import MAX_ROUTES, OTHER, Finished
 
 if TYPE_CHECKING:
     from vdm import ir
+    from vdm.config import Settings
     from vdm.events import Bus
+    from vdm.routing import Route
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _ROUTE_LABELS = ("door", "provider", "model")
 RECENT_REQUESTS = 1000  # the dashboard's ring of finished requests (and its percentiles)
+# OTHER: the label of every model not configured or listed; MAX_ROUTES: the
+# (door, provider, model) routes kept, about 7 KB of exposition each.
+
+
+def configured_models(settings: Settings, resolve: Callable[[str], Route]) -> set[tuple[str, str]]:
+    """The ``(provider, model)`` pairs the settings name: aliases' targets,
+    fallback chains, Azure deployments, the cache's per-model TTLs, the gRPC
+    default model and ``METRICS_MODELS``."""
+    names = [
+        *settings.fallbacks,
+        *(a for alternatives in settings.fallbacks.values() for a in alternatives),
+        *settings.cache.models,
+        *settings.server.metrics_models,
+        *([settings.grpc.default_model] if settings.grpc.default_model else []),
+    ]
+    pairs = set()
+    for name in names:
+        try:
+            route = resolve(name)
+        except GatewayError:
+            continue
+        pairs.add((route.provider, route.model))
+    for provider, table in (*settings.aliases.items(), *settings.fallback_aliases.items()):
+        pairs.update((provider, model) for model in table.values())
+    for provider, p in settings.providers.items():
+        pairs.update((provider, model) for model in p.deployments)
+    return pairs
+
+
+def _as_given(provider: str, model: str) -> str:
+    return model
+
+
+class ModelLabels:
+    """Which model names are label values: ``configured`` ``(provider, model)``
+    pairs, and whatever ``listed(provider, model)`` (the providers' own model
+    lists) says; every other name is :data:`OTHER`.  Built by the gateway."""
+
+    __slots__ = ("_configured", "_listed")
+
+    def __init__(
+        self,
+        configured: Iterable[tuple[str, str]],
+        listed: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self._configured: dict[str, frozenset[str]] = {}
+        for provider, model in configured:
+            self._configured[provider] = self._configured.get(provider, frozenset()) | {model}
+        self._listed = listed
+
+    def __call__(self, provider: str, model: str) -> str:
+        if not model or model in self._configured.get(provider, ()):
+            return model
+        if self._listed is not None and self._listed(provider, model):
+            return model
+        return OTHER
 
 
 # (time.time(), door, provider, model, status, total s, upstream s, usage, cache hit,
@@ -123,6 +192,9 @@ class Metrics:
         # request; formatted only when the dashboard asks (vdm.server.dashboard).
         self.recent: deque[Recent] = deque(maxlen=RECENT_REQUESTS)
         self.bus: Bus | None = None  # vdm.events: told of each finished request
+        # The model's label: as given here; the gateway (vdm.pipeline.Gateway) sets
+        # its ModelLabels. MAX_ROUTES holds either way.
+        self.model_label: Callable[[str, str], str] = _as_given
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
@@ -132,6 +204,8 @@ class Metrics:
         key = (door, provider, model)
         stats = self.routes.get(key)
         if stats is None:
+            if len(self.routes) >= MAX_ROUTES and model:
+                return self._route(door, provider, OTHER)  # (door x provider of these at most)
             stats = self.routes[key] = RouteStats()
         return stats
 
@@ -151,6 +225,7 @@ class Metrics:
         request_id: str = "",
     ) -> None:
         """A request that reached a provider ended (streamed ones when the stream ends)."""
+        model = self.model_label(provider, model)
         stats = self._route(door, provider, model)
         if cache_hit:
             stats.cache_hits += 1
@@ -259,11 +334,13 @@ class Metrics:
         cache_hits = CounterMetricFamily(
             "vdm_cache_hits", "Requests answered from the response cache", labels=_ROUTE_LABELS
         )
-        for (door, provider, model), s in self.routes.items():
+        # (Copies, taken whole while the thread holds the GIL: the loop may add
+        # a route or a status meanwhile.)
+        for (door, provider, model), s in list(self.routes.items()):
             labels = [door, provider, model]
-            for status, count in s.statuses.items():
+            for status, count in list(s.statuses.items()):
                 requests.add_metric([*labels, str(status)], count)
-            for kind, count in s.errors.items():
+            for kind, count in list(s.errors.items()):
                 errors.add_metric([*labels, kind], count)
             if s.cache_hits:
                 cache_hits.add_metric(labels, s.cache_hits)
@@ -281,19 +358,19 @@ class Metrics:
         retries = CounterMetricFamily(
             "vdm_retries", "Attempts retried on the same provider", labels=("provider",)
         )
-        for provider, count in self.retries.items():
+        for provider, count in list(self.retries.items()):
             retries.add_metric([provider], count)
         failovers = CounterMetricFamily(
             "vdm_failovers", "Fallbacks to another route", labels=("from_provider", "to_provider")
         )
-        for (source, target), count in self.failovers.items():
+        for (source, target), count in list(self.failovers.items()):
             failovers.add_metric([source, target], count)
         cooldowns = CounterMetricFamily(
             "vdm_key_cooldowns",
             "Provider keys benched after an upstream refusal",
             labels=("provider", "status"),
         )
-        for (provider, status), count in self.cooldowns.items():
+        for (provider, status), count in list(self.cooldowns.items()):
             cooldowns.add_metric([provider, str(status)], count)
         yield requests
         yield errors

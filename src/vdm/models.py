@@ -98,6 +98,7 @@ class _Slot:
     """One provider's cached list and its fetch state."""
 
     models: tuple[UpstreamModel, ...] | None = None
+    ids: frozenset[str] = frozenset()  # of models, for lists()
     fetched_at: float = 0.0
     retry_at: float = 0.0
     failing: bool = False
@@ -194,6 +195,12 @@ class ModelCatalog:
             view.shared_version = self._shared_version
         return view.merged
 
+    def lists(self, provider: str, model: str) -> bool:
+        """Whether ``provider``'s shared list names ``model`` (a ``!PASSTHRU``
+        provider's lists belong to the credentials that fetched them: never here)."""
+        slot = self._shared.get(provider)
+        return slot is not None and model in slot.ids
+
     async def _fetch(
         self, name: str, slot: _Slot, client_key: str | None, owner: _View | None
     ) -> None:
@@ -222,6 +229,7 @@ class ModelCatalog:
                 log.info("provider '%s' lists its models again", name)
             slot.failing = False
             slot.models = tuple(models)
+            slot.ids = frozenset(m.id for m in slot.models)
             slot.fetched_at = self._clock()
             if owner is None:
                 self._shared_version += 1

@@ -54,7 +54,7 @@ from vdm.errors import (
 from vdm.ids import hex_id
 from vdm.leases import Leases
 from vdm.logs import request_id as current_request_id
-from vdm.metrics import Metrics
+from vdm.metrics import Metrics, ModelLabels, configured_models
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
 from vdm.protocols import anthropic, fields, openai_ingress, responses, structured
@@ -246,6 +246,10 @@ class Gateway:
             ttl=server.models_cache_ttl,
             wait=server.models_wait,
             per_client=[n for n, p in settings.providers.items() if PASSTHROUGH_KEY in p.api_keys],
+        )
+        # Metric labels: configured and listed models only (a client's names are "other").
+        self.metrics.model_label = ModelLabels(
+            configured_models(settings, self.router.resolve), self.catalog.lists
         )
 
     @classmethod

@@ -20,16 +20,41 @@ a substring (``my-fast-model`` matches ``FAST``).  Among several matches:
 exact > longest alias > provider order > alphabetical.
 
 Resolutions are memoised (bounded); the table is built once at start-up.
+
+Every door routes through :meth:`Router.resolve`, so it is where a model name
+is checked (:func:`check_model_name`): at most :data:`MODEL_NAME_MAX_LENGTH`
+characters, all of them ASCII letters, digits or ``. _ - : / @ + = ~ [ ]``,
+enough for every real name (``ft:gpt-4o:org:x:id``, ``meta-llama/Llama-3-70b``,
+``anthropic.claude-3-5-sonnet-20240620-v1:0``, ``@cf/meta/llama``), and
+nothing that could break a header, a log line or an upstream URL.  A name is
+checked once: the memo holds only names that passed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vdm.errors import InvalidRequest, UnknownModel
 
 _CACHE_LIMIT = 4096
+MODEL_NAME_MAX_LENGTH = 256
+MODEL_NAME_CHARACTERS = "ASCII letters, digits and . _ - : / @ + = ~ [ ]"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+=~\[\]-]+")
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._:/@+=~\[\]-]")
+
+
+def check_model_name(name: str, field: str = "model") -> None:
+    """Raise :class:`InvalidRequest` naming the rule a model name breaks."""
+    if len(name) > MODEL_NAME_MAX_LENGTH:
+        raise InvalidRequest(
+            f"{field}: {len(name)} characters; a model name has at most {MODEL_NAME_MAX_LENGTH}"
+        )
+    if not _MODEL_NAME.fullmatch(name):
+        found = _NOT_ALLOWED.search(name)
+        what = f" (found {found.group()!a})" if found else ""
+        raise InvalidRequest(f"{field}: a model name may only use {MODEL_NAME_CHARACTERS}{what}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +116,7 @@ class Router:
         model = model.strip()
         if not model:
             raise InvalidRequest("model: must not be empty")
+        check_model_name(model)
         prefix, sep, rest = model.partition(":")
         provider = prefix.lower()
         if sep and provider in self._known:

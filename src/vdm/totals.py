@@ -9,6 +9,11 @@ memory, per process (each of ``--workers N`` its own).  (``/metrics`` stays per
 instance, its workers together: Prometheus scrapes each one.)
 
 The p95 is over each route's last :data:`P95_WINDOW` requests.
+
+Bounded as ``/metrics`` is: the events carry a model only when it is a label
+(:class:`vdm.metrics.ModelLabels`, else :data:`OTHER`), and at most
+:data:`MAX_ROUTES` routes are kept in memory; later ones are counted as
+``(door, provider, other)``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from vdm.events import REQUEST_FINISHED, Bus, Event
 from vdm.redis_link import RedisLink
 
 P95_WINDOW = 1000
+OTHER = "other"  # the model label of every name not configured or listed
+MAX_ROUTES = 256  # (door, provider, model) routes kept (here and in vdm.metrics)
 Key = tuple[str, str, str]  # (door, provider, model)
 Stats = tuple[dict[str, int], float, list[float]]  # counters, latency sum, recent latencies
 _SEP = "\x1f"  # between door, provider and model in Redis field names
@@ -85,6 +92,8 @@ class RunningTotals:
 
     async def add(self, events: list[Event]) -> None:
         for key, route in _fold(events).items():
+            if key not in self._counts and len(self._counts) >= MAX_ROUTES and key[2]:
+                key = (key[0], key[1], OTHER)
             counts = self._counts.setdefault(key, dict.fromkeys(_COUNTERS, 0))
             for name, n in route.counts.items():
                 counts[name] += n

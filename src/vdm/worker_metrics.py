@@ -121,13 +121,13 @@ def snapshot(metrics: Metrics, *, ring: bool = True) -> Snapshot:
             provider,
             model,
             s.requests,
-            s.errors,
+            dict(s.errors),
             s.input_tokens,
             s.output_tokens,
             s.cached_tokens,
             s.cache_hits,
         )
-        for (door, provider, model), s in metrics.routes.items()
+        for (door, provider, model), s in list(metrics.routes.items())
     ]
     return Snapshot(
         os.getpid(),
@@ -137,7 +137,7 @@ def snapshot(metrics: Metrics, *, ring: bool = True) -> Snapshot:
         metrics.open_streams,
         routes,
         list(metrics.recent) if ring else [],
-        [(provider, status, n) for (provider, status), n in metrics.cooldowns.items()],
+        [(provider, status, n) for (provider, status), n in list(metrics.cooldowns.items())],
     )
 
 

@@ -50,6 +50,7 @@ def gateway(fake_openai: FakeUpstream, tmp_path: Path) -> Iterator[Gateway]:
         "RETRY_BACKOFF": "0.01",
         "MANAGEMENT_TOKEN": MGMT,
         "PROXY_API_KEY": PROXY_KEY,
+        "METRICS_MODELS": "m",  # the fake lists no models: name the one sent
         "DATABASE_URL": f"sqlite:///{tmp_path / 'vdm.db'}",
     }
     with run_gateway(env, tmp_path) as gw:

@@ -63,6 +63,8 @@ def env(fake_openai: FakeUpstream) -> dict[str, str]:
         "VDM_DEFAULT_PROVIDER": "oa",
         "MAX_RETRIES": "1",
         "RETRY_BACKOFF": "0.01",
+        # The fake lists no models: name the one the tests send, or it is "other".
+        "METRICS_MODELS": "m",
     }
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from vdm.auth.proxy_key import ProxyKey
+from vdm.auth.proxy_key import ProxyKey, check_length
 from vdm.auth.split import CredentialSplit, looks_like_jwt
+from vdm.config import ServerSettings
 from vdm.errors import AuthenticationFailed
 from vdm.tenants.secrets import TOKEN_PREFIX
 
@@ -75,13 +76,25 @@ class JwtAdmission:
         )
 
 
+MAX_CREDENTIAL_LENGTH: int = ServerSettings.max_credential_length  # (the default)
+
+
 class Credentials:
     """The gateway's check of its clients' credentials; ``split`` tells which
     credential it checks and which may go to a ``!PASSTHRU`` provider
     (:mod:`vdm.auth.split`: the one checked never does).  The operator's
     ``MANAGEMENT_TOKEN`` is accepted like ``PROXY_API_KEY`` (no project)."""
 
-    __slots__ = ("_audit", "_jwt", "_operator", "_proxy_key", "_required", "_tokens", "split")
+    __slots__ = (
+        "_audit",
+        "_jwt",
+        "_max_length",
+        "_operator",
+        "_proxy_key",
+        "_required",
+        "_tokens",
+        "split",
+    )
 
     def __init__(
         self,
@@ -91,7 +104,9 @@ class Credentials:
         jwt: Authenticator | None = None,
         audit: AuditLog | None = None,
         management_key: ProxyKey | None = None,
+        max_length: int = MAX_CREDENTIAL_LENGTH,
     ) -> None:
+        self._max_length = max_length
         self._proxy_key = proxy_key
         self._operator = management_key
         self._tokens = tokens
@@ -111,6 +126,11 @@ class Credentials:
     ) -> Principal | None:
         presented = self.split.gateway(headers)
         if presented is not None:
+            try:
+                check_length(presented, self._max_length)
+            except AuthenticationFailed:
+                self._deny("credential too long", request_id, client_ip)
+                raise
             if self._tokens is not None and presented.startswith(TOKEN_PREFIX):
                 return await self._tokens.admit(
                     presented, request_id=request_id, client_ip=client_ip

@@ -21,6 +21,16 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def check_length(credential: str, limit: int) -> None:
+    """Refuse a credential longer than ``limit`` (``MAX_CREDENTIAL_LENGTH``)
+    before anything decodes, hashes or compares it."""
+    if len(credential) > limit:
+        raise AuthenticationFailed(
+            f"the API key or token presented is longer than {limit} characters "
+            "(MAX_CREDENTIAL_LENGTH)"
+        )
+
+
 class ProxyKey:
     __slots__ = ("_expected",)
 

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from vdm.auth.credentials import MAX_CREDENTIAL_LENGTH
 from vdm.auth.jwt import TokenRejected, Verifier, bearer
+from vdm.auth.proxy_key import check_length
 from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded
 from vdm.logs import client_request_id
 from vdm.pipeline import new_request_id
@@ -64,9 +66,15 @@ def _metadata(details: grpc.HandlerCallDetails, key: str) -> str | None:
 
 
 class JWTInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, verifier: Verifier, tenants: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        tenants: Authenticator | None = None,
+        max_credential_length: int = MAX_CREDENTIAL_LENGTH,
+    ) -> None:
         self._verifier = verifier
         self._tenants = tenants
+        self._max_length = max_credential_length
 
     async def intercept_service(
         self,
@@ -78,10 +86,12 @@ class JWTInterceptor(grpc.aio.ServerInterceptor):
             return handler
         try:
             token = bearer(_metadata(handler_call_details, "authorization"))
+            if token is not None:
+                check_length(token, self._max_length)
             if token is not None and self._tenants is not None and token.startswith(TOKEN_PREFIX):
                 return _around(handler, _Admission(self._tenants, token))
             subject = self._verifier.verify(token).subject
-        except TokenRejected as exc:
+        except (TokenRejected, AuthenticationFailed) as exc:
             log.info("rejected %s: %s", handler_call_details.method, exc.message)  # type: ignore[attr-defined]
             return _refusal(handler, exc.message)
 

@@ -90,7 +90,11 @@ async def start_service(
         secret = await asyncio.to_thread(load_secret, grpc_settings)
         revocations = RevocationList.default()
         await asyncio.to_thread(revocations.load)
-        interceptors.append(JWTInterceptor(Verifier(secret, revocations), tenants))
+        interceptors.append(
+            JWTInterceptor(
+                Verifier(secret, revocations), tenants, settings.server.max_credential_length
+            )
+        )
         watcher = asyncio.create_task(revocations.watch(), name="vdm-revocations")
     # so_reuseport off unless asked: a second server on a taken port must fail, not share it.
     server = grpc.aio.server(

@@ -35,6 +35,7 @@ from vdm.grpc.limits import Limiter, LimitExceeded
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.pipeline import Completion, Gateway, new_request_id
+from vdm.protocols.fields import too_deep
 
 if TYPE_CHECKING:
     from vdm.tenants.registry import TokenRegistry
@@ -222,6 +223,8 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                 error_message=exc.message,
                 error_details=f'{{"retry_after_seconds": {max(1, round(exc.retry_after))}}}',
             )
+        if isinstance(exc, RecursionError):  # a request nested too deeply to convert
+            return translate.to_error(too_deep("the request"))
         if isinstance(exc, TimeoutError):
             return translate.to_error(
                 UpstreamTimeout(

@@ -24,6 +24,7 @@ import msgspec
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest, UnknownModel, UpstreamStatusError
 from vdm.grpc import llm_proxy_pb2 as pb
+from vdm.protocols.fields import too_deep
 
 ANSWER_TOOL = "respond"
 _ANSWER_DESCRIPTION = (
@@ -87,6 +88,8 @@ def parse_schema(text: str) -> dict[str, Any]:
         schema = _decode_json(text)
     except msgspec.DecodeError:
         raise InvalidRequest("response_model_schema: not valid JSON") from None
+    except RecursionError:
+        raise too_deep("response_model_schema") from None
     if not isinstance(schema, dict):
         raise InvalidRequest("response_model_schema: expected a JSON Schema object")
     kind = schema.get("type", "object" if "properties" in schema else None)

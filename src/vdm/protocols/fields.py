@@ -1,6 +1,15 @@
 """Validation shared by every client protocol's decoder: one JSON object in,
 and one wording for a field of the wrong type (``messages.0.content:
-expected string or array, got integer``)."""
+expected string or array, got integer``).
+
+JSON nesting is bounded by the decoder itself: msgspec stops with a
+``RecursionError`` where the interpreter's recursion limit would be passed
+(about 900 levels of arrays and objects here), which is a 400
+(:func:`too_deep`), never a 500.  Any later ``RecursionError`` while a request
+is served (a document just under that depth re-encoded deeper in the stack)
+is the same 400 at each door's boundary.  Checking a lower depth explicitly
+would mean walking every decoded body, as costly as decoding it.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +38,16 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         value = _decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise too_deep("request body") from None
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
     return value
+
+
+def too_deep(where: str) -> InvalidRequest:
+    """The error for JSON (or a request built from it) nested too deeply to handle."""
+    return InvalidRequest(f"{where}: arrays and objects are nested too deeply")
 
 
 def type_name(value: Any) -> str:

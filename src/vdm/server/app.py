@@ -52,6 +52,7 @@ from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vdm.metrics import Metrics
 from vdm.pipeline import Gateway, Reply, new_request_id
 from vdm.protocols import anthropic, openai_ingress, responses
+from vdm.protocols.fields import too_deep
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server import access as access_record
 from vdm.server import dashboard, drain, reload, workers
@@ -63,11 +64,13 @@ from vdm.server.asgi import (
     Send,
     cancel_on_disconnect,
     header_map,
+    raw_headers,
     read_body,
     send_bytes,
     send_stream,
     stream_request,
 )
+from vdm.server.protocol import ConnectionLimits
 from vdm.totals import RunningTotals
 from vdm.worker_metrics import WorkerMetrics
 
@@ -109,7 +112,11 @@ class App:
         )
         # None: every request passes (no PROXY_API_KEY, control plane off).
         self.auth: Credentials | None = (
-            Credentials(self.proxy_key, management_key=self.management_key)
+            Credentials(
+                self.proxy_key,
+                management_key=self.management_key,
+                max_length=settings.server.max_credential_length,
+            )
             if self.proxy_key
             else None
         )
@@ -142,6 +149,8 @@ class App:
         """What the request path reads of ``settings`` (at start and on a reload)."""
         self.settings = settings
         self.max_body = settings.server.max_body_size
+        # What one connection may cost (read by server.protocol, once per process).
+        self.connection_limits = ConnectionLimits.from_settings(settings.server)
         self.ping_interval = settings.server.ping_interval
         self.max_upload = settings.server.max_upload_size
         default_allow = pt.parse_allowlist(pt.DEFAULT_ALLOW)
@@ -328,6 +337,7 @@ class App:
             audit=audit,
             jwt=JwtAdmission(Verifier(secret, revocations), audit),
             management_key=self.management_key,
+            max_length=self.settings.server.max_credential_length,
         )
 
     async def _open_control_plane(self) -> None:
@@ -349,6 +359,7 @@ class App:
             self.plane.registry,
             audit=self.plane.audit,
             management_key=self.management_key,
+            max_length=settings.server.max_credential_length,
         )
         if self.management_key is not None:
             from vdm.server.manage import build
@@ -480,7 +491,8 @@ class App:
             gateway = self.gateway
             with gateway.leases if gateway is not None else contextlib.nullcontext():
                 await handler(self, scope, receive, send, headers, request_id)
-        except GatewayError as exc:
+        except (GatewayError, RecursionError) as caught:
+            exc = caught if isinstance(caught, GatewayError) else too_deep("the request")
             door = (
                 openai_ingress if isinstance(exc, pt.UnsafePath) else door_for(self, path, headers)
             )
@@ -643,6 +655,8 @@ async def send_error(
 
 
 def _internal(exc: BaseException) -> GatewayError:
+    if isinstance(exc, RecursionError):  # a request nested too deeply to convert: a 400
+        return too_deep("the request")
     log.error("internal error", exc_info=exc)
     return GatewayError(f"internal gateway error ({type(exc).__name__}); see the gateway log")
 
@@ -996,11 +1010,7 @@ async def _relay(
     reported, when it can be read.  A failure after the status went out can
     only be told by cutting the connection: returning without the final body
     message makes the ASGI server close it."""
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in raw.headers.items()
-        if k not in _OWN_RELAY_HEADERS
-    ]
+    headers = raw_headers([(k, v) for k, v in raw.headers.items() if k not in _OWN_RELAY_HEADERS])
     headers += [(b"request-id", request_id.encode()), (b"x-vdm-provider", provider.encode())]
     await send({"type": "http.response.start", "status": raw.status, "headers": headers})
     tail = pt.UsageTail(raw.headers)
@@ -1092,9 +1102,10 @@ async def metrics(
     app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     """Prometheus text exposition (built only now, from plain counters; with
-    ``--workers N``, of all the workers)."""
+    ``--workers N``, of all the workers), in a thread: the loop goes on serving."""
     shared = app.shared_metrics
-    text = shared.exposition() if shared is not None else app.metrics.exposition()
+    build = shared.exposition if shared is not None else app.metrics.exposition
+    text = await asyncio.to_thread(build)
     await send_bytes(
         send, 200, {"content-type": METRICS_CONTENT_TYPE, **id_headers(request_id)}, text
     )

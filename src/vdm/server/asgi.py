@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from vdm.errors import InvalidRequest, PayloadTooLarge
 from vdm.protocols.sse import whole_frames
@@ -78,8 +79,27 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
     return b"".join(chunks)
 
 
+# Printable ASCII: what a header value keeps as it is when it needs encoding.
+_HEADER_SAFE = "".join(map(chr, range(0x20, 0x7F)))
+
+
+def header_value(text: str) -> bytes:
+    """A header value that cannot be sent as it is (not Latin-1, or with control
+    characters): every byte outside printable ASCII %-encoded, so nothing a
+    client or an upstream put in it breaks the response or adds a header."""
+    return quote(text.encode("utf-8", "surrogateescape"), safe=_HEADER_SAFE).encode("ascii")
+
+
+def raw_headers(items: Collection[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Header pairs as ASGI bytes; :func:`header_value` only when Latin-1 will not do."""
+    try:
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in items]
+    except UnicodeEncodeError:
+        return [(k.encode("latin-1"), header_value(v)) for k, v in items]
+
+
 def _raw_headers(headers: Mapping[str, str], length: int | None) -> list[tuple[bytes, bytes]]:
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw = raw_headers(headers.items())
     if length is not None:
         raw.append((b"content-length", str(length).encode()))
     return raw

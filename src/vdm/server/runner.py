@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import sys
@@ -29,10 +30,40 @@ from uvicorn.supervisors import multiprocess
 from vdm.config import Settings
 from vdm.server import drain
 from vdm.server.notify import notify
-from vdm.server.protocol import GatewayHttpProtocol
+from vdm.server.protocol import PROBE_RESERVE, GatewayHttpProtocol
 from vdm.server.workers import shared_directory
 
 _APP = "vdm.server.app:create_app"
+# File descriptors a process needs besides its client connections: upstream
+# pools, the database, log and metrics files.
+_OTHER_FILES = 1024
+log = logging.getLogger("vdm.server")
+
+
+def raise_file_limit(max_connections: int) -> None:
+    """Let the process open ``MAX_CONNECTIONS`` connections and its other files:
+    raise the soft ``RLIMIT_NOFILE`` up to the hard one (as the unit's
+    ``LimitNOFILE`` sets it); warn when even that is too low, since accepting
+    would then fail before the connection cap is reached."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    wanted = max_connections + PROBE_RESERVE + _OTHER_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "open files are limited to %d: fewer than MAX_CONNECTIONS (%d) and the "
+            "gateway's other files; raise the limit (ulimit -n, LimitNOFILE) or lower "
+            "MAX_CONNECTIONS",
+            soft,
+            max_connections,
+        )
 
 
 def settle_heap() -> None:
@@ -174,9 +205,11 @@ def serve(
         # default believes any local peer, FORWARDED_ALLOW_IPS or 127.0.0.1).
         "proxy_headers": bool(settings.server.trusted_proxies),
         "forwarded_allow_ips": list(settings.server.trusted_proxies) or None,
+        "timeout_keep_alive": settings.server.keep_alive_timeout,
     }
     drain.clear(port)  # a marker left by the last run (same container) is not this one's
     os.environ[drain.ENV] = str(drain.marker(port))
+    raise_file_limit(settings.server.max_connections)
     if reload:  # development: uvicorn's own supervisor restarts the process
         uvicorn.run(_APP, reload=True, **options)  # type: ignore[arg-type]
         return
