@@ -41,7 +41,8 @@ from vdm.errors import InvalidRequest, UnknownModel
 _CACHE_LIMIT = 4096
 MODEL_NAME_MAX_LENGTH = 256
 MODEL_NAME_CHARACTERS = "ASCII letters, digits and . _ - : / @ + = ~ [ ]"
-_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+=~\[\]-]+")
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9._:/@+=~\[\]-]+$"  # (also the management API's schema)
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._:/@+=~\[\]-]")
 
 

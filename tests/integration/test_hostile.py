@@ -255,12 +255,29 @@ def test_a_body_trickled_a_byte_at_a_time_is_a_408(edge: Gateway) -> None:
 
 def test_beyond_the_connection_cap_only_the_probes_are_answered(crowded: Gateway) -> None:
     """MAX_CONNECTIONS busy connections (heads in progress): the next connections
-    get /live but 503 for anything else; past the reserve, a 503 at once."""
+    get /live but 503 for anything else; past the reserve, a 503 at once.
+
+    The kernel accepts a connection before the gateway has read its first bytes;
+    on a busy machine a "busy" connection may still look idle (nothing read) when
+    the next one comes, and is then rightly closed to make room.  Nothing outside
+    the process tells when every head was read, so the crowd is made again (at
+    most three times) until the gateway saw it whole."""
+    for _ in range(3):
+        refused, answered, live_took, at_once = _crowd(crowded)
+        if status_of(refused) is not None:
+            break
+    assert status_of(refused) == 503, refused[:200]
+    assert body_of(refused)["error"]["type"] == "overloaded_error"
+    assert status_of(answered) == 200 and b'"alive"' in answered
+    assert b"connection: close" in answered.lower() and live_took < LIVE_BOUND
+    assert status_of(at_once) == 503, at_once[:200]
+
+
+def _crowd(crowded: Gateway) -> tuple[bytes, bytes, float, bytes]:
     with bounded(crowded, probe=False):
         busy = [connect(crowded) for _ in range(CAP)]
         for sock in busy:
             sock.sendall(b"GET /v1/mod")  # a head in progress: not idle
-        time.sleep(0)  # (the connects are accepted in order)
         other = connect(crowded)
         other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         refused = read_until_closed(other)
@@ -276,11 +293,7 @@ def test_beyond_the_connection_cap_only_the_probes_are_answered(crowded: Gateway
         at_once = read_until_closed(late)
         for sock in (*busy, *reserve, other, probe, late):
             sock.close()
-    assert status_of(refused) == 503, refused[:200]
-    assert body_of(refused)["error"]["type"] == "overloaded_error"
-    assert status_of(answered) == 200 and b'"alive"' in answered
-    assert b"connection: close" in answered.lower() and live_took < LIVE_BOUND
-    assert status_of(at_once) == 503, at_once[:200]
+    return refused, answered, live_took, at_once
 
 
 def test_at_the_cap_an_idle_connection_gives_way_to_a_new_one(crowded: Gateway) -> None:

@@ -79,7 +79,8 @@ def fresh_database_env(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
     name = f"vdm_fresh_{os.getpid()}_{secrets.token_hex(4)}"
     _admin(f'CREATE DATABASE "{name}"')
     try:
-        yield {"DATABASE_URL": PG_URL.rsplit("/", 1)[0] + "/" + name}
+        # Instances sharing PostgreSQL must be given one credentials' key.
+        yield {"DATABASE_URL": PG_URL.rsplit("/", 1)[0] + "/" + name, "VDM_ENCRYPTION_KEY": PG_KEY}
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

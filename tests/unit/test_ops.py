@@ -164,6 +164,9 @@ def test_deploy_files_are_well_formed() -> None:
         "EXPOSE",
         "HEALTHCHECK",
         "STOPSIGNAL",
+        "VOLUME",
+        "ARG",
+        "LABEL",
         "CMD",
     }
     cmd = next(line for line in docker.splitlines() if line.startswith("CMD "))

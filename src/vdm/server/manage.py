@@ -36,6 +36,7 @@ from starlette.routing import Match
 
 from vdm import __version__
 from vdm.errors import GatewayError
+from vdm.routing import MODEL_NAME_MAX_LENGTH, MODEL_NAME_PATTERN
 from vdm.store import Conflict, Missing
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
 from vdm.tenants.audit import to_json
@@ -207,9 +208,13 @@ class CachePurge(_In):
     prefix: Annotated[str, StringConstraints(max_length=8192)] | None = Field(
         None, description="purge every entry of the doors whose path starts with this"
     )
-    model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
-        None, description="with prefix: only this model (routed as a request's would be)"
-    )
+    model: (
+        Annotated[
+            str,
+            StringConstraints(max_length=MODEL_NAME_MAX_LENGTH, pattern=MODEL_NAME_PATTERN),
+        ]
+        | None
+    ) = Field(None, description="with prefix: only this model (routed as a request's would be)")
     project: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
         None, description="only this project's entries"
     )
