@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vdm.config import ConfigError, Settings, load_settings
+from vdm.config import ConfigError, Settings, load_settings, model_typos
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -109,7 +109,7 @@ def missing_claude_aliases(settings: Settings) -> list[str]:
 
 def warnings(settings: Settings) -> list[str]:
     """What the start-up summary and ``config validate`` warn of."""
-    found = loops(settings)
+    found = loops(settings) + model_typos(settings)
     missing = missing_claude_aliases(settings)
     if missing:
         name = settings.default_provider

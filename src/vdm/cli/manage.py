@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from vdm.cli import output
-from vdm.cli.common import console, errors, fail, settings_or_exit
+from vdm.cli.common import console, errors, fail, mask_url, settings_or_exit
 from vdm.cli.health import gateway_url
 from vdm.errors import StartRefused
 
@@ -60,7 +60,10 @@ def _call(
         headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with (
+            output.waiting(f"{method} {path} at {base} …"),
+            urllib.request.urlopen(request, timeout=30) as response,
+        ):
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
@@ -384,26 +387,30 @@ async def _db(action: str) -> str:
 
 
 def _where() -> str:
-    url = settings_or_exit().tenants.sqlalchemy_url
-    return url.split("@")[-1] if "@" in url else url  # never the password
+    return mask_url(settings_or_exit().tenants.sqlalchemy_url)
+
+
+def _db_or_fail(action: str) -> str:
+    settings = settings_or_exit()
+    try:
+        with output.waiting(f"{action}: the database {_where()} …"):
+            return asyncio.run(_db(action))
+    except Exception as exc:  # every failure told in one line (the same words as start's)
+        from vdm.cli.preflight import database_failure
+
+        fail(database_failure(exc, settings))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the migrations (the gateway also does at start-up)."""
-    try:
-        console.print(f"{_where()}: {asyncio.run(_db('upgrade'))}")
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}")
+    console.print(f"{_where()}: {_db_or_fail('upgrade')}", markup=False)
 
 
 @db_app.command("status")
 def db_status() -> None:
     """The database's migration revision (exit 1 when it is behind)."""
-    try:
-        text = asyncio.run(_db("status"))
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}")
-    console.print(f"{_where()}: {text}")
+    text = _db_or_fail("status")
+    console.print(f"{_where()}: {text}", markup=False)
     if "needs" in text:
         raise typer.Exit(1)

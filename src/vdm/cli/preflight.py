@@ -44,8 +44,10 @@ def _setting(settings: Settings, key: str, env_name: str) -> str:
     return env_name if source.endswith(env_name) or not source else f"{key} in {source}"
 
 
-def database_failure(exc: BaseException, tenants: TenantSettings, setting: str) -> str:
+def database_failure(exc: BaseException, settings: Settings) -> str:
     """One line: which database failed, why, and what to do about it."""
+    tenants = settings.tenants
+    setting = _setting(settings, "tenants.database-url", "DATABASE_URL")
     url = tenants.database_url or tenants.sqlalchemy_url
     shown = mask_url(url)
     reason = _reason(exc)
@@ -103,8 +105,7 @@ def _database(settings: Settings) -> None:
     except MissingExtra:
         raise  # its own one line (the CLI's): which extra to install
     except Exception as exc:  # every failure is told in one line
-        setting = _setting(settings, "tenants.database-url", "DATABASE_URL")
-        raise StartProblem(database_failure(exc, tenants, setting)) from exc
+        raise StartProblem(database_failure(exc, settings)) from exc
 
 
 async def _connect(tenants: TenantSettings) -> None:
