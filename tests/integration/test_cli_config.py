@@ -95,7 +95,7 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     assert secret not in result.stdout and proxy not in result.stdout
     assert "pw-secret" not in result.stdout
     shown = json.loads(result.stdout)
-    assert shown["server.port"] == {"value": "9001", "source": str(work / "vdm.toml")}
+    assert shown["server.port"] == {"value": 9001, "source": str(work / "vdm.toml")}
     assert shown["server.host"]["source"] == "defaults.toml"
     assert shown["server.proxy-api-key"]["source"] == "env PROXY_API_KEY"
     assert shown["server.proxy-api-key"]["value"].startswith("sha256:")
@@ -104,7 +104,7 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     assert shown["server.max-retries"]["source"] == "default"
     assert shown["server.redis-namespace"] == {"value": "team-a", "source": "env REDIS_NAMESPACE"}
     assert shown["cache.backend"]["value"] == "redis"  # the default with REDIS_URL
-    assert shown["cache.models"] == {"value": "openai:gpt-4o=120s", "source": "env CACHE_MODELS"}
+    assert shown["cache.models"] == {"value": {"openai:gpt-4o": 120}, "source": "env CACHE_MODELS"}
     table = vdm(work, "config", "show")
     assert table.returncode == 0 and "server.port" in table.stdout and secret not in table.stdout
 
@@ -133,7 +133,7 @@ def test_setup_from_flags_writes_files_that_load(work: Path) -> None:
     assert oct((work / ".env").stat().st_mode & 0o777) == "0o600"
     shown = json.loads(vdm(work, "config", "show", "--json").stdout)
     assert shown["default-provider"]["value"] == "local"
-    assert shown["server.port"]["value"] == "9100"
+    assert shown["server.port"]["value"] == 9100
 
     again = vdm(work, "config", "setup", "--yes", "--provider", "local", "--api-key", "k")
     assert again.returncode == 1 and "--force" in again.stderr

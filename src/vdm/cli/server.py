@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -249,11 +250,26 @@ def start(
             pid, host, port, workers, log_name, time.time(), settings.grpc.port, systemd
         )
         process.write_pid_file(pid_file, run)
-    started = _summary_once_ready(settings, host, port)
+
+    def announce() -> None:
+        summary(settings, host, port)
+        sys.stdout.flush()
+
+    # The summary says "listening on": only once the app has started.
+    one_process = workers == 1 and not reload
+    watch = None if one_process else _summary_once_ready(announce, host, port)
     try:
-        serve(settings, host, port, reload=reload, workers=workers)
+        serve(
+            settings,
+            host,
+            port,
+            reload=reload,
+            workers=workers,
+            on_started=announce if one_process else None,
+        )
     finally:
-        started.set()
+        if watch is not None:
+            watch.set()
         if pid_file is not None:
             process.remove_pid_file(pid_file, pid)
 
@@ -269,17 +285,16 @@ def _preflight(settings: Settings) -> None:
         fail(f"cannot start: {exc}", STARTUP_FAILURE)
 
 
-def _summary_once_ready(settings: Settings, host: str, port: int) -> threading.Event:
-    """Print the start-up summary ("listening on …") once ``/ready`` answers,
-    not before: a start that fails says only why.  Set the event to give up."""
+def _summary_once_ready(announce: Callable[[], None], host: str, port: int) -> threading.Event:
+    """``--workers N`` / ``--reload`` (the app runs in other processes): call
+    ``announce`` once ``/ready`` answers.  Set the event to give up."""
     done = threading.Event()
     url = process.RunInfo(0, host, port).url
 
     def watch() -> None:
         while not done.is_set():
             if process.ready(url):
-                summary(settings, host, port)
-                sys.stdout.flush()
+                announce()
                 return
             done.wait(0.05)
 
