@@ -670,6 +670,7 @@ def _grpc_settings(
 ) -> GrpcSettings:
     def pick(key: str, env_name: str) -> tuple[Any, str]:
         if env.get(env_name, "") != "":
+            sources[f"grpc.{key}"] = f"env {env_name}"  # (for config show)
             return env[env_name], f"environment variable {env_name}"
         return table.get(key), f"{sources.get(f'grpc.{key}', 'config')}: grpc.{key}"
 
