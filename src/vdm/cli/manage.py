@@ -22,6 +22,7 @@ from vdm.cli import output
 from vdm.cli.common import console, errors, fail, mask_url, settings_or_exit
 from vdm.cli.health import gateway_url
 from vdm.errors import StartRefused
+from vdm.extras import MissingExtra
 
 manage_app = typer.Typer(
     help="Projects, tokens and audit (the management API).", no_args_is_help=True
@@ -395,6 +396,8 @@ def _db_or_fail(action: str) -> str:
     try:
         with output.waiting(f"{action}: the database {_where()} …"):
             return asyncio.run(_db(action))
+    except (MissingExtra, typer.Exit):
+        raise  # told already, or by the CLI in its own line (which extra to install)
     except Exception as exc:  # every failure told in one line (the same words as start's)
         from vdm.cli.preflight import database_failure
 
