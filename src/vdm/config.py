@@ -27,6 +27,7 @@ on an Azure host) also take ``{NAME}_DEPLOYMENTS="model=deployment,..."`` (TOML
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import os
@@ -341,35 +342,33 @@ def _read_toml(path: Path, source: str, problems: list[str]) -> dict[str, Any]:
     return {} if found else data
 
 
+def _unknown(source: str, section: str, keys: Any, allowed: set[str]) -> list[str]:
+    """``unknown key 'server.prot'; did you mean 'server.port'?`` for each key
+    of ``keys`` not in ``allowed``."""
+    out = []
+    for key in keys:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+        hint = f"; did you mean '{section}{close[0]}'?" if close else ""
+        out.append(f"{source}: unknown key '{section}{key}'{hint}")
+    return out
+
+
 def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
-    problems = [f"{source}: unknown key '{k}'" for k in data if k not in _TOP_KEYS]
-    server = data.get("server", {})
-    if not isinstance(server, dict):
-        problems.append(f"{source}: 'server' must be a table")
-    else:
-        problems += [f"{source}: unknown key 'server.{k}'" for k in server if k not in _SERVER_KEYS]
-    grpc = data.get("grpc", {})
-    if not isinstance(grpc, dict):
-        problems.append(f"{source}: 'grpc' must be a table")
-    else:
-        problems += [f"{source}: unknown key 'grpc.{k}'" for k in grpc if k not in _GRPC_KEYS]
-    middleware = data.get("middleware", {})
-    if not isinstance(middleware, dict):
-        problems.append(f"{source}: 'middleware' must be a table")
-    else:
-        problems += [
-            f"{source}: unknown key 'middleware.{k}'"
-            for k in middleware
-            if k not in _MIDDLEWARE_KEYS
-        ]
-    tenants = data.get("tenants", {})
-    if isinstance(tenants, dict):
-        problems += [
-            f"{source}: unknown key 'tenants.{k}'" for k in tenants if k not in _TENANT_KEYS
-        ]
-    cache = data.get("cache", {})
-    if isinstance(cache, dict):
-        problems += [f"{source}: unknown key 'cache.{k}'" for k in cache if k not in _CACHE_KEYS]
+    problems = _unknown(source, "", data, _TOP_KEYS)
+    for section, allowed in (
+        ("server", _SERVER_KEYS),
+        ("grpc", _GRPC_KEYS),
+        ("middleware", _MIDDLEWARE_KEYS),
+        ("tenants", _TENANT_KEYS),  # (not a table: said by tenant_settings)
+        ("cache", _CACHE_KEYS),
+    ):
+        table = data.get(section, {})
+        if isinstance(table, dict):
+            problems += _unknown(source, f"{section}.", table, allowed)
+        elif section not in ("tenants", "cache"):
+            problems.append(f"{source}: '{section}' must be a table")
     providers = data.get("providers", {})
     if not isinstance(providers, dict):
         problems.append(f"{source}: 'providers' must be a table")
@@ -380,11 +379,7 @@ def _check_toml_keys(data: dict[str, Any], source: str) -> list[str]:
             continue
         if not _PROVIDER_NAME.match(name):
             problems.append(f"{source}: provider name '{name}' must be lowercase [a-z0-9_]")
-        problems += [
-            f"{source}: unknown key 'providers.{name}.{k}'"
-            for k in table
-            if k not in _PROVIDER_KEYS
-        ]
+        problems += _unknown(source, f"providers.{name}.", table, _PROVIDER_KEYS)
     return problems
 
 
@@ -675,6 +670,7 @@ def _grpc_settings(
 ) -> GrpcSettings:
     def pick(key: str, env_name: str) -> tuple[Any, str]:
         if env.get(env_name, "") != "":
+            sources[f"grpc.{key}"] = f"env {env_name}"  # (for config show)
             return env[env_name], f"environment variable {env_name}"
         return table.get(key), f"{sources.get(f'grpc.{key}', 'config')}: grpc.{key}"
 
@@ -1273,5 +1269,46 @@ def lint(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[
             problems.append(
                 f"environment variable {var}: alias of provider '{prefix.lower()}', "
                 f"which is not configured (no {prefix}_API_KEY)"
+            )
+    return problems
+
+
+def model_typos(settings: Settings) -> list[str]:
+    """Model names whose ``provider:`` prefix looks meant for a provider but
+    is not a configured one: a typo (``fakaei:model``, close to ``fakeai``)
+    or a known provider without a key.  The router would send such a name,
+    prefix and all, to the default provider as a model name, so nothing
+    fails until a request does.  Checked in fallbacks, aliases and the
+    defaults (gRPC's default model, per-model cache TTLs)."""
+    configured = list(settings.providers)
+    known = set(_package_defaults().get("providers", {})) - set(configured)
+    named: list[tuple[str, str]] = []
+    for model, alternatives in settings.fallbacks.items():
+        named += [(f"fallbacks.{model}", name) for name in (model, *alternatives)]
+    for provider, table in settings.aliases.items():
+        named += [(f"providers.{provider}.aliases.{a}", m) for a, m in table.items()]
+    if settings.grpc.default_model:
+        named.append(("grpc.default-model", settings.grpc.default_model))
+    named += [("cache.models", m) for m in settings.cache.models]
+    problems = []
+    for where, model in named:
+        prefix, sep, _ = model.partition(":")
+        prefix = prefix.strip().lower()
+        if not sep or not prefix or prefix in configured:
+            continue
+        source = settings.sources.get(where, "")
+        at = f"{source}: {where}" if source else where
+        if prefix in known:
+            problems.append(
+                f"{at}: '{model}' names provider '{prefix}', which is not configured "
+                f"(no {prefix.upper()}_API_KEY); it would reach "
+                f"'{settings.default_provider}' as a model name"
+            )
+            continue
+        close = difflib.get_close_matches(prefix, configured, n=1, cutoff=0.75)
+        if close:
+            problems.append(
+                f"{at}: '{model}': no provider '{prefix}'; did you mean '{close[0]}'? "
+                f"(as written it reaches '{settings.default_provider}' as a model name)"
             )
     return problems

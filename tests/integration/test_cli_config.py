@@ -95,7 +95,7 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     assert secret not in result.stdout and proxy not in result.stdout
     assert "pw-secret" not in result.stdout
     shown = json.loads(result.stdout)
-    assert shown["server.port"] == {"value": "9001", "source": str(work / "vdm.toml")}
+    assert shown["server.port"] == {"value": 9001, "source": str(work / "vdm.toml")}
     assert shown["server.host"]["source"] == "defaults.toml"
     assert shown["server.proxy-api-key"]["source"] == "env PROXY_API_KEY"
     assert shown["server.proxy-api-key"]["value"].startswith("sha256:")
@@ -104,7 +104,7 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     assert shown["server.max-retries"]["source"] == "default"
     assert shown["server.redis-namespace"] == {"value": "team-a", "source": "env REDIS_NAMESPACE"}
     assert shown["cache.backend"]["value"] == "redis"  # the default with REDIS_URL
-    assert shown["cache.models"] == {"value": "openai:gpt-4o=120s", "source": "env CACHE_MODELS"}
+    assert shown["cache.models"] == {"value": {"openai:gpt-4o": 120}, "source": "env CACHE_MODELS"}
     table = vdm(work, "config", "show")
     assert table.returncode == 0 and "server.port" in table.stdout and secret not in table.stdout
 
@@ -133,7 +133,7 @@ def test_setup_from_flags_writes_files_that_load(work: Path) -> None:
     assert oct((work / ".env").stat().st_mode & 0o777) == "0o600"
     shown = json.loads(vdm(work, "config", "show", "--json").stdout)
     assert shown["default-provider"]["value"] == "local"
-    assert shown["server.port"]["value"] == "9100"
+    assert shown["server.port"]["value"] == 9100
 
     again = vdm(work, "config", "setup", "--yes", "--provider", "local", "--api-key", "k")
     assert again.returncode == 1 and "--force" in again.stderr
@@ -173,3 +173,102 @@ def test_setup_interactive_wizard(work: Path) -> None:
     assert 'default-provider = "openrouter"' in toml and "port = 8200" in toml
     assert "base-url" not in toml  # the built-in one was kept
     assert (work / ".env").read_text() == 'OPENROUTER_API_KEY="sk-or-typed"\n'
+
+
+def test_setup_checks_before_it_writes_and_writes_atomically(work: Path) -> None:
+    (work / ".env").write_text("OTHER=kept\n")
+    (work / ".env").chmod(0o644)
+    flags = ("config", "setup", "--yes", "--provider", "local", "--api-key", "sk-local")
+    bad = vdm(work, *flags, "--base-url", "ftp://nowhere")
+    assert bad.returncode == 1
+    assert f"{work / 'vdm.toml'}: providers.local.base-url: not an http(s) URL" in bad.stderr
+    assert "nothing written" in bad.stderr
+    assert not (work / "vdm.toml").exists()  # nothing half-written to refuse next time
+    assert (work / ".env").read_text() == "OTHER=kept\n"
+    assert sorted(p.name for p in work.iterdir()) == [".env"]
+
+    good = vdm(work, *flags, "--base-url", "http://127.0.0.1:11434/v1")  # no --force needed
+    assert good.returncode == 0, good.stderr
+    assert (work / ".env").read_text() == 'OTHER=kept\nLOCAL_API_KEY="sk-local"\n'
+    assert oct((work / ".env").stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in work.iterdir()) == [".env", "vdm.toml"]  # no temp file left
+    assert vdm(work, "config", "validate").returncode == 0
+
+    (work / "vdm.toml").unlink()  # (its good base URL would win over the user file's)
+    user = vdm(work, *flags, "--user", "--base-url", "gopher://x")
+    assert user.returncode == 1 and "nothing written" in user.stderr
+    assert not (work.parent / "home/.config/vdm/vdm.toml").exists()
+
+
+def test_validate_reports_provider_prefixes_that_look_like_typos(work: Path) -> None:
+    (work / "vdm.toml").write_text(
+        '[fallbacks]\n"sonnet" = ["fakaei:model", "fakeai:fine"]\n'
+        '"opus" = ["groq:llama-3.3-70b"]\n'
+        "[providers.fakeai.aliases]\n"
+        'fast = "fakaie:mini"\n'
+        "[grpc]\n"
+        'default-model = "fakeia:large"\n'
+    )
+    env = {"FAKEAI_API_KEY": "k", "FAKEAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    result = vdm(work, "config", "validate", **env)
+    assert result.returncode == 1, result.stdout
+    err = result.stderr
+    assert "fallbacks.sonnet: 'fakaei:model': no provider 'fakaei'; did you mean 'fakeai'?" in err
+    assert "fakeai:fine" not in err
+    assert "providers.fakeai.aliases.fast: 'fakaie:mini'" in err
+    assert "grpc.default-model: 'fakeia:large'" in err
+    assert "'groq:llama-3.3-70b' names provider 'groq', which is not configured" in err
+    assert str(work / "vdm.toml") in err
+    assert "4 configuration problem(s)" in err
+
+
+def test_unknown_keys_get_a_did_you_mean(work: Path) -> None:
+    (work / "vdm.toml").write_text(
+        "[server]\nprot = 9000\n[cache]\nmax-tll = 5\n"
+        '[providers.mine]\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    result = vdm(work, "config", "validate")
+    assert result.returncode == 1
+    err = result.stderr
+    assert "unknown key 'server.prot'; did you mean 'server.port'?" in err
+    assert "unknown key 'cache.max-tll'; did you mean 'cache.max-ttl'?" in err
+    assert "unknown key 'providers.mine.base_url'; did you mean 'providers.mine.base-url'?" in err
+
+
+def test_show_lists_every_section_whole_when_piped_and_typed_in_json(work: Path) -> None:
+    long_url = "http://127.0.0.1:9/" + "/".join(["a-rather-long-path-segment"] * 5) + "/v1"
+    env = {
+        "LONG_API_KEY": "sk-long-secret",
+        "LONG_BASE_URL": long_url,
+        "MANAGEMENT_TOKEN": "management-token-0123456789",
+        "DATABASE_URL": "postgresql://vdm:db-password@db.internal:5432/vdm",
+        "GRPC_PORT": "50061",
+        "CACHE_MODELS": "long:m=60",
+        "VDM_FALLBACKS": "sonnet=long:a,long:b",
+    }
+    table = vdm(work, "config", "show", **env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert f"providers.long.base-url\t{long_url}\tenv LONG_BASE_URL" in lines  # whole
+    for section in ("server.", "grpc.", "tenants.", "cache.", "middleware.", "providers."):
+        assert any(line.startswith(section) for line in lines), section
+    assert "grpc.port\t50061\tenv GRPC_PORT" in lines
+    assert "tenants.database-url\tpostgresql://vdm:***@db.internal:5432/vdm\tenv DATABASE_URL" in (
+        lines
+    )
+    for secret in ("sk-long-secret", "management-token-0123456789", "db-password"):
+        assert secret not in table.stdout
+
+    shown = json.loads(vdm(work, "config", "show", "--json", **env).stdout)
+    assert shown["server.port"]["value"] == 8082
+    assert shown["server.request-timeout"]["value"] == 90.0
+    assert shown["server.models-prefetch"]["value"] is True
+    assert shown["server.max-tokens-limit"]["value"] is None
+    assert shown["grpc.port"]["value"] == 50061
+    assert shown["cache.shared"]["value"] is False
+    assert shown["cache.models"]["value"] == {"long:m": 60}
+    assert shown["fallbacks.sonnet"]["value"] == ["long:a", "long:b"]
+    assert shown["providers.long.api-key"]["value"][0].startswith("sha256:")
+    assert shown["tenants.management-token"]["value"].startswith("sha256:")
+    assert shown["tenants.database-url"]["value"] == "postgresql://vdm:***@db.internal:5432/vdm"
+    assert shown["middleware.enabled"]["value"] == []

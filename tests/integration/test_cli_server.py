@@ -186,18 +186,39 @@ def test_a_taken_grpc_port_is_refused_naming_its_holder(home: Path) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_start_that_fails_in_the_app_exits_3(home: Path, workers: str) -> None:
     """One process or a supervisor of workers: the same exit status (uvicorn's
-    supervisor alone would exit 0 after a worker failed to start)."""
+    supervisor alone would exit 0 after a worker failed to start), and the
+    failure in one line, without a traceback (--debug adds it), and no
+    "listening on" line for a gateway that never listened."""
+    secret = home / "home/.config/vdm/jwt-secret"
+    secret.mkdir(parents=True)  # read at start-up (with a credential): fails in the app
+    args = ("server", "start", "--port", str(free_port()), "--workers", workers)
+    result = vdm(home, *args, PROXY_API_KEY="operator-key")
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "start-up failed: IsADirectoryError" in result.stderr
+    assert "--debug" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stdout
+    debug = vdm(home, "--debug", *args, PROXY_API_KEY="operator-key")
+    assert debug.returncode == 3
+    assert "Traceback" in debug.stderr and "IsADirectoryError" in debug.stderr
+
+
+def test_a_start_whose_tls_files_do_not_load_says_so_in_one_line(home: Path) -> None:
     for name in ("cert.pem", "key.pem"):
-        (home / name).write_text("not a PEM file\n")  # passes the config check, not gRPC's
+        (home / name).write_text("not a PEM file\n")  # passes the config check, not TLS's
     result = vdm(
         home,
-        *("server", "start", "--port", str(free_port()), "--workers", workers),
+        *("server", "start", "--port", str(free_port()), "--workers", "2"),
         GRPC_PORT=str(free_port()),
         GRPC_TLS_CERT=str(home / "cert.pem"),
         GRPC_TLS_KEY=str(home / "key.pem"),
     )
     assert result.returncode == 3, result.stderr[-2000:]
-    assert "Application startup failed" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot start: the gRPC TLS certificate")
+    assert str(home / "cert.pem") in lines[0] and "GRPC_TLS_KEY" in lines[0]
+    assert result.stdout == ""
 
 
 def test_foreground_pid_file_is_written_and_removed(home: Path) -> None:

@@ -374,7 +374,9 @@ def test_cli_manages_projects_tokens_and_audit(tenant_gateway: Gateway, tmp_path
     assert ask(tenant_gateway, token["token"]).status_code == 401
     audit = json.loads(vdm("audit", "list", "--action", "token.revoke", "--json").stdout)
     assert audit["events"][0]["token_id"] == token["id"]
-    missing = vdm("project", "show", "nope")
+    missing = vdm("project", "show", "nope")  # a prefix of no id
+    assert missing.returncode == 1 and "no project id starts with 'nope'" in missing.stderr
+    missing = vdm("project", "show", "0" * 32)  # a whole id: asked as it is
     assert missing.returncode == 1 and "404" in missing.stderr
 
 

@@ -7,13 +7,16 @@ Every CLI failure is one clear line on stderr and a non-zero exit
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from typing import Annotated, NoReturn
+from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vdm.config import ConfigError, Settings, load_settings
+from vdm.config import ConfigError, Settings, load_settings, model_typos
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,20 +50,35 @@ def operator_token(token: str | None, settings: Settings | None = None) -> str |
     return os.environ.get("MANAGEMENT_TOKEN") or os.environ.get("PROXY_API_KEY") or None
 
 
+def debugging() -> bool:
+    """``--debug`` or ``VDM_DEBUG``: tracebacks with errors."""
+    return os.environ.get("VDM_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
+    """``error: message`` on one line and exit ``code``; with ``--debug``, the
+    traceback of the exception being handled (if any) first."""
+    if debugging() and sys.exc_info()[1] is not None:
+        traceback.print_exc()
     errors.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
 def settings_or_exit() -> Settings:
-    """The settings, or every configuration problem listed and exit 2."""
+    """The settings, or each configuration problem on a line of its own
+    (``error: configuration: …``) and exit 2."""
     try:
         return load_settings()
     except ConfigError as exc:
-        errors.print("[bold red]configuration error[/]")
         for problem in exc.problems:
-            errors.print(f"  - {problem}", markup=False)
+            errors.print(f"[bold red]error:[/] configuration: {escape(problem)}")
         raise typer.Exit(2) from None
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) as ``***``: safe to print."""
+    password = urlparse(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def loops(settings: Settings) -> list[str]:
@@ -91,7 +109,7 @@ def missing_claude_aliases(settings: Settings) -> list[str]:
 
 def warnings(settings: Settings) -> list[str]:
     """What the start-up summary and ``config validate`` warn of."""
-    found = loops(settings)
+    found = loops(settings) + model_typos(settings)
     missing = missing_claude_aliases(settings)
     if missing:
         name = settings.default_provider

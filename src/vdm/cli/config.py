@@ -9,20 +9,24 @@ every prompt is also a flag, so it can be scripted (``--yes`` never asks).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import sys
+import tempfile
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 import typer
-from rich.table import Table
+from dotenv import dotenv_values
 
-from vdm.cli.common import console, errors, fail, loops, warnings
+from vdm.cli import output
+from vdm.cli.common import console, errors, fail, loops, mask_url, warnings
 from vdm.config import (
     API_FORMATS,
     ConfigError,
@@ -30,122 +34,96 @@ from vdm.config import (
     fingerprint,
     lint,
     load_settings,
+    model_typos,
     user_config_path,
 )
+from vdm.passthrough import Rule
 
 app = typer.Typer(help="Show, check and write the configuration.", no_args_is_help=True)
 
-_SECRET_SERVER_KEYS = {"proxy-api-key"}
+# Settings shown as a SHA-256 prefix (secrets), or as a URL whose password is masked.
+_SECRETS = {
+    "server.proxy-api-key",
+    "grpc.jwt-secret",
+    "tenants.management-token",
+    "tenants.encryption-key",
+}
+_URLS = {"server.redis-url", "tenants.database-url"}
+# Derived or internal, not settings a user sets.
+_HIDDEN = {"providers.name", "providers.loops-back", "providers.api-keys", "providers.headers"}
 
 
-def _mask_url(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@", 1)
-    return url
+def _typed(key: str, value: Any) -> Any:
+    """A setting's value as JSON would carry it (numbers, booleans, lists,
+    tables), secrets masked."""
+    if value is None:
+        return None
+    if key in _SECRETS:
+        return fingerprint(str(value))
+    if key in _URLS:
+        return mask_url(str(value))
+    if isinstance(value, Rule):
+        methods = ",".join(sorted(value.methods)) + " " if value.methods else ""
+        return methods + value.prefix
+    if isinstance(value, tuple | list | frozenset):
+        return [_typed(key, v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _typed(key, v) for k, v in value.items()}
+    return value
 
 
-def rows(settings: Settings) -> list[tuple[str, str, str]]:
-    """(setting, value, source) for every effective setting; secrets masked."""
-    src = settings.sources
-    out = [("default-provider", settings.default_provider, settings.default_provider_source)]
-    for field in dataclasses.fields(settings.server):
-        key = field.name.replace("_", "-")
-        value = getattr(settings.server, field.name)
-        if value is None:
-            shown = "-"
-        elif key in _SECRET_SERVER_KEYS:
-            shown = fingerprint(str(value))
-        elif key == "redis-url":
-            shown = _mask_url(str(value))
-        elif key == "passthrough-allow":
-            shown = "; ".join(str(r) for r in value)
-        elif key == "trusted-proxies":
-            shown = ", ".join(value) or "-"
-        else:
-            shown = str(value)
-        out.append((f"server.{key}", shown, src.get(f"server.{key}", "default")))
-    cache = settings.cache
-    for field in dataclasses.fields(cache):
-        key = field.name.replace("_", "-")
-        value = getattr(cache, field.name)
-        if key == "models":
-            shown = ", ".join(f"{m}={ttl}s" for m, ttl in value.items()) or "-"
-        else:
-            shown = str(value).lower() if isinstance(value, bool) else str(value)
-        out.append((f"cache.{key}", shown, src.get(f"cache.{key}", "default")))
-    mw = settings.middleware
-    out.append(
-        (
-            "middleware.enabled",
-            ", ".join(mw.enabled) or "-",
-            src.get("middleware.enabled", "default"),
-        )
-    )
-    for name, p in settings.providers.items():
-        if name == "echo":
-            out.append(("providers.echo", "built-in offline provider", "default"))
+def _shown(value: Any) -> str:
+    """A typed value in one table cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ", ".join(_shown(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _section(name: str, values: Any, sources: Mapping[str, str]) -> list[tuple[str, Any, str]]:
+    """One row per field of a settings dataclass: ``[name]`` in TOML."""
+    out = []
+    for field in dataclasses.fields(values):
+        key = f"{name}.{field.name.replace('_', '-')}"
+        if f"{name.split('.')[0]}.{field.name.replace('_', '-')}" in _HIDDEN:
             continue
+        out.append((key, _typed(key, getattr(values, field.name)), sources.get(key, "default")))
+    return out
+
+
+def rows(settings: Settings) -> list[tuple[str, Any, str]]:
+    """(setting, typed value, source) for every effective setting, section by
+    section as the TOML has them; secrets masked."""
+    src = settings.sources
+    out: list[tuple[str, Any, str]] = [
+        ("default-provider", settings.default_provider, settings.default_provider_source)
+    ]
+    out += _section("server", settings.server, src)
+    out += _section("grpc", settings.grpc, src)
+    out += _section("tenants", settings.tenants, src)
+    out += _section("cache", settings.cache, src)
+    out += _section("middleware", settings.middleware, src)
+    for name, p in settings.providers.items():
         base = f"providers.{name}"
-        out.append((f"{base}.api-format", p.api_format, src.get(f"{base}.api-format", "default")))
-        out.append((f"{base}.base-url", p.base_url, src.get(f"{base}.base-url", "default")))
-        out.append(
-            (
-                f"{base}.api-key",
-                ", ".join(p.key_fingerprints),
-                src.get(f"{base}.api-key", "default"),
-            )
-        )
-        if p.api_version:
-            out.append(
-                (f"{base}.api-version", p.api_version, src.get(f"{base}.api-version", "default"))
-            )
-        if p.api_format == "openai":
-            out.append(
-                (
-                    f"{base}.responses-api",
-                    p.responses_api,
-                    src.get(f"{base}.responses-api", "default"),
-                )
-            )
-        if p.forward_organization:
-            out.append(
-                (
-                    f"{base}.forward-organization",
-                    "true",
-                    src.get(f"{base}.forward-organization", "config"),
-                )
-            )
-        out.append(
-            (
-                f"{base}.structured-output",
-                p.structured_output,
-                src.get(f"{base}.structured-output", "default"),
-            )
-        )
-        for header in p.headers:
-            out.append(
-                (
-                    f"{base}.headers.{header}",
-                    "(set; value hidden)",
-                    src.get(f"{base}.headers", "config"),
-                )
-            )
-        for model, deployment in p.deployments.items():
-            out.append(
-                (
-                    f"{base}.deployments.{model}",
-                    deployment,
-                    src.get(f"{base}.deployments", "config"),
-                )
-            )
-        for alias, model in settings.aliases.get(name, {}).items():
-            out.append(
-                (f"{base}.aliases.{alias}", model, src.get(f"{base}.aliases.{alias}", "config"))
-            )
+        if name == "echo":
+            out.append((base, "built-in offline provider", "default"))
+            continue
+        out += _section(base, p, src)
+        out.append((f"{base}.api-key", p.key_fingerprints, src.get(f"{base}.api-key", "default")))
+        if p.headers:
+            hidden = {header: "(set; value hidden)" for header in p.headers}
+            out.append((f"{base}.headers", hidden, src.get(f"{base}.headers", "config")))
+        aliases = dict(settings.aliases.get(name, {}))
+        if aliases:
+            out.append((f"{base}.aliases", aliases, src.get(f"{base}.aliases", "config")))
     for model, alternatives in settings.fallbacks.items():
         out.append(
-            (f"fallbacks.{model}", ", ".join(alternatives), src.get(f"fallbacks.{model}", "config"))
+            (f"fallbacks.{model}", list(alternatives), src.get(f"fallbacks.{model}", "config"))
         )
     return out
 
@@ -162,38 +140,48 @@ def _problems_or_exit() -> Settings:
 @app.command("show")
 def show(
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object: setting -> {value, source}.")
+        bool,
+        typer.Option("--json", help="One JSON object: setting -> {value, source}, values typed."),
     ] = False,
 ) -> None:
     """The effective settings, each with its source; secrets masked."""
     settings = _problems_or_exit()
     found = rows(settings)
     if as_json:
-        console.print_json(json.dumps({k: {"value": v, "source": s} for k, v, s in found}))
+        output.emit_json({k: {"value": v, "source": s} for k, v, s in found})
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("setting", "value", "source"):
-        table.add_column(column)
-    for key, value, source in found:
-        table.add_row(key, value, source)
-    console.print(table)
+    output.table(
+        ["setting", "value", "source"],
+        [[k, _shown(v), s] for k, v, s in found],
+        whole={"setting"},
+    )
+
+
+def check(
+    env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[Settings | None, list[str], list[str]]:
+    """(settings if they load, problems, warnings) of the configuration that
+    ``env`` and ``cwd`` make (default: this process's): what ``validate``
+    reports and what ``setup`` requires of what it is about to write."""
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(env, cwd)
+    except ConfigError as exc:
+        problems += exc.problems
+    problems += lint(env, cwd)
+    if settings is None:
+        return None, problems, []
+    problems += loops(settings) + model_typos(settings)
+    return settings, problems, [w for w in warnings(settings) if w not in problems]
 
 
 @app.command("validate")
 def validate() -> None:
     """Check every layer; list each problem with its file and key, exit 1 if any."""
-    problems: list[str] = []
-    settings: Settings | None = None
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        problems += exc.problems
-    problems += lint()
-    if settings is not None:
-        problems += loops(settings)
-        for warning in warnings(settings):
-            if warning not in problems:
-                errors.print(f"warning: {warning}", markup=False)
+    settings, problems, found = check()
+    for warning in found:
+        errors.print(f"warning: {warning}", markup=False)
     if problems:
         for problem in problems:
             errors.print(f"  - {problem}", markup=False)
@@ -233,13 +221,66 @@ def _env_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_dotenv(path: Path, var: str, value: str) -> None:
-    """Set ``var`` in a .env file, keeping its other lines."""
+def _dotenv_text(path: Path, var: str, value: str) -> str:
+    """The .env file at ``path`` with ``var`` set, its other lines kept."""
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [line for line in lines if line.split("=", 1)[0].strip() not in (var, f"export {var}")]
     lines.append(f"{var}={_env_quote(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str, mode: int | None) -> None:
+    """Replace ``path`` by ``text`` in one rename (a reader sees the old file or
+    the new one, never half of one); ``mode`` None: the old file's, else as
+    the umask makes a new one."""
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _check_before_writing(target: Path, toml: str, dotenv_text: str | None) -> Settings:
+    """The configuration as it would be with ``toml`` written to ``target``
+    (and ``dotenv_text`` to ./.env), checked as ``validate`` checks it, from a
+    scratch directory: nothing is written unless it passes."""
+    user = dotenv_text is None
+    with tempfile.TemporaryDirectory(prefix="vdm-setup-") as scratch:
+        if user:  # the candidate is the user's file; ./vdm.toml and ./.env as they are
+            config_home = Path(scratch) / "config"
+            candidate = user_config_path({"XDG_CONFIG_HOME": str(config_home)})
+            dotenv = dotenv_values(Path.cwd() / ".env")
+            overrides = {"XDG_CONFIG_HOME": str(config_home)}
+            where = Path.cwd()
+        else:  # the candidates are ./vdm.toml and ./.env; the user's file as it is
+            candidate = Path(scratch) / "vdm.toml"
+            dotenv = dotenv_values(stream=io.StringIO(dotenv_text))
+            overrides = {}
+            where = Path(scratch)
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        candidate.write_text(toml)
+        env = {**{k: v for k, v in dotenv.items() if v is not None}, **os.environ, **overrides}
+        settings, problems, _ = check(env, where)
+    if problems or settings is None:
+        for problem in problems:
+            errors.print(f"  - {problem.replace(str(candidate), str(target))}", markup=False)
+        fail(f"nothing written: {len(problems)} problem(s) in the new configuration", 1)
+    return settings
 
 
 @app.command("setup")
@@ -315,22 +356,18 @@ def setup(
         lines.append(f"api-format = {_toml_string(fmt)}")
     if user:
         lines.append(f"api-key = {_toml_string(key)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(lines) + "\n")
-    written = [str(target)]
-    if user:
-        target.chmod(0o600)
-    else:
-        dotenv = Path.cwd() / ".env"
-        _write_dotenv(dotenv, f"{name.upper()}_API_KEY", key)
-        written.append(f"{dotenv} ({name.upper()}_API_KEY, key {fingerprint(key)})")
+    files = {target: "\n".join(lines) + "\n"}
+    var = f"{name.upper()}_API_KEY"
+    dotenv = Path.cwd() / ".env"
+    if not user:
+        files[dotenv] = _dotenv_text(dotenv, var, key)
+    settings = _check_before_writing(target, files[target], files.get(dotenv))
+    written = []
+    for path, text in files.items():
+        secret = user or path == dotenv
+        _write_atomic(path, text, 0o600 if secret else None)
+        written.append(f"{path} ({var}, key {fingerprint(key)})" if path == dotenv else str(path))
     console.print("wrote " + " and ".join(written), markup=False)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            errors.print(f"  - {problem}", markup=False)
-        fail("the written configuration does not load; fix the problems above")
     console.print(
         f"configuration is valid: default provider {settings.default_provider}, "
         f"listening on http://{bind}:{listen}",

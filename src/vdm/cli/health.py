@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from vdm.cli import process
+from vdm.cli import output, process
 from vdm.cli.common import (
     NEEDS_TOKEN,
     TokenOpt,
@@ -33,12 +33,14 @@ from vdm.cli.common import (
     operator_token,
     settings_or_exit,
 )
+from vdm.cli.output import waiting
 from vdm.config import Settings
 from vdm.errors import AuthenticationFailed, GatewayError
 
 health_app = typer.Typer(help="Health of the gateway and of its providers.", no_args_is_help=True)
 test_app = typer.Typer(help="Try the gateway with real requests.", no_args_is_help=True)
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 UrlOpt = Annotated[
     str | None, typer.Option(help="The gateway's URL (default: the running one's, else HOST:PORT).")
 ]
@@ -61,7 +63,7 @@ def _unreachable(url: str, exc: BaseException) -> None:
 
 
 @health_app.command("server")
-def health_server(url: UrlOpt = None, token: TokenOpt = None) -> None:
+def health_server(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """The running gateway's health (exit 0 healthy, 1 otherwise)."""
     settings = settings_or_exit()
     base = gateway_url(url, settings)
@@ -73,25 +75,34 @@ def health_server(url: UrlOpt = None, token: TokenOpt = None) -> None:
         fail(f"{base}/health answered HTTP 401: {NEEDS_TOKEN}")
     if code != 200 or not isinstance(body, dict):
         fail(f"{base}/health answered HTTP {code}")
-    table = Table(box=None, pad_edge=False, show_header=False)
-    table.add_row("status", str(body.get("status")))
-    table.add_row("url", base)
-    table.add_row("version", str(body.get("version")))
-    table.add_row("uptime", f"{body.get('uptime_seconds')} s")
-    table.add_row("default provider", str(body.get("default_provider")))
-    console.print(table)
-    providers = Table(box=None, pad_edge=False)
-    for column in ("provider", "format", "base URL", "key"):
-        providers.add_column(column)
-    for name, p in (body.get("providers") or {}).items():
-        providers.add_row(
-            name,
-            str(p.get("api_format")),
-            str(p.get("base_url")),
-            "configured" if p.get("api_key_configured") else "-",
-        )
-    console.print(providers)
-    raise typer.Exit(0 if body.get("status") == "healthy" else 1)
+    healthy = body.get("status") == "healthy"
+    if as_json:
+        output.emit_json({"url": base, **body})
+        raise typer.Exit(0 if healthy else 1)
+    output.table(
+        None,
+        [
+            ["status", str(body.get("status"))],
+            ["url", base],
+            ["version", str(body.get("version"))],
+            ["uptime", f"{body.get('uptime_seconds')} s"],
+            ["default provider", str(body.get("default_provider"))],
+        ],
+    )
+    output.table(
+        ["provider", "format", "base URL", "key"],
+        [
+            [
+                name,
+                str(p.get("api_format")),
+                str(p.get("base_url")),
+                "configured" if p.get("api_key_configured") else "-",
+            ]
+            for name, p in (body.get("providers") or {}).items()
+        ],
+        whole={"base URL"},
+    )
+    raise typer.Exit(0 if healthy else 1)
 
 
 async def _probe_all(settings: Settings, seconds: float) -> list[tuple[str, str, str, str]]:
@@ -129,19 +140,32 @@ async def _probe_all(settings: Settings, seconds: float) -> list[tuple[str, str,
 @health_app.command("upstream")
 def health_upstream(
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per provider.")] = 10.0,
+    as_json: JsonOpt = False,
 ) -> None:
     """Reach every provider with a cheap call (its model list); exit 1 if any fails."""
     settings = settings_or_exit()
-    with console.status(f"asking {len(settings.providers)} provider(s) …"):
+    with waiting(f"asking {len(settings.providers)} provider(s) for their model lists …"):
         results = asyncio.run(_probe_all(settings, timeout))
-    table = Table(box=None, pad_edge=False)
-    for column in ("provider", "status", "latency ms", "detail"):
-        table.add_column(column)
+    failed = any(r[1] == "error" for r in results)
+    if as_json:
+        output.emit_json(
+            [
+                {
+                    "provider": name,
+                    "status": status,
+                    "latency_ms": None if ms == "-" else int(ms),
+                    "detail": detail,
+                }
+                for name, status, ms, detail in results
+            ]
+        )
+        raise typer.Exit(1 if failed else 0)
     colour = {"ok": "green", "error": "red", "skipped": "yellow"}
-    for name, status, ms, detail in results:
-        table.add_row(name, f"[{colour[status]}]{status}[/]", ms, detail)
-    console.print(table)
-    raise typer.Exit(1 if any(r[1] == "error" for r in results) else 0)
+    output.table(
+        ["provider", "status", "latency ms", "detail"],
+        [[n, Text(status, colour[status]), ms, d] for n, status, ms, d in results],
+    )
+    raise typer.Exit(1 if failed else 0)
 
 
 def _request(url: str, body: dict[str, Any] | None, key: str | None) -> tuple[int, Any, Any]:
@@ -203,7 +227,7 @@ def test_connection(
     model = model or _default_model(base, key)
     body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "ping"}]}
     started = time.perf_counter()
-    with console.status(f"asking {model} through {base} …"):
+    with waiting(f"asking {model} through {base} …"):
         try:
             status, headers, answer = _request(base + "/v1/messages", body, key)
         except OSError as exc:
@@ -228,12 +252,12 @@ def test_connection(
 
 
 @test_app.command("models")
-def test_models(url: UrlOpt = None, token: TokenOpt = None) -> None:
+def test_models(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """The models the gateway lists, per provider."""
     settings = settings_or_exit()
     base = gateway_url(url, settings)
     key = operator_token(token, settings)
-    with console.status(f"listing models at {base} …"):
+    with waiting(f"listing models at {base} …"):
         try:
             status, _, answer = _request(base + "/v1/models", None, key)
         except OSError as exc:
@@ -246,12 +270,14 @@ def test_models(url: UrlOpt = None, token: TokenOpt = None) -> None:
     for entry in answer.get("data", []):
         provider = entry.get("owned_by") or str(entry.get("id", "")).partition(":")[0]
         by_provider.setdefault(provider or "-", []).append(str(entry.get("id")))
+    if as_json:
+        output.emit_json(by_provider)
     if not by_provider:
         errors.print("no models listed", markup=False)
         raise typer.Exit(1)
-    table = Table(box=None, pad_edge=False)
-    for column in ("provider", "models", ""):
-        table.add_column(column)
-    for provider, ids in by_provider.items():
-        table.add_row(provider, str(len(ids)), ", ".join(ids))
-    console.print(table)
+    if as_json:
+        return
+    output.table(
+        ["provider", "models", ""],
+        [[provider, str(len(ids)), ", ".join(ids)] for provider, ids in by_provider.items()],
+    )

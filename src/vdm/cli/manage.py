@@ -17,11 +17,12 @@ import urllib.request
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from vdm.cli.common import console, fail, settings_or_exit
+from vdm.cli import output
+from vdm.cli.common import console, errors, fail, mask_url, settings_or_exit
 from vdm.cli.health import gateway_url
 from vdm.errors import StartRefused
+from vdm.extras import MissingExtra
 
 manage_app = typer.Typer(
     help="Projects, tokens and audit (the management API).", no_args_is_help=True
@@ -60,7 +61,10 @@ def _call(
         headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with (
+            output.waiting(f"{method} {path} at {base} …"),
+            urllib.request.urlopen(request, timeout=30) as response,
+        ):
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
@@ -73,14 +77,45 @@ def _call(
 
 
 def _show(value: Any, as_json: bool, columns: list[str]) -> None:
+    """Records (one or a list) as JSON, or as a table of ``columns``."""
     if as_json:
-        console.print_json(json.dumps(value)) if value is not None else None
+        output.emit_json(value)
         return
     rows = value if isinstance(value, list) else [value]
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    console.print(table)
+    cells = [["" if r.get(c) is None else _cell(r.get(c)) for c in columns] for r in rows]
+    output.table(columns, cells, whole=_WHOLE)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+# Never wrapped, even on a narrow terminal: they are copied whole into commands.
+_WHOLE = {"id", "token", "project_id", "token_id"}
+_ID_LENGTH = 32  # uuid4 hex, as the control plane makes them
+
+
+def _resolve(url: str | None, kind: str, given: str) -> str:
+    """The id of the project or token that ``given`` (a whole id or a unique
+    prefix of one) names; an unknown or ambiguous prefix is a one-line error."""
+    given = given.strip()
+    if len(given) >= _ID_LENGTH or not given:
+        return given
+    listed = _call(url, "GET", f"/manage/{kind}s") or []
+    matches = [str(r["id"]) for r in listed if str(r.get("id", "")).startswith(given)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        fail(f"no {kind} id starts with '{given}' (see `vdm manage {kind} list`)")
+    fail(f"{kind} id prefix '{given}' is ambiguous: it matches {', '.join(sorted(matches))}")
+
+
+def _path(url: str | None, kind: str, given: str) -> str:
+    return f"/manage/{kind}s/{urllib.parse.quote(_resolve(url, kind, given), safe='')}"
 
 
 def _pairs(values: list[str] | None) -> dict[str, str]:
@@ -117,6 +152,8 @@ _AUDIT_COLS = [
     "client_ip",
 ]
 ApiKeys = Annotated[list[str] | None, typer.Option("--api-key", help="PROVIDER=KEY (repeat)")]
+ProjectId = Annotated[str, typer.Argument(help="The project's id, or a unique prefix of it.")]
+TokenId = Annotated[str, typer.Argument(help="The token's id, or a unique prefix of it.")]
 
 
 @project_app.command("list")
@@ -125,9 +162,9 @@ def project_list(url: Url = None, as_json: Json = False) -> None:
 
 
 @project_app.command("show")
-def project_show(project_id: str, url: Url = None, as_json: Json = False) -> None:
+def project_show(project_id: ProjectId, url: Url = None, as_json: Json = False) -> None:
     _show(
-        _call(url, "GET", f"/manage/projects/{urllib.parse.quote(project_id)}"),
+        _call(url, "GET", _path(url, "project", project_id)),
         as_json,
         _PROJECT_COLS,
     )
@@ -149,7 +186,7 @@ def project_create(
 
 @project_app.command("update")
 def project_update(
-    project_id: str,
+    project_id: ProjectId,
     name: Annotated[str | None, typer.Option()] = None,
     active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
     api_key: ApiKeys = None,
@@ -162,30 +199,34 @@ def project_update(
         if v is not None
     }
     _show(
-        _call(url, "PATCH", f"/manage/projects/{urllib.parse.quote(project_id)}", body),
+        _call(url, "PATCH", _path(url, "project", project_id), body),
         as_json,
         _PROJECT_COLS,
     )
 
 
 @project_app.command("delete")
-def project_delete(project_id: str, url: Url = None) -> None:
-    _call(url, "DELETE", f"/manage/projects/{urllib.parse.quote(project_id)}")
-    console.print(f"deleted project {project_id}")
+def project_delete(project_id: ProjectId, url: Url = None) -> None:
+    path = _path(url, "project", project_id)
+    _call(url, "DELETE", path)
+    console.print(f"deleted project {path.rsplit('/', 1)[-1]}", markup=False)
 
 
 @token_app.command("list")
 def token_list(
-    project: Annotated[str | None, typer.Option(help="project id")] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Only this project's (its id, or a unique prefix).")
+    ] = None,
     url: Url = None,
     as_json: Json = False,
 ) -> None:
+    project = _resolve(url, "project", project) if project else None
     _show(_call(url, "GET", "/manage/tokens", query={"project_id": project}), as_json, _TOKEN_COLS)
 
 
 @token_app.command("show")
-def token_show(token_id: str, url: Url = None, as_json: Json = False) -> None:
-    _show(_call(url, "GET", f"/manage/tokens/{urllib.parse.quote(token_id)}"), as_json, _TOKEN_COLS)
+def token_show(token_id: TokenId, url: Url = None, as_json: Json = False) -> None:
+    _show(_call(url, "GET", _path(url, "token", token_id)), as_json, _TOKEN_COLS)
 
 
 Opt = Annotated[int | None, typer.Option()]
@@ -197,7 +238,7 @@ Providers = Annotated[
 
 @token_app.command("create")
 def token_create(
-    project: Annotated[str, typer.Option(help="project id")],
+    project: Annotated[str, typer.Option(help="The project's id, or a unique prefix of it.")],
     duration_minutes: Opt = None,
     max_requests: Opt = None,
     rpm: Opt = None,
@@ -207,12 +248,16 @@ def token_create(
     name: Annotated[str | None, typer.Option()] = None,
     url: Url = None,
     as_json: Json = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print the secret alone (for scripts).")
+    ] = False,
 ) -> None:
-    """Create a token; its secret is printed once."""
+    """Create a token. Its secret is printed whole, on a line of its own, and
+    only this once: store it now."""
     body = {
         k: v
         for k, v in {
-            "project_id": project,
+            "project_id": _resolve(url, "project", project),
             "duration_minutes": duration_minutes,
             "max_requests": max_requests,
             "rpm": rpm,
@@ -223,12 +268,23 @@ def token_create(
         }.items()
         if v is not None
     }
-    _show(_call(url, "POST", "/manage/tokens", body), as_json, _TOKEN_COLS)
+    created = _call(url, "POST", "/manage/tokens", body)
+    if as_json:
+        output.emit_json(created)
+        return
+    print(created["token"], flush=True)
+    if quiet:
+        return
+    rows = [
+        [c, _cell(created[c])] for c in _TOKEN_COLS if c != "token" and created.get(c) is not None
+    ]
+    output.table(None, rows)
+    errors.print("the secret (first line) is shown only this once: store it now", markup=False)
 
 
 @token_app.command("update")
 def token_update(
-    token_id: str,
+    token_id: TokenId,
     max_requests: Opt = None,
     rpm: Opt = None,
     tpm: Opt = None,
@@ -247,16 +303,17 @@ def token_update(
         if v is not None
     }
     _show(
-        _call(url, "PATCH", f"/manage/tokens/{urllib.parse.quote(token_id)}", body),
+        _call(url, "PATCH", _path(url, "token", token_id), body),
         as_json,
         _TOKEN_COLS,
     )
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str, url: Url = None) -> None:
-    _call(url, "DELETE", f"/manage/tokens/{urllib.parse.quote(token_id)}")
-    console.print(f"revoked token {token_id}")
+def token_revoke(token_id: TokenId, url: Url = None) -> None:
+    path = _path(url, "token", token_id)
+    _call(url, "DELETE", path)
+    console.print(f"revoked token {path.rsplit('/', 1)[-1]}", markup=False)
 
 
 Text = Annotated[str | None, typer.Option()]
@@ -331,26 +388,32 @@ async def _db(action: str) -> str:
 
 
 def _where() -> str:
-    url = settings_or_exit().tenants.sqlalchemy_url
-    return url.split("@")[-1] if "@" in url else url  # never the password
+    return mask_url(settings_or_exit().tenants.sqlalchemy_url)
+
+
+def _db_or_fail(action: str) -> str:
+    settings = settings_or_exit()
+    try:
+        with output.waiting(f"{action}: the database {_where()} …"):
+            return asyncio.run(_db(action))
+    except (MissingExtra, typer.Exit):
+        raise  # told already, or by the CLI in its own line (which extra to install)
+    except Exception as exc:  # every failure told in one line (the same words as start's)
+        from vdm.cli.preflight import database_failure
+
+        fail(database_failure(exc, settings))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the migrations (the gateway also does at start-up)."""
-    try:
-        console.print(f"{_where()}: {asyncio.run(_db('upgrade'))}")
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}")
+    console.print(f"{_where()}: {_db_or_fail('upgrade')}", markup=False)
 
 
 @db_app.command("status")
 def db_status() -> None:
     """The database's migration revision (exit 1 when it is behind)."""
-    try:
-        text = asyncio.run(_db("status"))
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}")
-    console.print(f"{_where()}: {text}")
+    text = _db_or_fail("status")
+    console.print(f"{_where()}: {text}", markup=False)
     if "needs" in text:
         raise typer.Exit(1)

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 if TYPE_CHECKING:
     from vdm.grpc.client import ProxyURL
@@ -31,16 +30,19 @@ def _parse(url: str) -> ProxyURL:
         raise typer.Exit(2) from None
 
 
-def _check(url: str, ca_bundle: str | None, timeout: float) -> None:
-    """GetServerInfo, a table of what it says, and the version verdict."""
+def _check(url: str, ca_bundle: str | None, timeout: float, as_json: bool = False) -> None:
+    """GetServerInfo, a table of what it says (or JSON), and the version verdict."""
     import grpc
 
     from vdm import __version__
     from vdm.grpc.client import compatibility, server_info
 
     target = _parse(url)
+    from vdm.cli import output
+
     try:
-        info = server_info(target, timeout=timeout, ca_bundle=ca_bundle)
+        with output.waiting(f"asking {target.redacted()} for its server info …"):
+            info = server_info(target, timeout=timeout, ca_bundle=ca_bundle)
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "ERROR"  # type: ignore[attr-defined]
         details = exc.details() if hasattr(exc, "details") else str(exc)  # type: ignore[attr-defined]
@@ -49,11 +51,35 @@ def _check(url: str, ca_bundle: str | None, timeout: float) -> None:
     except OSError as exc:
         errors.print(f"cannot read the CA bundle: {exc}", markup=False)
         raise typer.Exit(2) from None
-    table = Table(show_header=False, box=None, pad_edge=False)
     limits = info.limits
 
-    def limit(field: str) -> str:
-        return str(getattr(limits, field)) if limits.HasField(field) else "none"
+    def limit(field: str) -> int | None:
+        return int(getattr(limits, field)) if limits.HasField(field) else None
+
+    verdict, message = compatibility(__version__, info.server_version)
+    if as_json:
+        output.emit_json(
+            {
+                "server": target.redacted(),
+                "server_name": info.server_name,
+                "version": info.server_version,
+                "default_model": info.default_model or None,
+                "models": [
+                    {"id": m.model_id, "provider": m.provider} for m in info.available_models
+                ],
+                "aliases": dict(sorted(info.model_aliases.items())),
+                "max_requests_per_minute": limit("max_requests_per_minute"),
+                "max_concurrent_requests": limit("max_concurrent_requests"),
+                "max_input_length": limit("max_input_length"),
+                "request_timeout_seconds": limit("request_timeout_seconds"),
+                "compatibility": verdict,
+            }
+        )
+        raise typer.Exit(1 if verdict == "refuse" else 0)
+
+    def shown(field: str) -> str:
+        value = limit(field)
+        return "none" if value is None else str(value)
 
     rows = [
         ("Server", target.redacted()),
@@ -63,15 +89,12 @@ def _check(url: str, ca_bundle: str | None, timeout: float) -> None:
         # one per line: a long list then wraps between names, never inside one
         ("Models", "\n".join(f"{m.model_id} ({m.provider})" for m in info.available_models) or "-"),
         ("Aliases", "\n".join(f"{a} → {t}" for a, t in sorted(info.model_aliases.items())) or "-"),
-        ("Requests/min", limit("max_requests_per_minute")),
-        ("Concurrent", limit("max_concurrent_requests")),
-        ("Max Input", limit("max_input_length")),
-        ("Timeout (s)", limit("request_timeout_seconds")),
+        ("Requests/min", shown("max_requests_per_minute")),
+        ("Concurrent", shown("max_concurrent_requests")),
+        ("Max Input", shown("max_input_length")),
+        ("Timeout (s)", shown("request_timeout_seconds")),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
-    verdict, message = compatibility(__version__, info.server_version)
+    output.table(None, [list(row) for row in rows])
     if verdict == "refuse":
         errors.print(f"[bold red]error[/]: {message}", markup=True)
         raise typer.Exit(1)
@@ -102,6 +125,7 @@ def test(
     url: Annotated[str | None, typer.Argument(help="Default: the configured URL.")] = None,
     ca_bundle: CaBundle = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Call the server's GetServerInfo and show what it serves."""
     from vdm.grpc.client import load
@@ -113,7 +137,7 @@ def test(
             raise typer.Exit(2)
         url = str(saved["url"])
         ca_bundle = ca_bundle or saved.get("ca_bundle")
-    _check(url, ca_bundle, timeout)
+    _check(url, ca_bundle, timeout, as_json)
 
 
 @app.command("status")

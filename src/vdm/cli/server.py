@@ -19,16 +19,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from vdm import __version__
-from vdm.cli import process
+from vdm.cli import output, process
 from vdm.cli.common import (
     NEEDS_TOKEN,
     TokenOpt,
@@ -40,11 +42,13 @@ from vdm.cli.common import (
     settings_or_none,
     warnings,
 )
+from vdm.cli.output import waiting
 from vdm.config import Settings
 
 app = typer.Typer(help="Run and manage the gateway process.", no_args_is_help=True)
 
 _READY_TIMEOUT = 30.0
+STARTUP_FAILURE = 3  # as uvicorn exits when the app does not start (README: The CLI)
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind (default: HOST or 127.0.0.1).")]
 PortOpt = Annotated[
@@ -74,13 +78,11 @@ def summary(settings: Settings, host: str, port: int) -> None:
         f"({settings.default_provider_source})",
         markup=True,
     )
-    table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("provider", "format", "base URL", "keys"):
-        table.add_column(column)
+    rows = []
     for name, provider in settings.providers.items():
         keys = ", ".join(provider.key_fingerprints) or ("built-in" if name == "echo" else "-")
-        table.add_row(name, provider.api_format, provider.base_url, keys)
-    console.print(table)
+        rows.append([name, provider.api_format, provider.base_url, keys])
+    output.table(["provider", "format", "base URL", "keys"], rows, whole={"base URL"})
     for name, provider in settings.providers.items():
         if provider.api_format == "azure":
             pairs = ", ".join(f"{m} → {d}" for m, d in provider.deployments.items())
@@ -221,6 +223,7 @@ def start(
     port = port or settings.server.port
     _check_exposure(settings, host)
     grpc = _grpc_address(settings, host)
+    _preflight(settings)
     if daemon:
         pid_file = pid_file or process.default_pid_file()
         _claim(pid_file, host, port, grpc)
@@ -230,8 +233,6 @@ def start(
         _daemonize(run, pid_file, log_file or process.default_log_file(), grpc)
         return
     _claim(pid_file, host, port, grpc)
-    summary(settings, host, port)
-    sys.stdout.flush()
 
     from vdm.logs import configure
     from vdm.server.runner import serve
@@ -249,11 +250,56 @@ def start(
             pid, host, port, workers, log_name, time.time(), settings.grpc.port, systemd
         )
         process.write_pid_file(pid_file, run)
+
+    def announce() -> None:
+        summary(settings, host, port)
+        sys.stdout.flush()
+
+    # The summary says "listening on": only once the app has started.
+    one_process = workers == 1 and not reload
+    watch = None if one_process else _summary_once_ready(announce, host, port)
     try:
-        serve(settings, host, port, reload=reload, workers=workers)
+        serve(
+            settings,
+            host,
+            port,
+            reload=reload,
+            workers=workers,
+            on_started=announce if one_process else None,
+        )
     finally:
+        if watch is not None:
+            watch.set()
         if pid_file is not None:
             process.remove_pid_file(pid_file, pid)
+
+
+def _preflight(settings: Settings) -> None:
+    """What the start depends on (vdm.cli.preflight), told in one line, exit 3."""
+    from vdm.cli.preflight import StartProblem, check
+
+    try:
+        with waiting("checking what the gateway depends on …"):
+            check(settings)
+    except StartProblem as exc:
+        fail(f"cannot start: {exc}", STARTUP_FAILURE)
+
+
+def _summary_once_ready(announce: Callable[[], None], host: str, port: int) -> threading.Event:
+    """``--workers N`` / ``--reload`` (the app runs in other processes): call
+    ``announce`` once ``/ready`` answers.  Set the event to give up."""
+    done = threading.Event()
+    url = process.RunInfo(0, host, port).url
+
+    def watch() -> None:
+        while not done.is_set():
+            if process.ready(url):
+                announce()
+                return
+            done.wait(0.05)
+
+    threading.Thread(target=watch, name="vdm-summary", daemon=True).start()
+    return done
 
 
 def _daemonize(
@@ -292,7 +338,7 @@ def _daemonize(
             env=env,
         )
     url = process.RunInfo(child.pid, host, port).url
-    with console.status(f"starting vdm on {url} …"):
+    with waiting(f"starting vdm on {url} …"):
         ok = process.wait_ready(url, child.pid, _READY_TIMEOUT)
     if not ok:
         if child.poll() is None:
@@ -331,7 +377,9 @@ def _stop(pid_file: Path, timeout: float | None) -> process.RunInfo | None:
             console.print("vdm is not running", markup=False)
         return None
     seconds = _stop_timeout(timeout)
-    with console.status(f"stopping vdm (pid {info.pid}): draining for up to {seconds:g} s …"):
+    with waiting(
+        f"stopping vdm (pid {info.pid}): in-flight requests drain for up to {seconds:g} s …"
+    ):
         drained = process.terminate(info.pid, seconds)
     process.remove_pid_file(pid_file)
     if drained:
@@ -384,6 +432,7 @@ def restart(
     )
     log = Path(previous.log_file) if previous and previous.log_file else process.default_log_file()
     grpc = _grpc_address(settings, host)
+    _preflight(settings)
     _claim(path, host, port, grpc)
     _daemonize(run, path, log, grpc)
 
@@ -451,45 +500,81 @@ def _last_reload(url: str, key: str | None) -> object:
 
 
 @app.command("status")
-def status(pid_file: PidOpt = None, token: TokenOpt = None) -> None:
+def status(
+    pid_file: PidOpt = None,
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Running or not, pid, uptime, URL, version, health (exit 0 healthy, 1 not running, 2 unhealthy)."""
     path = pid_file or process.default_pid_file()
     info, stale = process.live_info(path)
     if info is None:
         note = f" (stale pid file {path}: its process is gone)" if stale else ""
-        console.print(f"vdm is not running{note}", markup=False)
+        if as_json:
+            output.emit_json({"running": False, "healthy": False, "stale_pid_file": stale})
+        else:
+            console.print(f"vdm is not running{note}", markup=False)
         raise typer.Exit(1)
     key = operator_token(token, settings_or_none())
     try:
         code, health = process.get_json(info.url + "/health", key=key)
     except (OSError, ValueError) as exc:
-        console.print(
-            f"vdm (pid {info.pid}) runs but does not answer at {info.url}: {exc}", markup=False
-        )
+        if as_json:
+            output.emit_json(
+                {
+                    "running": True,
+                    "healthy": False,
+                    "pid": info.pid,
+                    "url": info.url,
+                    "error": str(exc),
+                }
+            )
+        else:
+            console.print(
+                f"vdm (pid {info.pid}) runs but does not answer at {info.url}: {exc}",
+                markup=False,
+            )
         raise typer.Exit(2) from None
     healthy = code == 200 and isinstance(health, dict) and health.get("status") == "healthy"
-    table = Table(show_header=False, box=None, pad_edge=False)
-    state = "[green]running, healthy[/]" if healthy else f"[red]unhealthy[/] (HTTP {code})"
-    if code == 401:
-        state = f"[yellow]running[/], health unknown: {escape(NEEDS_TOKEN)}"
-    table.add_row("status", state)
-    table.add_row("pid", str(info.pid))
-    table.add_row("url", info.url)
+    record: dict[str, Any] = {
+        "running": True,
+        "healthy": healthy,
+        "http_status": code,
+        "pid": info.pid,
+        "url": info.url,
+    }
     if isinstance(health, dict) and healthy:
-        table.add_row("version", str(health.get("version")))
-        table.add_row("uptime", _duration(float(health.get("uptime_seconds", 0))))
-        providers = health.get("providers") or {}
-        table.add_row("default provider", str(health.get("default_provider")))
-        table.add_row(
-            "providers", ", ".join(f"{n} ({p.get('api_format')})" for n, p in providers.items())
-        )
+        record["version"] = health.get("version")
+        record["uptime_seconds"] = health.get("uptime_seconds")
+        record["default_provider"] = health.get("default_provider")
+        record["providers"] = {
+            n: p.get("api_format") for n, p in (health.get("providers") or {}).items()
+        }
     elif info.started:
-        table.add_row("uptime", _duration(time.time() - info.started))
+        record["uptime_seconds"] = round(time.time() - info.started, 1)
+    record["workers"] = info.workers
+    record["log_file"] = info.log_file
+    if as_json:
+        output.emit_json(record)
+        raise typer.Exit(0 if healthy else 2)
+    state = (
+        Text("running, healthy", "green") if healthy else Text(f"unhealthy (HTTP {code})", "red")
+    )
+    if code == 401:
+        state = Text(f"running, health unknown: {NEEDS_TOKEN}", "yellow")
+    rows: list[list[str | Text]] = [["status", state], ["pid", str(info.pid)], ["url", info.url]]
+    if "version" in record:
+        rows.append(["version", str(record["version"])])
+    if record.get("uptime_seconds") is not None:
+        rows.append(["uptime", _duration(float(record["uptime_seconds"]))])
+    if "providers" in record:
+        rows.append(["default provider", str(record["default_provider"])])
+        rows.append(["providers", ", ".join(f"{n} ({f})" for n, f in record["providers"].items())])
     if info.workers > 1:
-        table.add_row("workers", str(info.workers))
+        rows.append(["workers", str(info.workers)])
     if info.log_file:
-        table.add_row("logs", info.log_file)
-    console.print(table)
+        rows.append(["logs", info.log_file])
+    output.table(None, rows)
     raise typer.Exit(0 if healthy else 2)
 
 

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(help="JWTs for the gRPC LLMProxy service.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -81,15 +80,16 @@ def revoke(jti: Annotated[str, typer.Argument(help="The token's id (its 'jti')."
 
 
 @app.command("list")
-def list_tokens() -> None:
+def list_tokens(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """The tokens issued here (never the tokens themselves) and whether they still work."""
     from vdm.auth.token_store import IssuedTokens, RevocationList, is_expired
+    from vdm.cli import output
 
     revocations = RevocationList.default()
     revocations.load()
-    table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("jti", "subject", "issued", "expires", "state"):
-        table.add_column(column, no_wrap=True)  # a jti is copied whole into `revoke`
+    records = []
     for entry in IssuedTokens.default().entries():
         state = (
             "revoked"
@@ -98,11 +98,23 @@ def list_tokens() -> None:
             if is_expired(entry)
             else "active"
         )
-        table.add_row(
-            entry["jti"],
-            str(entry.get("sub", "")),
-            _when(entry.get("iat")),
-            _when(entry.get("exp")),
-            state,
+        records.append(
+            {
+                "jti": entry["jti"],
+                "subject": str(entry.get("sub", "")),
+                "issued_at": entry.get("iat"),
+                "expires_at": entry.get("exp"),
+                "state": state,
+            }
         )
-    Console(highlight=False, width=max(console.width, 140)).print(table)
+    if as_json:
+        output.emit_json(records)
+        return
+    output.table(
+        ["jti", "subject", "issued", "expires", "state"],
+        [
+            [r["jti"], r["subject"], _when(r["issued_at"]), _when(r["expires_at"]), r["state"]]
+            for r in records
+        ],
+        whole={"jti"},  # copied whole into `revoke`
+    )

@@ -28,12 +28,12 @@ from vdm.cli import process
 from vdm.cli.common import (
     NEEDS_TOKEN,
     TokenOpt,
-    console,
     errors,
     fail,
     operator_token,
     settings_or_exit,
 )
+from vdm.cli.output import waiting
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PLACEHOLDER_KEY = "vdm"
@@ -143,7 +143,7 @@ def _start_gateway(host: str, port: int, url: str) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the terminal's Ctrl-C goes to the child, not to it
         )
-    with console.status(f"starting a gateway on {url} (logs: {log_file}) …"):
+    with waiting(f"starting a gateway on {url} (logs: {log_file}) …"):
         ok = process.wait_ready(url, gateway.pid, 30.0)
     if not ok:
         _stop_gateway(gateway)
@@ -159,7 +159,8 @@ def _stop_gateway(gateway: subprocess.Popen[bytes] | None) -> None:
         return
     gateway.terminate()  # SIGTERM: the graceful drain
     try:
-        gateway.wait(35)
+        with waiting(f"stopping the gateway this command started (pid {gateway.pid}) …"):
+            gateway.wait(35)
     except subprocess.TimeoutExpired:
         gateway.kill()
         gateway.wait(5)

@@ -197,8 +197,16 @@ class App:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 except Exception as exc:  # pragma: no cover - reported to the server
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    # One line (the server logs it); the traceback only at DEBUG (--debug).
+                    log.debug("start-up failed", exc_info=True)
+                    detail = " ".join(str(exc).split()) or "(no message)"
+                    await send(
+                        {
+                            "type": "lifespan.startup.failed",
+                            "message": f"start-up failed: {type(exc).__name__}: {detail} "
+                            "(run with --debug for the traceback)",
+                        }
+                    )
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

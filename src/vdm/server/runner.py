@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -87,17 +88,28 @@ class GatewayServer(uvicorn.Server):
     too and turns into a SIGTERM for each worker (counting it as well would
     make that SIGTERM a second signal, and Ctrl-C would not drain)."""
 
-    def __init__(self, config: uvicorn.Config, *, worker: bool = False) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        worker: bool = False,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker = worker
+        self._on_started = on_started
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)  # (the app's lifespan start-up ran in it)
+        if self.should_exit:  # the app did not start
+            return
         settle_heap()
-        if not self.should_exit:  # /ready answers now: tell systemd (Type=notify)
-            notify(f"READY=1\nSTATUS=serving (pid {os.getpid()})")
+        if self._on_started is not None:
+            # Before the loop turns again, so before the first request is answered.
+            self._on_started()
+        notify(f"READY=1\nSTATUS=serving (pid {os.getpid()})")  # /ready answers: tell systemd
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded as a captured signal: uvicorn would re-raise it after
@@ -183,11 +195,18 @@ def _supervise(config: uvicorn.Config) -> None:
 
 
 def serve(
-    settings: Settings, host: str, port: int, *, reload: bool = False, workers: int = 1
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    reload: bool = False,
+    workers: int = 1,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
     """Serve until a signal says stop.  With ``workers`` > 1, uvicorn's supervisor
     runs that many processes on one socket; each drains for SHUTDOWN_TIMEOUT on
-    SIGTERM like the single process does."""
+    SIGTERM like the single process does.  ``on_started``: called once the app
+    has started and the port listens (one process only, without ``reload``)."""
     ignore_hangup()
     options = {
         "factory": True,
@@ -217,4 +236,4 @@ def serve(
         with shared_directory():  # /metrics of all the workers
             _supervise(uvicorn.Config(_APP, workers=workers, **options))  # type: ignore[arg-type]
         return
-    GatewayServer(uvicorn.Config(_APP, **options)).run()  # type: ignore[arg-type]
+    GatewayServer(uvicorn.Config(_APP, **options), on_started=on_started).run()  # type: ignore[arg-type]
