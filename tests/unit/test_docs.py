@@ -67,12 +67,6 @@ def test_readme_known_providers_are_the_catalogue() -> None:
     assert catalogue <= named
 
 
-def test_the_first_request_asks_the_echo_provider() -> None:
-    block = _code_blocks(_section(README, "## The first request"))[0]
-    assert "localhost:8082/v1/messages" in block
-    assert '"model":"sonnet"' in block
-
-
 def test_readme_test_command_is_what_ci_runs() -> None:
     (block,) = _code_blocks(_section(README, "## Contributing"))
     assert block.split("#", 1)[0].strip() == "make test"
