@@ -8,7 +8,7 @@ DEVSTAMP:= $(VENV)/.installed-dev
 # gateway process of their own, so two keep a 2-core machine busy.  0 runs in one.
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint lock bench bench-best bench-quick bench-codecs bench-memory bench-workers clean proto
+.PHONY: run test lint docs lock bench bench-best bench-quick bench-codecs bench-memory bench-workers clean proto
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,12 +37,17 @@ test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m mypy
+
+# The documentation site (docs/, mkdocs.yml) into build/site; a broken link fails it.
+docs: $(DEVSTAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Regenerate the committed gRPC stubs from src/vdm/grpc/llm_proxy.proto.
 proto: $(DEVSTAMP)

@@ -1,11 +1,13 @@
 """The README's first steps in a fresh clone, with an ordinary developer's
 shell: other tools' keys, and Claude Code / OpenAI clients already pointed at
-the gateway's own address.  The gateway starts and the echo provider answers."""
+the gateway's own address.  The gateway starts and the echo provider answers
+the README's first request, as the README shows it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,14 @@ def _clone(tmp: Path) -> Path:
     dest = tmp / "vdm"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(dest)], check=True, timeout=60)
     return dest
+
+
+def _first_request(readme: str) -> tuple[str, dict[str, object]]:
+    """The path and JSON body of the README's first request (its curl command)."""
+    section = readme.split("## The first request", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"curl -s localhost:8082(/\S+).*?-d '(\{.*?\})'", section, re.DOTALL)
+    assert found, "the README's first request is a curl command with a JSON body"
+    return found.group(1), json.loads(found.group(2))
 
 
 def test_fresh_clone_messy_shell_first_request(tmp_path: Path) -> None:
@@ -65,13 +75,9 @@ def test_fresh_clone_messy_shell_first_request(tmp_path: Path) -> None:
     gateway = Gateway(own, process, log_path)
     try:
         _wait_ready(gateway, 20)
-        body = {
-            "model": "sonnet",
-            "max_tokens": 100,
-            "messages": [{"role": "user", "content": "hello"}],
-        }
+        path, body = _first_request((clone / "README.md").read_text(encoding="utf-8"))
         request = urllib.request.Request(
-            own + "/v1/messages",
+            own + path,
             data=json.dumps(body).encode(),
             headers={"content-type": "application/json"},
         )
@@ -81,7 +87,9 @@ def test_fresh_clone_messy_shell_first_request(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(15)
-    assert answer["content"][0]["text"] == "hello"
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    assert answer["content"][0]["text"] == messages[-1]["content"]  # echo: the user's text
     out = gateway.log()
     assert "default provider: echo" in out
     assert "pc-0000" not in out and "Traceback" not in out
