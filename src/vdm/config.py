@@ -103,6 +103,9 @@ class ProviderSettings:
     structured_output: StructuredOutput = "native"
     # vdm.loops: why the base URL is this gateway's own address (None: it is not).
     loops_back: str | None = None
+    # Upstream connections open at once ({NAME}_MAX_CONNECTIONS); None: the
+    # server's UPSTREAM_MAX_CONNECTIONS.
+    max_connections: int | None = None
 
     @property
     def has_key(self) -> bool:
@@ -166,6 +169,9 @@ class ServerSettings:
     body_min_rate: int = 1024  # bytes/s a body must average over each body_timeout window
     keep_alive_timeout: float = 30.0  # an idle keep-alive connection is closed after this
     max_connections: int = 2048  # beyond: only the probes, then 503 (a reserve keeps /live)
+    # Connections to one provider open at once; beyond, requests wait for one
+    # (vdm.providers.http.make_session; docs/operations.md).
+    upstream_max_connections: int = 1024
     max_credential_length: int = 8192  # longer API keys / tokens are refused before decoding
     # Model names counted under their own metric label besides the configured and
     # listed ones (vdm.metrics.ModelLabels); anything else is "other".
@@ -285,6 +291,7 @@ _SERVER_KEYS = {
     "max-header-size",
     "body-min-rate",
     "max-connections",
+    "upstream-max-connections",
     "max-credential-length",
     "metrics-models",
 }
@@ -319,6 +326,7 @@ _PROVIDER_KEYS = {
     "responses-api",
     "forward-organization",
     "structured-output",
+    "max-connections",
 }
 
 
@@ -543,6 +551,9 @@ def _server_settings(
     header_size = _as_int(*pick("max-header-size", "MAX_HEADER_SIZE"), problems, low=1024)
     min_rate = _as_int(*pick("body-min-rate", "BODY_MIN_RATE"), problems, low=0)
     connections = _as_int(*pick("max-connections", "MAX_CONNECTIONS"), problems, low=1)
+    upstream = _upstream_connections(
+        *pick("upstream-max-connections", "UPSTREAM_MAX_CONNECTIONS"), problems
+    )
     credential = _as_int(*pick("max-credential-length", "MAX_CREDENTIAL_LENGTH"), problems, low=64)
     models_raw, models_src = pick("metrics-models", "METRICS_MODELS")
     metrics_models = tuple(
@@ -589,9 +600,20 @@ def _server_settings(
         body_min_rate=defaults.body_min_rate if min_rate is None else min_rate,
         keep_alive_timeout=seconds["keep-alive-timeout"] or defaults.keep_alive_timeout,
         max_connections=connections or defaults.max_connections,
+        upstream_max_connections=upstream or defaults.upstream_max_connections,
         max_credential_length=credential or defaults.max_credential_length,
         metrics_models=metrics_models,
     )
+
+
+# Connections one process may hold to one provider: beyond about this, one
+# source address runs out of ephemeral ports to the upstream's address.
+UPSTREAM_CONNECTIONS_MAX = 60_000
+
+
+def _upstream_connections(value: Any, source: str, problems: list[str]) -> int | None:
+    """``upstream-max-connections`` and ``max-connections`` of a provider."""
+    return _as_int(value, source, problems, low=1, high=UPSTREAM_CONNECTIONS_MAX)
 
 
 def _names(value: Any, source: str, problems: list[str]) -> tuple[str, ...]:
@@ -969,6 +991,7 @@ def _provider(
             f"{structured_src}: expected 'native', 'tool' or 'prompt', got {structured_raw!r}"
         )
         structured = "native"
+    connections = _upstream_connections(*pick("max-connections", "MAX_CONNECTIONS"), problems)
     deployments: dict[str, str] = {}
     if fmt == AZURE:
         version = version or AZURE_DEFAULT_API_VERSION
@@ -993,6 +1016,7 @@ def _provider(
         responses_api=responses_api,
         forward_organization=organization,
         structured_output=structured,  # type: ignore[arg-type]
+        max_connections=connections,
     )
 
 

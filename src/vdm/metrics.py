@@ -177,6 +177,19 @@ class RouteStats:
         self.upstream = Histogram()
 
 
+class UpstreamPool:
+    """One provider's pool of upstream connections: the requests waiting for a
+    free connection now, and how long each that waited did (those that found
+    one free are not observed).  Written by its connector
+    (:func:`vdm.providers.http.make_session`), only when a request waits."""
+
+    __slots__ = ("waiting", "waits")
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.waits = Histogram()
+
+
 class Metrics:
     """The app's counters; one instance per :class:`vdm.server.app.App`."""
 
@@ -186,6 +199,9 @@ class Metrics:
         self.retries: dict[str, int] = {}
         self.failovers: dict[tuple[str, str], int] = {}
         self.cooldowns: dict[tuple[str, int], int] = {}
+        # Provider -> its connection pool's waits; kept across reloads (and a
+        # provider's session rebuilt by one goes on counting in the same).
+        self.pools: dict[str, UpstreamPool] = {}
         self.in_flight = 0
         self.open_streams = 0
         # The last requests, newest last, for the dashboard: one tuple append per
@@ -300,6 +316,14 @@ class Metrics:
         key = (key_id.partition(":")[0], status)
         self.cooldowns[key] = self.cooldowns.get(key, 0) + 1
 
+    def pool(self, provider: str) -> UpstreamPool:
+        """``provider``'s connection-pool counters (made on first use; the
+        providers are the configured ones, so the labels stay bounded)."""
+        pool = self.pools.get(provider)
+        if pool is None:
+            pool = self.pools[provider] = UpstreamPool()
+        return pool
+
     # ------------------------------------------------------------ exposition
 
     def exposition(self) -> bytes:
@@ -380,6 +404,7 @@ class Metrics:
         yield retries
         yield failovers
         yield cooldowns
+        yield from self._pool_metrics()
         yield GaugeMetricFamily(
             "vdm_in_flight_requests", "Requests being served", value=self.in_flight
         )
@@ -388,6 +413,24 @@ class Metrics:
         )
         if self.bus is not None:
             yield from _bus_metrics(self.bus)
+
+    def _pool_metrics(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily(
+            "vdm_upstream_connections_waiting",
+            "Requests waiting for a free upstream connection (all the provider's "
+            "max-connections are busy)",
+            labels=("provider",),
+        )
+        waits = HistogramMetricFamily(
+            "vdm_upstream_connection_wait_seconds",
+            "Time a request waited for a free upstream connection (only the requests that waited)",
+            labels=("provider",),
+        )
+        for provider, pool in list(self.pools.items()):
+            waiting.add_metric([provider], pool.waiting)
+            waits.add_metric([provider], pool.waits.cumulative(), pool.waits.sum)
+        yield waiting
+        yield waits
 
 
 def _bus_metrics(bus: Bus) -> Iterator[Metric]:

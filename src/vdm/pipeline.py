@@ -269,7 +269,10 @@ class Gateway:
         cooldowns.on_bench = metrics.cooldown
         if bus is not None:
             cooldowns.follow(bus)
-        providers = {n: build(p, settings.server, cooldowns) for n, p in settings.providers.items()}
+        providers = {
+            n: build(p, settings.server, cooldowns, metrics.pool)
+            for n, p in settings.providers.items()
+        }
         gateway = cls(settings, providers, cooldowns, metrics)
         if settings.cache.backend == "redis":
             gateway.cache = ResponseCache.build(

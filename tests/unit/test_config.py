@@ -598,3 +598,50 @@ def test_trusted_proxies_none_by_default_networks_when_named(home: Path, cwd: Pa
     assert load(home, cwd).server.trusted_proxies == ("127.0.0.1/32",)
     text = problems(home, cwd, TRUSTED_PROXIES="10.0.0.0/8, *")
     assert "TRUSTED_PROXIES" in text and "'*' is not an IP address" in text
+
+
+# ---------------------------------------------------------------- upstream connections
+
+
+def test_upstream_connections_default_to_1024_for_every_provider(home: Path, cwd: Path) -> None:
+    settings = load(home, cwd, OA_API_KEY="k", OA_BASE_URL="http://127.0.0.1:1/v1")
+    assert settings.server.upstream_max_connections == 1024
+    assert settings.providers["oa"].max_connections is None  # the server's
+
+
+def test_upstream_connections_server_wide_and_per_provider(home: Path, cwd: Path) -> None:
+    (cwd / "vdm.toml").write_text(
+        "[server]\nupstream-max-connections = 64\n"
+        '[providers.oa]\nbase-url = "http://127.0.0.1:1/v1"\nmax-connections = 8\n'
+    )
+    settings = load(home, cwd, OA_API_KEY="k", OTHER_API_KEY="k", OTHER_BASE_URL="http://h/v1")
+    assert settings.server.upstream_max_connections == 64
+    assert settings.providers["oa"].max_connections == 8
+    assert settings.providers["other"].max_connections is None
+    env = load(
+        home,
+        cwd,
+        OA_API_KEY="k",
+        OA_MAX_CONNECTIONS="3",
+        UPSTREAM_MAX_CONNECTIONS="5",
+    )
+    assert (env.server.upstream_max_connections, env.providers["oa"].max_connections) == (5, 3)
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "many", "60001"])
+def test_bad_upstream_connections_name_their_variable(
+    home: Path, cwd: Path, value: str
+) -> None:
+    message = problems(home, cwd, UPSTREAM_MAX_CONNECTIONS=value)
+    assert "UPSTREAM_MAX_CONNECTIONS" in message and "between 1 and 60000" in message
+    message = problems(
+        home, cwd, OA_API_KEY="k", OA_BASE_URL="http://127.0.0.1:1/v1", OA_MAX_CONNECTIONS=value
+    )
+    assert "OA_MAX_CONNECTIONS" in message
+
+
+def test_bad_provider_connections_in_toml_name_file_and_key(home: Path, cwd: Path) -> None:
+    path = cwd / "vdm.toml"
+    path.write_text('[providers.oa]\nbase-url = "http://127.0.0.1:1/v1"\nmax-connections = 0\n')
+    message = problems(home, cwd, OA_API_KEY="k")
+    assert str(path) in message and "providers.oa.max-connections" in message

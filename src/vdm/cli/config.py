@@ -96,6 +96,14 @@ def _section(name: str, values: Any, sources: Mapping[str, str]) -> list[tuple[s
     return out
 
 
+def _effective_connections(row: tuple[str, Any, str], settings: Settings) -> tuple[str, Any, str]:
+    """A provider's ``max-connections`` row: unset, the server's value and name."""
+    key, value, _ = row
+    if key.endswith(".max-connections") and value is None:
+        return key, settings.server.upstream_max_connections, "server.upstream-max-connections"
+    return row
+
+
 def rows(settings: Settings) -> list[tuple[str, Any, str]]:
     """(setting, typed value, source) for every effective setting, section by
     section as the TOML has them; secrets masked."""
@@ -113,7 +121,7 @@ def rows(settings: Settings) -> list[tuple[str, Any, str]]:
         if name == "echo":
             out.append((base, "built-in offline provider", "default"))
             continue
-        out += _section(base, p, src)
+        out += [_effective_connections(row, settings) for row in _section(base, p, src)]
         out.append((f"{base}.api-key", p.key_fingerprints, src.get(f"{base}.api-key", "default")))
         if p.headers:
             hidden = {header: "(set; value hidden)" for header in p.headers}

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from vdm.config import ECHO, ProviderSettings, ServerSettings
 from vdm.providers.base import Provider
 from vdm.providers.cooldowns import Cooldowns
 from vdm.providers.keys import KeyPool
 
+if TYPE_CHECKING:
+    from vdm.metrics import UpstreamPool
 
-def build(settings: ProviderSettings, server: ServerSettings, cooldowns: Cooldowns) -> Provider:
-    """The adapter for one configured provider, with its own pooled session.
+
+def build(
+    settings: ProviderSettings,
+    server: ServerSettings,
+    cooldowns: Cooldowns,
+    pools: Callable[[str], UpstreamPool] | None = None,
+) -> Provider:
+    """The adapter for one configured provider, with its own pooled session
+    (whose waits for a free connection are counted in ``pools(name)``).
 
     Must run inside the event loop that will use it (aiohttp binds sessions
     to their loop); adapters are imported only when a provider needs them.
@@ -20,7 +32,13 @@ def build(settings: ProviderSettings, server: ServerSettings, cooldowns: Cooldow
         return EchoProvider()
     from vdm.providers.http import make_session
 
-    session = make_session(server, provider=settings.name, loops_back=settings.loops_back)
+    session = make_session(
+        server,
+        limit=settings.max_connections,
+        provider=settings.name,
+        loops_back=settings.loops_back,
+        pool=pools(settings.name) if pools is not None else None,
+    )
     keys = KeyPool(
         settings.name,
         settings.api_keys,

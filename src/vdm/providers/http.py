@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -29,6 +29,9 @@ from vdm.errors import (
 )
 from vdm.loops import HOP_HEADER, LOOP_STATUS, hop_value
 from vdm.providers.base import RawResponse
+
+if TYPE_CHECKING:
+    from vdm.metrics import UpstreamPool
 
 _decoder = msgspec.json.Decoder()
 
@@ -126,13 +129,51 @@ def _with_lean_resume(connector: aiohttp.TCPConnector) -> aiohttp.TCPConnector:
     return connector
 
 
+class _PoolConnector(aiohttp.TCPConnector):
+    """A connector that tells ``pool`` (:class:`vdm.metrics.UpstreamPool`)
+    how many requests wait for one of its connections and how long each waited.
+
+    Only a request that finds every connection busy runs this: aiohttp
+    (3.10.11 and later) calls ``_wait_for_available_connection`` when its
+    limit is reached, so a request that gets a connection at once costs
+    nothing more.  (A ``TraceConfig``'s queued callbacks would cost every
+    request its trace objects and awaited signals, and miss the end of a wait
+    cut short by ``CONNECT_TIMEOUT``: docs/performance.md, "Upstream
+    connections".)  A wait that ends in ``CONNECT_TIMEOUT`` is counted too.
+    """
+
+    def __init__(self, pool: UpstreamPool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pool = pool
+
+    async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
+        pool = self._pool
+        pool.waiting += 1
+        started = self._loop.time()
+        try:
+            await super()._wait_for_available_connection(key, traces)  # type: ignore[misc]
+        finally:
+            pool.waiting -= 1
+            pool.waits.observe(self._loop.time() - started)
+
+
 def make_session(
-    server: ServerSettings, *, limit: int = 256, provider: str = "", loops_back: str | None = None
+    server: ServerSettings,
+    *,
+    limit: int | None = None,
+    provider: str = "",
+    loops_back: str | None = None,
+    pool: UpstreamPool | None = None,
 ) -> Session:
     """A pooled session: keep-alive connections, no cookie jar, timeouts set;
     every request carries ``provider``'s hop header (:mod:`vdm.loops`), and
     when the provider's base URL is the gateway itself (``loops_back``) every
     request is refused with a 508 before it is sent.
+
+    At most ``limit`` connections are open at once (``{NAME}_MAX_CONNECTIONS``,
+    else ``UPSTREAM_MAX_CONNECTIONS``); a request finding them all busy waits
+    for one, and that wait counts against ``CONNECT_TIMEOUT``.  With ``pool``,
+    the requests waiting and their waits are counted there (its metrics).
 
     ``CONNECT_TIMEOUT`` bounds connecting, ``IDLE_TIMEOUT`` every wait for
     upstream bytes (so also the wait for the first one), ``TOTAL_TIMEOUT``
@@ -140,18 +181,21 @@ def make_session(
     by the pipeline around the start of each attempt, so a long generation
     that keeps streaming is never cut.
     """
-    connector = _with_lean_resume(
-        aiohttp.TCPConnector(
-            limit=limit, limit_per_host=limit, ttl_dns_cache=300, enable_cleanup_closed=True
-        )
-    )
+    limit = limit or server.upstream_max_connections
+    options: dict[str, Any] = {
+        "limit": limit,
+        "limit_per_host": limit,
+        "ttl_dns_cache": 300,
+        "enable_cleanup_closed": True,
+    }
+    connector = aiohttp.TCPConnector(**options) if pool is None else _PoolConnector(pool, **options)
     timeout = aiohttp.ClientTimeout(
         total=server.total_timeout,
         connect=server.connect_timeout,
         sock_read=server.idle_timeout,
     )
     return aiohttp.ClientSession(
-        connector=connector,
+        connector=_with_lean_resume(connector),
         timeout=timeout,
         cookie_jar=aiohttp.DummyCookieJar(),
         json_serialize=lambda o: msgspec.json.encode(o).decode(),
@@ -193,7 +237,8 @@ def _translated(exc: BaseException, provider: str) -> UpstreamError:
     """The gateway's error for a transport failure (most specific type first)."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout(
-            f"provider '{provider}' could not be connected to in time (CONNECT_TIMEOUT)",
+            f"provider '{provider}' could not be connected to in time (CONNECT_TIMEOUT, "
+            "which includes waiting for a free connection when all its max-connections are busy)",
             provider=provider,
         )
     if isinstance(exc, aiohttp.SocketTimeoutError):

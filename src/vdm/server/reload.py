@@ -92,7 +92,7 @@ def successor(old: Gateway, settings: Settings) -> Gateway:
             if same_server and old.settings.providers.get(name) == provider:
                 providers[name] = old.providers[name]
             else:
-                providers[name] = build(provider, settings.server, old.cooldowns)
+                providers[name] = build(provider, settings.server, old.cooldowns, old.metrics.pool)
     except BaseException:
         for name, built in providers.items():
             if built is not old.providers.get(name):
