@@ -258,10 +258,12 @@ class WorkerMetrics:
 
     def _state(self) -> tuple[object, ...]:
         """Changes when what a write would hold does (every finished request
-        goes to the ring; a ring is wanted or not)."""
+        goes to the ring; a ring is wanted or not; requests begin or end
+        waiting for an upstream connection, mid-request)."""
         m = self.metrics
         last = m.recent[-1] if m.recent else None
-        return (last, len(m.recent), m.in_flight, m.open_streams, self._dashboard_open())
+        waiting = sum(pool.waiting for pool in m.pools.values())
+        return (last, len(m.recent), m.in_flight, m.open_streams, waiting, self._dashboard_open())
 
     def _dashboard_open(self) -> bool:
         try:

@@ -629,9 +629,7 @@ def test_upstream_connections_server_wide_and_per_provider(home: Path, cwd: Path
 
 
 @pytest.mark.parametrize("value", ["0", "-4", "many", "60001"])
-def test_bad_upstream_connections_name_their_variable(
-    home: Path, cwd: Path, value: str
-) -> None:
+def test_bad_upstream_connections_name_their_variable(home: Path, cwd: Path, value: str) -> None:
     message = problems(home, cwd, UPSTREAM_MAX_CONNECTIONS=value)
     assert "UPSTREAM_MAX_CONNECTIONS" in message and "between 1 and 60000" in message
     message = problems(

@@ -180,3 +180,37 @@ def test_a_ring_is_written_only_while_a_dashboard_is_open_and_nothing_twice(
         shared.close()
 
     asyncio.run(ticks())
+
+
+def test_requests_waiting_for_an_upstream_connection_are_written_when_they_change(
+    tmp_path: Path,
+) -> None:
+    """Requests in flight begin (and end) waiting for a free connection without
+    any other change: the worker's file follows, and the sums hold the waits."""
+    mine = Metrics()
+    shared = WorkerMetrics(mine, tmp_path)
+
+    def waiting_written() -> float | None:
+        snap = msgspec.json.decode(shared.path.read_bytes())
+        for family in snap["families"]:
+            if family[0] == "vdm_upstream_connections_waiting":
+                return sum(sample[2] for sample in family[3])
+        return None
+
+    async def ticks() -> None:
+        pool = mine.pool("openai")
+        shared._tick()
+        assert waiting_written() == 0
+        pool.waiting = 3  # nothing else changed
+        shared._tick()
+        assert waiting_written() == 3
+        pool.waiting = 0
+        pool.waits.observe(0.2)
+        shared._tick()
+        assert waiting_written() == 0
+        shared.close()
+
+    asyncio.run(ticks())
+    shared.path.rename(tmp_path / "1.json")  # as if another worker had written it
+    text = WorkerMetrics(Metrics(), tmp_path).exposition()
+    assert value(text, "vdm_upstream_connection_wait_seconds_count", provider="openai") == 1
