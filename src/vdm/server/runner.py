@@ -35,14 +35,16 @@ from vdm.server.protocol import PROBE_RESERVE, GatewayHttpProtocol
 from vdm.server.workers import shared_directory
 
 _APP = "vdm.server.app:create_app"
-# File descriptors a process needs besides its client connections: upstream
-# pools, the database, log and metrics files.
+# File descriptors a process needs besides its client connections and the
+# upstream connection each may hold: idle pooled upstream connections, the
+# database, log and metrics files.
 _OTHER_FILES = 1024
 log = logging.getLogger("vdm.server")
 
 
 def raise_file_limit(max_connections: int) -> None:
-    """Let the process open ``MAX_CONNECTIONS`` connections and its other files:
+    """Let the process open ``MAX_CONNECTIONS`` connections, an upstream
+    connection for each, and its other files:
     raise the soft ``RLIMIT_NOFILE`` up to the hard one (as the unit's
     ``LimitNOFILE`` sets it); warn when even that is too low, since accepting
     would then fail before the connection cap is reached."""
@@ -50,7 +52,7 @@ def raise_file_limit(max_connections: int) -> None:
         import resource
     except ImportError:  # pragma: no cover - Windows
         return
-    wanted = max_connections + PROBE_RESERVE + _OTHER_FILES
+    wanted = 2 * max_connections + PROBE_RESERVE + _OTHER_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
