@@ -233,9 +233,17 @@ def gateway_env(home: Path, upstream_port: int) -> dict[str, str]:
     return env
 
 
-def start_gateway(tmp: Path, cpu: int | None, upstream_port: int, *, workers: int = 1) -> Proc:
+def start_gateway(
+    tmp: Path,
+    cpu: int | None,
+    upstream_port: int,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> Proc:
     """``python -m vdm server start`` with its own temp ``HOME`` and cwd.  With
-    ``cpu`` set, the gateway (all its workers) is confined to that one CPU."""
+    ``cpu`` set, the gateway (all its workers) is confined to that one CPU;
+    ``extra_env`` adds settings (``MAX_CONNECTIONS``, ...)."""
     home, cwd = tmp / "home", tmp / "cwd"
     home.mkdir(exist_ok=True)
     cwd.mkdir(exist_ok=True)
@@ -249,7 +257,7 @@ def start_gateway(tmp: Path, cpu: int | None, upstream_port: int, *, workers: in
         proc = subprocess.Popen(
             pinned(cpu, argv),
             cwd=cwd,
-            env=gateway_env(home, upstream_port),
+            env={**gateway_env(home, upstream_port), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
