@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from tests.integration.test_tenants import MGMT, env_for, make_project, make_token
-from tests.support.databases import PG_KEY, fresh_database_env
+from tests.support.databases import fresh_database_env
 from tests.support.fakes import FakeUpstream, JSONReply, Recorded, Reply, SSEReply, completion
 from tests.support.fakes import stream_of as sse_of
 from tests.support.gateway import Gateway, free_port, spawn_gateway, stop_gateway
@@ -179,7 +179,6 @@ def test_two_instances_keep_every_promise_through_churn_and_a_kill(
                         tmp_path / name,
                         **db,
                         **shared,
-                        VDM_ENCRYPTION_KEY=PG_KEY,
                         LOG_LEVEL="INFO",
                     )
                     for name in ("a", "b")
