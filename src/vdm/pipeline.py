@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
@@ -57,6 +57,7 @@ from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics, ModelLabels, configured_models
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
+from vdm.outcome import Outcome, Reply
 from vdm.protocols import anthropic, fields, openai_ingress, responses, structured
 from vdm.protocols.body import StreamRenamer, rename_answer, rewrite
 from vdm.protocols.openai import UsageTap as _OpenAITap
@@ -143,28 +144,6 @@ _RESPONSES_RELAY = _RelayRules(
     lambda a: (responses.usage_from_responses(a.usage), a.status),
     model_in_every_chunk=True,  # (every response.* event's response)
 )
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What happened, for the access log, metrics and (later) audit."""
-
-    provider: str = ""
-    model: str = ""
-    usage: ir.Usage | None = None
-    stop_reason: str | None = None
-    error: str | None = None
-    started: float = field(default_factory=time.perf_counter)  # this attempt's start
-    first_byte: float | None = None  # perf_counter() at the upstream's first event / chunk
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-    outcome: Outcome | None = None
 
 
 @dataclass(slots=True)

@@ -456,7 +456,7 @@ def test_bad_model_list_settings_name_their_variables(home: Path, cwd: Path) -> 
 
 
 def test_passthrough_settings(home: Path, cwd: Path) -> None:
-    from vdm.passthrough import Rule
+    from vdm.allowlist import Rule
 
     assert load(home, cwd).server.passthrough_allow is None  # the package default list
     assert load(home, cwd).server.max_upload_size == 512 * 1024 * 1024

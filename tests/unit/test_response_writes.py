@@ -8,7 +8,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from vdm import ir
-from vdm.pipeline import Outcome, _render_stream
+from vdm.outcome import Outcome
+from vdm.pipeline import _render_stream
 from vdm.protocols import anthropic
 from vdm.server.asgi import send_stream
 from vdm.server.protocol import ResponseWrites
