@@ -5,6 +5,8 @@ provider precedence."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -598,3 +600,22 @@ def test_trusted_proxies_none_by_default_networks_when_named(home: Path, cwd: Pa
     assert load(home, cwd).server.trusted_proxies == ("127.0.0.1/32",)
     text = problems(home, cwd, TRUSTED_PROXIES="10.0.0.0/8, *")
     assert "TRUSTED_PROXIES" in text and "'*' is not an IP address" in text
+
+
+def test_loading_the_settings_imports_none_of_the_parts_they_configure(tmp_path: Path) -> None:
+    """The settings sit below what they configure (pyproject.toml's layers): reading
+    them, middleware and passthrough allowlist included, loads no door, pipeline,
+    provider, middleware or codec."""
+    code = (
+        "import sys\n"
+        "from vdm.config import load_settings\n"
+        f"load_settings(env={{'HOME': {str(tmp_path)!r}, 'MIDDLEWARE': 'request-log',"
+        " 'PASSTHROUGH_ALLOW': 'default'})\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('vdm.'))))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
+    above = ("vdm.middleware", "vdm.passthrough", "vdm.pipeline", "vdm.providers", "vdm.protocols")
+    assert "vdm.config" in loaded
+    assert [m for m in loaded if m.startswith(above)] == []

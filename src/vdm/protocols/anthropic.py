@@ -23,7 +23,7 @@ from vdm.protocols.sse import frame, last_frame
 from vdm.protocols.structured import anthropic_schema, strict_compatible
 
 if TYPE_CHECKING:
-    from vdm.models import ModelEntry
+    from vdm.protocols.model_list import ModelEntry
 
 _decoder = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode

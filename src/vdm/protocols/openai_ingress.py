@@ -29,7 +29,7 @@ from vdm.protocols.fields import decode_json_object
 from vdm.protocols.sse import frame
 
 if TYPE_CHECKING:
-    from vdm.models import ModelEntry
+    from vdm.protocols.model_list import ModelEntry
 
 _encode = msgspec.json.Encoder().encode
 
