@@ -32,7 +32,7 @@ from vdm.allowlist import parse_allowlist as parse_allowlist
 from vdm.errors import InvalidRequest
 from vdm.protocols.body import rewrite
 from vdm.protocols.fields import decode_json_object
-from vdm.protocols.openai import usage_from_openai
+from vdm.protocols.openai_upstream import usage_from_openai
 from vdm.providers.base import ClientContext
 from vdm.routing import Router
 

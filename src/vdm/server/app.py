@@ -52,7 +52,9 @@ from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vdm.metrics import Metrics
 from vdm.outcome import Reply
 from vdm.pipeline import Gateway, new_request_id
-from vdm.protocols import anthropic, openai_ingress, responses
+from vdm.protocols import anthropic_door as anthropic
+from vdm.protocols import openai_door as openai_ingress
+from vdm.protocols import responses_door as responses
 from vdm.protocols.fields import too_deep
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server import access as access_record
