@@ -37,6 +37,7 @@ test: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports  # the layers and no import cycles (pyproject.toml [tool.importlinter])
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
@@ -44,6 +45,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports  # the layers and no import cycles (pyproject.toml [tool.importlinter])
 
 # The documentation site (docs/, mkdocs.yml) into build/site; a broken link fails it.
 docs: $(DEVSTAMP)

@@ -42,7 +42,15 @@ import upstream
 from harness import git_rev, machine
 from run import anthropic_body, openai_body
 from vdm import ir
-from vdm.protocols import anthropic, body, fields, openai, openai_ingress, sse
+from vdm.protocols import (
+    anthropic_door,
+    anthropic_upstream,
+    body,
+    fields,
+    openai_door,
+    openai_upstream,
+    sse,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "bench-model"
@@ -72,8 +80,8 @@ def _sse_data(data: bytes) -> list[tuple[str | None, bytes]]:
 def cases() -> list[Case]:
     ant_req = _encode(anthropic_body("openai:" + MODEL, True))
     oa_req = _encode(openai_body("openai:" + MODEL, True))
-    request = anthropic.decode_request(fields.decode_json_object(ant_req))
-    oa_options = openai.RequestOptions()
+    request = anthropic_door.decode_request(fields.decode_json_object(ant_req))
+    oa_options = openai_upstream.RequestOptions()
     parsed_ant = fields.decode_json_object(ant_req)
 
     oa_json, ant_json = upstream.openai_json(), upstream.anthropic_json()
@@ -83,7 +91,7 @@ def cases() -> list[Case]:
     ant_events = _sse_data(ant_sse)
 
     def oa_decode_stream() -> list[ir.Event]:
-        decoder = openai.ChunkDecoder(MODEL)
+        decoder = openai_upstream.ChunkDecoder(MODEL)
         out = [e for d in oa_data for e in decoder.feed(_decode(d))]
         out.extend(decoder.finish())
         return out
@@ -91,10 +99,10 @@ def cases() -> list[Case]:
     events = oa_decode_stream()  # the IR of the converted 20-chunk stream
     deltas = [e for e in events if isinstance(e, ir.TextDelta)]
     response = ir.fold(events)
-    ingress_options = openai_ingress.Options(include_usage=True)
+    ingress_options = openai_door.Options(include_usage=True)
 
     def ant_decode_stream() -> None:
-        decoder = anthropic.EventDecoder("ant", model=MODEL)
+        decoder = anthropic_upstream.EventDecoder("ant", model=MODEL)
         for name, data in ant_events:
             for _ in decoder.feed(name, data):
                 pass
@@ -107,14 +115,14 @@ def cases() -> list[Case]:
 
     def encode_anthropic_events() -> None:
         for e in events:
-            anthropic.encode_event(e)
+            anthropic_door.encode_event(e)
 
     def encode_anthropic_deltas() -> None:
         for e in deltas:
-            anthropic.encode_event(e)
+            anthropic_door.encode_event(e)
 
     def encode_openai_events() -> None:
-        encoder = openai_ingress.ChunkEncoder(MODEL, ingress_options)
+        encoder = openai_door.ChunkEncoder(MODEL, ingress_options)
         for e in events:
             encoder.encode(e)
 
@@ -133,17 +141,19 @@ def cases() -> list[Case]:
     def convert_stream() -> None:
         # provider side (bytes -> IR) then ingress side (IR -> Anthropic frames)
         parser = sse.SSEParser()
-        decoder = openai.ChunkDecoder(MODEL)
+        decoder = openai_upstream.ChunkDecoder(MODEL)
         for chunk in oa_frames:
             for _, data in parser.feed(chunk):
                 if data != b"[DONE]":
                     for e in decoder.feed(_decode(data)):
-                        anthropic.encode_event(e)
+                        anthropic_door.encode_event(e)
         for e in decoder.finish():
-            anthropic.encode_event(e)
+            anthropic_door.encode_event(e)
 
     def convert_response() -> None:
-        anthropic.encode_response(ir.fold(list(openai.response_events(_decode(oa_json), MODEL))))
+        anthropic_door.encode_response(
+            ir.fold(list(openai_upstream.response_events(_decode(oa_json), MODEL)))
+        )
 
     n_oa, n_ant, n_ev = len(oa_frames), len(ant_frames), len(events)
     return [
@@ -152,28 +162,28 @@ def cases() -> list[Case]:
             "anthropic request bytes -> IR",
             "call",
             1,
-            lambda: anthropic.decode_request(fields.decode_json_object(ant_req)),
+            lambda: anthropic_door.decode_request(fields.decode_json_object(ant_req)),
         ),
         Case(
             "request",
             "openai request bytes -> IR",
             "call",
             1,
-            lambda: openai_ingress.decode(oa_req),
+            lambda: openai_door.decode(oa_req),
         ),
         Case(
             "request",
             "IR -> openai upstream body bytes",
             "call",
             1,
-            lambda: _encode(openai.encode_request(request, MODEL, oa_options)),
+            lambda: _encode(openai_upstream.encode_request(request, MODEL, oa_options)),
         ),
         Case(
             "request",
             "IR -> anthropic upstream body bytes",
             "call",
             1,
-            lambda: _encode(anthropic.encode_request(request, MODEL)),
+            lambda: _encode(anthropic_upstream.encode_request(request, MODEL)),
         ),
         Case(
             "request",
@@ -187,28 +197,30 @@ def cases() -> list[Case]:
             "openai upstream JSON -> IR -> fold",
             "call",
             1,
-            lambda: ir.fold(list(openai.response_events(_decode(oa_json), MODEL))),
+            lambda: ir.fold(list(openai_upstream.response_events(_decode(oa_json), MODEL))),
         ),
         Case(
             "response",
             "anthropic upstream JSON -> IR -> fold",
             "call",
             1,
-            lambda: ir.fold(list(anthropic.response_events(_decode(ant_json), model=MODEL))),
+            lambda: ir.fold(
+                list(anthropic_upstream.response_events(_decode(ant_json), model=MODEL))
+            ),
         ),
         Case(
             "response",
             "IR response -> anthropic JSON",
             "call",
             1,
-            lambda: anthropic.encode_response(response),
+            lambda: anthropic_door.encode_response(response),
         ),
         Case(
             "response",
             "IR response -> openai JSON",
             "call",
             1,
-            lambda: openai_ingress.encode_response(response, MODEL),
+            lambda: openai_door.encode_response(response, MODEL),
         ),
         Case("response", "conversion: openai JSON -> anthropic JSON", "call", 1, convert_response),
         Case("stream", "SSE parse, openai upstream bytes", "event", n_oa, lambda: parse(oa_frames)),
@@ -251,23 +263,29 @@ def cases() -> list[Case]:
             "passthrough tap, anthropic",
             "event",
             n_ant,
-            tap(anthropic.UsageTap, ant_frames),
+            tap(anthropic_upstream.UsageTap, ant_frames),
         ),
-        Case("stream", "passthrough tap, openai", "event", n_oa, tap(openai.UsageTap, oa_frames)),
+        Case(
+            "stream",
+            "passthrough tap, openai",
+            "event",
+            n_oa,
+            tap(openai_upstream.UsageTap, oa_frames),
+        ),
         # the whole stream in one read, as a busy gateway gets a fast upstream's answer
         Case(
             "stream",
             "passthrough tap, anthropic, one read",
             "stream",
             1,
-            tap(anthropic.UsageTap, [b"".join(ant_frames)]),
+            tap(anthropic_upstream.UsageTap, [b"".join(ant_frames)]),
         ),
         Case(
             "stream",
             "passthrough tap, openai, one read",
             "stream",
             1,
-            tap(openai.UsageTap, [b"".join(oa_frames)]),
+            tap(openai_upstream.UsageTap, [b"".join(oa_frames)]),
         ),
         Case("stream", "conversion chain, one 20-chunk stream", "stream", 1, convert_stream),
     ]

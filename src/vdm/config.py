@@ -33,7 +33,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -43,8 +43,10 @@ from urllib.parse import urlparse
 from dotenv import dotenv_values
 
 from vdm import loops
+from vdm.allowlist import parse_allowlist
 from vdm.cache.settings import KEYS as _CACHE_KEYS
 from vdm.cache.settings import CacheSettings, cache_settings
+from vdm.dirs import user_config_path
 from vdm.tenants.settings import KEYS as _TENANT_KEYS
 from vdm.tenants.settings import TenantSettings, tenant_settings
 
@@ -152,7 +154,7 @@ class ServerSettings:
     models_cache_ttl: float = 600.0  # seconds a provider's model list is fresh
     models_wait: float = 2.0  # longest /v1/models waits for a provider's list
     models_prefetch: bool = True  # fetch the lists at start-up
-    # vdm.passthrough.Rule entries; None: the package default allowlist.
+    # vdm.allowlist.Rule entries; None: the package default allowlist.
     passthrough_allow: tuple[Any, ...] | None = None
     # vdm.loops: this deployment's id in the hop header of every upstream request.
     gateway_id: str = ""
@@ -330,11 +332,6 @@ _PROVIDER_KEYS = {
 }
 
 
-def user_config_path(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
-    return Path(base) / "vdm" / "vdm.toml"
-
-
 def _read_toml(path: Path, source: str, problems: list[str]) -> dict[str, Any]:
     """One TOML layer; its problems are added to ``problems`` (all are reported)."""
     try:
@@ -404,8 +401,16 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- loading
 
 
-def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
-    """Read every layer and return validated settings (or raise ConfigError)."""
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    *,
+    middleware: Collection[str] | None = None,
+) -> Settings:
+    """Read every layer and return validated settings (or raise ConfigError).
+
+    ``middleware``: the names a ``[middleware]`` list may hold (the chain's, given
+    by :func:`vdm.validate.load_settings`); None takes the names as written."""
     cwd = cwd or Path.cwd()
     from_dotenv: set[str] = set()
     if env is None:
@@ -427,7 +432,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         merged = _merge(merged, layer)
 
     server = _server_settings(merged.get("server", {}), env, sources, problems)
-    middleware = _middleware_settings(merged.get("middleware", {}), env, sources, problems)
+    chain = _middleware_settings(merged.get("middleware", {}), env, sources, problems, middleware)
     grpc = _grpc_settings(merged.get("grpc", {}), env, sources, problems, server)
     tables = merged.get("providers", {})
     env_names, ignored = env_providers(env, tables if isinstance(tables, dict) else {})
@@ -454,7 +459,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         sources=sources,
         fallbacks=model_fallbacks,
         ignored_keys=ignored,
-        middleware=middleware,
+        middleware=chain,
         grpc=grpc,
         tenants=tenants,
         cache=cache,
@@ -629,10 +634,12 @@ def _names(value: Any, source: str, problems: list[str]) -> tuple[str, ...]:
 
 
 def _middleware_settings(
-    table: dict[str, Any], env: Mapping[str, str], sources: dict[str, str], problems: list[str]
+    table: dict[str, Any],
+    env: Mapping[str, str],
+    sources: dict[str, str],
+    problems: list[str],
+    known: Collection[str] | None,
 ) -> MiddlewareSettings:
-    from vdm.middleware.chain import FACTORIES  # the known names live with the factories
-
     def source(key: str) -> str:
         return f"{sources.get(f'middleware.{key}', 'defaults.toml')}: middleware.{key}"
 
@@ -647,11 +654,10 @@ def _middleware_settings(
             names = list(raw)
         else:
             problems.append(f"{where}: expected a list of middleware names, got {raw!r}")
-    known = ", ".join(FACTORIES)
     enabled: list[str] = []
     for name in names:
-        if name not in FACTORIES:
-            problems.append(f"{where}: unknown middleware {name!r} (known: {known})")
+        if known is not None and name not in known:
+            problems.append(f"{where}: unknown middleware {name!r} (known: {', '.join(known)})")
         elif name in enabled:
             problems.append(f"{where}: middleware {name!r} is listed twice")
         else:
@@ -773,8 +779,6 @@ def _allowlist(value: Any, source: str, problems: list[str]) -> tuple[Any, ...] 
     (``;``-separated) or, in TOML, an array of entries."""
     if value is None:
         return None
-    from vdm.passthrough import parse_allowlist  # imports the provider layer
-
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         value = "; ".join(value)
     if not isinstance(value, str):

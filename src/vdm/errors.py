@@ -1,7 +1,7 @@
 """The gateway's one error tree.
 
 Every failure a client can see is one of these; each protocol renders it once
-(``protocols.anthropic.encode_error``, ...).  Upstream failures are translated
+(``protocols.anthropic_door.encode_error``, ...).  Upstream failures are translated
 at the provider boundary (``providers.http.upstream_errors``) with
 ``raise ... from exc``::
 

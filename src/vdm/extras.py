@@ -16,7 +16,8 @@ extra           feature                       library
 
 A feature asked for without its extra stops with one line naming the extra
 (:class:`MissingExtra`; the CLI prints it and exits 2), never an import
-traceback; :func:`missing` finds them all from the settings before a start.
+traceback; :func:`vdm.validate.missing` finds them all from the settings before a
+start.
 Whether a library is there is looked up without importing it: a core start
 imports none of them.
 """
@@ -24,10 +25,6 @@ imports none of them.
 from __future__ import annotations
 
 from importlib.util import find_spec
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vdm.config import Settings
 
 # extra -> the modules it provides
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -56,15 +53,3 @@ def require(extra: str, feature: str) -> None:
     """Raise :class:`MissingExtra` unless ``extra`` is installed."""
     if not installed(extra):
         raise MissingExtra(feature, extra)
-
-
-def missing(settings: Settings) -> list[MissingExtra]:
-    """What these settings ask for that is not installed (a start would fail on it)."""
-    asked = []
-    if settings.server.redis_url:
-        asked.append(("redis", "REDIS_URL is set"))
-    if settings.tenants.enabled and settings.tenants.sqlalchemy_url.startswith("postgresql"):
-        asked.append(("postgres", "DATABASE_URL is PostgreSQL"))
-    if settings.grpc.port is not None:
-        asked.append(("grpc", "GRPC_PORT (--grpc-port) is set"))
-    return [MissingExtra(feature, extra) for extra, feature in asked if not installed(extra)]

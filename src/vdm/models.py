@@ -35,21 +35,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vdm.errors import AuthenticationFailed, GatewayError
+from vdm.protocols.model_list import ModelEntry
 from vdm.providers.base import ModelLister, UpstreamModel
 
 log = logging.getLogger("vdm.models")
 
 _MAX_RETRY_DELAY = 30.0
 MAX_CREDENTIALS = 256  # client credentials whose !PASSTHRU lists are kept
-
-
-@dataclass(frozen=True, slots=True)
-class ModelEntry:
-    """One row of ``GET /v1/models``, whatever the client's protocol."""
-
-    id: str
-    display_name: str
-    owned_by: str  # the provider that serves it
 
 
 # What a model id routes to: (provider, upstream model); raises GatewayError

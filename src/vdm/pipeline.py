@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
@@ -57,11 +57,15 @@ from vdm.logs import request_id as current_request_id
 from vdm.metrics import Metrics, ModelLabels, configured_models
 from vdm.middleware import Call, build_chain
 from vdm.models import ModelCatalog, ModelEntry
-from vdm.protocols import anthropic, fields, openai_ingress, responses, structured
+from vdm.outcome import Outcome, Reply
+from vdm.protocols import anthropic_door as anthropic
+from vdm.protocols import anthropic_upstream, fields, responses_upstream, structured
+from vdm.protocols import openai_door as openai_ingress
+from vdm.protocols import responses_door as responses
 from vdm.protocols.body import StreamRenamer, rename_answer, rewrite
-from vdm.protocols.openai import UsageTap as _OpenAITap
-from vdm.protocols.openai import usage_from_openai
-from vdm.protocols.responses_stream import StreamEncoder as ResponsesEncoder
+from vdm.protocols.openai_upstream import UsageTap as _OpenAITap
+from vdm.protocols.openai_upstream import usage_from_openai
+from vdm.protocols.responses_door_stream import StreamEncoder as ResponsesEncoder
 from vdm.protocols.sse import FrameCutter
 from vdm.providers import build
 from vdm.providers.base import (
@@ -120,10 +124,10 @@ class _RelayRules:
 
 
 _ANTHROPIC_RELAY = _RelayRules(
-    anthropic.UsageTap,
+    anthropic_upstream.UsageTap,
     anthropic.encode_stream_error,
     msgspec.json.Decoder(_AnthropicAnswer),
-    lambda a: (anthropic.usage_from_dict(a.usage), a.stop_reason),
+    lambda a: (anthropic_upstream.usage_from_dict(a.usage), a.stop_reason),
     model_in_every_chunk=False,
 )
 _OPENAI_RELAY = _RelayRules(
@@ -137,34 +141,12 @@ _OPENAI_RELAY = _RelayRules(
     model_in_every_chunk=True,
 )
 _RESPONSES_RELAY = _RelayRules(
-    responses.UsageTap,
+    responses_upstream.UsageTap,
     responses.encode_stream_error,
-    msgspec.json.Decoder(responses.ResponsesAnswer),
-    lambda a: (responses.usage_from_responses(a.usage), a.status),
+    msgspec.json.Decoder(responses_upstream.ResponsesAnswer),
+    lambda a: (responses_upstream.usage_from_responses(a.usage), a.status),
     model_in_every_chunk=True,  # (every response.* event's response)
 )
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What happened, for the access log, metrics and (later) audit."""
-
-    provider: str = ""
-    model: str = ""
-    usage: ir.Usage | None = None
-    stop_reason: str | None = None
-    error: str | None = None
-    started: float = field(default_factory=time.perf_counter)  # this attempt's start
-    first_byte: float | None = None  # perf_counter() at the upstream's first event / chunk
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-    outcome: Outcome | None = None
 
 
 @dataclass(slots=True)

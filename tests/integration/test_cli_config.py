@@ -11,7 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.support.gateway import clean_env
+from tests.support.gateway import clean_env, free_port
 
 
 @pytest.fixture
@@ -69,6 +69,21 @@ def test_validate_lists_every_problem_with_file_and_key(work: Path) -> None:
     )
     assert "NOPE_ALIAS_FAST" in err and "'nope'" in err
     assert "problem(s)" in err
+
+
+def test_an_unknown_middleware_stops_validate_and_start_with_the_known_names(
+    work: Path,
+) -> None:
+    """The settings take the middleware names from the chain (vdm.validate):
+    both entry points still refuse a name the chain does not know."""
+    (work / "vdm.toml").write_text('[middleware]\nenabled = ["request-log", "nope"]\n')
+    checked = vdm(work, "config", "validate")
+    assert checked.returncode == 1
+    assert f"{work / 'vdm.toml'}: middleware.enabled: unknown middleware 'nope'" in checked.stderr
+    assert "known: request-log, gemini-thought-signatures" in checked.stderr
+    started = vdm(work, "server", "start", "--port", str(free_port()))
+    assert started.returncode == 2
+    assert "unknown middleware 'nope'" in started.stderr and "Traceback" not in started.stderr
 
 
 def test_validate_accepts_a_good_configuration(work: Path) -> None:

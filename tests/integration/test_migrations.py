@@ -92,7 +92,7 @@ def _stamp_newer(env: dict[str, str]) -> None:
     from vdm.tenants.settings import TenantSettings
 
     async def stamp() -> None:
-        engine = create_engine(TenantSettings(database_url=env["DATABASE_URL"]))
+        engine = create_engine(TenantSettings(database_url=env["DATABASE_URL"]).sqlalchemy_url)
         try:
             async with engine.begin() as conn:
                 await conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))

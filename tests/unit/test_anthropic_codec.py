@@ -14,13 +14,8 @@ from hypothesis import strategies as st
 
 from vdm import ir
 from vdm.errors import InvalidRequest, UpstreamProtocolError
-from vdm.protocols.anthropic import (
-    EventDecoder,
-    decode_request,
-    encode_request,
-    encode_response,
-    response_events,
-)
+from vdm.protocols.anthropic_door import decode_request, encode_response
+from vdm.protocols.anthropic_upstream import EventDecoder, encode_request, response_events
 from vdm.protocols.sse import SSEParser
 
 

@@ -5,6 +5,8 @@ provider precedence."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -456,7 +458,7 @@ def test_bad_model_list_settings_name_their_variables(home: Path, cwd: Path) -> 
 
 
 def test_passthrough_settings(home: Path, cwd: Path) -> None:
-    from vdm.passthrough import Rule
+    from vdm.allowlist import Rule
 
     assert load(home, cwd).server.passthrough_allow is None  # the package default list
     assert load(home, cwd).server.max_upload_size == 512 * 1024 * 1024
@@ -643,3 +645,22 @@ def test_bad_provider_connections_in_toml_name_file_and_key(home: Path, cwd: Pat
     path.write_text('[providers.oa]\nbase-url = "http://127.0.0.1:1/v1"\nmax-connections = 0\n')
     message = problems(home, cwd, OA_API_KEY="k")
     assert str(path) in message and "providers.oa.max-connections" in message
+
+
+def test_loading_the_settings_imports_none_of_the_parts_they_configure(tmp_path: Path) -> None:
+    """The settings sit below what they configure (pyproject.toml's layers): reading
+    them, middleware and passthrough allowlist included, loads no door, pipeline,
+    provider, middleware or codec."""
+    code = (
+        "import sys\n"
+        "from vdm.config import load_settings\n"
+        f"load_settings(env={{'HOME': {str(tmp_path)!r}, 'MIDDLEWARE': 'request-log',"
+        " 'PASSTHROUGH_ALLOW': 'default'})\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('vdm.'))))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
+    above = ("vdm.middleware", "vdm.passthrough", "vdm.pipeline", "vdm.providers", "vdm.protocols")
+    assert "vdm.config" in loaded
+    assert [m for m in loaded if m.startswith(above)] == []

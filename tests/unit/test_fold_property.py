@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies._internal import regex as _regex  # noqa: F401
 
 from vdm import ir
-from vdm.protocols.openai import ChunkDecoder, response_events
+from vdm.protocols.openai_upstream import ChunkDecoder, response_events
 
 MODEL = "client-model"
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from vdm import ir
-from vdm.config import ConfigError, MiddlewareSettings, load_settings
+from vdm.config import ConfigError, MiddlewareSettings
 from vdm.errors import UpstreamUnreachable
 from vdm.middleware import FACTORIES, Call, Chain, Middleware, build_chain
 from vdm.middleware.gemini import GeminiThoughtSignatures
 from vdm.middleware.request_log import RequestLog
-from vdm.pipeline import Outcome, Reply
+from vdm.outcome import Outcome, Reply
 from vdm.routing import Route
+from vdm.validate import load_settings
 
 
 class _Provider:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from vdm.errors import AuthenticationFailed, InvalidRequest, UpstreamUnreachable
-from vdm.models import MAX_CREDENTIALS, ModelCatalog, ModelEntry, merge
+from vdm.models import MAX_CREDENTIALS, ModelCatalog, merge
+from vdm.protocols.model_list import ModelEntry
 from vdm.providers.base import UpstreamModel
 from vdm.routing import Router
 

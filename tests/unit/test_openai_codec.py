@@ -1,6 +1,6 @@
 """Chat Completions both ways: requests from OpenAI clients -> IR
-(``openai_ingress``), and IR -> requests to OpenAI-compatible upstreams
-(``openai``): structured output and documents."""
+(``openai_door``), and IR -> requests to OpenAI-compatible upstreams
+(``openai_upstream``): structured output and documents."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from vdm import ir
 from vdm.errors import InvalidRequest
-from vdm.protocols import openai, openai_ingress
+from vdm.protocols import openai_door, openai_upstream
 
 PDF_B64 = "JVBERi0xLjQK"
 SCHEMA: dict[str, Any] = {
@@ -19,11 +19,11 @@ SCHEMA: dict[str, Any] = {
     "required": ["a"],
     "additionalProperties": False,
 }
-OPTIONS = openai.RequestOptions()
+OPTIONS = openai_upstream.RequestOptions()
 
 
 def client(*content: dict[str, Any], **body: Any) -> ir.ChatRequest:
-    request, _ = openai_ingress.decode_request(
+    request, _ = openai_door.decode_request(
         {"model": "m", "messages": [{"role": "user", "content": list(content)}], **body}
     )
     return request
@@ -31,7 +31,7 @@ def client(*content: dict[str, Any], **body: Any) -> ir.ChatRequest:
 
 def upstream(*parts: ir.Part, **fields: Any) -> dict[str, Any]:
     request = ir.ChatRequest("m", [ir.Message("user", list(parts))], **fields)
-    return openai.encode_request(request, "up", OPTIONS)
+    return openai_upstream.encode_request(request, "up", OPTIONS)
 
 
 TEXT = {"type": "text", "text": "Sum up"}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vdm.protocols.openai import UsageTap
+from vdm.protocols.openai_upstream import UsageTap
 from vdm.protocols.sse import FrameCutter
 
 
@@ -72,7 +72,7 @@ def test_both_taps_read_the_same_whatever_the_chunking(spaced: bool, crlf: bool)
     every way of cutting the stream reads the same usage."""
     import random
 
-    from vdm.protocols.anthropic import UsageTap as AnthropicTap
+    from vdm.protocols.anthropic_upstream import UsageTap as AnthropicTap
 
     rng = random.Random(7)
     ant = _anthropic_stream(spaced)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from vdm.errors import InvalidRequest, MethodNotAllowed, NotFound
-from vdm.passthrough import (
+from vdm.allowlist import (
     DEFAULT_ALLOW,
     Allowlist,
     Rule,
-    Target,
     UnsafePath,
-    UsageTail,
     checked_query,
-    choose,
-    form_field,
     normal_path,
     parse_allowlist,
+)
+from vdm.errors import InvalidRequest, MethodNotAllowed, NotFound
+from vdm.passthrough import (
+    Target,
+    UsageTail,
+    choose,
+    form_field,
     request_headers,
     route_json,
 )

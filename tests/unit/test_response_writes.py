@@ -8,8 +8,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from vdm import ir
-from vdm.pipeline import Outcome, _render_stream
-from vdm.protocols import anthropic
+from vdm.outcome import Outcome
+from vdm.pipeline import _render_stream
+from vdm.protocols import anthropic_door
 from vdm.server.asgi import send_stream
 from vdm.server.protocol import ResponseWrites
 
@@ -159,7 +160,11 @@ def test_a_converted_streams_first_text_is_written_before_the_rest_is_converted(
 
         first = ir.MessageStart("msg_1", "m", ir.Usage(5, 0))
         body = _render_stream(
-            first, one_read(), Outcome(), anthropic.encode_event, anthropic.encode_stream_error
+            first,
+            one_read(),
+            Outcome(),
+            anthropic_door.encode_event,
+            anthropic_door.encode_stream_error,
         )
         await send_stream(send, 200, {}, body, lambda exc: b"")
         await asyncio.sleep(0)  # the last turn's writes

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from vdm import ir
 from vdm.errors import InvalidRequest
-from vdm.protocols import responses as rp
-from vdm.protocols.responses_stream import StreamEncoder
+from vdm.protocols import responses_door as rp
+from vdm.protocols import responses_upstream
+from vdm.protocols.responses_door_stream import StreamEncoder
 from vdm.protocols.sse import FrameCutter, SSEParser
 
 # ---------------------------------------------------------------- decoding
@@ -309,7 +310,7 @@ def test_a_failure_after_the_start_is_error_then_response_failed() -> None:
 
 
 def test_usage_tap_reads_the_final_event_of_a_native_stream() -> None:
-    tap = rp.UsageTap()
+    tap = responses_upstream.UsageTap()
     final = {
         "type": "response.completed",
         "response": {
@@ -338,7 +339,7 @@ def test_reasoning_tokens_are_read_only_when_reported_as_counts(
     details: dict[str, object] | None, expected: int | None
 ) -> None:
     usage = {"input_tokens": 1, "output_tokens": 9, "output_tokens_details": details}
-    assert rp.usage_from_responses(usage).reasoning_tokens == expected
+    assert responses_upstream.usage_from_responses(usage).reasoning_tokens == expected
     rendered = rp.usage_dict(ir.Usage(1, 9, reasoning_tokens=expected))
     assert rendered["output_tokens_details"] == {"reasoning_tokens": expected or 0}
 

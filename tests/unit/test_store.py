@@ -30,7 +30,7 @@ def run(env: dict[str, str], body: Callable[[SqlStore], Awaitable[Any]]) -> Any:
     )
 
     async def main() -> Any:
-        engine = create_engine(settings)
+        engine = create_engine(settings.sqlalchemy_url, settings.database_schema)
         try:
             await migrate.upgrade(engine, settings.database_schema)
             return await body(SqlStore(engine))

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdm import ir
-from vdm.protocols.openai import ChunkDecoder, response_events
+from vdm.protocols.openai_upstream import ChunkDecoder, response_events
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 json_values = st.recursive(

@@ -10,7 +10,7 @@ from typing import Any
 from vdm import ir
 from vdm.middleware import Call
 from vdm.middleware.gemini import GeminiThoughtSignatures, SignatureCache, has_signature
-from vdm.protocols import openai as wire
+from vdm.protocols import openai_upstream as wire
 
 EXTRA = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
 

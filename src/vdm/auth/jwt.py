@@ -30,7 +30,8 @@ from typing import Any, Literal, Protocol
 
 import jwt
 
-from vdm.config import GrpcSettings, user_config_path
+from vdm.config import GrpcSettings
+from vdm.dirs import user_config_path
 from vdm.secret_file import read_or_create
 
 ISSUER = "vdm"

@@ -24,9 +24,9 @@ from vdm.cache import keys
 from vdm.cache.keys import Ask
 from vdm.cache.settings import CacheSettings
 from vdm.cache.store import MemoryStore, RedisStore, Store
+from vdm.outcome import Outcome, Reply
 
 if TYPE_CHECKING:
-    from vdm.pipeline import Outcome, Reply
     from vdm.routing import Route
 
 log = logging.getLogger("vdm.cache")
@@ -131,8 +131,6 @@ class ResponseCache:
             return None
         if plan.ask.max_age is not None and time.time() - entry.created > plan.ask.max_age:
             return None
-        from vdm.pipeline import Outcome, Reply
-
         headers = {
             "content-type": entry.content_type,
             HEADER: "hit",

@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vdm.config import ConfigError, Settings, load_settings, model_typos
+from vdm.config import ConfigError, Settings, model_typos
+from vdm.validate import load_settings
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)

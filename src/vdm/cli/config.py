@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 from dotenv import dotenv_values
 
+from vdm.allowlist import Rule
 from vdm.cli import output
 from vdm.cli.common import console, errors, fail, loops, mask_url, warnings
 from vdm.config import (
@@ -33,11 +34,10 @@ from vdm.config import (
     Settings,
     fingerprint,
     lint,
-    load_settings,
     model_typos,
     user_config_path,
 )
-from vdm.passthrough import Rule
+from vdm.validate import load_settings
 
 app = typer.Typer(help="Show, check and write the configuration.", no_args_is_help=True)
 

@@ -373,7 +373,7 @@ async def _db(action: str) -> str:
     from vdm.store.sql import create_engine
 
     tenants = settings_or_exit().tenants
-    engine = create_engine(tenants)
+    engine = create_engine(tenants.sqlalchemy_url, tenants.database_schema)
     try:
         if action == "upgrade":  # the start-up's own path: the same lock, the same checks
             status = await migrate.upgrade(engine, tenants.database_schema)

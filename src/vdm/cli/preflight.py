@@ -113,7 +113,7 @@ async def _connect(tenants: TenantSettings) -> None:
 
     from vdm.store.sql import create_engine
 
-    engine = create_engine(tenants)
+    engine = create_engine(tenants.sqlalchemy_url, tenants.database_schema)
     try:
         async with asyncio.timeout(_DATABASE_TIMEOUT), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

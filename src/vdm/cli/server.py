@@ -122,7 +122,7 @@ def summary(settings: Settings, host: str, port: int) -> None:
 
 def _check_extras(settings: Settings) -> None:
     """Stop (exit 2) when the settings ask for a feature whose extra is missing."""
-    from vdm.extras import missing
+    from vdm.validate import missing
 
     problems = missing(settings)
     for problem in problems[:-1]:

@@ -30,12 +30,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from vdm.events.bus import Bus, Event, Handler
-
-if TYPE_CHECKING:
-    from vdm.config import ServerSettings
 
 REQUEST_FINISHED = "request.finished"  # vdm.server.app: one per answered /v1 request
 TOKEN_USAGE = "token.usage"  # vdm.tenants.registry: a tenant token's requests and cache hits
@@ -53,7 +50,20 @@ def instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def build(server: ServerSettings) -> Bus:
+class BusSettings(Protocol):
+    """What :func:`build` reads of the server settings (``vdm.config.ServerSettings``)."""
+
+    @property
+    def redis_url(self) -> str | None: ...
+    @property
+    def redis_namespace(self) -> str: ...
+    @property
+    def events_queue_size(self) -> int: ...
+    @property
+    def events_stream_max_length(self) -> int: ...
+
+
+def build(server: BusSettings) -> Bus:
     """The bus the settings ask for: Redis Streams with ``REDIS_URL``, else memory."""
     if server.redis_url:
         from vdm.events.redis import RedisBus

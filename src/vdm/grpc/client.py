@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import grpc
 
-from vdm.config import user_config_path
+from vdm.dirs import user_config_path
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 

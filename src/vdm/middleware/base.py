@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from vdm import ir
 
 if TYPE_CHECKING:
-    from vdm.pipeline import Outcome
+    from vdm.outcome import Outcome
 
 Door = Literal["anthropic", "openai", "responses", "grpc"]
 HOOKS = ("on_start", "on_request", "on_event", "on_response")

@@ -23,7 +23,7 @@ from vdm.middleware.request_log import RequestLog
 
 if TYPE_CHECKING:
     from vdm.config import MiddlewareSettings
-    from vdm.pipeline import Outcome, Reply
+    from vdm.outcome import Outcome, Reply
     from vdm.providers.base import Provider
     from vdm.routing import Route
 
@@ -187,5 +187,6 @@ class Chain:
 
 
 def build_chain(settings: MiddlewareSettings) -> Chain:
-    """The configured middleware, in order (names are validated by config)."""
+    """The configured middleware, in order (the names were checked at load:
+    :func:`vdm.validate.load_settings`)."""
     return Chain([FACTORIES[name](settings) for name in settings.enabled])

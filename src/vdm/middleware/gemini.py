@@ -28,9 +28,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vdm import ir
+from vdm.ids import upstream_tool_id
 from vdm.middleware.base import Call, Middleware
-from vdm.protocols.anthropic import upstream_tool_id
-from vdm.protocols.openai import EXTRA_CONTENT
+from vdm.protocols.openai_upstream import EXTRA_CONTENT
 
 if TYPE_CHECKING:
     from vdm.config import MiddlewareSettings

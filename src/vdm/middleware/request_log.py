@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from vdm.middleware.base import Call, Middleware
 
 if TYPE_CHECKING:
-    from vdm.pipeline import Outcome
+    from vdm.outcome import Outcome
 
 log = logging.getLogger("vdm.requests")
 

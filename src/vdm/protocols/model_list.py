@@ -1,15 +1,26 @@
-"""Upstream model lists.  Pure functions, no I/O.
+"""Model lists.  Pure functions, no I/O.
 
-OpenAI-compatible (``GET /models``) and Anthropic-native (``GET /v1/models``)
+:class:`ModelEntry` is one row of the gateway's own ``GET /v1/models`` (each
+door renders the rows in its shape).  Upstream lists: OpenAI-compatible (``GET /models``) and Anthropic-native (``GET /v1/models``)
 upstreams answer the same outer shape, ``{"data": [{"id": ..., ...}]}``;
 Anthropic adds ``display_name``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from vdm.errors import UpstreamProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One row of ``GET /v1/models``, whatever the client's protocol."""
+
+    id: str
+    display_name: str
+    owned_by: str  # the provider that serves it
 
 
 def decode_model_list(payload: Any, provider: str) -> list[tuple[str, str | None]]:

@@ -17,7 +17,7 @@ import msgspec
 from vdm import ir
 from vdm.config import ApiFormat, ProviderSettings
 from vdm.errors import UpstreamProtocolError
-from vdm.protocols import anthropic as wire
+from vdm.protocols import anthropic_upstream as wire
 from vdm.protocols import structured
 from vdm.protocols.model_list import decode_model_list
 from vdm.protocols.sse import SSEParser

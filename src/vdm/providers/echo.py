@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from vdm import ir
-from vdm.protocols.anthropic import new_message_id, tool_use_id
+from vdm.ids import new_message_id, tool_use_id
 from vdm.providers.base import ClientContext
 from vdm.tokens import count_request_tokens, count_text_tokens
 

@@ -18,11 +18,11 @@ import msgspec
 from vdm import ir
 from vdm.config import ProviderSettings
 from vdm.errors import UpstreamProtocolError
-from vdm.protocols import openai as wire
+from vdm.protocols import openai_upstream as wire
 from vdm.protocols import structured
 from vdm.protocols.body import rewrite
 from vdm.protocols.model_list import decode_model_list
-from vdm.protocols.responses import STREAM_ENDS as RESPONSES_STREAM_ENDS
+from vdm.protocols.responses_upstream import STREAM_ENDS as RESPONSES_STREAM_ENDS
 from vdm.protocols.sse import SSEParser
 from vdm.providers.base import ClientContext, RawResponse, UpstreamModel
 from vdm.providers.endpoints import endpoint_for

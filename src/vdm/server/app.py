@@ -29,7 +29,7 @@ from vdm.auth.credentials import Credentials, JwtAdmission
 from vdm.auth.proxy_key import ProxyKey, presented_key
 from vdm.auth.split import CredentialSplit
 from vdm.auth.throttle import FailedLogins
-from vdm.config import ConfigError, Settings, load_settings
+from vdm.config import ConfigError, Settings
 from vdm.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -50,8 +50,11 @@ from vdm.logs import request_id as current_request_id
 from vdm.loops import HOP_HEADER
 from vdm.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vdm.metrics import Metrics
-from vdm.pipeline import Gateway, Reply, new_request_id
-from vdm.protocols import anthropic, openai_ingress, responses
+from vdm.outcome import Reply
+from vdm.pipeline import Gateway, new_request_id
+from vdm.protocols import anthropic_door as anthropic
+from vdm.protocols import openai_door as openai_ingress
+from vdm.protocols import responses_door as responses
 from vdm.protocols.fields import too_deep
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
 from vdm.server import access as access_record
@@ -72,6 +75,7 @@ from vdm.server.asgi import (
 )
 from vdm.server.protocol import ConnectionLimits
 from vdm.totals import RunningTotals
+from vdm.validate import load_settings
 from vdm.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("vdm.server")

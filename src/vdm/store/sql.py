@@ -30,7 +30,6 @@ from vdm.store.records import (
     UsageDelta,
 )
 from vdm.store.schema import audit_events, instances, projects, revision, tokens
-from vdm.tenants.settings import TenantSettings
 
 log = logging.getLogger("vdm.store")
 
@@ -46,11 +45,12 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def create_engine(settings: TenantSettings) -> AsyncEngine:
+def create_engine(url: str, schema: str | None = None) -> AsyncEngine:
+    """An engine for ``url`` (SQLAlchemy's form, with the async driver); ``schema``:
+    PostgreSQL's search path."""
     # aiosqlite logs every statement with its parameters at DEBUG: credentials
     # and token hashes would reach the log with LOG_LEVEL=DEBUG.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
-    url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
@@ -69,8 +69,8 @@ def create_engine(settings: TenantSettings) -> AsyncEngine:
         return engine
     require("postgres", "DATABASE_URL is PostgreSQL")
     connect_args: dict[str, Any] = {}
-    if settings.database_schema:
-        connect_args["server_settings"] = {"search_path": settings.database_schema}
+    if schema:
+        connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(url, connect_args=connect_args, pool_size=5, max_overflow=10)
 
 

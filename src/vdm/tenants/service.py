@@ -119,7 +119,7 @@ class ControlPlane:
         from vdm.store.sql import SqlStore, create_engine
 
         cipher = Cipher(await asyncio.to_thread(load_key, settings))
-        engine = create_engine(settings)
+        engine = create_engine(settings.sqlalchemy_url, settings.database_schema)
         windows = SharedWindows(redis_url, redis_namespace) if redis_url else None
         try:
             await migrate.upgrade(engine, settings.database_schema)

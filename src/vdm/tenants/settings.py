@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from vdm.dirs import data_dir, user_config_path
 
 KEYS = {
     "management-token",
@@ -77,13 +78,6 @@ class TenantSettings:
     def shared(self) -> bool:
         """Several instances may share this database (PostgreSQL)."""
         return self.sqlalchemy_url.startswith("postgresql")
-
-
-def data_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_DATA_HOME") or str(
-        Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "share"
-    )
-    return Path(base) / "vdm"
 
 
 def tenant_settings(
@@ -156,8 +150,6 @@ def tenant_settings(
 
 def default_key_file(env: Mapping[str, str]) -> Path:
     """Where the generated key lives: next to the generated JWT secret."""
-    from vdm.config import user_config_path
-
     return user_config_path(env).parent / "encryption-key"
 
 

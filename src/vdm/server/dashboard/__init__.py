@@ -22,16 +22,33 @@ from __future__ import annotations
 
 import time
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vdm import __version__
 from vdm.config import PASSTHROUGH_KEY, key_id
 from vdm.metrics import Metrics, Recent
 
 if TYPE_CHECKING:
+    from vdm.config import Settings
+    from vdm.pipeline import Gateway
     from vdm.providers.cooldowns import Bench
-    from vdm.server.app import App
-    from vdm.worker_metrics import Figures
+    from vdm.worker_metrics import Figures, WorkerMetrics
+
+
+class App(Protocol):
+    """What the dashboard reads of the running app (:class:`vdm.server.app.App`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def gateway(self) -> Gateway | None: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def shared_metrics(self) -> WorkerMetrics | None: ...
+    @property
+    def plane(self) -> Any: ...  # vdm.tenants.service.ControlPlane, when the control plane is on
+
 
 PREFIX = "/dashboard"
 SNAPSHOT = PREFIX + "/api/snapshot"

@@ -1,6 +1,7 @@
-"""OpenAI Chat Completions <-> IR.  Pure functions, no I/O.
-
-Upstream direction (the gateway calling an OpenAI-compatible provider):
+"""The gateway calling an OpenAI-compatible provider (Chat Completions): IR ->
+a request, its answers -> IR; the usage tap of an answer relayed as bytes.
+Pure functions, no I/O.  (The Chat Completions door, clients speaking it to
+the gateway, is :mod:`vdm.protocols.openai_door`.)
 
 * :func:`encode_request` — IR request -> chat.completions body;
 * :func:`response_events` — a non-streaming chat.completion -> IR events;
@@ -42,7 +43,7 @@ from typing import Any, assert_never
 import msgspec
 
 from vdm import ir
-from vdm.protocols.anthropic import new_message_id, tool_use_id, upstream_tool_id
+from vdm.ids import new_message_id, tool_use_id, upstream_tool_id
 from vdm.protocols.sse import last_frame
 from vdm.protocols.structured import openai_response_format
 

@@ -1,8 +1,8 @@
-"""OpenAI Chat Completions as a *client* protocol: requests from OpenAI SDK
-clients -> IR, and IR answers -> ``chat.completion`` / chunk SSE.  Pure, no I/O.
+"""The OpenAI Chat Completions door: requests from OpenAI SDK clients -> IR,
+and IR answers -> ``chat.completion`` / chunk SSE.  Pure, no I/O.
 
-(:mod:`vdm.protocols.openai` is the other direction: IR -> requests to
-OpenAI-compatible upstreams, and their answers -> IR.)
+(:mod:`vdm.protocols.openai_upstream` is the other direction: IR -> requests
+to OpenAI-compatible upstreams, and their answers -> IR.)
 
 ``response_format`` (``json_object``, ``json_schema``) becomes the IR's
 ``output_format``; how each upstream is held to it is
@@ -29,7 +29,7 @@ from vdm.protocols.fields import decode_json_object
 from vdm.protocols.sse import frame
 
 if TYPE_CHECKING:
-    from vdm.models import ModelEntry
+    from vdm.protocols.model_list import ModelEntry
 
 _encode = msgspec.json.Encoder().encode
 

@@ -5,7 +5,7 @@ number every event carries, the open output items (one per IR block: a text
 block is a ``message`` item, a tool call a ``function_call``, thinking a
 ``reasoning`` item with one summary part), and the finished items that
 ``response.completed`` repeats.  Finished items are built by the same mappers
-as the non-streamed response (:mod:`vdm.protocols.responses`), so the
+as the non-streamed response (:mod:`vdm.protocols.responses_door`), so the
 official SDK's ``responses.stream`` assembles exactly what
 ``responses.create`` returns::
 
@@ -31,7 +31,7 @@ import msgspec
 
 from vdm import ir
 from vdm.errors import GatewayError
-from vdm.protocols import responses as rp
+from vdm.protocols import responses_door as rp
 from vdm.protocols.sse import frame
 
 _encode = msgspec.json.Encoder().encode

@@ -1,9 +1,10 @@
-"""The OpenAI Responses API as a *client* protocol (Codex CLI, the Agents SDK):
-``POST /v1/responses`` bodies -> IR, and IR answers -> ``response`` objects.
-Pure, no I/O.  The streamed rendering (the ``response.*`` event grammar) is
-:mod:`vdm.protocols.responses_stream`; both build their output items with the
-per-item mappers here, so a streamed answer assembles into exactly the
-non-streamed one.
+"""The OpenAI Responses door (Codex CLI, the Agents SDK): ``POST /v1/responses``
+bodies -> IR, and IR answers -> ``response`` objects.  Pure, no I/O.  The
+streamed rendering (the ``response.*`` event grammar) is
+:mod:`vdm.protocols.responses_door_stream`; both build their output items
+with the per-item mappers here, so a streamed answer assembles into exactly
+the non-streamed one.  A native upstream's answer relayed as bytes is read
+by :mod:`vdm.protocols.responses_upstream`.
 
 Mapping (README "Responses API (Codex CLI)"):
 
@@ -44,16 +45,15 @@ import msgspec
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
-from vdm.protocols import fields, openai_ingress
-from vdm.protocols.openai import reasoning_tokens
-from vdm.protocols.sse import frame, last_frame
+from vdm.protocols import fields, openai_door
+from vdm.protocols.sse import frame
 
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder()
 
 THINKING_PREFIX = "vdm:thinking:"
 REDACTED_PREFIX = "vdm:redacted:"
-_EFFORT_BUDGET = {**openai_ingress.EFFORT_BUDGET, "xhigh": 32768}
+_EFFORT_BUDGET = {**openai_door.EFFORT_BUDGET, "xhigh": 32768}
 _NO_THINKING = ("none", "minimal")
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 # Fields of a stateful Responses API: refused on converted routes.
@@ -275,9 +275,9 @@ def _content(content: Any, path: str) -> list[ir.ResultPart]:
                     f"{where}: only images given by image_url (an http(s) or "
                     "base64 data: URL) are supported, not file_id"
                 )
-            parts.append(openai_ingress.image_part(part.get("image_url"), where))
+            parts.append(openai_door.image_part(part.get("image_url"), where))
         elif kind == "input_file":
-            parts.append(openai_ingress.document_part(part, where, url_key="file_url"))
+            parts.append(openai_door.document_part(part, where, url_key="file_url"))
         else:
             raise InvalidRequest(
                 f"{where}.type: content part {kind!r} is not supported; "
@@ -404,8 +404,8 @@ def _decode_text_format(text: Any) -> ir.OutputFormat | None:
         raise _fail("text", "object", text)
     fmt = text.get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        return openai_ingress.json_schema_format(fmt, "text.format")
-    return openai_ingress.output_format(fmt, "text.format")
+        return openai_door.json_schema_format(fmt, "text.format")
+    return openai_door.output_format(fmt, "text.format")
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
@@ -566,12 +566,12 @@ def encode_response(response: ir.ChatResponse, options: Options) -> bytes:
 
 
 def error_body(error: GatewayError) -> dict[str, Any]:
-    return openai_ingress.error_body(error)
+    return openai_door.error_body(error)
 
 
 def encode_error(error: GatewayError) -> bytes:
     """An HTTP error answer: the OpenAI API's error shape, as for every OpenAI path."""
-    return openai_ingress.encode_error(error)
+    return openai_door.encode_error(error)
 
 
 def failure(error: GatewayError) -> dict[str, Any]:
@@ -610,71 +610,3 @@ def encode_stream_error(error: GatewayError) -> bytes:
 
 # Sent while a stream is silent: an SSE comment, which the openai SDK and Codex skip.
 PING = b": ping\n\n"
-
-
-# ---------------------------------------------------------------- passthrough tap
-
-_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_FINAL_NEEDLES = tuple((e, (e.encode(),)) for e in sorted(_FINAL_EVENTS))
-
-
-class ResponsesAnswer(msgspec.Struct):
-    """The fields of a whole native answer the outcome needs."""
-
-    usage: dict[str, Any] | None = None
-    status: str | None = None
-    model: Any = None
-
-
-def usage_from_responses(usage: Any) -> ir.Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    details = usage.get("input_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    cached = cached if isinstance(cached, int) else 0
-    total = usage.get("input_tokens")
-    output = usage.get("output_tokens")
-    return ir.Usage(
-        input_tokens=max((total if isinstance(total, int) else 0) - cached, 0),
-        output_tokens=output if isinstance(output, int) else 0,
-        cache_read_input_tokens=cached or None,
-        reasoning_tokens=reasoning_tokens(usage.get("output_tokens_details")),
-    )
-
-
-class UsageTap:
-    """Reads usage out of a Responses SSE stream relayed as bytes: fed whole
-    frames (:class:`~vdm.protocols.sse.FrameCutter`), only the final
-    ``response.*`` event is parsed and decoded."""
-
-    __slots__ = ("stop_reason", "usage")
-
-    def __init__(self) -> None:
-        self.usage: ir.Usage | None = None
-        self.stop_reason: str | None = None
-
-    def feed(self, frames: bytes) -> None:
-        for event, needle in _FINAL_NEEDLES:
-            found = last_frame(frames, needle, event)
-            if found is not None:
-                self._read(found[1])
-
-    def _read(self, data: bytes) -> None:
-        try:
-            value = _decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return
-        response = value.get("response") if isinstance(value, dict) else None
-        if isinstance(response, dict):
-            self.usage = usage_from_responses(response.get("usage"))
-            status = response.get("status")
-            self.stop_reason = status if isinstance(status, str) else None
-
-
-# How a finished native stream ends (for the passthrough's truncation check).
-STREAM_ENDS = (
-    b'"response.completed"',
-    b'"response.incomplete"',
-    b'"response.failed"',
-    b"event: error",
-)
