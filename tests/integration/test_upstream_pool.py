@@ -93,7 +93,9 @@ def test_requests_beyond_the_limit_wait_and_are_counted(
                     pool_samples(gateway, "oa"),
                     len(fake_openai.requests),
                 )
-                # The limit holds: only LIMIT requests reached the upstream.
+                # The limit holds: LIMIT requests reach the upstream (the last of them
+                # may still be on its way when the others are counted waiting), no more.
+                assert fake_openai.wait_for(lambda: len(fake_openai.requests) >= LIMIT)
                 assert len(fake_openai.requests) == LIMIT
                 assert pool_samples(gateway, "oa")[f"{WAITS}_count"] == 0  # still waiting
             finally:
