@@ -102,7 +102,7 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 # Tables whose keys are data (header names, model names), not settings.
-_DATA_TABLES = ("headers", "deployments")
+_DATA_TABLES = ("headers", "deployments", "models")
 
 
 def record_sources(layer: dict[str, Any], source: str, sources: dict[str, str]) -> None:

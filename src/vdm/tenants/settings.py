@@ -117,7 +117,7 @@ class TenantSettings:
         f"Fernet key of project credentials at rest; '{PLAIN}': plain text.",
         env="VDM_ENCRYPTION_KEY",
         secret=True,
-        example=PLAIN,
+        example="a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
     )
     encryption_key_file: str = setting(
         "",
