@@ -163,6 +163,7 @@ PROVIDER_VALUES: dict[str, tuple[Callable[[Settings], Any], Any, dict[str, str]]
     "responses-api": (lambda s: s.providers["foo"].responses_api, "native", {}),
     "forward-organization": (lambda s: s.providers["foo"].forward_organization, True, {}),
     "structured-output": (lambda s: s.providers["foo"].structured_output, "tool", {}),
+    "max-connections": (lambda s: s.providers["foo"].max_connections, 8, {}),
 }
 
 

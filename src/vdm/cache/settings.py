@@ -85,7 +85,7 @@ class CacheSettings:
     models: Mapping[str, int] = setting(
         {},
         CacheModels(),
-        "Routed models cached without the client asking, with their TTL in seconds.",
+        "A TTL per routed model, cached without the client asking ([Response cache](cache.md)).",
         example={"openai:gpt-4o": 120},
     )
     shared: bool = setting(

@@ -25,6 +25,8 @@ _FALSE = ("0", "false", "no", "off")
 class Kind:
     """Plain text; the base of every kind."""
 
+    masks_url = False  # shown with the URL's password as ***
+
     @property
     def label(self) -> str:
         """The type in words, for the docs."""
@@ -170,6 +172,7 @@ class Pattern(Kind):
 @dataclass(frozen=True)
 class Url(Kind):
     schemes: tuple[str, ...]
+    masks_url = True
 
     @property
     def label(self) -> str:

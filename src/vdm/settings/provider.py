@@ -75,7 +75,8 @@ PROVIDER_SETTINGS: Final = {
             "API_KEY",
             Keys(),
             (),
-            "Its key, or several whitespace-separated (a pool); !PASSTHRU: the client's own.",
+            "Its key, or several whitespace-separated ([key pools](routing.md#key-pools)); "
+            "!PASSTHRU: the client's own ([!PASSTHRU keys](passthru-keys.md)).",
             secret=True,
             example="sk-1 sk-2",
         ),
@@ -92,7 +93,7 @@ PROVIDER_SETTINGS: Final = {
             "API_FORMAT",
             Choice(API_FORMATS, "api format"),
             "openai",
-            "Its wire format; an OpenAI one on an Azure host is azure.",
+            "Its wire format; unset on an Azure host: azure ([Azure OpenAI](#azure-openai)).",
             example="anthropic",
         ),
         _row(
@@ -100,7 +101,7 @@ PROVIDER_SETTINGS: Final = {
             "API_VERSION",
             Text(),
             None,
-            "anthropic-version header, or Azure's api-version query parameter.",
+            "anthropic-version sent to Anthropic-native providers (else 2023-06-01, or the client's); Azure's api-version query parameter.",
             default_text=f"{AZURE_DEFAULT_API_VERSION} for azure",
             example="2024-01-01",
         ),
@@ -117,7 +118,7 @@ PROVIDER_SETTINGS: Final = {
             "ALIAS_{ALIAS}",
             Table("table of alias = model"),
             {},
-            "Model aliases clients may send (matched case-insensitively, as substrings).",
+            "Model aliases clients may send ([Routing](routing.md#aliases)).",
             example={"fast": "small-model"},
         ),
         _row(
@@ -125,7 +126,7 @@ PROVIDER_SETTINGS: Final = {
             None,
             Table("table of alias = model"),
             {},
-            "Aliases applied when this provider is the default (haiku, sonnet, opus).",
+            "Aliases applied when this provider is the default: haiku, sonnet, opus ([Routing](routing.md#aliases)).",
             example={"haiku": "small-model"},
         ),
         _row(
@@ -141,7 +142,7 @@ PROVIDER_SETTINGS: Final = {
             "SUPPORTS_REASONING",
             Flag(),
             False,
-            "It takes reasoning effort (thinking budgets are mapped to it).",
+            "It takes reasoning_effort, mapped from Anthropic thinking ([Conversion](conversion.md)).",
             example=True,
         ),
         _row(
@@ -157,7 +158,7 @@ PROVIDER_SETTINGS: Final = {
             "RESPONSES_API",
             Choice(RESPONSES_APIS),
             "convert",
-            "POST /v1/responses relayed as is (native, OpenAI format only) or converted.",
+            "POST /v1/responses relayed as is (native, OpenAI format only) or converted ([Responses API](responses.md)).",
             default_text="native for openai, else convert",
             example="native",
         ),
@@ -175,7 +176,7 @@ PROVIDER_SETTINGS: Final = {
             Choice(STRUCTURED_OUTPUTS),
             "native",
             "How a converted request's JSON schema reaches it: its own constraint, "
-            "a forced tool, or an instruction.",
+            "a forced tool, or an instruction ([Structured output](structured-output.md)).",
             example="tool",
         ),
         _row(
@@ -183,7 +184,7 @@ PROVIDER_SETTINGS: Final = {
             "MAX_CONNECTIONS",
             UPSTREAM_CONNECTIONS,
             None,
-            "Connections open to this provider at once; beyond, requests wait.",
+            "Connections open to this provider at once; beyond, requests wait ([Upstream connections](operations.md#upstream-connections)).",
             default_text="server.upstream-max-connections",
             example=8,
         ),

@@ -119,7 +119,12 @@ class ServerSettings:
     SECTION: ClassVar[str] = "server"
     ENV_PREFIX: ClassVar[str] = ""
 
-    host: str = setting("127.0.0.1", Text(), "Address the HTTP server binds.", example="0.0.0.0")
+    host: str = setting(
+        "127.0.0.1",
+        Text(),
+        "Address the HTTP server binds; a non-loopback one needs client authentication or allow-unauthenticated ([Deploying](deploying.md#what-every-deployment-decides)).",
+        example="0.0.0.0",
+    )
     port: int = setting(8082, Int(1, 65535), "Port of the HTTP server.", example=9000)
     log_level: str = setting(
         "INFO", Choice(LOG_LEVELS, "log level"), "Least severity logged.", example="DEBUG"
@@ -127,14 +132,20 @@ class ServerSettings:
     log_format: str = setting(
         "console",
         Choice(LOG_FORMATS, "log format"),
-        "Log lines for people (console) or one JSON object a line (json).",
+        "Log lines for people (console) or one JSON object a line (json) ([Logs](operations.md#logs)).",
         example="json",
     )
     request_timeout: float = setting(
-        90.0, _SECONDS, "Default for the upstream timeouts below.", example=30.0
+        90.0,
+        _SECONDS,
+        "Default of first-byte-timeout, idle-timeout and gRPC's request-timeout.",
+        example=30.0,
     )
     max_tokens_limit: int | None = setting(
-        None, _POSITIVE, "Cap on a request's max_tokens (none: no cap).", example=4096
+        None,
+        _POSITIVE,
+        "Clamps max_tokens; unset, it is never clamped (Claude Code's 32000 reaches the provider as sent).",
+        example=4096,
     )
     max_body_size: int = setting(
         32 * MiB, Int(1024), "Largest request body in bytes; larger get 413.", example=2048
@@ -154,15 +165,21 @@ class ServerSettings:
     )
     # Resilience (providers.keys, pipeline retries/fallbacks, server shutdown).
     max_retries: int = setting(
-        2, Int(0, 10), "Retries of an upstream call that failed before its first byte.", example=5
+        2,
+        Int(0, 10),
+        "Retries of an upstream call that failed before its first byte ([Retries](routing.md#retries)).",
+        example=5,
     )
     retry_backoff: float = setting(
-        0.5, _SECONDS, "First backoff, doubled per retry, full jitter.", example=1.5
+        0.5,
+        _SECONDS,
+        "First backoff, doubled per retry, full jitter ([Retries](routing.md#retries)).",
+        example=1.5,
     )
     connect_timeout: float = setting(
         10.0,
         _SECONDS,
-        "Seconds to connect to an upstream.",
+        "Seconds to connect to an upstream ([Timeouts](routing.md#timeouts)).",
         derive=_up_to_request_timeout(10.0),
         default_text="request-timeout, at most 10",
         example=3.0,
@@ -170,7 +187,7 @@ class ServerSettings:
     first_byte_timeout: float = setting(
         90.0,
         _SECONDS,
-        "Seconds from the upstream call to its first byte.",
+        "Seconds from the upstream call to its first byte ([Timeouts](routing.md#timeouts)).",
         derive=_request_timeout,
         default_text="request-timeout",
         example=45.0,
@@ -178,39 +195,54 @@ class ServerSettings:
     idle_timeout: float = setting(
         90.0,
         _SECONDS,
-        "Seconds an upstream stream may stay silent.",
+        "Seconds an upstream stream may stay silent ([Timeouts](routing.md#timeouts)).",
         derive=_request_timeout,
         default_text="request-timeout",
         example=45.0,
     )
     total_timeout: float | None = setting(
-        None, _SECONDS, "Seconds an upstream call may last in all (none: no limit).", example=600.0
+        None,
+        _SECONDS,
+        "Seconds an upstream call may last in all; unset: no limit ([Timeouts](routing.md#timeouts)).",
+        example=600.0,
     )
     ping_interval: float = setting(
-        10.0, _SECONDS, "Seconds between keep-alive pings on a quiet stream.", example=5.0
+        10.0,
+        _SECONDS,
+        "Seconds between keep-alive pings on a quiet stream ([Streams](routing.md#streams)).",
+        example=5.0,
     )
     shutdown_timeout: float = setting(
-        30.0, _SECONDS, "Seconds open requests get to finish at shutdown.", example=5.0
+        30.0,
+        _SECONDS,
+        "Seconds open requests get to finish at shutdown ([Shutdown](routing.md#shutdown)).",
+        example=5.0,
     )
     # Key benches (providers.keys): a 401/403; the cap of a 429's backoff (1 s,
     # doubling) when the upstream gives no retry-after; the cap of every bench.
     key_auth_cooldown: float = setting(
-        300.0, _SECONDS, "Seconds a key rejected with 401/403 rests.", example=60.0
+        300.0,
+        _SECONDS,
+        "Seconds a key rejected with 401/403 rests ([Key pools](routing.md#key-pools)).",
+        example=60.0,
     )
     key_rate_limit_cooldown: float = setting(
         30.0,
         _SECONDS,
-        "Cap of a 429's backoff (1 s, doubling) when no retry-after is given.",
+        "Cap of a 429's backoff (1 s, doubling) when no retry-after is given ([Key pools](routing.md#key-pools)).",
         example=10.0,
     )
     key_cooldown_max: float = setting(
-        3600.0, _SECONDS, "Longest rest of any key, whatever the upstream says.", example=600.0
+        3600.0,
+        _SECONDS,
+        "Longest rest of any key, whatever the upstream says ([Key pools](routing.md#key-pools)).",
+        example=600.0,
     )
     redis_url: str | None = setting(
         None,
         Url(("redis", "rediss", "unix")),
-        "Redis shared by instances (cooldowns, limits, cache, events); none: in-process.",
-        secret=True,
+        "State shared by instances: cooldowns, limits, cache, events "
+        "([Deploying](deploying.md#what-the-instances-share-and-what-holds)); unset: in-process.",
         example="redis://127.0.0.1:6379/0",
     )
     redis_namespace: str = setting(
@@ -220,24 +252,36 @@ class ServerSettings:
         example="team-a",
     )
     events_queue_size: int = setting(
-        10_000, Int(100), "Events queued in this process at most.", example=500
+        10_000,
+        Int(100),
+        "Events queued in each process at most ([the event bus](deploying.md#what-the-instances-share-and-what-holds)).",
+        example=500,
     )
     events_stream_max_length: int = setting(
         100_000, Int(1000), "Entries kept in the Redis event stream.", example=5000
     )
     models_cache_ttl: float = setting(
-        600.0, _SECONDS, "Seconds a provider's model list is fresh.", example=60.0
+        600.0,
+        _SECONDS,
+        "Seconds a provider's model list is fresh ([Model lists](doors.md#model-lists)).",
+        example=60.0,
     )
     models_wait: float = setting(
-        2.0, _SECONDS, "Longest /v1/models waits for a provider's list.", example=0.5
+        2.0,
+        _SECONDS,
+        "Longest /v1/models waits for a provider's list ([Model lists](doors.md#model-lists)).",
+        example=0.5,
     )
     models_prefetch: bool = setting(
-        True, Flag(), "Fetch the providers' model lists at start-up.", example=False
+        True,
+        Flag(),
+        "Fetch the providers' model lists at start-up ([Model lists](doors.md#model-lists)).",
+        example=False,
     )
     passthrough_allow: tuple[Any, ...] | None = setting(
         None,
         Allowlist(),
-        "Methods and paths passed through to OpenAI-format providers (see docs/passthrough.md).",
+        "Methods and paths passed through to OpenAI-format providers, a string or (TOML) an array of entries ([Allowlist](passthrough.md#allowlist)).",
         default_text="default (the OpenAI API surface)",
         example=["GET /v1/files", "POST /v1/embeddings"],
     )
@@ -246,7 +290,7 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = setting(
         (),
         Networks(),
-        "Peers whose X-Forwarded-For / -Proto are believed (client address in audit, logs).",
+        "IPs and CIDRs whose X-Forwarded-For / -Proto give the client's address ([Security](security.md)).",
         example=["10.0.0.0/8"],
     )
     allow_unauthenticated: bool = setting(
@@ -257,27 +301,39 @@ class ServerSettings:
     )
     # Connection limits (vdm.server.protocol; docs/security-limits.md).
     max_header_size: int = setting(
-        64 * 1024, Int(1024), "Request line and headers in bytes; larger get 431.", example=8192
+        64 * 1024,
+        Int(1024),
+        "Request line and headers in bytes; larger get 431 ([Connections](security-limits.md#connections-http-doors)).",
+        example=8192,
     )
     header_timeout: float = setting(
-        20.0, _SECONDS, "Seconds to send the request line and headers; else 408.", example=5.0
+        20.0,
+        _SECONDS,
+        "Seconds to send the request line and headers; else 408 ([Connections](security-limits.md#connections-http-doors)).",
+        example=5.0,
     )
     body_timeout: float = setting(
         30.0,
         _SECONDS,
-        "A request body must progress within each such window; else 408.",
+        "A request body must progress within each such window; else 408 ([Connections](security-limits.md#connections-http-doors)).",
         example=5.0,
     )
     body_min_rate: int = setting(
-        1024, Int(0), "Bytes/s a body must average over each body-timeout window.", example=100
+        1024,
+        Int(0),
+        "Bytes/s a body must average over each body-timeout window ([Connections](security-limits.md#connections-http-doors)).",
+        example=100,
     )
     keep_alive_timeout: float = setting(
-        30.0, _SECONDS, "Idle keep-alive connections are closed after this.", example=5.0
+        30.0,
+        _SECONDS,
+        "Idle keep-alive connections are closed after this ([Connections](security-limits.md#connections-http-doors)).",
+        example=5.0,
     )
     max_connections: int = setting(
         2048,
         _POSITIVE,
-        "Open connections at most; beyond, 503 (a reserve still answers /live and /ready).",
+        "Open connections at most; beyond, 503, a reserve still answers /live and /ready ([Connections](security-limits.md#connections-http-doors)).",
         example=100,
     )
     # Connections to one provider open at once; beyond, requests wait for one
@@ -285,16 +341,19 @@ class ServerSettings:
     upstream_max_connections: int = setting(
         1024,
         UPSTREAM_CONNECTIONS,
-        "Connections open to one provider at once (a provider's own: its max-connections); beyond, requests wait.",
+        "Connections open to one provider at once (a provider's own: its max-connections); beyond, requests wait ([Upstream connections](operations.md#upstream-connections)).",
         example=64,
     )
     max_credential_length: int = setting(
-        8192, Int(64), "Longer API keys and tokens get 401 before any decoding.", example=1024
+        8192,
+        Int(64),
+        "Longer API keys and tokens get 401 before any decoding ([Connections](security-limits.md#connections-http-doors)).",
+        example=1024,
     )
     metrics_models: tuple[str, ...] = setting(
         (),
         Names(check=model_name_ok),
-        "Model names with a metric label of their own besides the configured ones.",
+        "Model names counted under their own metric label besides the configured ones ([Limits at the edge](security-limits.md#metrics-totals-dashboard)).",
         example=["gpt-4o"],
     )
 
@@ -338,7 +397,7 @@ class MiddlewareSettings:
     enabled: tuple[str, ...] = setting(
         (),
         MiddlewareNames(),
-        "Middleware to run, in order (request-log, gemini-thought-signatures).",
+        "The chain, in order: request-log, gemini-thought-signatures ([Middleware](routing.md#middleware)).",
         env="MIDDLEWARE",
         example=["request-log"],
     )
@@ -386,10 +445,17 @@ class GrpcSettings:
         None, File(), "TLS private key (PEM); with tls-cert, or neither.", example="key.pem"
     )
     default_model: str | None = setting(
-        None, Text(), "Model of a request that names none.", example="openai:gpt-4o"
+        None,
+        Text(),
+        "Model of a call that names none.",
+        default_text="the default provider's default model",
+        example="openai:gpt-4o",
     )
     max_requests_per_minute: int | None = setting(
-        None, _POSITIVE, "Requests per minute, all clients together.", example=600
+        None,
+        _POSITIVE,
+        "Requests per minute, all callers together ([Limits](grpc.md#limits)).",
+        example=600,
     )
     max_concurrent_requests: int | None = setting(
         None, _POSITIVE, "Requests at once, all clients together.", example=50
@@ -415,7 +481,7 @@ class GrpcSettings:
     jwt_secret: str | None = setting(
         None,
         JwtSecret(),
-        "HS256 secret of client JWTs; none: generated into the user's config dir.",
+        "HS256 secret of client JWTs; unset: generated into the user's config dir ([Secret](grpc.md#auth)).",
         env="VDM_JWT_SECRET",
         secret=True,
         example="s" * JWT_SECRET_MIN_LENGTH,

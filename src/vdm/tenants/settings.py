@@ -54,6 +54,7 @@ class ManagementToken(Kind):
 
 class DatabaseUrl(Kind):
     label = "URL (postgresql://, sqlite:///)"
+    masks_url = True
 
     def parse(self, value: Any, where: str, problems: list[str]) -> str | None:
         scheme = urlparse(str(value)).scheme
@@ -92,7 +93,7 @@ class TenantSettings:
     management_token: str | None = setting(
         None,
         ManagementToken(),
-        "The operator's token: turns the control plane on (management API, dashboard).",
+        "The operator's token: turns the control plane on ([Tenants](tenants.md)).",
         secret=True,
         example="m" * 32,
     )
@@ -100,7 +101,7 @@ class TenantSettings:
         None,
         DatabaseUrl(),
         "Database of projects, tokens and audit; none: a SQLite file in the data dir.",
-        default_text="sqlite in ~/.local/share/vdm/vdm.db",
+        default_text="SQLite (WAL) at $XDG_DATA_HOME/vdm/vdm.db, else ~/.local/share/vdm/vdm.db",
         example="sqlite:///vdm-test.db",
     )
     database_schema: str | None = setting(
@@ -114,7 +115,8 @@ class TenantSettings:
     encryption_key: str | None = setting(
         None,
         EncryptionKey(),
-        f"Fernet key of project credentials at rest; '{PLAIN}': plain text.",
+        f"Fernet key of project credentials at rest; '{PLAIN}': plain text "
+        "([Security](security.md#data-at-rest)).",
         env="VDM_ENCRYPTION_KEY",
         secret=True,
         example="a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
@@ -125,7 +127,7 @@ class TenantSettings:
         "File of the generated key, used when no encryption-key is set.",
         env="VDM_ENCRYPTION_KEY_FILE",
         derive=_key_file,
-        default_text="encryption-key beside the user's vdm.toml",
+        default_text="~/.config/vdm/encryption-key, generated (0600)",
         example="/run/secrets/vdm-key",
     )
     key_file_configured: bool = False  # the file was named by the operator (not generated)
@@ -139,7 +141,8 @@ class TenantSettings:
     refresh_interval: float | None = setting(
         None,
         Seconds(),
-        "Seconds between looks for other instances' changes.",
+        "Seconds between looks for other instances' changes in the database "
+        "([Deploying](deploying.md#what-the-instances-share-and-what-holds)).",
         env="TENANTS_REFRESH_INTERVAL",
         default_text="1",
         example=5.0,
