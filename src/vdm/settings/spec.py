@@ -19,6 +19,7 @@ secret.  Nothing else holds these facts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,8 +113,9 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata, repr=not secret)
 
 
+@functools.cache
 def rows(section: type[Any]) -> tuple[Setting, ...]:
-    """The settings of one section dataclass, in declaration order."""
+    """The settings of one section dataclass, in declaration order (built once)."""
     out = []
     for f in dataclasses.fields(section):
         spec = f.metadata.get("setting")
