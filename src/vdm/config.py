@@ -66,7 +66,7 @@ from vdm.settings.sections import (
     jwt_secret,
 )
 from vdm.settings.spec import ConfigError, rows
-from vdm.settings.table import unknown_keys
+from vdm.settings_table import unknown_keys
 from vdm.tenants.settings import TenantSettings, tenant_settings
 
 __all__ = [

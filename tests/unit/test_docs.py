@@ -15,7 +15,7 @@ from vdm import config
 from vdm.cli.main import app
 from vdm.config import ServerSettings
 from vdm.settings.spec import rows
-from vdm.settings.table import PROVIDER_KEYS, SECTION_KEYS
+from vdm.settings_table import PROVIDER_KEYS, SECTION_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vdm.settings.docs import render, tables
-from vdm.settings.table import SETTINGS
+from vdm.settings_docs import render, tables
+from vdm.settings_table import SETTINGS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_the_committed_tables_are_the_generated_ones() -> None:
     page = DOC.read_text()
-    assert render(page) == page, "run: python -m vdm.settings.docs"
+    assert render(page) == page, "run: python -m vdm.settings_docs"
 
 
 def test_the_page_holds_every_table_and_names_every_key_and_variable() -> None:

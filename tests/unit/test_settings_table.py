@@ -13,7 +13,7 @@ import pytest
 from vdm.config import Settings, load_settings
 from vdm.settings.provider import PROVIDER_SETTINGS, for_provider
 from vdm.settings.spec import Setting
-from vdm.settings.table import SECTIONS, SETTINGS, TOP
+from vdm.settings_table import SECTIONS, SETTINGS, TOP
 
 SECTION_ROWS = [row for row in SETTINGS if row.section in {s.SECTION for s in SECTIONS}]
 

@@ -38,7 +38,7 @@ from vdm.config import (
     user_config_path,
 )
 from vdm.settings.spec import rows as setting_rows
-from vdm.settings.table import SECTIONS, SETTINGS
+from vdm.settings_table import SECTIONS, SETTINGS
 from vdm.validate import load_settings
 
 app = typer.Typer(help="Show, check and write the configuration.", no_args_is_help=True)
@@ -214,7 +214,7 @@ def docs(
     ] = None,
 ) -> None:
     """Every setting (key, variable, type, default, help) as Markdown: docs/configuration.md."""
-    from vdm.settings.docs import render
+    from vdm.settings_docs import render
 
     text = render(write.read_text() if write and write.exists() else None)
     if write is None:

@@ -113,9 +113,13 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata, repr=not secret)
 
 
-@functools.cache
-def rows(section: type[Any]) -> tuple[Setting, ...]:
+def rows(section: Any) -> tuple[Setting, ...]:
     """The settings of one section dataclass, in declaration order (built once)."""
+    return _rows(section)
+
+
+@functools.cache
+def _rows(section: Any) -> tuple[Setting, ...]:
     out = []
     for f in dataclasses.fields(section):
         spec = f.metadata.get("setting")

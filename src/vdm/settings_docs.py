@@ -3,7 +3,7 @@
 The page is prose around generated blocks: each table stands between
 ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` (NAME: ``top``, a
 section, or ``providers``), and :func:`render` rewrites those blocks from the
-table, the prose untouched.  ``python -m vdm.settings.docs [PATH]`` (or
+table, the prose untouched.  ``python -m vdm.settings_docs [PATH]`` (or
 ``vdm config docs --write PATH``) updates the page; a test fails when the
 committed page differs from what :func:`render` makes of it.  Without a page,
 :func:`render` gives every table under its heading.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vdm.settings.provider import PROVIDER_SETTINGS
 from vdm.settings.spec import Setting, rows
-from vdm.settings.table import SECTIONS, TOP
+from vdm.settings_table import SECTIONS, TOP
 
 DOC_PATH = Path("docs") / "configuration.md"
 
