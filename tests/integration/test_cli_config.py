@@ -111,7 +111,7 @@ def test_show_names_each_source_and_masks_secrets(work: Path) -> None:
     assert "pw-secret" not in result.stdout
     shown = json.loads(result.stdout)
     assert shown["server.port"] == {"value": 9001, "source": str(work / "vdm.toml")}
-    assert shown["server.host"]["source"] == "defaults.toml"
+    assert shown["server.host"] == {"value": "127.0.0.1", "source": "default"}
     assert shown["server.proxy-api-key"]["source"] == "env PROXY_API_KEY"
     assert shown["server.proxy-api-key"]["value"].startswith("sha256:")
     assert shown["providers.openai.api-key"]["source"] == f"{work / '.env'}: OPENAI_API_KEY"

@@ -12,9 +12,10 @@ import pytest
 import typer
 
 from vdm import config
-from vdm.cache import settings as cache_settings
 from vdm.cli.main import app
-from vdm.tenants import settings as tenant_settings
+from vdm.config import ServerSettings
+from vdm.settings.spec import rows
+from vdm.settings_table import PROVIDER_KEYS, SECTION_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -164,12 +165,8 @@ def test_cli_page_shows_the_root_options() -> None:
 
 
 _TABLES: dict[str, set[str]] = {
-    "## `[server]`": set(config._SERVER_KEYS),
-    "## `[grpc]`": set(config._GRPC_KEYS),
-    "## `[tenants]`": set(tenant_settings.KEYS),
-    "## `[cache]`": set(cache_settings.KEYS),
-    "## `[middleware]`": set(config._MIDDLEWARE_KEYS),
-    "## Providers": set(config._PROVIDER_KEYS),
+    **{f"## `[{name}]`": set(keys) for name, keys in SECTION_KEYS.items()},
+    "## Providers": set(PROVIDER_KEYS),
 }
 
 
@@ -182,7 +179,6 @@ def test_configuration_page_names_every_key(heading: str) -> None:
 
 def test_configuration_page_names_every_server_variable() -> None:
     text = _section((DOCS / "configuration.md").read_text(encoding="utf-8"), "## `[server]`")
-    names = {key.upper().replace("-", "_") for key in config._SERVER_KEYS}
-    names |= {"REDIS_NAMESPACE", "EVENTS_QUEUE_SIZE", "EVENTS_STREAM_MAX_LENGTH"}
+    names = {row.env for row in rows(ServerSettings) if row.env}
     missing = {name for name in names if f"`{name}`" not in text}
     assert not missing, f"docs/configuration.md [server] lacks {sorted(missing)}"

@@ -9,20 +9,14 @@ gives its routed model a TTL.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
-KEYS = {"backend", "models", "shared", "max-bytes", "max-ttl"}
+from vdm.settings.kinds import Choice, Flag, Int, Kind
+from vdm.settings.load import read_section
+from vdm.settings.spec import rows, setting
+
 BACKENDS = ("memory", "redis")
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    backend: str = "memory"  # "redis" needs REDIS_URL (the default when it is set)
-    models: Mapping[str, int] = field(default_factory=dict)  # "provider:model" -> TTL seconds
-    shared: bool = False  # True: tenants share entries (same request, same answer)
-    max_bytes: int = 64 * 1024 * 1024  # memory backend bound (LRU beyond it)
-    max_ttl: int = 86400  # no entry lives longer, whatever a client's max-age says
 
 
 def _positive_int(value: Any, source: str, problems: list[str]) -> int | None:
@@ -34,29 +28,75 @@ def _positive_int(value: Any, source: str, problems: list[str]) -> int | None:
     return value
 
 
-def _models(value: Any, source: str, problems: list[str]) -> dict[str, int]:
+class CacheModels(Kind):
     """A table ``{"provider:model" = ttl}`` (TOML) or ``provider:model=ttl,...`` (env)."""
-    if isinstance(value, str):
-        table: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            name, sep, ttl = item.rpartition("=")
-            if not sep or not name:
-                problems.append(f"{source}: {item!r} is not provider:model=SECONDS")
+
+    label = 'table of "provider:model" = seconds (env: provider:model=SECONDS,...)'
+
+    def env_text(self, value: Any) -> str:
+        return ",".join(f"{name}={ttl}" for name, ttl in value.items())
+
+    def show(self, value: Any) -> str:
+        return ", ".join(f"{m}={ttl}s" for m, ttl in value.items()) or "-"
+
+    def parse(self, value: Any, where: str, problems: list[str]) -> dict[str, int]:
+        if isinstance(value, str):
+            table: dict[str, Any] = {}
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                name, sep, ttl = item.rpartition("=")
+                if not sep or not name:
+                    problems.append(f"{where}: {item!r} is not provider:model=SECONDS")
+                    continue
+                table[name.strip()] = ttl.strip()
+            value = table
+        if not isinstance(value, dict):
+            problems.append(f'{where}: must be a table of "provider:model" = seconds')
+            return {}
+        out: dict[str, int] = {}
+        for name, ttl in value.items():
+            if ":" not in name:
+                problems.append(f"{where}: {name!r} must be provider:model (the routed model)")
                 continue
-            table[name.strip()] = ttl.strip()
-        value = table
-    if not isinstance(value, dict):
-        problems.append(f'{source}: must be a table of "provider:model" = seconds')
-        return {}
-    out: dict[str, int] = {}
-    for name, ttl in value.items():
-        if ":" not in name:
-            problems.append(f"{source}: {name!r} must be provider:model (the routed model)")
-            continue
-        seconds = _positive_int(ttl, f"{source} {name!r}", problems)
-        if seconds is not None:
-            out[name] = seconds
-    return out
+            seconds = _positive_int(ttl, f"{where} {name!r}", problems)
+            if seconds is not None:
+                out[name] = seconds
+        return out
+
+
+def _backend(values: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+    return "redis" if context.get("redis_url") else "memory"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """``[cache]``: the response cache."""
+
+    SECTION: ClassVar[str] = "cache"
+    ENV_PREFIX: ClassVar[str] = "CACHE_"
+
+    backend: str = setting(
+        "memory",
+        Choice(BACKENDS, "backend"),
+        "Where entries live; redis needs server.redis-url.",
+        derive=_backend,
+        default_text="redis with server.redis-url, else memory",
+        example="redis",
+    )
+    models: Mapping[str, int] = setting(
+        {},
+        CacheModels(),
+        "A TTL per routed model, cached without the client asking ([Response cache](cache.md)).",
+        example={"openai:gpt-4o": 120},
+    )
+    shared: bool = setting(
+        False, Flag(), "Tenants share entries (same request, same answer).", example=True
+    )
+    max_bytes: int = setting(
+        64 * 1024 * 1024, Int(1), "Memory backend bound in bytes (LRU beyond it).", example=1024
+    )
+    max_ttl: int = setting(
+        86400, Int(1), "No entry lives longer, whatever a client's max-age says.", example=600
+    )
 
 
 def cache_settings(
@@ -69,46 +109,11 @@ def cache_settings(
     if not isinstance(table, dict):
         problems.append("cache: must be a table")
         table = {}
-
-    def pick(key: str, var: str) -> tuple[Any, str]:
-        if env.get(var):
-            sources[f"cache.{key}"] = f"env {var}"
-            return env[var], f"environment variable {var}"
-        return table.get(key), f"{sources.get(f'cache.{key}', 'config')}: cache.{key}"
-
-    defaults = CacheSettings()
-    backend, backend_src = pick("backend", "CACHE_BACKEND")
-    if backend is None:
-        backend = "redis" if redis_url else "memory"
-    elif backend not in BACKENDS:
-        problems.append(f"{backend_src}: must be one of {', '.join(BACKENDS)} (got {backend!r})")
-        backend = "memory"
-    elif backend == "redis" and not redis_url:
-        problems.append(f"{backend_src}: the redis backend needs REDIS_URL")
-    models, models_src = pick("models", "CACHE_MODELS")
-    shared, shared_src = pick("shared", "CACHE_SHARED")
-    if isinstance(shared, str):
-        shared = {
-            "true": True,
-            "1": True,
-            "yes": True,
-            "false": False,
-            "0": False,
-            "no": False,
-        }.get(shared.strip().lower(), shared)
-    if shared is not None and not isinstance(shared, bool):
-        problems.append(f"{shared_src}: must be true or false (got {shared!r})")
-        shared = False
-    max_bytes, bytes_src = pick("max-bytes", "CACHE_MAX_BYTES")
-    max_ttl, ttl_src = pick("max-ttl", "CACHE_MAX_TTL")
-    return CacheSettings(
-        backend=backend,
-        models=_models(models, models_src, problems) if models is not None else {},
-        shared=bool(shared),
-        max_bytes=(_positive_int(max_bytes, bytes_src, problems) or defaults.max_bytes)
-        if max_bytes is not None
-        else defaults.max_bytes,
-        max_ttl=(_positive_int(max_ttl, ttl_src, problems) or defaults.max_ttl)
-        if max_ttl is not None
-        else defaults.max_ttl,
+    read = read_section(
+        rows(CacheSettings), table, env, sources, problems, {"redis_url": redis_url}
     )
+    settings = CacheSettings(**read.values)
+    if settings.backend == "redis" and not redis_url:
+        problems.append(f"{read.where['backend']}: the redis backend needs REDIS_URL")
+        settings = replace(settings, backend="memory")
+    return settings

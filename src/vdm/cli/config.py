@@ -37,18 +37,15 @@ from vdm.config import (
     model_typos,
     user_config_path,
 )
+from vdm.settings.spec import rows as setting_rows
+from vdm.settings_table import SECTIONS, SETTINGS
 from vdm.validate import load_settings
 
 app = typer.Typer(help="Show, check and write the configuration.", no_args_is_help=True)
 
 # Settings shown as a SHA-256 prefix (secrets), or as a URL whose password is masked.
-_SECRETS = {
-    "server.proxy-api-key",
-    "grpc.jwt-secret",
-    "tenants.management-token",
-    "tenants.encryption-key",
-}
-_URLS = {"server.redis-url", "tenants.database-url"}
+_SECRETS = {row.path for row in SETTINGS if row.secret}
+_URLS = {row.path for row in SETTINGS if row.kind.masks_url}
 # Derived or internal, not settings a user sets.
 _HIDDEN = {"providers.name", "providers.loops-back", "providers.api-keys", "providers.headers"}
 
@@ -85,8 +82,20 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _declared(settings: Settings) -> list[tuple[str, Any, str]]:
+    """Every setting of every section of the table, in its order."""
+    out = []
+    for section in SECTIONS:
+        values = getattr(settings, section.SECTION)
+        for row in setting_rows(section):
+            assert row.field is not None  # every row of a section has its field
+            value = _typed(row.path, getattr(values, row.field))
+            out.append((row.path, value, settings.sources.get(row.path, "default")))
+    return out
+
+
 def _section(name: str, values: Any, sources: Mapping[str, str]) -> list[tuple[str, Any, str]]:
-    """One row per field of a settings dataclass: ``[name]`` in TOML."""
+    """One row per field of a provider's settings: ``[name]`` in TOML."""
     out = []
     for field in dataclasses.fields(values):
         key = f"{name}.{field.name.replace('_', '-')}"
@@ -111,11 +120,7 @@ def rows(settings: Settings) -> list[tuple[str, Any, str]]:
     out: list[tuple[str, Any, str]] = [
         ("default-provider", settings.default_provider, settings.default_provider_source)
     ]
-    out += _section("server", settings.server, src)
-    out += _section("grpc", settings.grpc, src)
-    out += _section("tenants", settings.tenants, src)
-    out += _section("cache", settings.cache, src)
-    out += _section("middleware", settings.middleware, src)
+    out += _declared(settings)
     for name, p in settings.providers.items():
         base = f"providers.{name}"
         if name == "echo":
@@ -200,6 +205,23 @@ def validate() -> None:
         f"configuration is valid: providers {names}; default provider {settings.default_provider}",
         markup=False,
     )
+
+
+@app.command("docs")
+def docs(
+    write: Annotated[
+        Path | None, typer.Option("--write", help="Write it to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Every setting (key, variable, type, default, help) as Markdown: docs/configuration.md."""
+    from vdm.settings_docs import render
+
+    text = render(write.read_text() if write and write.exists() else None)
+    if write is None:
+        sys.stdout.write(text)
+        return
+    write.write_text(text)
+    console.print(f"wrote {write}", markup=False)
 
 
 # ---------------------------------------------------------------- setup

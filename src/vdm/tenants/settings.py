@@ -15,20 +15,14 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from vdm.dirs import data_dir, user_config_path
+from vdm.settings.kinds import Kind, Pattern, Seconds, Text, masked_url
+from vdm.settings.load import read_section
+from vdm.settings.spec import rows, setting
 
-KEYS = {
-    "management-token",
-    "database-url",
-    "database-schema",
-    "encryption-key",
-    "encryption-key-file",
-    "audit-log-file",
-    "refresh-interval",
-}
 _SCHEMES = {
     "sqlite": "sqlite+aiosqlite",
     "sqlite+aiosqlite": "sqlite+aiosqlite",
@@ -45,22 +39,114 @@ FERNET_KEY_HELP = (
 )
 
 
+class ManagementToken(Kind):
+    label = f"text of at least {_MIN_MANAGEMENT_TOKEN} characters"
+
+    def parse(self, value: Any, where: str, problems: list[str]) -> str | None:
+        if not isinstance(value, str) or len(value) < _MIN_MANAGEMENT_TOKEN:
+            problems.append(
+                f"{where}: must be a string of at least {_MIN_MANAGEMENT_TOKEN} "
+                "characters (e.g. `openssl rand -hex 32`)"
+            )
+            return None
+        return value
+
+
+class DatabaseUrl(Kind):
+    label = "URL (postgresql://, sqlite:///)"
+    masks_url = True
+
+    def parse(self, value: Any, where: str, problems: list[str]) -> str | None:
+        scheme = urlparse(str(value)).scheme
+        if scheme not in _SCHEMES:
+            problems.append(
+                f"{where}: expected a postgresql://… or sqlite:///… URL, got scheme {scheme!r}"
+            )
+            return None
+        return str(value)
+
+    def show(self, value: Any) -> str:
+        return "-" if value is None else masked_url(str(value))
+
+
+class EncryptionKey(Kind):
+    label = f"Fernet key, or '{PLAIN}'"
+
+    def parse(self, value: Any, where: str, problems: list[str]) -> str | None:
+        if value != PLAIN and not is_fernet_key(value):
+            problems.append(f"{where}: {FERNET_KEY_HELP} or '{PLAIN}' for plain text")
+            return None
+        return str(value)
+
+
+def _key_file(values: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+    return str(default_key_file(context["env"]))
+
+
 @dataclass(frozen=True)
 class TenantSettings:
-    management_token: str | None = None
-    database_url: str | None = None  # as configured; None: the SQLite file below
-    database_schema: str | None = None  # PostgreSQL schema (search_path) for vdm's tables
+    """``[tenants]``: the control plane (projects, tokens, audit) and its database."""
+
+    SECTION: ClassVar[str] = "tenants"
+    ENV_PREFIX: ClassVar[str] = ""
+
+    management_token: str | None = setting(
+        None,
+        ManagementToken(),
+        "The operator's token: turns the control plane on ([Tenants](tenants.md)).",
+        secret=True,
+        example="m" * 32,
+    )
+    database_url: str | None = setting(
+        None,
+        DatabaseUrl(),
+        "Database of projects, tokens and audit; none: a SQLite file in the data dir.",
+        default_text="SQLite (WAL) at $XDG_DATA_HOME/vdm/vdm.db, else ~/.local/share/vdm/vdm.db",
+        example="sqlite:///vdm-test.db",
+    )
+    database_schema: str | None = setting(
+        None,
+        Pattern(r"[A-Za-z_][A-Za-z0-9_]*", "a schema name is letters, digits and '_'"),
+        "PostgreSQL schema (search_path) of vdm's tables.",
+        example="vdm_test",
+    )
     # Project credentials at rest: a Fernet key (VDM_ENCRYPTION_KEY), else the one in
     # encryption_key_file (generated there on first use, for an unshared database).
-    encryption_key: str | None = None
-    encryption_key_file: str = ""
+    encryption_key: str | None = setting(
+        None,
+        EncryptionKey(),
+        f"Fernet key of project credentials at rest; '{PLAIN}': plain text "
+        "([Security](security.md#data-at-rest)).",
+        env="VDM_ENCRYPTION_KEY",
+        secret=True,
+        example="a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
+    )
+    encryption_key_file: str = setting(
+        "",
+        Text(),
+        "File of the generated key, used when no encryption-key is set.",
+        env="VDM_ENCRYPTION_KEY_FILE",
+        derive=_key_file,
+        default_text="~/.config/vdm/encryption-key, generated (0600)",
+        example="/run/secrets/vdm-key",
+    )
     key_file_configured: bool = False  # the file was named by the operator (not generated)
     plain_credentials: bool = False  # VDM_ENCRYPTION_KEY=none: the operator's choice
-    audit_log_file: str | None = None
+    audit_log_file: str | None = setting(
+        None, Text(), "Also append audit records to this file (JSON lines).", example="audit.log"
+    )
     data_dir: str = ""  # where the default SQLite file lives
     # How often each instance looks for other instances' changes in the database and
     # says which revision it has (vdm.tenants.fleet); None: every second.
-    refresh_interval: float | None = None
+    refresh_interval: float | None = setting(
+        None,
+        Seconds(),
+        "Seconds between looks for other instances' changes in the database "
+        "([Deploying](deploying.md#what-the-instances-share-and-what-holds)).",
+        env="TENANTS_REFRESH_INTERVAL",
+        default_text="1",
+        example=5.0,
+    )
 
     @property
     def enabled(self) -> bool:
@@ -86,65 +172,16 @@ def tenant_settings(
     if not isinstance(table, dict):
         problems.append("tenants: must be a table")
         table = {}
-
-    def pick(key: str, var: str) -> tuple[Any, str]:
-        if env.get(var):
-            sources[f"tenants.{key}"] = f"env {var}"
-            return env[var], f"environment variable {var}"
-        return table.get(key), f"{sources.get(f'tenants.{key}', 'config')}: tenants.{key}"
-
-    token, token_src = pick("management-token", "MANAGEMENT_TOKEN")
-    if token is not None and (not isinstance(token, str) or len(token) < _MIN_MANAGEMENT_TOKEN):
-        problems.append(
-            f"{token_src}: must be a string of at least {_MIN_MANAGEMENT_TOKEN} "
-            "characters (e.g. `openssl rand -hex 32`)"
-        )
-        token = None
-    url, url_src = pick("database-url", "DATABASE_URL")
-    if url is not None:
-        scheme = urlparse(str(url)).scheme
-        if scheme not in _SCHEMES:
-            problems.append(
-                f"{url_src}: expected a postgresql://… or sqlite:///… URL, got scheme {scheme!r}"
-            )
-            url = None
-    schema, schema_src = pick("database-schema", "DATABASE_SCHEMA")
-    if schema is not None and not (
-        isinstance(schema, str) and schema.replace("_", "a").isalnum() and not schema[0].isdigit()
-    ):
-        problems.append(f"{schema_src}: a schema name is letters, digits and '_'")
-        schema = None
-    key, key_src = pick("encryption-key", "VDM_ENCRYPTION_KEY")
-    plain = key == PLAIN
+    read = read_section(rows(TenantSettings), table, env, sources, problems, {"env": env})
+    values = read.values
+    plain = values["encryption_key"] == PLAIN
     if plain:
-        key = None
-    elif key is not None and not is_fernet_key(key):
-        problems.append(f"{key_src}: {FERNET_KEY_HELP} or '{PLAIN}' for plain text")
-        key = None
-    key_file, _ = pick("encryption-key-file", "VDM_ENCRYPTION_KEY_FILE")
-    audit, _ = pick("audit-log-file", "AUDIT_LOG_FILE")
-    refresh_raw, refresh_src = pick("refresh-interval", "TENANTS_REFRESH_INTERVAL")
-    refresh: float | None = None
-    if refresh_raw is not None:
-        try:
-            refresh = float(refresh_raw)
-            if refresh <= 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(
-                f"{refresh_src}: expected a positive number of seconds, got {refresh_raw!r}"
-            )
+        values["encryption_key"] = None
     return TenantSettings(
-        management_token=token,
-        database_url=str(url) if url else None,
-        database_schema=schema,
-        encryption_key=key,
-        encryption_key_file=str(key_file or default_key_file(env)),
-        key_file_configured=bool(key_file),
+        **values,
+        key_file_configured=read.given("encryption_key_file"),
         plain_credentials=plain,
-        audit_log_file=str(audit) if audit else None,
         data_dir=str(data_dir(env)),
-        refresh_interval=refresh,
     )
 
 
