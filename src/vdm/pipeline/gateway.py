@@ -87,14 +87,7 @@ class Gateway:
             settings.fallback_aliases,
         )
         # Per wire door, the providers that speak it themselves (its native rule).
-        self._native = {
-            door.name: frozenset(
-                n
-                for n, p in self.providers.items()
-                if n in settings.providers and door.native(p, settings.providers[n])
-            )
-            for door in doors.WIRE
-        }
+        self._native = {door.name: self._speaking(door) for door in doors.WIRE}
         # Providers held to structured output by a tool or in words: a body
         # asking for it goes to them through the IR, never passed through.
         self._structured_converted = frozenset(
@@ -211,7 +204,9 @@ class Gateway:
     ) -> Reply:
         parsed = fields.decode_json_object(body)
         model, stream = door.asks(parsed, params if params is not None else _NO_PARAMS)
-        native = self._native[door.name]
+        native = self._native.get(door.name)
+        if native is None:  # (a door outside the registry)
+            native = self._native[door.name] = self._speaking(door)
         decoded: list[Decoded] = []  # decoded once, by the first conversion attempt
 
         async def attempt(
@@ -245,6 +240,15 @@ class Gateway:
         if stream:
             return await opened(work, door.ping, door.encode_stream_error, self._ping_interval)
         return await work
+
+    def _speaking(self, door: WireDoor) -> frozenset[str]:
+        """The providers that speak ``door``'s protocol themselves."""
+        configured = self.settings.providers
+        return frozenset(
+            n
+            for n, p in self.providers.items()
+            if n in configured and door.native(p, configured[n])
+        )
 
     def _decoded(self, door: WireDoor, parsed: dict[str, Any], route: Route) -> Decoded:
         decoded = door.decode(parsed)

@@ -116,8 +116,11 @@ async def answer(
                         await send_error(send, ShuttingDown(), request_id, door)
                 raise
             reply.headers.update(id_headers(request_id))
-            upstream_end = await _send(app, send, reply, door, account.answered(reply))
-    assert reply is not None
+            upstream_end = time.perf_counter()  # (a stream's: when it ends, below)
+            if await _send(app, send, reply, door, account.answered(reply)):
+                upstream_end = time.perf_counter()
+    if reply is None:
+        return  # the client left before the answer started
     await account.ended(
         reply.status, upstream_end, cache_hit=reply.headers.get(CACHE_HEADER) == "hit"
     )
@@ -131,15 +134,14 @@ async def _send(
     reply: Reply,
     door: WireDoor,
     before_end: Callable[[], Awaitable[None]] | None,
-) -> float:
-    """Send ``reply``, awaiting ``before_end`` before its last byte; return
-    when the upstream's part ended (a stream's, with it)."""
+) -> bool:
+    """Send ``reply``, awaiting ``before_end`` before its last byte; True
+    for a stream (its upstream's part ended with it)."""
     if reply.stream is None:
-        answered = time.perf_counter()
         if before_end is not None:
             await before_end()
         await send_bytes(send, reply.status, reply.headers, reply.body)
-        return answered
+        return False
     metrics = app.metrics
     metrics.open_streams += 1
     try:
@@ -156,7 +158,7 @@ async def _send(
         )
     finally:
         metrics.open_streams -= 1
-    return time.perf_counter()
+    return True
 
 
 def log_outcome(

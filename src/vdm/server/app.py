@@ -83,12 +83,15 @@ class App:
                 self.proxy_key,
                 management_key=self.management_key,
                 max_length=settings.server.max_credential_length,
+                key_headers=doors.KEY_HEADERS,
             )
             if self.proxy_key
             else None
         )
         # Which credential may go to a !PASSTHRU provider while auth is None.
-        self._open_split = CredentialSplit((self.management_key,), checks=False)
+        self._open_split = CredentialSplit(
+            (self.management_key,), key_headers=doors.KEY_HEADERS, checks=False
+        )
         self.plane: Any = None  # vdm.tenants.service.ControlPlane, when the control plane is on
         self._revocation_watch: asyncio.Task[None] | None = None
         self.manage: Any = None  # the management API (ASGI), with MANAGEMENT_TOKEN
@@ -318,6 +321,7 @@ class App:
             jwt=JwtAdmission(Verifier(secret, revocations), audit),
             management_key=self.management_key,
             max_length=self.settings.server.max_credential_length,
+            key_headers=doors.KEY_HEADERS,
         )
 
     async def _open_control_plane(self) -> None:
@@ -340,6 +344,7 @@ class App:
             audit=self.plane.audit,
             management_key=self.management_key,
             max_length=settings.server.max_credential_length,
+            key_headers=doors.KEY_HEADERS,
         )
         if self.management_key is not None:
             from vdm.server.manage import build
@@ -419,7 +424,7 @@ class App:
         if key is None:
             return not self.settings.tenants.enabled
         try:
-            key.check(presented_key(headers))
+            key.check(presented_key(headers, doors.KEY_HEADERS))
         except AuthenticationFailed:
             return False
         return True
@@ -455,7 +460,7 @@ class App:
                 retry_after=wait,
             )
         try:
-            key.check(presented_key(headers))
+            key.check(presented_key(headers, doors.KEY_HEADERS))
             return
         except AuthenticationFailed:
             pass
