@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -34,10 +34,7 @@ from vdm.server.asgi import (
     send_bytes,
     send_stream,
 )
-from vdm.server.scope import PATH_PARAMS, PRINCIPAL
-
-if TYPE_CHECKING:
-    from vdm.server.app import App
+from vdm.server.scope import PATH_PARAMS, PRINCIPAL, Host
 
 log = logging.getLogger("vdm.server")
 access = logging.getLogger("vdm.access")
@@ -70,7 +67,7 @@ def door_handler(door: WireDoor) -> Any:
     """The route handler of ``door``'s paths."""
 
     async def handler(
-        app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], rid: str
+        app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], rid: str
     ) -> None:
         await answer(app, scope, receive, send, headers, rid, door)
 
@@ -78,7 +75,7 @@ def door_handler(door: WireDoor) -> Any:
 
 
 async def answer(
-    app: App,
+    app: Host,
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -129,7 +126,7 @@ async def answer(
 
 
 async def _send(
-    app: App,
+    app: Host,
     send: Send,
     reply: Reply,
     door: WireDoor,
@@ -162,7 +159,7 @@ async def _send(
 
 
 def log_outcome(
-    app: App, scope: Scope, reply: Reply, gone: bool, door: str, started: float
+    app: Host, scope: Scope, reply: Reply, gone: bool, door: str, started: float
 ) -> None:
     o = reply.outcome
     assert o is not None
@@ -199,7 +196,7 @@ def log_outcome(
     )
 
 
-def log_failure(app: App, scope: Scope, exc: GatewayError, door: str, started: float) -> None:
+def log_failure(app: Host, scope: Scope, exc: GatewayError, door: str, started: float) -> None:
     """The access-log line of a request that ended in an error status."""
     if not access.isEnabledFor(logging.INFO):
         return

@@ -411,6 +411,10 @@ class App:
             headers={HOP_HEADER: hop},
         )
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the dashboard shows (:func:`vdm.server.dashboard.snapshot`)."""
+        return dashboard.snapshot(self)
+
     def provider_key(self, headers: dict[str, str]) -> str | None:
         """The client's credential a ``!PASSTHRU`` provider may have: never the
         one that let it into the gateway (:mod:`vdm.auth.split`)."""

@@ -4,15 +4,13 @@ management API's ``{"detail": …}`` shape, not a door's."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vdm.errors import GatewayError, NotFound
 from vdm.server import dashboard
 from vdm.server.answer import JSON, encode_json, id_headers
 from vdm.server.asgi import Receive, Scope, Send, read_body, send_bytes
-
-if TYPE_CHECKING:
-    from vdm.server.app import App
+from vdm.server.scope import Host
 
 MANAGE = "/manage"
 
@@ -22,7 +20,7 @@ def is_management(path: str) -> bool:
 
 
 async def management(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     """``/manage/*``: the MANAGEMENT_TOKEN bearer, a body of MAX_BODY_SIZE at
     most, then the management API (its errors in its own ``detail`` shape)."""
@@ -66,7 +64,7 @@ async def management(
 
 
 async def dashboard_files(
-    app: App, scope: Scope, send: Send, headers: dict[str, str], request_id: str, path: str
+    app: Host, scope: Scope, send: Send, headers: dict[str, str], request_id: str, path: str
 ) -> None:
     """``/dashboard/*``: the shipped page (no data, open) and its snapshot
     (MANAGEMENT_TOKEN when set, else PROXY_API_KEY when set, else open)."""
@@ -110,5 +108,5 @@ async def dashboard_files(
         send,
         200,
         {**JSON, **ids, "cache-control": "no-store"},
-        encode_json(dashboard.snapshot(app)),
+        encode_json(app.snapshot()),
     )

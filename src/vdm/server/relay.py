@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vdm import doors
 from vdm import passthrough as pt
@@ -35,10 +35,7 @@ from vdm.server.asgi import (
     read_body,
     stream_request,
 )
-from vdm.server.scope import NORMAL_PATH, PRINCIPAL
-
-if TYPE_CHECKING:
-    from vdm.server.app import App
+from vdm.server.scope import NORMAL_PATH, PRINCIPAL, Host
 
 log = logging.getLogger("vdm.server")
 access = logging.getLogger("vdm.access")
@@ -49,7 +46,7 @@ _OWN_RELAY_HEADERS = frozenset({"request-id", "x-vdm-provider"})
 
 
 async def passthrough(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     gateway = app.gateway  # (this request's, whatever a reload does)
     assert gateway is not None
@@ -113,7 +110,7 @@ class _Request:
         "query",
     )
 
-    def __init__(self, app: App, gateway: Gateway, scope: Scope, headers: dict[str, str]) -> None:
+    def __init__(self, app: Host, gateway: Gateway, scope: Scope, headers: dict[str, str]) -> None:
         self.gateway = gateway
         self.method: str = scope["method"]
         self.path = scope[NORMAL_PATH][len("/v1") :]  # the base URL ends in /v1
@@ -189,7 +186,7 @@ async def _relay(
 
 
 def _log(
-    app: App, scope: Scope, reply: Reply, target: pt.Target, gone: bool, started: float
+    app: Host, scope: Scope, reply: Reply, target: pt.Target, gone: bool, started: float
 ) -> None:
     assert reply.outcome is not None
     elapsed = time.perf_counter() - started

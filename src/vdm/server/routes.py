@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from vdm import __version__, doors
@@ -22,10 +22,7 @@ from vdm.protocols import anthropic_door, openai_door
 from vdm.server.answer import JSON, answer, door_handler, encode_json, id_headers
 from vdm.server.asgi import Receive, Scope, Send, send_bytes
 from vdm.server.relay import passthrough
-from vdm.server.scope import NORMAL_PATH, OPERATOR, PATH_PARAMS, Handler
-
-if TYPE_CHECKING:
-    from vdm.server.app import App
+from vdm.server.scope import NORMAL_PATH, OPERATOR, PATH_PARAMS, Handler, Host
 
 # Paths that answer without the proxy key (probes).
 OPEN_PATHS = frozenset({"/", "/live", "/ready"})
@@ -38,7 +35,7 @@ async def _json(send: Send, request_id: str, value: Any, status: int = 200) -> N
 
 
 async def count_tokens(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     assert app.gateway is not None
     operation = app.gateway.count_tokens
@@ -46,7 +43,7 @@ async def count_tokens(
 
 
 async def models(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     assert app.gateway is not None
     entries = await app.gateway.models(app.provider_key(headers))
@@ -57,7 +54,7 @@ async def models(
 
 
 async def aliases(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     assert app.gateway is not None
     router = app.gateway.router
@@ -69,7 +66,7 @@ async def aliases(
 
 
 async def health(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     """Status and version for any admitted client; the details (providers, their
     URLs and keys' count) for the operator only."""
@@ -108,7 +105,7 @@ async def health(
 
 
 async def metrics(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     """Prometheus text exposition (built only now, from plain counters; with
     ``--workers N``, of all the workers), in a thread: the loop goes on serving."""
@@ -121,7 +118,7 @@ async def metrics(
 
 
 async def running_totals(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     """JSON totals per provider and model; ``?provider=&model=&door=`` filter."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -137,14 +134,14 @@ async def running_totals(
 
 
 async def root(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     # Claude Code sends HEAD / before its first request.
     await _json(send, request_id, {"name": "vdm", "version": __version__})
 
 
 async def ready(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     if app.gateway is None:
         await _json(send, request_id, {"status": "starting"}, 503)
@@ -155,7 +152,7 @@ async def ready(
 
 
 async def live(
-    app: App, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    app: Host, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
 ) -> None:
     await _json(send, request_id, {"status": "alive"})
 
@@ -182,7 +179,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
 }
 
 
-def handler_for(app: App, scope: Scope, path: str) -> Handler:
+def handler_for(app: Host, scope: Scope, path: str) -> Handler:
     """The gateway's own routes first (a door's path with parameters after
     the exact ones); then the passthrough allowlist, on the path's normal form
     (kept in the scope for :func:`vdm.server.relay.passthrough`)."""
@@ -210,7 +207,7 @@ def handler_for(app: App, scope: Scope, path: str) -> Handler:
     return passthrough  # pragma: no cover - check() only returns for allowed requests
 
 
-def door_for(app: App, path: str, headers: dict[str, str]) -> WireDoor:
+def door_for(app: Host, path: str, headers: dict[str, str]) -> WireDoor:
     """Which client protocol a request speaks, so its errors take that shape:
     the door whose path it is; ``/v1/models`` OpenAI's unless the client sends
     ``anthropic-version``; OpenAI's for the rest of the OpenAI API (the
