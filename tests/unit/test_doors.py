@@ -52,8 +52,14 @@ def test_any_declared_door_is_served_by_the_one_pipeline(tmp_path: Path) -> None
         parsed["model"] = params["model"]
         return params["model"], False
 
-    door: WireDoor = dataclasses.replace(
-        doors.ANTHROPIC, name="example", paths=(GENERATE,), asks=asks
+    door: WireDoor = dataclasses.replace(  # (no native rule: every provider converted)
+        doors.ANTHROPIC,
+        name="example",
+        paths=(GENERATE,),
+        asks=asks,
+        native=None,
+        forward=None,
+        relay=None,
     )
     settings = load_settings(
         env={"HOME": str(tmp_path), "VDM_DEFAULT_PROVIDER": "echo"}, cwd=tmp_path

@@ -20,10 +20,10 @@ SSE), which also declares:
   :class:`Rendering`: event frames, stream error, whole answer);
 * its error shapes (``encode_error``, ``encode_stream_error``) and ``ping``
   frame (what an early-opened stream sends while the first token is slow);
-* its native rule: which providers speak the protocol themselves
+* its native rule, if any provider may speak the protocol itself: which do
   (``native``), how a body goes up to them unchanged but for the model
   (``forward``), and how their answers are tapped for usage and renamed
-  (``relay``);
+  (``relay``); a door without one is always converted;
 * the request fields that make two answers the same (``cache``).
 """
 
@@ -118,15 +118,11 @@ class WireDoor(Door):
     encode_error: Callable[[GatewayError], bytes]
     encode_stream_error: Callable[[GatewayError], bytes]
     ping: bytes
-    native: Callable[[Provider, ProviderSettings], bool]
-    forward: Callable[[Any, Upstream], Awaitable[RawResponse]]  # (a native provider, ...)
-    relay: Relay
     cache: DoorKey
-
-
-def never(provider: Provider, settings: ProviderSettings) -> bool:
-    """The native rule of a door no provider speaks: always converted."""
-    return False
+    # The native rule: none (every provider converted) unless all three are given.
+    native: Callable[[Provider, ProviderSettings], bool] | None = None
+    forward: Callable[[Any, Upstream], Awaitable[RawResponse]] | None = None  # (a native provider)
+    relay: Relay | None = None
 
 
 # ---------------------------------------------------------------- paths

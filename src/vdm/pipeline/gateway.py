@@ -214,7 +214,7 @@ class Gateway:
         ) -> Reply:
             if route.provider in native and not self._structured(route.provider, parsed):
                 up = Upstream(body, parsed, route.model, ctx, stream, self._max_tokens_limit)
-                forwarded = door.forward(provider, up)
+                forwarded = door.forward(provider, up)  # type: ignore[misc]  # (native: given)
                 return await relay(
                     door, forwarded, route, outcome, model, stream, self._first_byte_timeout
                 )
@@ -244,6 +244,8 @@ class Gateway:
     def _speaking(self, door: WireDoor) -> frozenset[str]:
         """The providers that speak ``door``'s protocol themselves."""
         configured = self.settings.providers
+        if door.native is None or door.forward is None or door.relay is None:
+            return frozenset()
         return frozenset(
             n
             for n, p in self.providers.items()

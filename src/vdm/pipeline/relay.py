@@ -42,6 +42,7 @@ async def relay(
     until then may still be retried); a whole answer is read and must be
     JSON (invalid UTF-8 inside it is relayed as sent)."""
     rules = door.relay
+    assert rules is not None  # (a door with native providers declares it)
     async with FirstByte(first_byte_timeout, route.provider, outcome):
         raw = await forwarded
         if stream and is_event_stream(raw.headers):
