@@ -7,7 +7,8 @@ to an OpenAI-format provider.  This module decides *whether* (the allowlist),
 *where* (the provider, from the body's ``model``, ``x-vdm-provider`` or the
 default) and *with which headers*; the call itself is
 :meth:`vdm.providers.openai.OpenAIProvider.forward`, the ASGI glue is in
-:mod:`vdm.server.app`.
+:mod:`vdm.server.relay`, and a tenant's token is held to the rule of every
+door by :meth:`vdm.pipeline.Gateway.passthrough_context`.
 
 The paths it may forward and their normal form are :mod:`vdm.allowlist`'s
 (read by the settings too).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vdm import ir
 
@@ -33,11 +34,7 @@ from vdm.errors import InvalidRequest
 from vdm.protocols.body import rewrite
 from vdm.protocols.fields import decode_json_object
 from vdm.protocols.openai_upstream import usage_from_openai
-from vdm.providers.base import ClientContext
 from vdm.routing import Router
-
-if TYPE_CHECKING:
-    from vdm.tenants.registry import Principal
 
 # The headers that describe a body relayed untouched, forwarded as sent (the
 # API's own headers are added by the provider: vdm.providers.http.client_headers;
@@ -184,21 +181,6 @@ def _boundary(content_type: str) -> bytes:
         if key.lower() == "boundary" and value.strip('"'):
             return value.strip('"').encode("latin-1")
     raise InvalidRequest("multipart/form-data without a boundary")
-
-
-# ---------------------------------------------------------------- tenants
-
-
-def tenant_context(ctx: ClientContext, principal: Principal, target: Target) -> ClientContext:
-    """A tenant's passthrough request: the rule of every door (the token's
-    allowed providers; its allowed models for a body that names one), then its
-    project's key for that provider when it has one."""
-    principal.check(target.provider, target.requested, target.model)
-    return ClientContext(
-        client_key=ctx.client_key,
-        headers=ctx.headers,
-        upstream_key=principal.upstream_keys.get(target.provider),
-    )
 
 
 # ---------------------------------------------------------------- usage

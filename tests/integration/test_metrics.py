@@ -274,3 +274,59 @@ def test_metrics_of_all_the_workers_from_any_of_them(
             assert board["totals"]["requests"] == sent
             assert len(board["recent"]) == min(sent, 50)
     assert not shared.exists(), "the supervisor removes the directory"
+
+
+def test_grpc_calls_are_counted_like_the_http_doors(
+    fake_openai: FakeUpstream, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The accounting is the pipeline's, not one transport's: an Execute and a
+    StreamExecute through ``--grpc-port`` show in ``/metrics`` and the running
+    totals under ``door="grpc"``, with their status, tokens and latencies."""
+    from tests.support.gateway import clean_env, free_port
+    from tests.support.grpc_server import GrpcServer, bearer, execute_request
+
+    def answer(request: Any) -> JSONReply | SSEReply:
+        if request.json.get("stream"):
+            return SSEReply(stream_of(completion("streamed words")))
+        return JSONReply(completion("whole"))
+
+    fake_openai.responder = answer
+    port = free_port()
+    with run_gateway(env, tmp_path, args=["--grpc-port", str(port)]) as gateway:
+        home = tmp_path / "home"
+        server = GrpcServer(
+            "127.0.0.1",
+            port,
+            gateway.process,
+            gateway.log_path,
+            {**clean_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")},
+        )
+        token = server.token()
+        with server.stub() as stub:
+            whole = stub.Execute(
+                execute_request("hi", model="oa:m"), metadata=bearer(token), timeout=10
+            )
+            chunks = list(
+                stub.StreamExecute(
+                    execute_request("hi", model="oa:m"), metadata=bearer(token), timeout=10
+                )
+            )
+            refused = stub.Execute(
+                execute_request("hi", model="oa:"), metadata=bearer(token), timeout=10
+            )
+        assert whole.success.response_text == "whole"
+        assert "".join(c.text_chunk for c in chunks) == "streamed words"
+        assert refused.HasField("error")
+        found = samples(gateway)
+        totals = get_json(gateway.url + "/metrics/running-totals?door=grpc")
+
+    route = {"door": "grpc", "provider": "oa", "model": "m"}
+    assert value(found, "vdm_requests_total", **route, status="200") == 2
+    assert value(found, "vdm_tokens_total", **route, type="input") == 50  # fakes.USAGE: 25 each
+    assert value(found, "vdm_tokens_total", **route, type="output") == 40
+    assert value(found, "vdm_request_duration_seconds_count", **route) == 2
+    assert value(found, "vdm_time_to_first_token_seconds_count", **route) == 2
+    assert value(found, "vdm_requests_total", door="grpc", provider="", model="", status="400") == 1
+    assert value(found, "vdm_in_flight_requests") == 0
+    assert totals["totals"]["requests"] == 3 and totals["totals"]["errors"] == 1
+    assert totals["providers"]["oa"]["models"]["m"]["input_tokens"] == 50

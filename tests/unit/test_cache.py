@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from vdm import doors
 from vdm.cache import keys
 from vdm.cache.keys import Ask, cache_control
 from vdm.cache.settings import cache_settings
@@ -27,8 +28,9 @@ def test_cache_control() -> None:
 
 
 def test_keys_quote_parts_and_tenants_differ() -> None:
-    d = keys.digest("openai", {"model": "m", "messages": [], "user": "x"}, {})
-    assert d == keys.digest("openai", {"messages": [], "model": "m"}, {})  # "user" is not a field
+    chat = doors.CHAT.cache
+    d = keys.digest(chat, {"model": "m", "messages": [], "user": "x"}, {})
+    assert d == keys.digest(chat, {"messages": [], "model": "m"}, {})  # "user" is not a field
     k = keys.key(keys.tenant(None, "secret", False), "openai", "ollama", "llama3:8b", d)
     assert "secret" not in k and "llama3%3A8b" in k
     assert keys.tenant("p1", None, False) != keys.tenant(None, None, False)

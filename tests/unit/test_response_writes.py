@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from vdm import ir
+from vdm import doors, ir
 from vdm.outcome import Outcome
-from vdm.pipeline import _render_stream
-from vdm.protocols import anthropic_door
+from vdm.pipeline.streams import render_stream
 from vdm.server.asgi import send_stream
 from vdm.server.protocol import ResponseWrites
 
@@ -159,13 +158,8 @@ def test_a_converted_streams_first_text_is_written_before_the_rest_is_converted(
                 stream.write(b"%x\r\n%s\r\n" % (len(message["body"]), message["body"]))
 
         first = ir.MessageStart("msg_1", "m", ir.Usage(5, 0))
-        body = _render_stream(
-            first,
-            one_read(),
-            Outcome(),
-            anthropic_door.encode_event,
-            anthropic_door.encode_stream_error,
-        )
+        rendering = doors.ANTHROPIC.render(None, "m")  # type: ignore[arg-type]
+        body = render_stream(first, one_read(), Outcome(), rendering)
         await send_stream(send, 200, {}, body, lambda exc: b"")
         await asyncio.sleep(0)  # the last turn's writes
         return transport.writes

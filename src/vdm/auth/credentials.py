@@ -20,7 +20,7 @@ One seam for every credential kind: a checker resolves the credential to a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from vdm.auth.proxy_key import ProxyKey, check_length
@@ -105,6 +105,7 @@ class Credentials:
         audit: AuditLog | None = None,
         management_key: ProxyKey | None = None,
         max_length: int = MAX_CREDENTIAL_LENGTH,
+        key_headers: Sequence[str],
     ) -> None:
         self._max_length = max_length
         self._proxy_key = proxy_key
@@ -116,6 +117,7 @@ class Credentials:
         self._required = tokens is not None
         self.split = CredentialSplit(
             (proxy_key, management_key),
+            key_headers=key_headers,
             checks=True,
             tokens=tokens is not None,
             jwts=jwt is not None,

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from vdm.errors import AuthenticationFailed
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a client sent: ``x-api-key``, else ``Authorization: Bearer``."""
-    return headers.get("x-api-key") or bearer(headers)
+def presented_key(headers: Mapping[str, str], key_headers: Sequence[str]) -> str | None:
+    """The key a client sent: in the first of ``key_headers`` it sent (the
+    doors' :data:`vdm.doors.KEY_HEADERS`: ``x-api-key``), else as
+    ``Authorization: Bearer``."""
+    for name in key_headers:
+        value = headers.get(name)
+        if value:
+            return value
+    return bearer(headers)
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:

@@ -12,6 +12,10 @@ and only if it is no gateway credential of any kind: never a value equal to
 a JWT while the gateway accepts JWTs.  When the gateway checks nothing, the
 client's one credential (``x-api-key``, else the bearer) is the provider's,
 with the same exclusions.
+
+``x-api-key`` stands for every door's key header (:data:`vdm.doors.KEY_HEADERS`,
+handed in as ``key_headers``): a client's key headers are read in that order,
+the bearer last.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ def looks_like_jwt(credential: str) -> bool:
 
 
 class CredentialSplit:
-    __slots__ = ("_checks", "_jwts", "_secrets", "_tokens")
+    __slots__ = ("_checks", "_jwts", "_key_headers", "_secrets", "_tokens")
 
     def __init__(
         self,
         secrets: Sequence[ProxyKey | None],
         *,
+        key_headers: Sequence[str],
         checks: bool,
         tokens: bool = False,
         jwts: bool = False,
     ) -> None:
+        self._key_headers = tuple(key_headers)
         self._secrets = tuple(s for s in secrets if s is not None)
         self._checks = checks  # does the gateway authenticate its clients?
         self._tokens = tokens
@@ -50,21 +56,34 @@ class CredentialSplit:
             return True
         return any(secret.matches(credential) for secret in self._secrets)
 
+    def presented(self, headers: Mapping[str, str]) -> list[str | None]:
+        """The client's credentials: its key headers', in order, then its bearer."""
+        found: list[str | None] = [headers.get(name) or None for name in self._key_headers]
+        found.append(bearer(headers))
+        return found
+
     def gateway(self, headers: Mapping[str, str]) -> str | None:
         """The credential the gateway checks."""
-        api_key, token = headers.get("x-api-key") or None, bearer(headers)
-        for credential in (api_key, token):
+        return self._gateway(self.presented(headers))[1]
+
+    def _gateway(self, presented: list[str | None]) -> tuple[int, str | None]:
+        for at, credential in enumerate(presented):
             if credential is not None and self._is_gateways(credential):
-                return credential
-        return api_key or token
+                return at, credential
+        for at, credential in enumerate(presented):
+            if credential is not None:
+                return at, credential
+        return -1, None
 
     def provider(self, headers: Mapping[str, str]) -> str | None:
         """The credential a ``!PASSTHRU`` provider may get, if any."""
-        api_key, token = headers.get("x-api-key") or None, bearer(headers)
-        candidates: tuple[str | None, ...] = (api_key, token)
-        if self._checks:
-            candidates = (token,) if self.gateway(headers) == api_key else (api_key,)
-        for credential in candidates:
+        presented = self.presented(headers)
+        if self._checks:  # every credential but the one the gateway checks
+            taken, _ = self._gateway(presented)
+            if taken < 0:
+                return None
+            del presented[taken]
+        for credential in presented:
             if credential is not None and not self._is_gateways(credential):
                 return credential
         return None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from vdm.cache import keys
-from vdm.cache.keys import Ask
+from vdm.cache.keys import Ask, DoorKey
 from vdm.cache.settings import CacheSettings
 from vdm.cache.store import MemoryStore, RedisStore, Store
 from vdm.outcome import Outcome, Reply
@@ -96,7 +96,7 @@ class ResponseCache:
 
     def plan(
         self,
-        door: str,
+        door: DoorKey,
         parsed: Mapping[str, Any],
         headers: Mapping[str, str],
         route: Route,
@@ -113,7 +113,7 @@ class ResponseCache:
             return None
         tenant = keys.tenant(project_id, client_key, self.shared)
         key = keys.key(
-            tenant, door, route.provider, route.model, keys.digest(door, parsed, headers)
+            tenant, door.door, route.provider, route.model, keys.digest(door, parsed, headers)
         )
         return Plan(key, ask, route.provider, route.model)
 
@@ -193,6 +193,7 @@ class ResponseCache:
 
     async def purge(
         self,
+        doors: Mapping[str, DoorKey],
         *,
         url: str,
         prefix: str | None,
@@ -202,13 +203,13 @@ class ResponseCache:
         headers: Mapping[str, str],
     ) -> bool | int:
         """Exact (``url`` + the request ``body``: True if it was cached) or every
-        entry of the doors under ``prefix``, narrowed to a ``model`` (routed as a
+        entry of the ``doors`` (by path) under ``prefix``, narrowed to a ``model`` (routed as a
         request would be) and a ``project``.  Raises ValueError on a bad request."""
         tenant = None
         if project is not None:
             tenant = keys.SHARED if self.shared else keys.tenant(project, None, False)
         if prefix is None:
-            door = keys.PATHS.get(url)
+            door = doors.get(url)
             if door is None:
                 return False  # nothing is cached under any other path
             if body is None or not isinstance(body.get("model"), str):
@@ -216,7 +217,7 @@ class ResponseCache:
             route = self.resolve(body["model"])
             lowered = {k.lower(): v for k, v in headers.items()}
             pattern = keys.pattern(
-                tenant, door, route.provider, route.model, keys.digest(door, body, lowered)
+                tenant, door.door, route.provider, route.model, keys.digest(door, body, lowered)
             )
             return await self.store.purge(pattern) > 0
         provider = upstream = None
@@ -224,10 +225,10 @@ class ResponseCache:
             route = self.resolve(model)
             provider, upstream = route.provider, route.model
         deleted = 0
-        for path, door in keys.PATHS.items():
+        for path, door in doors.items():
             if path.startswith(prefix):
                 deleted += await self.store.purge(
-                    keys.pattern(tenant, door, provider, upstream, None)
+                    keys.pattern(tenant, door.door, provider, upstream, None)
                 )
         return deleted
 

@@ -4,7 +4,8 @@ A key is ``vdm:cache:{tenant}:{door}:{provider}:{model}:{digest}``: who asks
 (the project, the hash of the client's key, or ``anonymous``; ``shared``
 when tenants share), which door (its stream grammar), the route after
 aliases, and a SHA-256 over an explicit list of the request's fields — the
-ones that change the answer, never ``metadata``/``user`` and the like.  Each
+ones that change the answer, never ``metadata``/``user`` and the like (each
+door declares its list: :class:`DoorKey`).  Each
 part is percent-quoted, so a purge can match parts with a glob (model names
 may hold ``:``) in memory and in Redis alike.
 """
@@ -25,95 +26,17 @@ PREFIX = "cache:"  # (Redis keys get the REDIS_NAMESPACE in front: vdm:cache:…
 SHARED = "shared"
 ANONYMOUS = "anonymous"
 
-# The request fields (and headers) that change an answer, per door.  "model"
-# is the name the client sent: it is echoed in the answer's bytes.
-FIELDS: Mapping[str, tuple[str, ...]] = {
-    "anthropic": (
-        "model",
-        "messages",
-        "system",
-        "tools",
-        "tool_choice",
-        "temperature",
-        "top_p",
-        "top_k",
-        "max_tokens",
-        "stop_sequences",
-        "thinking",
-        "stream",
-        "output_format",
-        "output_config",
-        "service_tier",
-        "container",
-        "mcp_servers",
-        "context_management",
-    ),
-    "openai": (
-        "model",
-        "messages",
-        "tools",
-        "tool_choice",
-        "functions",
-        "function_call",
-        "temperature",
-        "top_p",
-        "n",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "seed",
-        "response_format",
-        "reasoning_effort",
-        "stream",
-        "stream_options",
-        "parallel_tool_calls",
-        "modalities",
-        "audio",
-        "prediction",
-        "verbosity",
-        "web_search_options",
-        "service_tier",
-    ),
-    "responses": (
-        "model",
-        "input",
-        "instructions",
-        "tools",
-        "tool_choice",
-        "temperature",
-        "top_p",
-        "max_output_tokens",
-        "max_tool_calls",
-        "reasoning",
-        "text",
-        "stream",
-        "stream_options",
-        "parallel_tool_calls",
-        "truncation",
-        "include",
-        "previous_response_id",
-        "conversation",
-        "prompt",
-        "top_logprobs",
-        "service_tier",
-    ),
-}
-HEADERS: Mapping[str, tuple[str, ...]] = {
-    "anthropic": ("anthropic-beta", "anthropic-version"),
-    "openai": (),
-    "responses": (),
-}
-# The door each client path is (for purges named by URL, as the reference API does).
-PATHS: Mapping[str, str] = {
-    "/v1/messages": "anthropic",
-    "/v1/chat/completions": "openai",
-    "/v1/responses": "responses",
-}
+
+@dataclass(frozen=True, slots=True)
+class DoorKey:
+    """What of a door's requests changes the answer: its ``fields`` (and
+    ``headers``), declared with the door (:mod:`vdm.doors`).  ``model`` is
+    the name the client sent: it is echoed in the answer's bytes."""
+
+    door: str
+    fields: tuple[str, ...]
+    headers: tuple[str, ...] = ()
+
 
 _encode = msgspec.json.Encoder(order="sorted").encode
 
@@ -129,10 +52,10 @@ def tenant(project_id: str | None, client_key: str | None, shared: bool) -> str:
     return ANONYMOUS
 
 
-def digest(door: str, parsed: Mapping[str, Any], headers: Mapping[str, str]) -> str:
-    picked = [[name, parsed[name]] for name in FIELDS[door] if name in parsed]
-    sent = [[name, headers[name]] for name in HEADERS[door] if name in headers]
-    return hashlib.sha256(_encode([door, picked, sent])).hexdigest()
+def digest(door: DoorKey, parsed: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    picked = [[name, parsed[name]] for name in door.fields if name in parsed]
+    sent = [[name, headers[name]] for name in door.headers if name in headers]
+    return hashlib.sha256(_encode([door.door, picked, sent])).hexdigest()
 
 
 def key(tenant_id: str, door: str, provider: str, model: str, request_digest: str) -> str:

@@ -103,7 +103,7 @@ async def start_service(
     redis_url = settings.server.redis_url
     shared = SharedMinute(redis_url, settings.server.redis_namespace) if redis_url else None
     limiter = Limiter(grpc_settings, shared=shared)
-    servicer = LLMProxyServicer(gateway, grpc_settings, limiter, tenants)
+    servicer = LLMProxyServicer(gateway, grpc_settings, limiter)
     pb_grpc.add_VibectlLLMProxyServicer_to_server(servicer, server)
     address = _address(host, port)
     try:

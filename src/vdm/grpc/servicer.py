@@ -10,7 +10,9 @@ A stream is text chunks, then ``complete`` (the model that served it), then
 ``final_metrics``; or, at any point, one ``error`` chunk, which ends it.
 
 A virtual token's call (:func:`~vdm.grpc.auth.current_principal`) runs with
-its project's keys and limits, and its token usage is recorded when it ends.
+its project's keys and limits.  Every call is accounted for as every door's
+(:class:`vdm.pipeline.Account`: metrics and running totals under
+``door="grpc"``, the token's usage before the answer's end goes out).
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import grpc
 
-from vdm import __version__, ir
+from vdm import __version__, doors, ir
 from vdm.config import GrpcSettings
-from vdm.errors import GatewayError, UpstreamTimeout
+from vdm.errors import GatewayError, QuotaExceeded, UpstreamTimeout
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 from vdm.grpc import translate
@@ -35,10 +36,8 @@ from vdm.grpc.limits import Limiter, LimitExceeded
 from vdm.logs import client_request_id
 from vdm.logs import request_id as current_request_id
 from vdm.pipeline import Completion, Gateway, new_request_id
+from vdm.pipeline.accounting import failed
 from vdm.protocols.fields import too_deep
-
-if TYPE_CHECKING:
-    from vdm.tenants.registry import TokenRegistry
 
 log = logging.getLogger("vdm.grpc")
 
@@ -55,15 +54,8 @@ class _Stream:
 
 
 class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
-    def __init__(
-        self,
-        gateway: Gateway,
-        settings: GrpcSettings,
-        limiter: Limiter,
-        tenants: TokenRegistry | None = None,
-    ) -> None:
+    def __init__(self, gateway: Gateway, settings: GrpcSettings, limiter: Limiter) -> None:
         self._gateway = gateway
-        self._tenants = tenants
         self._settings = settings
         self._limiter = limiter
         self._timeout = settings.request_timeout
@@ -83,17 +75,24 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         request_id = client_request_id(request.request_id) or new_request_id()
         token = current_request_id.set(request_id)
         started = time.perf_counter()
+        gateway = self._gateway
         try:
             principal = current_principal()
             chat = await self._chat_request(request, stream=False)
             await self._limiter.check_shared(current_subject())
-            gateway = self._gateway
-            with self._limiter.admit(current_subject()), gateway.leases:
+            with (
+                gateway.account(doors.GRPC, principal) as account,
+                self._limiter.admit(current_subject()),
+                gateway.leases,
+            ):
                 async with asyncio.timeout(self._timeout):
                     completion = await gateway.complete(chat, principal=principal)
+                    before_end = account.answered(completion)
                     response = await _fold(completion.events)
-            if principal is not None and self._tenants is not None:
-                await self._tenants.record_usage(principal, response.usage)
+                answered = time.perf_counter()
+                if before_end is not None:
+                    await before_end()
+            await account.ended(200, answered)
             text = translate.answer_text(response, structured=bool(chat.tools))
             return pb.ExecuteResponse(
                 request_id=request_id,
@@ -104,7 +103,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                 ),
             )
         except Exception as exc:
-            return pb.ExecuteResponse(request_id=request_id, error=self._error(exc))
+            return pb.ExecuteResponse(request_id=request_id, error=self._failed(exc, started))
         finally:
             current_request_id.reset(token)
 
@@ -116,18 +115,24 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         request_id = client_request_id(request.request_id) or new_request_id()
         current_request_id.set(request_id)  # this call's own task
         started = time.perf_counter()
+        gateway = self._gateway
+        completion: Completion | None = None
         try:
             principal = current_principal()
             chat = await self._chat_request(request, stream=True)
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
             await self._limiter.check_shared(current_subject())
-            gateway = self._gateway
-            with self._limiter.admit(current_subject()), gateway.leases:
+            with (
+                gateway.account(doors.GRPC, principal) as account,
+                self._limiter.admit(current_subject()),
+                gateway.leases,
+            ):
                 # The deadline bounds our waits for the provider, never a yield:
                 # a timeout must not land inside gRPC's own write of a chunk.
                 deadline = asyncio.get_running_loop().time() + self._timeout
                 async with asyncio.timeout_at(deadline):
                     completion = await gateway.complete(chat, principal=principal)
+                before_end = account.answered(completion)
                 texts = _texts(completion.events, state)
                 try:
                     while True:
@@ -138,10 +143,14 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                         yield pb.StreamChunk(request_id=request_id, text_chunk=text)
                 finally:
                     await texts.aclose()  # type: ignore[attr-defined]
-                    if principal is not None and self._tenants is not None:
-                        await self._tenants.record_usage(principal, state.usage)  # what was used
+                    answered = time.perf_counter()
+                    if before_end is not None:
+                        await before_end()  # what was used, before the stream's end
+                    # (a stream that broke off counts as an HTTP stream's does: 200, an error)
+                    await account.ended(200, answered)
         except Exception as exc:
-            yield pb.StreamChunk(request_id=request_id, error=self._error(exc))
+            error = self._failed(exc, started, counted=completion is not None)
+            yield pb.StreamChunk(request_id=request_id, error=error)
             return
         yield pb.StreamChunk(
             request_id=request_id, complete=pb.StreamComplete(actual_model_used=_served(completion))
@@ -212,10 +221,13 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             stream=stream,
         )
 
-    def _error(self, exc: Exception) -> pb.ExecuteError:
-        if isinstance(exc, GatewayError):
-            log.info("LLMProxy call failed: %s", exc.message)
-            return translate.to_error(exc)
+    def _failed(self, exc: Exception, started: float, *, counted: bool = False) -> pb.ExecuteError:
+        """A call that ended in an error: counted as every door's are
+        (:func:`vdm.pipeline.accounting.failed`; not again when ``counted``),
+        rendered as LLMProxy's error."""
+        failure = self._as_gateway_error(exc)
+        if not counted:
+            failed(self._gateway.metrics, doors.GRPC.name, failure, started)
         if isinstance(exc, LimitExceeded):
             log.info("LLMProxy call refused: %s", exc.message)
             return pb.ExecuteError(
@@ -223,20 +235,26 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                 error_message=exc.message,
                 error_details=f'{{"retry_after_seconds": {max(1, round(exc.retry_after))}}}',
             )
+        if isinstance(exc, GatewayError):
+            log.info("LLMProxy call failed: %s", exc.message)
+        if type(failure) is GatewayError and not isinstance(exc, GatewayError):
+            return pb.ExecuteError(error_code="INTERNAL_ERROR", error_message=failure.message)
+        return translate.to_error(failure)
+
+    def _as_gateway_error(self, exc: Exception) -> GatewayError:
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, LimitExceeded):
+            return QuotaExceeded(exc.message, retry_after=exc.retry_after)
         if isinstance(exc, RecursionError):  # a request nested too deeply to convert
-            return translate.to_error(too_deep("the request"))
+            return too_deep("the request")
         if isinstance(exc, TimeoutError):
-            return translate.to_error(
-                UpstreamTimeout(
-                    f"no complete answer within {self._timeout:g} s (request_timeout_seconds)",
-                    provider="",
-                )
+            return UpstreamTimeout(
+                f"no complete answer within {self._timeout:g} s (request_timeout_seconds)",
+                provider="",
             )
         log.error("internal error in an LLMProxy call", exc_info=exc)
-        return pb.ExecuteError(
-            error_code="INTERNAL_ERROR",
-            error_message=(f"internal gateway error ({type(exc).__name__}); see the server log"),
-        )
+        return GatewayError(f"internal gateway error ({type(exc).__name__}); see the server log")
 
 
 def _served(completion: Completion) -> str:

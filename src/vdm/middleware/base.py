@@ -27,14 +27,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vdm import ir
 
 if TYPE_CHECKING:
     from vdm.outcome import Outcome
 
-Door = Literal["anthropic", "openai", "responses", "grpc"]
 HOOKS = ("on_start", "on_request", "on_event", "on_response")
 
 
@@ -44,7 +43,7 @@ class Call:
     (key it by the middleware's name)."""
 
     request_id: str
-    door: Door
+    door: str  # the door's name (vdm.doors: anthropic, openai, responses, grpc, ...)
     headers: Mapping[str, str]  # the client's, lower-case names; holds its key: never log
     client_model: str = ""  # the model the client asked for
     provider: str = ""  # the route: provider, upstream model, alias that matched

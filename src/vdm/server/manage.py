@@ -34,7 +34,7 @@ from pydantic import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from vdm import __version__
+from vdm import __version__, doors
 from vdm.errors import GatewayError
 from vdm.routing import MODEL_NAME_MAX_LENGTH, MODEL_NAME_PATTERN
 from vdm.store import Conflict, Missing
@@ -528,6 +528,7 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
             return CachePurged(deleted=0 if body.prefix is not None else False)
         try:
             deleted = await responses.purge(
+                doors.CACHE_PATHS,
                 url=body.url,
                 prefix=body.prefix,
                 model=body.model,

@@ -101,7 +101,7 @@ def successor(old: Gateway, settings: Settings) -> Gateway:
     cache = None
     if old.settings.cache == settings.cache:
         cache = old.cache  # its entries stay; its routing follows the new router below
-    gateway = Gateway(settings, providers, old.cooldowns, old.metrics, cache)
+    gateway = Gateway(settings, providers, old.cooldowns, old.metrics, cache, old.tenants)
     if cache is None:
         gateway.cache = ResponseCache.build(
             settings.cache,
