@@ -55,6 +55,7 @@ def _records(gw: Gateway) -> list[dict[str, Any]]:
 
 
 def _access(gw: Gateway, request_id: str) -> dict[str, Any]:
+    gw.wait_log(f'"request_id":"{request_id}"')  # written once the answer has gone out
     found = [
         r for r in _records(gw) if r["logger"] == "vdm.access" and r["request_id"] == request_id
     ]
@@ -184,7 +185,9 @@ def test_console_access_line_is_unchanged(tmp_path: Path, fake_openai: FakeUpstr
                 messages=[{"role": "user", "content": "hi"}],
                 extra_headers={"x-request-id": "rid-console"},
             )
-        lines = [line for line in gw.log().splitlines() if " vdm.access " in line]
+        # The access line is written once the answer has gone out: wait for it.
+        log = gw.wait_log("request_id=rid-console: POST")
+        lines = [line for line in log.splitlines() if " vdm.access " in line]
         assert len(lines) == 1
         assert (
             "request_id=rid-console: POST /v1/chat/completions 200 openai:gpt-x in=2 out=1 "
