@@ -316,7 +316,7 @@ class FakeUpstream:
                     await response.write(chunk)
                 if cut is not None:
                     self.cut += 1
-                    await _abort(request)
+                    await reset_once_read(request)
                     raise _Cut
                 await response.write_eof()
                 return response
@@ -346,7 +346,7 @@ class _Cut(Exception):
     """Raised inside the fake after it aborted a stream on purpose."""
 
 
-async def _abort(request: web.Request) -> None:
+async def reset_once_read(request: web.Request) -> None:
     """Reset the connection (no final chunk) once the client has read every byte
     written so far: a reset may discard what the client has not read yet."""
     transport = request.transport
