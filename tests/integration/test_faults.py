@@ -1004,7 +1004,8 @@ def test_pings_while_waiting_for_a_slow_first_event(resilient: Rig, door: str) -
     (which the SDKs skip) and the answer follows in the same stream."""
     r = resilient
     chunks = stream_of(completion(TEXT))
-    r.oai.reply(SSEReply(chunks, delays=[1.0]))  # silent for 1 s before anything
+    # Time is the subject: silent for 5 PING_INTERVALs (0.2 s) before anything.
+    r.oai.reply(SSEReply(chunks, delays=[1.0]))
     raw = raw_stream(r, door, "openai:m")
     if door == "anthropic":
         events = check_anthropic_frames(raw)
@@ -1022,6 +1023,7 @@ def test_pings_while_waiting_for_a_slow_first_event(resilient: Rig, door: str) -
 @pytest.mark.parametrize("door", ["anthropic", "openai"])
 def test_a_failure_after_early_pings_is_the_streams_error_frame(resilient: Rig, door: str) -> None:
     r = resilient
+    # Time is the subject: silent for 5 PING_INTERVALs (0.2 s), then the refusal.
     slow_refusal = JSONReply({"error": {"message": "bad request, slowly"}}, status=400, delay=1.0)
     r.oai.reply(slow_refusal)
     raw = raw_stream(r, door, "openai:m")
