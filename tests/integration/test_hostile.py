@@ -29,7 +29,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fakes import FakeUpstream
+from tests.support.fakes import FakeUpstream, unread_requests
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.grpc_server import GrpcServer, bearer, execute_request
 from tests.support.waiting import wait_for
@@ -281,7 +281,10 @@ def _crowd(crowded: Gateway) -> tuple[bytes, bytes, float, bytes]:
         busy = [connect(crowded) for _ in range(CAP)]
         for sock in busy:
             sock.sendall(b"GET /v1/mod")  # a head in progress: not idle
-        other = connect(crowded)  # (accepted after them: a listener's queue keeps order)
+        port = int(crowded.url.rsplit(":", 1)[1])
+        # ... once the gateway has read it (unread, a connection still looks idle)
+        assert wait_for(lambda: unread_requests(port) == 0), unread_requests(port)
+        other = connect(crowded)
         other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         refused = read_until_closed(other)
         probe = connect(crowded)

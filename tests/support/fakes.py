@@ -316,7 +316,12 @@ class FakeUpstream:
                     await response.write(chunk)
                 if cut is not None:
                     self.cut += 1
-                    await reset_once_read(request)
+                    if cut:
+                        await reset_once_read(request)
+                    elif request.transport is not None:
+                        # No chunk: reset at once, before the gateway could have
+                        # sent its client anything of its own (a ping, say).
+                        request.transport.abort()
                     raise _Cut
                 await response.write_eof()
                 return response
