@@ -96,7 +96,8 @@ def accepting(server: GrpcServer, token: str) -> bool:
         with server.stub() as stub:
             stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer(token), timeout=5)
     except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        # refused, or cut off as the server stops (which one depends on timing)
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
             return False
         raise
     return True
