@@ -4,6 +4,7 @@ the Redis backend and /manage/cache/purge."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.support.fakes import (
 )
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.redisdb import redis_env as shared_redis_env
+from tests.support.waiting import eventually
 
 MGMT = "mgmt-secret-0123456789abcdef"
 CACHE = {"Cache-Control": "max-age=60"}
@@ -189,11 +191,17 @@ def test_an_aborted_stream_is_not_cached(gw: Gateway, fake_openai: FakeUpstream)
             assert r.headers["x-vdm-cache"] == "miss"
             text = r.read().decode()
         assert '"error"' in text
-        # the client leaves after the first chunk
-        fake_openai.reply(SSEReply(chunks, delay=0.2))
-        with http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE) as r:
-            next(r.iter_bytes())
-        time.sleep(0.5)
+        # the client leaves after the first chunk, the rest held back meanwhile
+        hold = threading.Event()
+        fake_openai.reply(SSEReply(chunks, holds={2: hold}))
+        try:
+            with http.stream(
+                "POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE
+            ) as r:
+                next(r.iter_bytes())
+            assert fake_openai.wait_for(lambda: fake_openai.cancelled == 1)  # it was given up
+        finally:
+            hold.set()
         fake_openai.reply(SSEReply(chunks))
         with http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=CACHE) as r:
             assert r.headers["x-vdm-cache"] == "miss"
@@ -219,12 +227,18 @@ def test_errors_are_not_cached(gw: Gateway, fake_openai: FakeUpstream) -> None:
 def test_entries_expire(gw: Gateway, fake_openai: FakeUpstream) -> None:
     fake_openai.responder = lambda r: JSONReply(completion("short-lived"))
     prompt = unique()
-    short = {"Cache-Control": "max-age=1"}
+    short = {"Cache-Control": "max-age=2"}
     with oai(gw) as client:
+        started = time.monotonic()
         assert chat(client, prompt, headers=short).headers["x-vdm-cache"] == "miss"
         assert chat(client, prompt, headers=short).headers["x-vdm-cache"] == "hit"
-        time.sleep(1.3)
-        assert chat(client, prompt, headers=short).headers["x-vdm-cache"] == "miss"
+        # Time is the subject (the gateway's own clock): hits until the age passes.
+        cached = eventually(
+            lambda: chat(client, prompt, headers=short).headers["x-vdm-cache"],
+            lambda seen: seen == "miss",
+            every=0.1,
+        )
+        assert cached == "miss" and time.monotonic() - started >= 1.9
     assert len(fake_openai.requests) == 2
 
 

@@ -16,6 +16,7 @@ apart by their keys) and ``ant`` (Anthropic-native, the other fake).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -543,16 +544,14 @@ def test_first_byte_timeout_falls_back(strict: Rig, door: str) -> None:
     assert len(r.oai.requests) == 2 and len(r.ant.requests) == 1
 
 
-def _first_then_pause(pause: float) -> SSEReply:
-    chunks = stream_of(completion("abcdef"), pieces=3)  # role, ab, cd, ef, finish, usage, DONE
-    return SSEReply(chunks, delays=[0, 0, pause])
-
-
 @pytest.mark.parametrize("door", DOORS)
 def test_idle_timeout_mid_stream_is_an_error_event_naming_it(strict: Rig, door: str) -> None:
     r = strict
-    r.oai.reply(_first_then_pause(3.0))
-    raw = raw_stream(r, door, "openai:m")
+    chunks = stream_of(completion("abcdef"), pieces=3)  # role, ab, cd, ef, finish, usage, DONE
+    silence = threading.Event()  # after "ab", silent for as long as the gateway waits
+    r.oai.reply(SSEReply(chunks, holds={2: silence}))
+    with held(silence):
+        raw = raw_stream(r, door, "openai:m")
     error = last_error(door, raw)
     assert "IDLE_TIMEOUT" in error["message"] and "'openai'" in error["message"]
     assert error["type"] == ("api_error" if door == "anthropic" else "timeout")
@@ -565,7 +564,9 @@ def test_idle_timeout_mid_stream_is_an_error_event_naming_it(strict: Rig, door: 
 def test_total_timeout_ends_a_long_stream_naming_it(strict: Rig, door: str) -> None:
     r = strict
     chunks = stream_of(completion("".join(f"piece{i} " for i in range(10))), pieces=10)
-    r.oai.reply(SSEReply(chunks, delay=0.5, delays=[0]))  # never idle for 1 s; 6 s in all
+    # Time is the subject: a chunk every 0.5 s is never idle for IDLE_TIMEOUT (1 s)
+    # but outlasts TOTAL_TIMEOUT (2.5 s) by far (5 s in all).
+    r.oai.reply(SSEReply(chunks, delay=0.5, delays=[0]))
     if door == "anthropic":
         with (
             pytest.raises(anthropic.APIStatusError) as raised,
@@ -677,14 +678,29 @@ CUT_IDS = [
 
 
 def _long_stream(
-    fake: str, *, cut_after: int | None = None, delay: float = 0.0, pieces: int = 6
+    fake: str,
+    *,
+    cut_after: int | None = None,
+    pieces: int = 6,
+    hold: threading.Event | None = None,
 ) -> SSEReply:
+    """``hold``: the stream stops after its first two chunks until that is set."""
     words = [f"w{i} " for i in range(pieces)]
     if fake == "oai":
         chunks = stream_of(completion("".join(words)), pieces=pieces)
     else:
         chunks = anthropic_stream(words)
-    return SSEReply(chunks, cut_after=cut_after, delay=delay)
+    return SSEReply(chunks, cut_after=cut_after, holds={} if hold is None else {2: hold})
+
+
+@contextmanager
+def held(*holds: threading.Event) -> Iterator[None]:
+    """Set ``holds`` when the block ends (the fakes' held answers then end)."""
+    try:
+        yield
+    finally:
+        for hold in holds:
+            hold.set()
 
 
 @pytest.mark.parametrize(("door", "model", "fake_name"), CUTS, ids=CUT_IDS)
@@ -741,7 +757,8 @@ def test_stream_cut_inside_a_frame_still_ends_with_a_whole_error_frame(
     fake = r.oai if fake_name == "oai" else r.ant
     whole = _long_stream(fake_name).chunks
     halves = [part for c in whole for part in (c[: len(c) // 2], c[len(c) // 2 :])]
-    fake.reply(SSEReply(halves, cut_after=7, delay=0.02))  # 3.5 frames, then dead
+    # 3.5 frames, then dead; the pause makes each half its own write (the subject)
+    fake.reply(SSEReply(halves, cut_after=7, delay=0.02))
     raw = raw_stream(r, door, model)
     if door == "anthropic":
         check_anthropic_frames(raw)
@@ -865,34 +882,37 @@ def test_clients_leaving_mid_stream_cancel_the_upstream_and_free_its_connections
     r = resilient
     mark = r.mark()
     rounds = 3
+    hold = threading.Event()  # every stream stays open until its client has left
     for _ in range(rounds):
         for _, _, fake_name in CUTS:
             fake = r.oai if fake_name == "oai" else r.ant
-            fake.reply(_long_stream(fake_name, delay=0.1, pieces=40))  # ~4 s if read to the end
+            fake.reply(_long_stream(fake_name, pieces=40, hold=hold))
     readers: list[Iterator[bytes]] = []  # held: a dropped iterator closes its response
-    with ExitStack() as stack:
-        for _ in range(rounds):
-            for door, model, _ in CUTS:
-                body: dict[str, Any] = {"model": model, "messages": ASK, "stream": True}
-                if door == "anthropic":
-                    body["max_tokens"] = 50
-                path = "/v1/messages" if door == "anthropic" else "/v1/chat/completions"
-                client = stack.enter_context(httpx.Client(timeout=20))
-                response = stack.enter_context(client.stream("POST", r.gw.url + path, json=body))
-                assert response.status_code == 200
-                readers.append(response.iter_raw())
-                assert next(readers[-1])  # the first chunk arrived
-        during = {
-            "oai": established_connections(r.oai.port),
-            "ant": established_connections(r.ant.port),
-        }
-        assert during["oai"] >= 2 * rounds and during["ant"] >= 2 * rounds, during
-    # every client has gone: the gateway gives up its upstream streams
-    per_fake = 2 * rounds
-    assert r.oai.wait_for(lambda: r.oai.cancelled == per_fake and r.ant.cancelled == per_fake), (
-        r.oai.cancelled,
-        r.ant.cancelled,
-    )
+    with held(hold):
+        with ExitStack() as stack:
+            for _ in range(rounds):
+                for door, model, _ in CUTS:
+                    body: dict[str, Any] = {"model": model, "messages": ASK, "stream": True}
+                    if door == "anthropic":
+                        body["max_tokens"] = 50
+                    path = "/v1/messages" if door == "anthropic" else "/v1/chat/completions"
+                    client = stack.enter_context(httpx.Client(timeout=20))
+                    response = stack.enter_context(
+                        client.stream("POST", r.gw.url + path, json=body)
+                    )
+                    assert response.status_code == 200
+                    readers.append(response.iter_raw())
+                    assert next(readers[-1])  # the first chunk arrived
+            during = {
+                "oai": established_connections(r.oai.port),
+                "ant": established_connections(r.ant.port),
+            }
+            assert during["oai"] >= 2 * rounds and during["ant"] >= 2 * rounds, during
+        # every client has gone: the gateway gives up its upstream streams
+        per_fake = 2 * rounds
+        assert r.oai.wait_for(
+            lambda: r.oai.cancelled == per_fake and r.ant.cancelled == per_fake
+        ), (r.oai.cancelled, r.ant.cancelled)
     for fake, name in ((r.oai, "oai"), (r.ant, "ant")):
         assert fake.wait_for(
             lambda f=fake, n=name: (
@@ -914,8 +934,9 @@ def test_200_aborted_streams_leak_no_upstream_connection(resilient: Rig) -> None
 
     r = resilient
     total, at_once = 200, 25
+    hold = threading.Event()  # every stream stays open until its client has left
     for fake, name in ((r.oai, "oai"), (r.ant, "ant")):
-        fake.responder = lambda _, n=name: _long_stream(n, delay=0.05, pieces=60)  # ~3 s each
+        fake.responder = lambda _, n=name: _long_stream(n, pieces=60, hold=hold)
     before = {
         "oai": established_connections(r.oai.port),
         "ant": established_connections(r.ant.port),
@@ -949,6 +970,7 @@ def test_200_aborted_streams_leak_no_upstream_connection(resilient: Rig) -> None
                 lambda f=fake, n=name: established_connections(f.port) <= before[n] + 4
             ), (name, established_connections(fake.port), before)
     finally:
+        hold.set()
         r.oai.responder = r.ant.responder = None
     assert len(r.oai.requests) + len(r.ant.requests) == total  # none retried
     no_errors(r.log_since(mark))
@@ -982,7 +1004,8 @@ def test_pings_while_waiting_for_a_slow_first_event(resilient: Rig, door: str) -
     (which the SDKs skip) and the answer follows in the same stream."""
     r = resilient
     chunks = stream_of(completion(TEXT))
-    r.oai.reply(SSEReply(chunks, delays=[1.0]))  # silent for 1 s before anything
+    # Time is the subject: silent for 5 PING_INTERVALs (0.2 s) before anything.
+    r.oai.reply(SSEReply(chunks, delays=[1.0]))
     raw = raw_stream(r, door, "openai:m")
     if door == "anthropic":
         events = check_anthropic_frames(raw)
@@ -1000,6 +1023,7 @@ def test_pings_while_waiting_for_a_slow_first_event(resilient: Rig, door: str) -
 @pytest.mark.parametrize("door", ["anthropic", "openai"])
 def test_a_failure_after_early_pings_is_the_streams_error_frame(resilient: Rig, door: str) -> None:
     r = resilient
+    # Time is the subject: silent for 5 PING_INTERVALs (0.2 s), then the refusal.
     slow_refusal = JSONReply({"error": {"message": "bad request, slowly"}}, status=400, delay=1.0)
     r.oai.reply(slow_refusal)
     raw = raw_stream(r, door, "openai:m")

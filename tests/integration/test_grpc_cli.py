@@ -8,7 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import anthropic
@@ -18,6 +18,7 @@ from tests.conftest import upstream_env
 from tests.support.fakes import FakeUpstream, JSONReply, completion
 from tests.support.gateway import Gateway, clean_env, free_port, run_gateway, worker_pids
 from tests.support.grpc_server import GrpcServer, bearer, execute_request, run_grpc, stop
+from tests.support.waiting import wait_for
 from vdm import __version__
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
@@ -77,10 +78,8 @@ def test_workers_share_the_grpc_port_and_its_secret(
         pids = worker_pids(gateway.process.pid, 2)
         assert len(pids) == 2, pids
         server = grpc_of(gateway, port, tmp_path)
-        deadline = time.monotonic() + 20
-        while gateway.log().count("gRPC LLMProxy listening") < 2:  # both workers bound it
-            assert time.monotonic() < deadline, gateway.log()
-            time.sleep(0.1)
+        both = wait_for(lambda: gateway.log().count("gRPC LLMProxy listening") == 2)
+        assert both, gateway.log()  # both workers bound it
         token = server.token("workers")
         for _ in range(8):
             with server.stub() as stub:  # a new channel: a new connection
@@ -91,6 +90,19 @@ def test_workers_share_the_grpc_port_and_its_secret(
         assert "Traceback" not in gateway.log()
 
 
+def accepting(server: GrpcServer, token: str) -> bool:
+    """Whether the server still takes a new call (it stops at once on SIGTERM)."""
+    try:
+        with server.stub() as stub:
+            stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bearer(token), timeout=5)
+    except grpc.RpcError as exc:
+        # refused, or cut off as the server stops (which one depends on timing)
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            return False
+        raise
+    return True
+
+
 def test_sigterm_lets_a_call_in_flight_finish(
     fake_openai: FakeUpstream,
     fake_anthropic: FakeUpstream,
@@ -99,17 +111,23 @@ def test_sigterm_lets_a_call_in_flight_finish(
     env = upstream_env(fake_openai, fake_anthropic)
     with run_grpc(env, tmp_path) as server:
         token = server.token()
-        fake_openai.reply(JSONReply(completion("finished anyway"), delay=1.0))
+        release = threading.Event()  # the answer waits until the drain has begun
+        fake_openai.reply(JSONReply(completion("finished anyway"), release=release))
         channel = grpc.insecure_channel(server.target)
         stub = pb_grpc.VibectlLLMProxyStub(channel)
         with channel, concurrent.futures.ThreadPoolExecutor(1) as pool:
             call = pool.submit(
                 lambda: stub.Execute(
-                    execute_request("hi", model="openai:gpt-4o"), metadata=bearer(token), timeout=10
+                    execute_request("hi", model="openai:gpt-4o"), metadata=bearer(token), timeout=30
                 )
             )
-            assert fake_openai.wait_for(lambda: bool(fake_openai.requests))
-            server.process.send_signal(signal.SIGTERM)
+            try:
+                assert fake_openai.wait_for(lambda: bool(fake_openai.requests))
+                server.process.send_signal(signal.SIGTERM)
+                server.wait_log("shutting down: calls in flight have")
+                assert wait_for(lambda: not accepting(server, token)), "still taking new calls"
+            finally:
+                release.set()
             assert call.result().success.response_text == "finished anyway"
         assert server.process.wait(10) == 0
         stop(server.process)
@@ -174,10 +192,7 @@ def test_middleware_see_grpc_calls_from_start_to_end(tmp_path: Path) -> None:
                 )
             )
         assert server.process.poll() is None
-        deadline = time.monotonic() + 5
-        while " end " not in server.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        log = server.log()
+        log = server.wait_log(" end ")
     start = next(line for line in log.splitlines() if "start grpc" in line)
     assert "request_id=mw-1" in start and "echo:echo" in start and "stream=true" in start
     end = next(line for line in log.splitlines() if " end " in line and "mw-1" in line)

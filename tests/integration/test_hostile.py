@@ -29,9 +29,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.fakes import FakeUpstream
+from tests.support.fakes import FakeUpstream, unread_requests
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.grpc_server import GrpcServer, bearer, execute_request
+from tests.support.waiting import wait_for
 
 KEY = "hostile-test-gateway-key"
 JWT_SECRET = "s" * 40
@@ -261,9 +262,10 @@ def test_beyond_the_connection_cap_only_the_probes_are_answered(crowded: Gateway
     on a busy machine a "busy" connection may still look idle (nothing read) when
     the next one comes, and is then rightly closed to make room (so may a
     reserve connection whose partial head was not read yet, when the last one
-    comes, which is then admitted and waits for its head).  Nothing outside
-    the process tells when every head was read, so the crowd is made again (at
-    most three times) until the gateway saw it whole."""
+    comes, which is then admitted and waits for its head).  So the test waits
+    until the kernel's tables show every head read before the next connection,
+    and still makes the crowd again (a few times) if the gateway did not see
+    it whole."""
     for _ in range(5):
         refused, answered, live_took, at_once = _crowd(crowded)
         if status_of(refused) is not None and status_of(at_once) is not None:
@@ -280,6 +282,9 @@ def _crowd(crowded: Gateway) -> tuple[bytes, bytes, float, bytes]:
         busy = [connect(crowded) for _ in range(CAP)]
         for sock in busy:
             sock.sendall(b"GET /v1/mod")  # a head in progress: not idle
+        port = int(crowded.url.rsplit(":", 1)[1])
+        # ... once the gateway has read it (unread, a connection still looks idle)
+        wait_for(lambda: unread_requests(port) == 0)
         other = connect(crowded)
         other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         refused = read_until_closed(other)
@@ -291,6 +296,7 @@ def _crowd(crowded: Gateway) -> tuple[bytes, bytes, float, bytes]:
         reserve = [connect(crowded) for _ in range(16)]
         for sock in reserve:
             sock.sendall(b"GET /li")
+        wait_for(lambda: unread_requests(port) == 0)
         late = connect(crowded, timeout=3)  # a 503 at once, or admitted: then retried
         at_once = read_until_closed(late)
         for sock in (*busy, *reserve, other, probe, late):
@@ -309,11 +315,8 @@ def test_at_the_cap_an_idle_connection_gives_way_to_a_new_one(crowded: Gateway) 
         sock.close()
         return status_of(answer) or 0
 
-    deadline = time.monotonic() + 10  # the previous test's connections are gone
-    while health() != 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_for(lambda: health() == 200)  # the previous test's connections are gone
     idle = [connect(crowded, timeout=5) for _ in range(CAP + 4)]
-    time.sleep(0)
     assert health() == 200
     closed = 0
     for sock in idle:
@@ -435,10 +438,7 @@ def test_a_client_cannot_forge_a_log_line(edge: Gateway) -> None:
         "/v1/messages",
         json.dumps({"model": "x\n" + forged, "max_tokens": 5, "messages": ASK}).encode(),
     )
-    deadline = time.monotonic() + 5
-    while "2031-01-01" not in edge.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    lines = edge.log().splitlines()
+    lines = edge.wait_log("2031-01-01").splitlines()
     assert any("2031-01-01" in line for line in lines)  # logged, escaped
     assert not any(line.startswith("2031-01-01") for line in lines)
 

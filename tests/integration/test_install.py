@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import tomllib
 import venv
 import zipfile
@@ -30,6 +29,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.support.gateway import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = {"asyncpg", "redis", "grpcio", "protobuf"}
@@ -194,16 +194,15 @@ def test_core_install_serves_echo_and_names_missing_extras(core_venv: Path, tmp_
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
             assert server.poll() is None, server.stdout.read().decode()  # type: ignore[union-attr]
             try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
+                return httpx.get(url + "/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the core gateway did not become ready"
-            time.sleep(0.1)
+                return False
+
+        assert wait_for(ready, 30, every=0.1), "the core gateway did not become ready"
         answer = httpx.post(
             url + "/v1/messages",
             json={

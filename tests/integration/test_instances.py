@@ -11,11 +11,11 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -34,18 +34,7 @@ from tests.support.fakes import FakeUpstream
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.redisdb import redis_env
 from tests.support.slow_link import slow_link
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T], ok: Callable[[T], bool], within: float = 5.0) -> T:
-    """Poll ``probe`` until ``ok`` (the other instance's consumers run apart)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if ok(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+from tests.support.waiting import eventually  # (the other instance's consumers run apart)
 
 
 def _pair(

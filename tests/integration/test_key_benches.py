@@ -26,6 +26,7 @@ from tests.integration.test_key_pools import ASK, key_of, keys_tried, pool_env
 from tests.support.fakes import FakeUpstream, JSONReply, Recorded, anthropic_message, completion
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.redisdb import redis_env as shared_redis_env
+from tests.support.waiting import eventually, wait_for
 
 
 class Upstream:
@@ -276,13 +277,8 @@ def key_rows(gateway: Gateway) -> list[dict[str, Any]]:
 
 def wait_rows(gateway: Gateway, ok: Any) -> list[dict[str, Any]]:
     """Poll the dashboard's key states until ``ok`` (another instance's event
-    arrives on its own task), at most 10 s."""
-    deadline = time.monotonic() + 10
-    while True:
-        rows = key_rows(gateway)
-        if ok(rows) or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
+    arrives on its own task)."""
+    return eventually(lambda: key_rows(gateway), ok)
 
 
 def test_a_pair_bench_is_shared_and_only_that_pair(
@@ -341,12 +337,7 @@ def test_a_shared_bench_still_goes_out_and_its_success_clears_it_everywhere(
 
 
 def upstream_cleared(stored: Any, pattern: str) -> bool:
-    deadline = time.monotonic() + 10
-    while list(stored.scan_iter(match=pattern)):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(lambda: not list(stored.scan_iter(match=pattern)))
 
 
 def test_cooldowns_stored_by_the_previous_release_are_loaded(redis_env: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, completion, stream_of
 from tests.support.gateway import Gateway, run_gateway, worker_pids
+from tests.support.waiting import BOUND, eventually, wait_for
+from vdm.metrics import RECENT_REQUESTS
 
 ASK = [{"role": "user", "content": "hi"}]
 CACHED = {
@@ -181,7 +182,8 @@ def test_counters_match_a_mixed_load(
 def test_a_stream_is_an_open_stream_until_it_ends_and_counted_then(
     fake_openai: FakeUpstream, env: dict[str, str], tmp_path: Path
 ) -> None:
-    fake_openai.reply(SSEReply(stream_of(completion("slow words come in")), delay=0.15))
+    hold = threading.Event()  # the stream stays open until the test has looked
+    fake_openai.reply(SSEReply(stream_of(completion("slow words come in")), gate=hold))
     with run_gateway(env, tmp_path) as gateway:
         client = anthropic.Anthropic(base_url=gateway.url, api_key="c", max_retries=0)
         done: list[str] = []
@@ -192,14 +194,13 @@ def test_a_stream_is_an_open_stream_until_it_ends_and_counted_then(
 
         thread = threading.Thread(target=consume)
         thread.start()
-        during: dict[Any, float] = {}
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            during = samples(gateway)
-            if value(during, "vdm_open_streams") == 1:
-                break
-            time.sleep(0.02)
-        thread.join(10)
+        try:
+            during = eventually(
+                lambda: samples(gateway), lambda found: value(found, "vdm_open_streams") == 1
+            )
+        finally:
+            hold.set()
+        thread.join(BOUND)
         after = samples(gateway)
     assert done == ["slow words come in"]
     assert value(during, "vdm_open_streams") == 1
@@ -230,6 +231,18 @@ def worker_counts(directory: Path) -> dict[str, float]:
     return out
 
 
+def rings_written(directory: Path) -> bool:
+    """Whether every worker's file holds its ring of recent requests (written
+    while a dashboard is open)."""
+    for path in directory.glob("*.json"):
+        written = json.loads(path.read_text())
+        (requests,) = [f for f in written["families"] if f[0] == "vdm_requests"]
+        served = sum(sample[2] for sample in requests[3])
+        if len(written["recent"]) != min(served, RECENT_REQUESTS):
+            return False
+    return True
+
+
 def test_metrics_of_all_the_workers_from_any_of_them(
     fake_openai: FakeUpstream, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -250,23 +263,27 @@ def test_metrics_of_all_the_workers_from_any_of_them(
                 assert response.status == 200
 
         sent = 0
-        deadline = time.monotonic() + 30
-        while True:  # until both workers have served some (the kernel picks who accepts)
+        for _ in range(10):  # until both workers have served some (the kernel picks who accepts)
             batch = [threading.Thread(target=ask) for _ in range(8)]
             for t in batch:
                 t.start()
             for t in batch:
                 t.join(15)
             sent += len(batch)
-            time.sleep(1.5)  # a worker writes its file every second
-            counts = worker_counts(shared)
-            if len(counts) == 2 and all(counts.values()) and sum(counts.values()) == sent:
+            # Each worker writes its file once a second: wait for both to have
+            # written every request sent so far.
+            counts = eventually(
+                lambda: worker_counts(shared),
+                lambda found, sent=sent: sum(found.values()) == sent,
+            )
+            assert sum(counts.values()) == sent, (sent, counts)
+            if len(counts) == 2 and all(counts.values()):
                 break
-            assert time.monotonic() < deadline, (sent, counts)
+        assert len(counts) == 2 and all(counts.values()), (sent, counts)
 
         route = {"door": "anthropic", "provider": "oa", "model": "m", "status": "200"}
         get_json(gateway.url + "/dashboard/api/snapshot")  # workers add their rings from now
-        time.sleep(1.5)
+        assert wait_for(lambda: rings_written(shared))
         for _ in range(6):  # new connections: both workers answer some of the scrapes
             assert value(samples(gateway), "vdm_requests_total", **route) == sent
             assert value(samples(gateway), "vdm_in_flight_requests") == 0

@@ -30,6 +30,7 @@ from tests.support.fakes import (
     tool_call,
 )
 from tests.support.gateway import Gateway, run_gateway
+from tests.support.waiting import eventually
 
 SIGNATURE = "Q2lnbmF0dXJlLW9mLXRoZS10aG91Z2h0"
 EXTRA = {"google": {"thought_signature": SIGNATURE}}
@@ -173,13 +174,8 @@ def test_without_the_middleware_signatures_are_not_carried(
 # ---------------------------------------------------------------- request ids
 
 
-def _wait_for(gateway: Gateway, found: Callable[[str], bool], timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = gateway.log()
-        if found(text) or time.monotonic() > deadline:
-            return text
-        time.sleep(0.05)
+def _wait_for(gateway: Gateway, found: Callable[[str], bool]) -> str:
+    return eventually(gateway.log, found)
 
 
 def _lines(text: str, request_id: str) -> list[str]:

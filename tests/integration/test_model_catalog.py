@@ -5,9 +5,11 @@ at start-up, cancelled cleanly at shutdown."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import anthropic
@@ -15,8 +17,17 @@ import httpx
 import openai
 import pytest
 
-from tests.support.fakes import FakeUpstream, Hang, JSONReply, Recorded, Reply
+from tests.support.fakes import (
+    FakeUpstream,
+    Hang,
+    JSONReply,
+    Recorded,
+    Reply,
+    established_connections,
+    unread_requests,
+)
 from tests.support.gateway import Gateway, free_port, run_gateway
+from tests.support.waiting import eventually, wait_for
 
 OPENAI_MODELS = {
     "object": "list",
@@ -40,10 +51,12 @@ ANT_MODELS = {
 }
 
 
-def lists(body: dict[str, object], delay: float = 0.0) -> object:
+def lists(body: dict[str, object], release: threading.Event | None = None) -> object:
+    """Answer model listings with ``body`` (once ``release`` is set, if given)."""
+
     def respond(recorded: Recorded) -> Reply:
         if recorded.method == "GET" and recorded.path.endswith("/models"):
-            return JSONReply(body, delay=delay)
+            return JSONReply(body, release=release)
         return JSONReply({"error": {"message": "unexpected"}}, status=599)
 
     return respond
@@ -85,6 +98,14 @@ def env_for(up_openai: FakeUpstream, up_ant: FakeUpstream, **extra: str) -> dict
         "VDM_DEFAULT_PROVIDER": "openai",
         **extra,
     }
+
+
+@contextmanager
+def set_at_the_end(event: threading.Event) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        event.set()
 
 
 def get_models(gateway: Gateway, **headers: str) -> dict[str, object]:
@@ -165,16 +186,24 @@ def test_a_second_call_is_served_from_the_cache(
 def test_a_stale_list_is_served_then_refreshed(
     up_openai: FakeUpstream, up_ant: FakeUpstream, tmp_path: Path
 ) -> None:
-    with run_gateway(env_for(up_openai, up_ant, MODELS_CACHE_TTL="1.5"), tmp_path) as gw:
+    refreshed = threading.Event()  # the refresh is held until the test has seen it start
+    with (
+        run_gateway(env_for(up_openai, up_ant, MODELS_CACHE_TTL="2"), tmp_path) as gw,
+        set_at_the_end(refreshed),
+    ):
         assert "gpt-4o" in ids(get_models(gw))
         up_openai.reset()
-        up_openai.responder = lists({"data": [{"id": "gpt-5"}]})  # type: ignore[assignment]
+        up_openai.responder = lists({"data": [{"id": "gpt-5"}]}, refreshed)  # type: ignore[assignment]
         assert ids(get_models(gw)) == ids(get_models(gw))  # fresh: no refetch
         assert up_openai.requests == []
-        time.sleep(1.6)
-        stale = ids(get_models(gw))  # stale is served at once, a refresh starts
-        assert "gpt-4o" in stale
-        assert up_openai.wait_for(lambda: len(up_openai.requests) == 1)
+        # Time is the subject (the gateway's TTL): asked until the list goes stale.
+        seen = eventually(
+            lambda: ids(get_models(gw)), lambda _: bool(up_openai.requests), every=0.05
+        )
+        assert up_openai.requests, "the list never went stale"
+        assert "gpt-4o" in seen  # stale is served at once, a refresh starts
+        assert "gpt-4o" in ids(get_models(gw))  # ... and while it runs
+        refreshed.set()
         assert up_openai.wait_for(lambda: "gpt-5" in ids(get_models(gw)))
         fresh = ids(get_models(gw))
         assert "gpt-4o" not in fresh and "openai:gpt-5" in fresh
@@ -226,9 +255,19 @@ def test_failing_providers_are_skipped_fast_and_logged_once(
 def test_concurrent_requests_share_one_fetch(
     up_openai: FakeUpstream, up_ant: FakeUpstream, tmp_path: Path
 ) -> None:
-    up_openai.responder = lists(OPENAI_MODELS, delay=0.5)  # type: ignore[assignment]
-    with run_gateway(env_for(up_openai, up_ant), tmp_path) as gw, ThreadPoolExecutor(6) as pool:
-        bodies = list(pool.map(lambda _: get_models(gw), range(6)))
+    fetched = threading.Event()  # the fetch is held until every request waits for it
+    up_openai.responder = lists(OPENAI_MODELS, fetched)  # type: ignore[assignment]
+    env = env_for(up_openai, up_ant, MODELS_WAIT="30")
+    with run_gateway(env, tmp_path) as gw, ThreadPoolExecutor(6) as pool:
+        port = int(gw.url.rsplit(":", 1)[1])
+        with set_at_the_end(fetched):
+            asked = [pool.submit(get_models, gw) for _ in range(6)]
+            assert up_openai.wait_for(lambda: len(up_openai.requests) == 1)
+            # all six connected, and the gateway has read each request
+            assert wait_for(
+                lambda: established_connections(port) == 6 and unread_requests(port) == 0
+            ), (established_connections(port), unread_requests(port))
+        bodies = [a.result() for a in asked]
     assert all("gpt-4o" in ids(b) for b in bodies)  # each waited for the one fetch
     assert len(up_openai.requests) == 1 and len(up_ant.requests) == 1
 
@@ -239,7 +278,7 @@ def test_prefetch_at_start_up(
     with run_gateway(env_for(up_openai, up_ant, MODELS_PREFETCH="true"), tmp_path) as gw:
         assert up_openai.wait_for(lambda: len(up_openai.requests) == 1)
         assert up_ant.wait_for(lambda: len(up_ant.requests) == 1)
-        time.sleep(0.1)
+        # (done or still in flight, the prefetch is the one fetch a request uses)
         assert "ant:claude-sonnet-4-5" in ids(get_models(gw))
     assert len(up_openai.requests) == 1 and len(up_ant.requests) == 1
 

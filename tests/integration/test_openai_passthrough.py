@@ -373,7 +373,7 @@ def test_responses_stream_relayed_byte_for_byte(
         b'ta","delta":"Hi"}\n\n',
         b'event: response.completed\ndata: {"type":"response.completed"}\n\n',
     ]
-    fake_openai.reply(SSEReply(chunks, delay=0.02))
+    fake_openai.reply(SSEReply(chunks, delay=0.02))  # (each its own write: a frame split in two)
     with httpx.stream(
         "POST",
         gateway.url + "/v1/responses",

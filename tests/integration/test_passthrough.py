@@ -7,7 +7,6 @@ and the client's key never reaches the upstream.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from tests.support.fakes import (
     SSEReply,
     anthropic_message,
     anthropic_stream,
+    reset_once_read,
 )
 from tests.support.gateway import Gateway
 
@@ -404,9 +404,7 @@ def cutting_fake(
         await response.prepare(request)
         for piece in reply.chunks:
             await response.write(piece)
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.abort()
+        await reset_once_read(request)
         raise ConnectionResetError("cut by test")
 
     monkeypatch.setattr(fake_anthropic, "_answer", answer)

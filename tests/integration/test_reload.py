@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import anthropic
@@ -31,15 +29,7 @@ from tests.support.fakes import (
     stream_of,
 )
 from tests.support.gateway import Gateway, clean_env, run_gateway, worker_pids
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.support.waiting import wait_for
 
 
 def _first(fake: FakeUpstream, alias_target: str) -> str:
@@ -188,7 +178,7 @@ def test_a_broken_file_keeps_the_running_configuration(
         # A plain SIGHUP with a file that is not TOML at all: the same.
         (work / "vdm.toml").write_text("[providers.first\n")
         os.kill(gw.process.pid, signal.SIGHUP)
-        assert _wait_for(lambda: gw.log().count(" ERROR ") == 2), gw.log()
+        assert wait_for(lambda: gw.log().count(" ERROR ") == 2), gw.log()
         assert gw.process.poll() is None
         gw.process.send_signal(signal.SIGTERM)
         assert gw.process.wait(20) == 0  # the exit code of the process is unaffected
@@ -205,8 +195,8 @@ def test_restart_only_settings_are_named_and_kept(
             + 'database-url = "postgresql://u:secret-pw@db.invalid/vdm"\n'
         )
         os.kill(gw.process.pid, signal.SIGHUP)
-        assert _wait_for(lambda: "configuration reloaded" in gw.log()), gw.log()
-        assert _wait_for(lambda: "take effect only on a restart" in gw.log()), gw.log()
+        assert wait_for(lambda: "configuration reloaded" in gw.log()), gw.log()
+        assert wait_for(lambda: "take effect only on a restart" in gw.log()), gw.log()
         lines = [line for line in gw.log().splitlines() if "only on a restart" in line]
         assert len(lines) == 1
         assert "server.log-format, tenants.database-url changed" in lines[0]
@@ -228,7 +218,7 @@ def test_workers_each_reload_and_none_restarts(tmp_path: Path, fake_openai: Fake
         assert len(workers) == 2
         (work / "vdm.toml").write_text(_first(fake_openai, "model-b"))
         os.kill(gw.process.pid, signal.SIGHUP)
-        assert _wait_for(lambda: gw.log().count("configuration reloaded") == 2), gw.log()
+        assert wait_for(lambda: gw.log().count("configuration reloaded") == 2), gw.log()
         assert sorted(worker_pids(gw.process.pid, 2)) == workers
         fake_openai.responder = lambda recorded: JSONReply(completion("ok"))
         with openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as c:

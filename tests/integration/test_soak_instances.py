@@ -43,6 +43,7 @@ from tests.support.fakes import FakeUpstream, JSONReply, Recorded, Reply, SSERep
 from tests.support.fakes import stream_of as sse_of
 from tests.support.gateway import Gateway, free_port, spawn_gateway, stop_gateway
 from tests.support.redisdb import redis_env
+from tests.support.waiting import eventually, wait_for
 
 TRAFFIC = 10.0  # seconds of traffic at least; then until revocations run fast again
 TRAFFIC_MAX = 22.0  # ... but never longer
@@ -142,15 +143,13 @@ def _stop_all(*groups: list[Gateway]) -> None:
 
 
 def wait_ready(url: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return
+            return httpx.get(url + "/ready", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} not ready after {within} s")
+            return False
+
+    assert wait_for(ready, within, every=0.05), f"{url} not ready after {within} s"
 
 
 def audit_events(api: httpx.Client, action: str) -> list[dict[str, Any]]:
@@ -353,14 +352,13 @@ def _soak(
 
     # --- the audit: every management call once, every refusal the client saw once
     refused = {o.request_id for o in balancer.outcomes if o.status == 401}
-    deadline = time.monotonic() + 10
-    while True:
-        denied = audit_events(admin["a"], "proxy.authenticate")
-        seen = Counter(e["request_id"] for e in denied)
-        missing = refused - set(seen)
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    denied = eventually(
+        lambda: audit_events(admin["a"], "proxy.authenticate"),
+        lambda events: refused <= {e["request_id"] for e in events},
+        every=0.2,
+    )
+    seen = Counter(e["request_id"] for e in denied)
+    missing = refused - set(seen)
     assert not missing, (
         f"{len(missing)} of {len(refused)} refusals not audited: {sorted(missing)[:5]}"
     )

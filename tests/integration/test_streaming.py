@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from typing import Any
 
 import anthropic
@@ -164,6 +165,7 @@ def test_thinking_stream(gateway: Gateway, fake_openai: FakeUpstream) -> None:
 def test_fifty_concurrent_streams_do_not_cross(gateway: Gateway, fake_openai: FakeUpstream) -> None:
     def respond(request: Recorded) -> SSEReply:
         word = request.json["messages"][-1]["content"]
+        # (a pause per chunk, so that the fifty streams interleave: the subject)
         return SSEReply(stream_of(completion(f"{word} " * 12), pieces=12), delay=0.002)
 
     fake_openai.responder = respond
@@ -192,24 +194,28 @@ def test_fifty_concurrent_streams_do_not_cross(gateway: Gateway, fake_openai: Fa
 def test_client_disconnect_cancels_the_upstream_request(
     gateway: Gateway, fake_openai: FakeUpstream
 ) -> None:
-    fake_openai.reply(SSEReply(stream_of(completion("x " * 200), pieces=200), delay=0.05))
-    with httpx.stream(
-        "POST",
-        gateway.url + "/v1/messages",
-        timeout=20,
-        json={
-            "model": "openai:m",
-            "max_tokens": 20,
-            "stream": True,
-            "messages": ASK,
-        },
-    ) as response:
-        for line in response.iter_lines():
-            if "text_delta" in line:
-                break  # leave after the first token
-    assert fake_openai.wait_for(lambda: fake_openai.cancelled == 1), (
-        "the upstream stream kept running after the client left"
-    )
+    hold = threading.Event()  # the stream stops after its first token until the end
+    fake_openai.reply(SSEReply(stream_of(completion("x " * 200), pieces=200), holds={2: hold}))
+    try:
+        with httpx.stream(
+            "POST",
+            gateway.url + "/v1/messages",
+            timeout=20,
+            json={
+                "model": "openai:m",
+                "max_tokens": 20,
+                "stream": True,
+                "messages": ASK,
+            },
+        ) as response:
+            for line in response.iter_lines():
+                if "text_delta" in line:
+                    break  # leave after the first token
+        assert fake_openai.wait_for(lambda: fake_openai.cancelled == 1), (
+            "the upstream stream kept running after the client left"
+        )
+    finally:
+        hold.set()
 
 
 def test_client_disconnect_cancels_a_waiting_non_streaming_request(

@@ -18,6 +18,7 @@ import pytest
 from tests.support.databases import database_env
 from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, completion
 from tests.support.gateway import Gateway, run_gateway
+from tests.support.waiting import eventually
 
 MGMT = "mgmt-secret-0123456789abcdef"
 PROJECT_OPENAI_KEY = "sk-project-openai-SECRET-4242"
@@ -167,11 +168,13 @@ def test_lifecycle_doors_substitution_revocation_and_no_leaks(
         api.patch(f"/manage/projects/{project['id']}", json={"is_active": True})
 
         # Expiry.
-        soon = make_token(api, project["id"], expires_at=_iso(time.time() + 1.5))
+        # Time is the subject (the gateway's own clock): served until the moment passes.
+        expires = time.time() + 2
+        soon = make_token(api, project["id"], expires_at=_iso(expires))
         assert ask(gw, soon["token"]).status_code == 200
-        time.sleep(1.6)
-        r = ask(gw, soon["token"])
+        r = eventually(lambda: ask(gw, soon["token"]), lambda r: r.status_code != 200, every=0.1)
         assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+        assert time.time() >= expires - 0.1  # (not before it)
 
         # Allowed models / providers.
         narrow = make_token(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fakes import FakeUpstream, JSONReply, completion
 from tests.support.gateway import Gateway, run_gateway
+from tests.support.waiting import wait_for
 
 AT_ONCE = 5
 LIMIT = 2
@@ -43,12 +43,7 @@ def pool_samples(gateway: Gateway, provider: str) -> dict[str, float]:
 
 
 def poll(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for(predicate, timeout, every=0.05)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from tests.support.waiting import until
 from vdm.config import ServerSettings
 from vdm.providers.http import _ResponseHandler, make_session
 
@@ -55,11 +56,7 @@ async def read_late(url: str) -> tuple[bool, bytes]:
     async with session, session.get(url) as response:
         protocol = response.connection.protocol  # type: ignore[union-attr]
         assert isinstance(protocol, _ResponseHandler)
-        for _ in range(100):  # until aiohttp stops reading the socket
-            if protocol._reading_paused:
-                break
-            await asyncio.sleep(0.01)
-        paused = protocol._reading_paused
+        paused = await until(lambda: protocol._reading_paused)  # aiohttp stops reading
         parts = [chunk async for chunk in response.content.iter_any()]
     return paused, b"".join(parts)
 

@@ -15,14 +15,16 @@ import json
 import os
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.support.waiting import BOUND, until, wait_for
 
 
 @dataclass
@@ -71,9 +73,12 @@ class SSEReply:
     """Raw SSE: each item is sent as its own network write.
 
     ``delays[i]`` (when given) replaces ``delay`` before chunk ``i``, so a
-    stream can pause at one chosen point; ``gate`` (when given) holds chunk
-    ``gate_before`` back until the test sets it (30 s at most).  ``cut_after=n`` sends only the
-    first ``n`` chunks and then aborts the connection: the chunked body never
+    stream can pause at one chosen point.  To keep a stream in flight for as
+    long as a test needs, whatever the machine's load, hold it instead:
+    ``gate`` (when given) holds chunk ``gate_before`` back until the test sets
+    it, and ``holds`` maps more chunk indexes to events of their own (each 60 s
+    at most; the test sets them in a ``finally``).  ``cut_after=n`` sends only
+    the first ``n`` chunks and then aborts the connection: the chunked body never
     gets its terminating chunk, as when an upstream dies mid-answer.
     """
 
@@ -85,11 +90,17 @@ class SSEReply:
     cut_after: int | None = None
     gate: threading.Event | None = None
     gate_before: int = 1
+    holds: dict[int, threading.Event] = field(default_factory=dict)
 
     def pause_before(self, index: int) -> float:
         if self.delays is not None and index < len(self.delays):
             return self.delays[index]
         return self.delay
+
+    def hold_before(self, index: int) -> threading.Event | None:
+        if self.gate is not None and index == self.gate_before:
+            return self.gate
+        return self.holds.get(index)
 
 
 @dataclass
@@ -158,6 +169,10 @@ class FakeUpstream:
         self.port = 0
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"fake-{name}", daemon=True)
+        # Threads that wait for a test's events (JSONReply.release, SSEReply
+        # holds): many answers may be held at once, more than the loop's
+        # default executor has threads.
+        self._held = ThreadPoolExecutor(256, thread_name_prefix=f"fake-{name}-held")
 
     # ------------------------------------------------------------ control
 
@@ -179,6 +194,7 @@ class FakeUpstream:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._held.shutdown(wait=False, cancel_futures=True)
 
     def reset(self) -> None:
         self.requests.clear()
@@ -195,13 +211,11 @@ class FakeUpstream:
         assert self.requests, f"fake upstream {self.name} received no request"
         return self.requests[-1]
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = BOUND) -> bool:
+        return wait_for(predicate, timeout)
+
+    async def _until_set(self, event: threading.Event) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._held, event.wait, 60)
 
     # ------------------------------------------------------------ server
 
@@ -282,7 +296,7 @@ class FakeUpstream:
                 if delay:
                     await asyncio.sleep(delay)
                 if gate is not None:
-                    await asyncio.get_running_loop().run_in_executor(None, gate.wait, 60)
+                    await self._until_set(gate)
                 return web.json_response(body, status=status, headers=_with({}, headers))
             case RawReply(body=body, status=status, content_type=ctype, headers=headers):
                 return web.Response(
@@ -297,12 +311,17 @@ class FakeUpstream:
                     pause = answer.pause_before(index)
                     if pause:
                         await asyncio.sleep(pause)
-                    if answer.gate is not None and index == answer.gate_before:
-                        await asyncio.to_thread(answer.gate.wait, 30)
+                    if (hold := answer.hold_before(index)) is not None:
+                        await self._until_set(hold)
                     await response.write(chunk)
                 if cut is not None:
                     self.cut += 1
-                    await _abort(request)
+                    if cut:
+                        await reset_once_read(request)
+                    elif request.transport is not None:
+                        # No chunk: reset at once, before the gateway could have
+                        # sent its client anything of its own (a ping, say).
+                        request.transport.abort()
                     raise _Cut
                 await response.write_eof()
                 return response
@@ -332,12 +351,33 @@ class _Cut(Exception):
     """Raised inside the fake after it aborted a stream on purpose."""
 
 
-async def _abort(request: web.Request) -> None:
-    """Let the written chunks leave, then reset the connection (no final chunk)."""
-    await asyncio.sleep(0.05)
+async def reset_once_read(request: web.Request) -> None:
+    """Reset the connection (no final chunk) once the client has read every byte
+    written so far: a reset may discard what the client has not read yet."""
     transport = request.transport
-    if transport is not None:
-        transport.abort()
+    if transport is None:
+        return
+    await until(lambda: _all_read(transport))
+    transport.abort()
+
+
+def _all_read(transport: asyncio.BaseTransport) -> bool:
+    """Whether the peer of ``transport`` (a loopback TCP connection) has read
+    all that was written to it: nothing in the transport's buffer, nothing
+    unacknowledged in ours, nothing unread in the peer's receive queue."""
+    if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+        return False
+    ours = transport.get_extra_info("sockname")[1]
+    theirs = transport.get_extra_info("peername")[1]
+    for line in _tcp_lines():
+        local, remote, queues = line[1], line[2], line[4]
+        tx, rx = (int(n, 16) for n in queues.split(":"))
+        ends = (_port(local), _port(remote))
+        if ends == (ours, theirs) and tx:
+            return False
+        if ends == (theirs, ours) and rx:
+            return False
+    return True
 
 
 def error_reply(
@@ -374,18 +414,33 @@ def established_connections(port: int) -> int:
     Each table is read in as few ``read`` calls as possible: the kernel walks
     it again at every call, and a busy machine's churn can then skip lines.
     """
-    count = 0
+    return sum(fields[3] == _ESTABLISHED and _port(fields[1]) == port for fields in _tcp_lines())
+
+
+def unread_requests(port: int) -> int:
+    """ESTABLISHED connections whose local end is ``port`` with bytes their
+    server has not read yet (a request still in the kernel's receive queue)."""
+    return sum(
+        fields[3] == _ESTABLISHED
+        and _port(fields[1]) == port
+        and int(fields[4].split(":")[1], 16) > 0
+        for fields in _tcp_lines()
+    )
+
+
+def _tcp_lines() -> Iterator[list[str]]:
+    """The fields of every line of the kernel's TCP tables (IPv4 and IPv6)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             text = _read_proc(table)
         except FileNotFoundError:
             continue
         for line in text.splitlines()[1:]:
-            fields = line.split()
-            local, state = fields[1], fields[3]
-            if state == _ESTABLISHED and int(local.rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
+            yield line.split()
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1], 16)
 
 
 def _read_proc(path: str) -> str:

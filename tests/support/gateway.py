@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.waiting import BOUND, eventually, wait_for, wait_text
 
 
 def free_port() -> int:
@@ -35,14 +36,9 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+    def wait_log(self, text: str, timeout: float = BOUND) -> str:
         """The log once it holds ``text`` (fails after ``timeout`` seconds)."""
-        deadline = time.monotonic() + timeout
-        while text not in (log := self.log()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not in the gateway log after {timeout}s:\n{log}")
-            time.sleep(0.02)
-        return log
+        return wait_text(self.log, text, timeout)
 
 
 def spawn_gateway(
@@ -149,28 +145,27 @@ def run_gateways(
 
 
 def _wait_ready(gateway: Gateway, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if gateway.process.poll() is not None:
             raise RuntimeError(
                 f"gateway exited with {gateway.process.returncode}:\n{gateway.log()}"
             )
         try:
             with urllib.request.urlopen(gateway.url + "/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"gateway not ready after {timeout}s:\n{gateway.log()}")
+            return False
+
+    if not wait_for(ready, timeout, every=0.05):
+        raise RuntimeError(f"gateway not ready after {timeout}s:\n{gateway.log()}")
 
 
 def worker_pids(supervisor: int, count: int, timeout: float = 20.0) -> list[int]:
     """The supervisor's worker processes (not multiprocessing's resource tracker),
     once ``count`` of them run."""
-    deadline = time.monotonic() + timeout
-    while True:
-        workers = []
+
+    def workers() -> list[int]:
+        found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -181,7 +176,7 @@ def worker_pids(supervisor: int, count: int, timeout: float = 20.0) -> list[int]
                 continue
             parent = int(stat.rpartition(")")[2].split()[1])
             if parent == supervisor and b"spawn_main" in cmdline:
-                workers.append(int(entry.name))
-        if len(workers) >= count or time.monotonic() > deadline:
-            return workers
-        time.sleep(0.05)
+                found.append(int(entry.name))
+        return found
+
+    return eventually(workers, lambda found: len(found) >= count, timeout, every=0.05)

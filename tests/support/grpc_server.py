@@ -11,7 +11,6 @@ import ipaddress
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from tests.support.gateway import clean_env, free_port
+from tests.support.waiting import BOUND, wait_for, wait_text
 from vdm.grpc import llm_proxy_pb2 as pb
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 
@@ -41,6 +41,10 @@ class GrpcServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = BOUND) -> str:
+        """The log once it holds ``text`` (fails after ``timeout`` seconds)."""
+        return wait_text(self.log, text, timeout)
 
     @contextmanager
     def stub(self) -> Iterator[pb_grpc.VibectlLLMProxyStub]:
@@ -153,20 +157,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def wait_listening(server: GrpcServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if server.process.poll() is not None:
             raise RuntimeError(
                 f"vdm grpc serve exited with {server.process.returncode}:\n{server.log()}"
             )
-        if "listening on" in server.log():
-            try:
-                with socket.create_connection((server.host, server.port), timeout=1):
-                    return
-            except OSError:
-                pass
-        time.sleep(0.05)
-    raise RuntimeError(f"vdm grpc serve not listening after {timeout}s:\n{server.log()}")
+        if "listening on" not in server.log():
+            return False
+        try:
+            with socket.create_connection((server.host, server.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    if not wait_for(listening, timeout, every=0.05):
+        raise RuntimeError(f"vdm grpc serve not listening after {timeout}s:\n{server.log()}")
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.redisdb import redis_env
+from tests.support.waiting import until
 from vdm.events import Event, memory
 from vdm.events.bus import Bus
 from vdm.events.memory import MemoryBus
@@ -79,10 +80,7 @@ def test_events_of_a_busy_spell_wait_for_one_batch_the_first_after_quiet_goes_at
             await asyncio.sleep(0)
         assert loop.time() - first < linger  # (else this test proves nothing)
         assert len(sink.events) == 1  # they wait ...
-        for _ in range(300):
-            if len(sink.events) == 21:
-                break
-            await asyncio.sleep(0.01)
+        assert await until(lambda: len(sink.events) == 21)
         assert loop.time() - first >= linger * 0.9
         assert [e.data["i"] for e in sink.events] == list(range(21))
         assert sink.batches == 2  # ... and go together
@@ -165,10 +163,11 @@ def test_redis_shared_consumers_split_the_work_instance_consumers_see_all(
             buses.append(bus)
         for i in range(300):
             buses[i % 2].publish("x", {"i": i})
-        for _ in range(100):  # both instances' readers run on their own
-            await asyncio.sleep(0.02)
-            if sum(len(s.events) for s in shared) == 300 and all(len(o.events) == 300 for o in own):
-                break
+        await until(  # both instances' readers run on their own
+            lambda: (
+                sum(len(s.events) for s in shared) == 300 and all(len(o.events) == 300 for o in own)
+            )
+        )
         for bus in buses:
             await bus.flush()
         handled = sorted(e.data["i"] for s in shared for e in s.events)

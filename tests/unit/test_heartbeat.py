@@ -4,7 +4,9 @@ interval, only between frames, and never one that a frame overtook."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
+from tests.support.waiting import until
 from vdm.server.asgi import _Beat, _Heartbeat
 
 PING = b": ping\n\n"
@@ -13,9 +15,18 @@ PING = b": ping\n\n"
 class Sent:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.times: list[float] = []  # the loop's clock at each
 
     async def __call__(self, message: dict) -> None:
         self.bodies.append(message["body"])
+        self.times.append(asyncio.get_running_loop().time())
+
+
+def _seen(beat: _Beat, silences: list[float]) -> int:
+    """How many times the heartbeat has moved ``beat.last`` on (it does, ping or not)."""
+    if not silences or silences[-1] != beat.last:
+        silences.append(beat.last)
+    return len(silences) - 1
 
 
 async def turns(n: int) -> None:
@@ -24,18 +35,25 @@ async def turns(n: int) -> None:
 
 
 def test_a_silence_of_the_interval_gets_pings_until_cancelled() -> None:
-    async def main() -> list[bytes]:
+    interval = 0.02
+
+    async def main() -> Sent:
         sent, loop = Sent(), asyncio.get_running_loop()
-        heart = _Heartbeat(loop, sent, _Beat(loop.time()), PING, 0.02)
-        await asyncio.sleep(0.07)
+        started = loop.time()
+        heart = _Heartbeat(loop, sent, _Beat(started), PING, interval)
+        assert await until(lambda: len(sent.bodies) >= 3)
         heart.cancel()
         count = len(sent.bodies)
-        await asyncio.sleep(0.05)
+        # Time is the subject: several intervals pass, and no ping comes.
+        await asyncio.sleep(5 * interval)
         assert len(sent.bodies) == count  # nothing after the cancel
-        return sent.bodies
+        sent.times.insert(0, started)
+        return sent
 
-    bodies = asyncio.run(main())
-    assert 2 <= len(bodies) <= 4 and set(bodies) == {PING}
+    sent = asyncio.run(main())
+    assert set(sent.bodies) == {PING}
+    gaps = [b - a for a, b in itertools.pairwise(sent.times)]
+    assert min(gaps) >= interval * 0.99, gaps  # each after a silence of the interval
 
 
 def test_no_ping_mid_frame() -> None:
@@ -44,7 +62,8 @@ def test_no_ping_mid_frame() -> None:
         beat = _Beat(loop.time())
         beat.boundary = False  # the last relayed chunk ended inside a frame
         heart = _Heartbeat(loop, sent, beat, PING, 0.01)
-        await asyncio.sleep(0.05)
+        silences = []  # each silence the heartbeat saw out and let pass
+        assert await until(lambda: _seen(beat, silences) >= 3)
         heart.cancel()
         return sent.bodies
 

@@ -146,19 +146,31 @@ def test_generated_secret_is_private_and_stable(tmp_path: Path) -> None:
 def test_processes_generating_the_secret_at_once_agree_on_a_whole_one(tmp_path: Path) -> None:
     """As the workers of --workers N do when no secret exists yet."""
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    # Each says "ready" once imported, then waits for a line on its standard
+    # input: all start their attempt at the same moment, however slow the start.
     code = (
-        "import time, sys; from vdm.auth.jwt import load_secret; "
+        "import sys; from vdm.auth.jwt import load_secret; "
         "from vdm.config import GrpcSettings; "
-        "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); "
+        "print('ready', flush=True); sys.stdin.readline(); "
         "print(load_secret(GrpcSettings()))"
     )
     for _ in range(3):
         shutil.rmtree(tmp_path / "cfg", ignore_errors=True)
-        at = str(time.time() + 1.0)  # all start their attempt at the same moment
         runs = [
-            subprocess.Popen([sys.executable, "-c", code, at], env=env, stdout=subprocess.PIPE)
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
             for _ in range(6)
         ]
+        for run in runs:
+            assert run.stdout is not None and run.stdout.readline() == b"ready\n"
+        for run in runs:
+            assert run.stdin is not None
+            run.stdin.write(b"go\n")
+            run.stdin.flush()
         secrets = {run.communicate(timeout=30)[0].decode().strip() for run in runs}
         assert len(secrets) == 1 and len(secrets.pop()) >= 32
         assert [p.name for p in (tmp_path / "cfg" / "vdm").iterdir()] == ["jwt-secret"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.waiting import BOUND, until
 from vdm.errors import AuthenticationFailed, InvalidRequest, UpstreamUnreachable
 from vdm.models import MAX_CREDENTIALS, ModelCatalog, merge
 from vdm.protocols.model_list import ModelEntry
@@ -77,15 +78,18 @@ def test_merge_skips_ids_the_router_refuses() -> None:
 
 
 class Lister:
-    def __init__(self, *answers: object, delay: float = 0.0) -> None:
+    """``hold``: each fetch waits until it is set (a slow upstream, for as long
+    as the test needs)."""
+
+    def __init__(self, *answers: object, hold: asyncio.Event | None = None) -> None:
         self.answers = list(answers)
         self.calls: list[str | None] = []
-        self.delay = delay
+        self.hold = hold
 
     async def list_models(self, client_key: str | None) -> list[UpstreamModel]:
         self.calls.append(client_key)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.hold is not None:
+            await self.hold.wait()
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
@@ -157,15 +161,17 @@ def test_failures_back_off_and_keep_the_stale_list() -> None:
 
 def test_one_fetch_in_flight_and_a_bounded_wait() -> None:
     async def run() -> None:
-        slow = Lister(["s"], delay=0.3)
+        slow = Lister(["s"], hold=asyncio.Event())
         cat = catalog({"openai": slow}, Clock(), wait=0.05)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        results = await asyncio.gather(*(cat.entries(None) for _ in range(5)))
-        assert loop.time() - started < 0.25  # nobody waited for the slow fetch
-        assert all(r == [] for r in results)
+        # The fetch is held for good: only the wait's bound can end these.
+        results = await asyncio.wait_for(
+            asyncio.gather(*(cat.entries(None) for _ in range(5))), BOUND
+        )
+        assert all(r == [] for r in results)  # nobody waited for the slow fetch
         assert len(slow.calls) == 1
-        await asyncio.sleep(0.35)
+        assert slow.hold is not None
+        slow.hold.set()
+        assert await until(lambda: cat.lists("openai", "s"))  # it went on alone
         assert [e.id for e in await cat.entries(None)] == ["s", "openai:s"]
         assert len(slow.calls) == 1
         await cat.close()
@@ -227,7 +233,7 @@ def test_passthrough_lists_are_kept_per_credential_never_shared() -> None:
 
 def test_close_cancels_in_flight_fetches() -> None:
     async def run() -> None:
-        slow = Lister(["s"], delay=30)
+        slow = Lister(["s"], hold=asyncio.Event())  # never set
         cat = catalog({"openai": slow}, Clock(), wait=0.01)
         cat.start()
         await asyncio.sleep(0)

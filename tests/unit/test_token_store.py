@@ -6,6 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
+from tests.support.waiting import until
 from vdm.auth.token_store import IssuedTokens, RevocationList, is_expired, state_dir
 
 
@@ -35,14 +36,10 @@ def test_watch_picks_up_a_change(tmp_path: Path) -> None:
 
     async def scenario() -> bool:
         task = asyncio.create_task(revocations.watch(interval=0.01))
-        await asyncio.sleep(0.03)
-        RevocationList(path).revoke("late")
-        for _ in range(200):
-            if revocations.is_revoked("late"):
-                break
-            await asyncio.sleep(0.01)
+        RevocationList(path).revoke("late")  # (after the watched list's last load)
+        seen = await until(lambda: revocations.is_revoked("late"))
         task.cancel()
-        return revocations.is_revoked("late")
+        return seen
 
     assert asyncio.run(scenario())
 

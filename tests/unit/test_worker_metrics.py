@@ -46,7 +46,7 @@ def write_as(metrics: Metrics, directory: Path, pid: int) -> None:
 @pytest.fixture
 def other_process() -> object:
     """A pid that runs for the test's length, and one that has exited."""
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    live = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])  # until killed
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     yield live.pid, gone.pid
