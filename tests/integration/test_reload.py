@@ -216,6 +216,9 @@ def test_workers_each_reload_and_none_restarts(tmp_path: Path, fake_openai: Fake
     with run_gateway({}, tmp_path, cwd=work, args=args, timeout=40) as gw:
         workers = sorted(worker_pids(gw.process.pid, 2))
         assert len(workers) == 2
+        # Both workers serving (a worker still starting reads the file as it is then,
+        # and logs no reload of it).
+        assert wait_for(lambda: gw.log().count("Application startup complete") == 2), gw.log()
         (work / "vdm.toml").write_text(_first(fake_openai, "model-b"))
         os.kill(gw.process.pid, signal.SIGHUP)
         assert wait_for(lambda: gw.log().count("configuration reloaded") == 2), gw.log()
