@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 
 from tests.support.databases import database_env
 from vdm.store import Conflict, Missing, migrate
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord, UsageDelta
-from vdm.store.sql import SqlStore, create_engine
+from vdm.store.schema import tokens
+from vdm.store.sql import IDLE_IN_TRANSACTION_SECONDS, SqlStore, create_engine
 from vdm.tenants.settings import TenantSettings
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -179,3 +182,54 @@ def test_sql_injection_shaped_input_is_inert(db_env: dict[str, str], evil: str) 
         assert len(await store.list_tokens()) == 1  # the table is still there
 
     run(db_env, body)
+
+
+def test_a_frozen_holder_of_a_token_row_cannot_block_a_revocation_for_long(
+    tmp_path: Path,
+) -> None:
+    """A process stopped mid-transaction (here: one that never commits) holds
+    the token's row; PostgreSQL ends its session after the engine's idle limit,
+    so the revocation goes through and the frozen work fails (to be retried)."""
+    for env in database_env("postgresql", tmp_path):
+        settings = TenantSettings(
+            database_url=env["DATABASE_URL"], database_schema=env["DATABASE_SCHEMA"]
+        )
+
+        async def body(store: SqlStore) -> None:
+            await store.create_project(project())
+            await store.create_token(token("t1"))
+            frozen = create_engine(
+                settings.sqlalchemy_url, settings.database_schema, idle_in_transaction=0.5
+            )
+            try:
+                async with frozen.connect() as conn:
+                    limit = await conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+                    assert limit.scalar() == "500ms"
+                    await conn.execute(
+                        update(tokens).where(tokens.c.id == "t1").values(request_count=1)
+                    )
+                    # The row is locked until the server ends the frozen session;
+                    # the bound only keeps a regression from hanging the suite.
+                    revoked = await asyncio.wait_for(
+                        store.update_token("t1", {"is_active": False}), timeout=60
+                    )
+                    assert not revoked.is_active
+                    with pytest.raises(DBAPIError):
+                        await conn.commit()
+            finally:
+                await frozen.dispose()
+            t1 = await store.get_token("t1")
+            assert t1 is not None and t1.request_count == 0  # the frozen write never landed
+
+        run(env, body)
+
+
+def test_the_gateway_s_sessions_are_ended_when_idle_in_a_transaction(tmp_path: Path) -> None:
+    for env in database_env("postgresql", tmp_path):
+
+        async def body(store: SqlStore) -> None:
+            async with store.engine.connect() as conn:
+                limit = await conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+                assert limit.scalar() == f"{int(IDLE_IN_TRANSACTION_SECONDS)}s"
+
+        run(env, body)

@@ -45,9 +45,25 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def create_engine(url: str, schema: str | None = None) -> AsyncEngine:
+# A gateway process stopped mid-transaction (SIGSTOP, a VM paused, a debugger)
+# would hold its row locks for as long as its connection lives: a revocation
+# deleting the token whose usage it was writing would wait forever.  PostgreSQL
+# ends such a session after this long idle in a transaction, well inside the
+# fleet's lease (vdm.tenants.fleet), and the work it held is retried (usage
+# events are delivered again).  No transaction of ours is idle for more than
+# a moment.
+IDLE_IN_TRANSACTION_SECONDS = 5.0
+
+
+def create_engine(
+    url: str,
+    schema: str | None = None,
+    *,
+    idle_in_transaction: float = IDLE_IN_TRANSACTION_SECONDS,
+) -> AsyncEngine:
     """An engine for ``url`` (SQLAlchemy's form, with the async driver); ``schema``:
-    PostgreSQL's search path."""
+    PostgreSQL's search path; ``idle_in_transaction``: how long PostgreSQL lets
+    one of its sessions sit idle inside a transaction."""
     # aiosqlite logs every statement with its parameters at DEBUG: credentials
     # and token hashes would reach the log with LOG_LEVEL=DEBUG.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
@@ -68,10 +84,12 @@ def create_engine(url: str, schema: str | None = None) -> AsyncEngine:
 
         return engine
     require("postgres", "DATABASE_URL is PostgreSQL")
-    connect_args: dict[str, Any] = {}
+    server_settings = {"idle_in_transaction_session_timeout": str(int(idle_in_transaction * 1000))}
     if schema:
-        connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(url, connect_args=connect_args, pool_size=5, max_overflow=10)
+        server_settings["search_path"] = schema
+    return create_async_engine(
+        url, connect_args={"server_settings": server_settings}, pool_size=5, max_overflow=10
+    )
 
 
 def private_file(path: Path) -> None:
