@@ -32,8 +32,7 @@ from loadgen import run_load  # noqa: E402
 
 def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    home = tmp / f"home{port}"
-    home.mkdir()
+    home = Path(tempfile.mkdtemp(prefix="home", dir=tmp))  # (a port can come round again)
     env = gateway_env(home, up_port)
     env["PYTHONPATH"] = str(Path(src).resolve())
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "vdm", "server", "start"]

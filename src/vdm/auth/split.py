@@ -77,12 +77,18 @@ class CredentialSplit:
 
     def provider(self, headers: Mapping[str, str]) -> str | None:
         """The credential a ``!PASSTHRU`` provider may get, if any."""
-        presented = self.presented(headers)
-        if self._checks:  # every credential but the one the gateway checks
-            taken, _ = self._gateway(presented)
-            if taken < 0:
-                return None
-            del presented[taken]
+        if not self._checks:  # the first credential that is none of the gateway's
+            for name in self._key_headers:
+                credential = headers.get(name)
+                if credential and not self._is_gateways(credential):
+                    return credential
+            credential = bearer(headers)
+            return None if credential is None or self._is_gateways(credential) else credential
+        presented = self.presented(headers)  # every credential but the one the gateway checks
+        taken, _ = self._gateway(presented)
+        if taken < 0:
+            return None
+        del presented[taken]
         for credential in presented:
             if credential is not None and not self._is_gateways(credential):
                 return credential

@@ -8,6 +8,7 @@ from typing import Any
 
 from vdm.errors import UpstreamTimeout
 from vdm.outcome import Outcome
+from vdm.running import RUNNING
 
 
 class FirstByte:
@@ -27,16 +28,11 @@ class FirstByte:
         self._expired = False
 
     async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task, loop = RUNNING.task()
         self._task = task
         self._cancelling = task.cancelling()
         seconds = self._seconds
-        self._handle = (
-            None
-            if seconds is None
-            else asyncio.get_running_loop().call_later(seconds, self._expire)
-        )
+        self._handle = None if seconds is None else loop.call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         self._expired = True

@@ -175,7 +175,7 @@ class Gateway:
 
     # ------------------------------------------------------------ wire doors
 
-    async def serve(
+    def serve(
         self,
         door: WireDoor,
         body: bytes,
@@ -183,14 +183,16 @@ class Gateway:
         client_key: str | None,
         principal: Principal | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> Reply:
-        """Answer a wire door's request (``params``: its path parameters)."""
+    ) -> Awaitable[Reply]:
+        """Answer a wire door's request (``params``: its path parameters).
+        (A plain function: one coroutine fewer between the server and the
+        attempt, on every request.)"""
         if self.chain:
             call = Call(current_request_id.get(), door.name, headers)
-            return await self.chain.run(
+            return self.chain.run(
                 call, self._serve_door(door, body, headers, client_key, principal, params, call)
             )
-        return await self._serve_door(door, body, headers, client_key, principal, params, None)
+        return self._serve_door(door, body, headers, client_key, principal, params, None)
 
     async def _serve_door(
         self,

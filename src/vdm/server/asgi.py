@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from vdm.errors import InvalidRequest, PayloadTooLarge
 from vdm.protocols.sse import whole_frames
+from vdm.running import RUNNING
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -186,9 +187,7 @@ class cancel_on_disconnect:
         self.watch = Watch()
 
     async def __aenter__(self) -> Watch:
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
+        self._task, _ = RUNNING.task()
         if self._hook is not None:
             self._waiting = None
             self._hook.watch(self._gone)
