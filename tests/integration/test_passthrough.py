@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+import vdm
 from tests.support.fakes import (
     FakeUpstream,
     JSONReply,
@@ -171,6 +172,18 @@ def test_only_the_api_headers_go_upstream(gateway: Gateway, fake_anthropic: Fake
         assert {k: sent[k] for k in api} == api
         assert sent["anthropic-beta"] == BETA
         assert_client_key_not_forwarded(sent)
+
+
+def test_a_client_without_a_user_agent_is_named_as_the_gateway(
+    gateway: Gateway, fake_anthropic: FakeUpstream
+) -> None:
+    """Not as the HTTP library the gateway uses: ``vdm/<version>``."""
+    fake_anthropic.reply(JSONReply(anthropic_message()))
+    with httpx.Client() as client:
+        client.headers.pop("user-agent")
+        response = client.post(gateway.url + "/v1/messages", content=body(), headers=headers())
+    assert response.status_code == 200, response.text
+    assert fake_anthropic.requests[-1].headers["user-agent"] == f"vdm/{vdm.__version__}"
 
 
 def test_a_header_sent_on_several_lines_is_relayed_whole(

@@ -17,6 +17,7 @@ import msgspec
 from aiohttp.client_proto import ResponseHandler
 from yarl import URL
 
+from vdm import __version__
 from vdm.config import ServerSettings
 from vdm.errors import (
     GatewayError,
@@ -61,6 +62,7 @@ FORWARDED_REQUEST = {
         {"anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"}
     ),
 }
+USER_AGENT = f"vdm/{__version__}"  # what a request whose client sent none says it is
 SDK_PREFIX = "x-stainless-"  # the official SDKs' own description (language, version, retry)
 # Which organization and project a key bills: only where the provider's
 # FORWARD_ORGANIZATION says the clients may choose.
@@ -199,8 +201,14 @@ def make_session(
         timeout=timeout,
         cookie_jar=aiohttp.DummyCookieJar(),
         json_serialize=lambda o: msgspec.json.encode(o).decode(),
-        skip_auto_headers=("User-Agent",),
-        headers={HOP_HEADER: hop_value(server.gateway_id, provider)} if provider else None,
+        # The gateway names itself where a client sent no User-Agent of its own
+        # (a client's replaces it): set here rather than skipping aiohttp's, whose
+        # skip list costs every request a copy of its headers.
+        headers=(
+            {"User-Agent": USER_AGENT, HOP_HEADER: hop_value(server.gateway_id, provider)}
+            if provider
+            else {"User-Agent": USER_AGENT}
+        ),
         middlewares=(_refusal(loops_back, provider),) if loops_back else (),
     )
 
