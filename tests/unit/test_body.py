@@ -262,3 +262,27 @@ def test_stream_no_model_yet_keeps_looking() -> None:
     assert not rename.done
     frame = b'data: {"model":"up"}\n\n'
     assert rename(frame) == b'data: {"model":"fast"}\n\n'
+
+
+@pytest.mark.parametrize(
+    "top",
+    [
+        b'"mod\\u0065l":"claude-x"',  # the key written with an escape
+        b'"model":"claude\\u002dx"',  # the value written with an escape
+    ],
+)
+def test_a_compact_body_with_an_escaped_top_level_model_is_not_spliced_blindly(
+    top: bytes,
+) -> None:
+    """The compact form of the escaped case: one plain '"model":"claude-x"' in
+    the bytes, nested; the top-level one is spelled with an escape."""
+    body = b'{"metadata":{"model":"claude-x"},' + top + b',"max_tokens":5,"messages":[]}'
+    parsed = parsed_of(body)
+    out = rewrite(body, parsed, {"model": "gpt-4o"})
+    assert json.loads(out) == {**parsed, "model": "gpt-4o"}
+
+
+def test_a_compact_body_naming_its_model_once_is_spliced_in_place() -> None:
+    body = b'{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
+    out = rewrite(body, parsed_of(body), {"model": "gpt-4o"})
+    assert out == body.replace(b'"claude-x"', b'"gpt-4o"')

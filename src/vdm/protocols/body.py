@@ -36,6 +36,8 @@ _encode = msgspec.json.Encoder().encode
 # Found with bytes.find: a regex with a look-behind tried every position and
 # cost milliseconds on a long conversation.
 _MODEL_KEY = b'"model"'
+_COMPACT_KEY = b'"model":'
+_UNICODE_ESCAPE = b"\\u"
 _BACKSLASH = 0x5C
 
 
@@ -175,7 +177,21 @@ def _model_pairs(body: bytes) -> Iterator[tuple[int, int]]:
 
 
 def _splice_model(body: bytes, old: str, new: str) -> bytes | None:
+    """``body`` naming ``new`` where its top-level ``model`` (read by the caller)
+    names ``old``; None when no splice is safe."""
     quoted = _encode(old)
+    # The usual body: one "model" token in all its bytes, written compactly, and
+    # no \u escape anywhere (none can spell the key or the name another way).
+    # Then that token is the top-level key the caller read: splice it, no decode.
+    compact = _COMPACT_KEY + quoted
+    at = body.find(compact)
+    if (
+        at > 0
+        and body.find(_MODEL_KEY, at + len(compact)) < 0
+        and body.find(_MODEL_KEY, 0, at) < 0
+        and body.find(_UNICODE_ESCAPE) < 0
+    ):
+        return b"".join((body[:at], _COMPACT_KEY, _encode(new), body[at + len(compact) :]))
     pairs = _model_pairs(body)
     hits = [(key, value) for key, value in pairs if body.startswith(quoted, value)]
     if len(hits) != 1:
