@@ -54,7 +54,7 @@ class CredentialSplit:
             return True
         if self._jwts and looks_like_jwt(credential):
             return True
-        return any(secret.matches(credential) for secret in self._secrets)
+        return bool(self._secrets) and any(secret.matches(credential) for secret in self._secrets)
 
     def presented(self, headers: Mapping[str, str]) -> list[str | None]:
         """The client's credentials: its key headers', in order, then its bearer."""
