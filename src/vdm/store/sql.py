@@ -338,6 +338,14 @@ class SqlStore:
         async with self.engine.begin() as conn:
             await conn.execute(instances.delete().where(instances.c.id == instance_id))
 
+    async def forget_instance(self, instance_id: str, beat: int) -> None:
+        """Drop an instance's row if it has not beaten since ``beat`` (one that
+        beats again writes its row anew)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                instances.delete().where(instances.c.id == instance_id, instances.c.beat == beat)
+            )
+
     async def forget_instances(self, seen_before: float) -> None:
         """Drop the rows of instances gone without leaving (killed, lost)."""
         async with self.engine.begin() as conn:

@@ -27,7 +27,8 @@ read and one row update per instance per refresh interval; and a
 management call that takes something away waits for the slowest
 instance's next beat (milliseconds with the Redis event bus, which wakes
 every instance at once; up to the refresh interval without it; up to one
-lease once after an instance was killed without leaving).
+lease once after an instance was killed without leaving: the first instance
+to take it as gone deletes its row, so the others do not wait for it).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class Fleet:
                 else:  # silent for a lease: it has fenced itself by now
                     self._gone[row.id] = row.beat
                     gone_now.append(row.id)
+                    # Its row goes too, so no other instance waits a lease for it.
+                    await self._store.forget_instance(row.id, row.beat)
                     log.warning(
                         "instance %s has not beaten for %.0f s: taken as gone", row.id, self.lease
                     )
