@@ -299,6 +299,8 @@ def test_grpc_calls_are_counted_like_the_http_doors(
     """The accounting is the pipeline's, not one transport's: an Execute and a
     StreamExecute through ``--grpc-port`` show in ``/metrics`` and the running
     totals under ``door="grpc"``, with their status, tokens and latencies."""
+    import grpc
+
     from tests.support.gateway import clean_env, free_port
     from tests.support.grpc_server import GrpcServer, bearer, execute_request
 
@@ -331,6 +333,10 @@ def test_grpc_calls_are_counted_like_the_http_doors(
             refused = stub.Execute(
                 execute_request("hi", model="oa:"), metadata=bearer(token), timeout=10
             )
+            # Refused by the interceptor, before the servicer: counted all the same.
+            with pytest.raises(grpc.RpcError) as unauthenticated:
+                stub.Execute(execute_request("hi"), metadata=bearer("not-a-jwt"), timeout=10)
+        assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert whole.success.response_text == "whole"
         assert "".join(c.text_chunk for c in chunks) == "streamed words"
         assert refused.HasField("error")
@@ -344,6 +350,7 @@ def test_grpc_calls_are_counted_like_the_http_doors(
     assert value(found, "vdm_request_duration_seconds_count", **route) == 2
     assert value(found, "vdm_time_to_first_token_seconds_count", **route) == 2
     assert value(found, "vdm_requests_total", door="grpc", provider="", model="", status="400") == 1
+    assert value(found, "vdm_requests_total", door="grpc", provider="", model="", status="401") == 1
     assert value(found, "vdm_in_flight_requests") == 0
-    assert totals["totals"]["requests"] == 3 and totals["totals"]["errors"] == 1
+    assert totals["totals"]["requests"] == 4 and totals["totals"]["errors"] == 2
     assert totals["providers"]["oa"]["models"]["m"]["input_tokens"] == 50

@@ -28,7 +28,7 @@ import grpc
 from vdm.auth.credentials import MAX_CREDENTIAL_LENGTH
 from vdm.auth.jwt import TokenRejected, Verifier, bearer
 from vdm.auth.proxy_key import check_length
-from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded
+from vdm.errors import AuthenticationFailed, GatewayError, PermissionDenied, QuotaExceeded
 from vdm.logs import client_request_id
 from vdm.pipeline import new_request_id
 from vdm.tenants.secrets import TOKEN_PREFIX
@@ -65,16 +65,27 @@ def _metadata(details: grpc.HandlerCallDetails, key: str) -> str | None:
     return None
 
 
+# Told of each call the interceptor refuses (the metrics count it as every
+# door's refusals are counted).
+Refused = Callable[[GatewayError], None]
+
+
+def _uncounted(exc: GatewayError) -> None:
+    pass
+
+
 class JWTInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         verifier: Verifier,
         tenants: Authenticator | None = None,
         max_credential_length: int = MAX_CREDENTIAL_LENGTH,
+        refused: Refused = _uncounted,
     ) -> None:
         self._verifier = verifier
         self._tenants = tenants
         self._max_length = max_credential_length
+        self._refused = refused
 
     async def intercept_service(
         self,
@@ -89,11 +100,11 @@ class JWTInterceptor(grpc.aio.ServerInterceptor):
             if token is not None:
                 check_length(token, self._max_length)
             if token is not None and self._tenants is not None and token.startswith(TOKEN_PREFIX):
-                return _around(handler, _Admission(self._tenants, token))
+                return _around(handler, _Admission(self._tenants, token, self._refused))
             subject = self._verifier.verify(token).subject
         except (TokenRejected, AuthenticationFailed) as exc:
             log.info("rejected %s: %s", handler_call_details.method, exc.message)  # type: ignore[attr-defined]
-            return _refusal(handler, exc.message)
+            return _refusal(handler, AuthenticationFailed(exc.message), self._refused)
 
         async def as_subject(request: Any, context: grpc.aio.ServicerContext) -> None:
             _subject.set(subject)
@@ -105,11 +116,12 @@ class _Admission:
     """Admit a virtual token inside the call's task (the registry counts it
     there and audits a refusal with the call's request id and peer)."""
 
-    __slots__ = ("_tenants", "_token")
+    __slots__ = ("_refused", "_tenants", "_token")
 
-    def __init__(self, tenants: Authenticator, token: str) -> None:
+    def __init__(self, tenants: Authenticator, token: str, refused: Refused) -> None:
         self._tenants = tenants
         self._token = token
+        self._refused = refused
 
     async def __call__(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         request_id = ""
@@ -124,9 +136,11 @@ class _Admission:
             )
         except AuthenticationFailed as exc:
             log.info("rejected a virtual token: %s", exc.message)
+            self._refused(exc)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
         except PermissionDenied as exc:
             log.info("rejected a virtual token: %s", exc.message)
+            self._refused(exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
         except QuotaExceeded as exc:
             _refused.set(exc)
@@ -177,21 +191,25 @@ def _around(
     raise TypeError("LLMProxy has only unary-unary and unary-stream methods")
 
 
-def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+def _refusal(
+    handler: grpc.RpcMethodHandler, exc: AuthenticationFailed, refused: Refused
+) -> grpc.RpcMethodHandler:
     serdes: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        refused(exc)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
 
     if handler.unary_stream is not None:
 
         async def deny_stream(
             request: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+            refused(exc)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
             yield  # pragma: no cover - abort raises
 
         return grpc.unary_stream_rpc_method_handler(deny_stream, **serdes)

@@ -17,25 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 
+from vdm import doors
 from vdm.auth.jwt import Verifier, load_secret
 from vdm.auth.token_store import RevocationList
 from vdm.config import Settings
+from vdm.errors import GatewayError
 from vdm.grpc import llm_proxy_pb2_grpc as pb_grpc
 from vdm.grpc.auth import JWTInterceptor
 from vdm.grpc.limits import Limiter, SharedMinute
 from vdm.grpc.servicer import LLMProxyServicer
 from vdm.pipeline import Gateway
+from vdm.pipeline.accounting import failed
 
 if TYPE_CHECKING:
+    from vdm.metrics import Metrics
     from vdm.tenants.registry import TokenRegistry
 
 log = logging.getLogger("vdm.grpc")
@@ -68,6 +74,11 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def _count_refusal(metrics: Metrics, exc: GatewayError) -> None:
+    """A call the interceptor refused, counted as the HTTP doors count theirs."""
+    failed(metrics, doors.GRPC.name, exc, time.perf_counter())
+
+
 async def start_service(
     gateway: Gateway,
     settings: Settings,
@@ -92,7 +103,10 @@ async def start_service(
         await asyncio.to_thread(revocations.load)
         interceptors.append(
             JWTInterceptor(
-                Verifier(secret, revocations), tenants, settings.server.max_credential_length
+                Verifier(secret, revocations),
+                tenants,
+                settings.server.max_credential_length,
+                refused=functools.partial(_count_refusal, gateway.metrics),
             )
         )
         watcher = asyncio.create_task(revocations.watch(), name="vdm-revocations")
