@@ -135,6 +135,25 @@ def names_model_in_form(path: str) -> bool:
     return path.startswith(MODEL_FORM_PATHS)
 
 
+def runs_unnamed_models(method: str, path: str, names_model: bool) -> bool:
+    """Whether a request would set models to work that its body does not name:
+    a batch (its models are in an uploaded file) and an eval's run (its data
+    source's) always; a run on a thread unless its body names the model (else
+    the assistant's).  A token limited to some models may make none of these:
+    a ``model`` added to a batch's body would be checked and then ignored."""
+    if method != "POST":
+        return False
+    parts = path.strip("/").split("/")
+    if parts == ["v1", "batches"]:
+        return True
+    if len(parts) == 4 and parts[:2] == ["v1", "evals"] and parts[3] == "runs":
+        return True
+    thread_run = parts == ["v1", "threads", "runs"] or (
+        len(parts) == 4 and parts[:2] == ["v1", "threads"] and parts[3] == "runs"
+    )
+    return thread_run and not names_model
+
+
 def route_form(
     router: Router, formats: Mapping[str, str], body: bytes, content_type: str, explicit: str | None
 ) -> Target:

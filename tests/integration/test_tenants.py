@@ -443,6 +443,31 @@ def test_the_passthrough_holds_a_token_to_its_models_and_providers(
         headers={"authorization": f"Bearer {narrow}", "content-type": "text/plain"},
     )
     assert sneaky.status_code == 400 and "JSON or multipart" in sneaky.text
+    # work whose models the body does not name: a batch (even with a "model" added,
+    # which the API would ignore), an eval's run, a thread's run on its assistant's model
+    fake_openai.requests.clear()
+    bearer = {"authorization": f"Bearer {narrow}"}
+    for path, body in (
+        ("/v1/batches", {"input_file_id": "file-1", "endpoint": "/v1/chat/completions"}),
+        ("/v1/batches", {"input_file_id": "file-1", "model": "emb-ok"}),
+        ("/v1/evals/eval-1/runs", {"data_source": {"model": "gpt-4o"}}),
+        ("/v1/threads/thread-1/runs", {"assistant_id": "asst-1"}),
+        ("/v1/threads/runs", {"assistant_id": "asst-1"}),
+    ):
+        r = httpx.post(gw.url + path, json=body, headers=bearer)
+        assert r.status_code == 403 and "does not name" in r.text, (path, r.text)
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=narrow, max_retries=0) as client:
+        with pytest.raises(openai.PermissionDeniedError):
+            client.batches.create(
+                input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h"
+            )
+    assert fake_openai.requests == []
+    named = httpx.post(
+        gw.url + "/v1/threads/thread-1/runs",
+        json={"assistant_id": "asst-1", "model": "emb-ok"},
+        headers=bearer,
+    )
+    assert named.status_code == 200, named.text  # a run naming an allowed model
     # model-less requests: the provider rule alone
     assert (
         httpx.get(gw.url + "/v1/files", headers={"authorization": f"Bearer {narrow}"}).status_code

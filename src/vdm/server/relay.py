@@ -20,7 +20,7 @@ from typing import Any
 
 from vdm import doors
 from vdm import passthrough as pt
-from vdm.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from vdm.errors import GatewayError, InvalidRequest, PayloadTooLarge, PermissionDenied
 from vdm.outcome import Outcome, Reply
 from vdm.pipeline import Gateway
 from vdm.providers.base import ClientContext, OpenAIPassthrough, RawResponse
@@ -61,6 +61,8 @@ async def passthrough(
             body = await read_body(receive, headers, app.max_body)
             if pt.is_json(headers):
                 target, body = pt.route_json(gateway.router, app.formats, body, request.explicit)
+                if limited:
+                    _refuse_unnamed_models(scope["method"], normal, target.model is not None)
             else:
                 content_type = headers["content-type"]
                 target = pt.route_form(
@@ -80,6 +82,8 @@ async def passthrough(
                     "this API token may use only some models, so its passthrough bodies must "
                     "be JSON or multipart/form-data (the model they name is checked)"
                 )
+            if limited:
+                _refuse_unnamed_models(scope["method"], normal, False)
             _check_declared(headers, app.max_upload)
             target = pt.choose(gateway.router, app.formats, None, request.explicit)
             ctx = request.context(target)
@@ -94,6 +98,16 @@ async def passthrough(
     await account.ended(reply.status, None)
     if access.isEnabledFor(logging.INFO):
         _log(app, scope, reply, target, watch.gone, account.started)
+
+
+def _refuse_unnamed_models(method: str, path: str, names_model: bool) -> None:
+    if pt.runs_unnamed_models(method, path, names_model):
+        raise PermissionDenied(
+            "this API token may use only some models, and this request would run models "
+            "it does not name (a batch's are in its file, a run's are its assistant's or "
+            "its data source's): name the model in the body, or use a token without a "
+            "model limit"
+        )
 
 
 class _Request:
