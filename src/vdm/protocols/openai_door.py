@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
@@ -186,10 +186,23 @@ def _decode_message(
         )
 
 
-def _content(content: Any, path: str) -> list[ir.ResultPart]:
+PartReader = Callable[[dict[str, Any], str], ir.ResultPart]
+
+
+def content_parts(
+    content: Any,
+    path: str,
+    readers: Mapping[str, PartReader],
+    supported: str,
+    *,
+    none_is_empty: bool = False,
+) -> list[ir.ResultPart]:
+    """A message's ``content``, the Chat and Responses doors alike: a string is
+    one text part; an array, each part read by the reader its ``type`` names
+    (another type is a 400 that lists the ``supported`` ones)."""
     if isinstance(content, str):
         return [ir.TextPart(content)]
-    if content is None:
+    if content is None and none_is_empty:
         return []
     if not isinstance(content, list):
         raise _fail(f"{path}.content", "string or array of content parts", content)
@@ -199,25 +212,47 @@ def _content(content: Any, path: str) -> list[ir.ResultPart]:
         if not isinstance(part, dict):
             raise _fail(where, "object", part)
         kind = part.get("type")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise _fail(f"{where}.text", "string", text)
-            parts.append(ir.TextPart(text))
-        elif kind == "image_url":
-            parts.append(image_part(part.get("image_url"), where))
-        elif kind == "refusal":
-            parts.append(ir.TextPart(str(part.get("refusal", ""))))
-        elif kind == "file":
-            file = part.get("file")
-            if not isinstance(file, dict):
-                raise _fail(f"{where}.file", "object", file)
-            parts.append(document_part(file, f"{where}.file"))
-        else:
+        reader = readers.get(kind) if isinstance(kind, str) else None
+        if reader is None:
             raise InvalidRequest(
-                f"{where}.type: content part {kind!r} is not supported; use text, image_url or file"
+                f"{where}.type: content part {kind!r} is not supported; use {supported}"
             )
+        parts.append(reader(part, where))
     return parts
+
+
+def text_part(part: dict[str, Any], where: str) -> ir.TextPart:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise _fail(f"{where}.text", "string", text)
+    return ir.TextPart(text)
+
+
+def refusal_part(part: dict[str, Any], where: str) -> ir.TextPart:
+    return ir.TextPart(str(part.get("refusal", "")))
+
+
+def _image_url_part(part: dict[str, Any], where: str) -> ir.ImagePart:
+    return image_part(part.get("image_url"), where)
+
+
+def _file_part(part: dict[str, Any], where: str) -> ir.DocumentPart:
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise _fail(f"{where}.file", "object", file)
+    return document_part(file, f"{where}.file")
+
+
+_CHAT_PARTS: dict[str, PartReader] = {
+    "text": text_part,
+    "image_url": _image_url_part,
+    "refusal": refusal_part,
+    "file": _file_part,
+}
+
+
+def _content(content: Any, path: str) -> list[ir.ResultPart]:
+    return content_parts(content, path, _CHAT_PARTS, "text, image_url or file", none_is_empty=True)
 
 
 def document_part(

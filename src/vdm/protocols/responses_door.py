@@ -251,39 +251,34 @@ def _decode_message(
         )
 
 
+def _input_image(part: dict[str, Any], where: str) -> ir.ImagePart:
+    if part.get("image_url") is None:
+        raise InvalidRequest(
+            f"{where}: only images given by image_url (an http(s) or "
+            "base64 data: URL) are supported, not file_id"
+        )
+    return openai_door.image_part(part.get("image_url"), where)
+
+
+def _input_file(part: dict[str, Any], where: str) -> ir.DocumentPart:
+    return openai_door.document_part(part, where, url_key="file_url")
+
+
+_PARTS: dict[str, openai_door.PartReader] = {
+    "input_text": openai_door.text_part,
+    "output_text": openai_door.text_part,
+    "text": openai_door.text_part,
+    "summary_text": openai_door.text_part,
+    "refusal": openai_door.refusal_part,
+    "input_image": _input_image,
+    "input_file": _input_file,
+}
+
+
 def _content(content: Any, path: str) -> list[ir.ResultPart]:
-    if isinstance(content, str):
-        return [ir.TextPart(content)]
-    if not isinstance(content, list):
-        raise _fail(f"{path}.content", "string or array of content parts", content)
-    parts: list[ir.ResultPart] = []
-    for i, part in enumerate(content):
-        where = f"{path}.content.{i}"
-        if not isinstance(part, dict):
-            raise _fail(where, "object", part)
-        kind = part.get("type")
-        if kind in ("input_text", "output_text", "text", "summary_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise _fail(f"{where}.text", "string", text)
-            parts.append(ir.TextPart(text))
-        elif kind == "refusal":
-            parts.append(ir.TextPart(str(part.get("refusal", ""))))
-        elif kind == "input_image":
-            if part.get("image_url") is None:
-                raise InvalidRequest(
-                    f"{where}: only images given by image_url (an http(s) or "
-                    "base64 data: URL) are supported, not file_id"
-                )
-            parts.append(openai_door.image_part(part.get("image_url"), where))
-        elif kind == "input_file":
-            parts.append(openai_door.document_part(part, where, url_key="file_url"))
-        else:
-            raise InvalidRequest(
-                f"{where}.type: content part {kind!r} is not supported; "
-                "use input_text, output_text, input_image or input_file"
-            )
-    return parts
+    return openai_door.content_parts(
+        content, path, _PARTS, "input_text, output_text, input_image or input_file"
+    )
 
 
 def _function_call(item: dict[str, Any], path: str) -> ir.ToolUsePart:
