@@ -24,7 +24,7 @@ import msgspec
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
-from vdm.protocols import fields
+from vdm.protocols import fields, outcome
 from vdm.protocols.fields import decode_json_object
 from vdm.protocols.sse import frame
 
@@ -35,15 +35,6 @@ _encode = msgspec.json.Encoder().encode
 
 # reasoning_effort -> thinking budget for upstreams that take budgets.
 EFFORT_BUDGET = {"low": 2048, "medium": 8192, "high": 24576}
-_FINISH_REASON_MAP: dict[str | None, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    None: "stop",
-}
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
     "authentication": "authentication_error",
@@ -430,8 +421,7 @@ def new_completion_id() -> str:
 
 
 def usage_dict(usage: ir.Usage) -> dict[str, Any]:
-    cached = usage.cache_read_input_tokens or 0
-    prompt = usage.input_tokens + cached + (usage.cache_creation_input_tokens or 0)
+    prompt, cached = outcome.prompt_tokens(usage)
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": usage.output_tokens,
@@ -445,7 +435,7 @@ def usage_dict(usage: ir.Usage) -> dict[str, Any]:
 
 
 def finish_reason(stop_reason: str | None) -> str:
-    return _FINISH_REASON_MAP.get(stop_reason, "stop")
+    return outcome.FINISH_REASONS.get(stop_reason, "stop")
 
 
 def encode_response(response: ir.ChatResponse, model: str) -> bytes:

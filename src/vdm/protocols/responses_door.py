@@ -45,7 +45,7 @@ import msgspec
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
-from vdm.protocols import fields, openai_door
+from vdm.protocols import fields, openai_door, outcome
 from vdm.protocols.sse import frame
 
 _encode = msgspec.json.Encoder().encode
@@ -65,8 +65,6 @@ _STATEFUL = {
     "prompt": "prompt: stored prompt templates are not supported by this gateway; "
     "send 'instructions' and 'input'",
 }
-# Stop reasons that leave a response incomplete, and why (Responses' words).
-_INCOMPLETE = {"max_tokens": "max_output_tokens", "refusal": "content_filter"}
 # An error's kind -> the ``code`` of a failed response (``response.failed``).
 _FAILED_CODES = {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt"}
 
@@ -503,8 +501,7 @@ def output_items(content: list[ir.Part], response_id: str) -> Iterator[dict[str,
 
 
 def usage_dict(usage: ir.Usage) -> dict[str, Any]:
-    cached = usage.cache_read_input_tokens or 0
-    prompt = usage.input_tokens + cached + (usage.cache_creation_input_tokens or 0)
+    prompt, cached = outcome.prompt_tokens(usage)
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached},
@@ -524,7 +521,7 @@ def envelope(
     stop_reason: str | None = None,
 ) -> dict[str, Any]:
     """The response object around its output: in progress, finished or failed."""
-    reason = _INCOMPLETE.get(stop_reason or "")
+    reason = outcome.INCOMPLETE_REASONS.get(stop_reason or "")
     if reason is not None and status == "completed":
         status = "incomplete"
     return {
