@@ -331,6 +331,21 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """Build the metric families (only when scraped)."""
+        yield from self._route_metrics()
+        yield from self._retry_metrics()
+        yield from self._pool_metrics()
+        yield GaugeMetricFamily(
+            "vdm_in_flight_requests", "Requests being served", value=self.in_flight
+        )
+        yield GaugeMetricFamily(
+            "vdm_open_streams", "Streamed responses being sent", value=self.open_streams
+        )
+        if self.bus is not None:
+            yield from _bus_metrics(self.bus)
+
+    def _route_metrics(self) -> Iterator[Metric]:
+        """Per route (door, provider, model): requests by status, errors by
+        type, tokens, cache hits and the three latency histograms."""
         requests = CounterMetricFamily(
             "vdm_requests",
             "Requests by door, provider, model and HTTP status",
@@ -379,6 +394,15 @@ class Metrics:
             ):
                 if any(hist.counts):
                     hists[name].add_metric(labels, hist.cumulative(), hist.sum)
+        yield requests
+        yield errors
+        yield tokens
+        yield cache_hits
+        yield from hists.values()
+
+    def _retry_metrics(self) -> Iterator[Metric]:
+        """What went wrong upstream and was worked around: retries, failovers,
+        benched keys."""
         retries = CounterMetricFamily(
             "vdm_retries", "Attempts retried on the same provider", labels=("provider",)
         )
@@ -396,23 +420,9 @@ class Metrics:
         )
         for (provider, status), count in list(self.cooldowns.items()):
             cooldowns.add_metric([provider, str(status)], count)
-        yield requests
-        yield errors
-        yield tokens
-        yield cache_hits
-        yield from hists.values()
         yield retries
         yield failovers
         yield cooldowns
-        yield from self._pool_metrics()
-        yield GaugeMetricFamily(
-            "vdm_in_flight_requests", "Requests being served", value=self.in_flight
-        )
-        yield GaugeMetricFamily(
-            "vdm_open_streams", "Streamed responses being sent", value=self.open_streams
-        )
-        if self.bus is not None:
-            yield from _bus_metrics(self.bus)
 
     def _pool_metrics(self) -> Iterator[Metric]:
         waiting = GaugeMetricFamily(

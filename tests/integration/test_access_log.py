@@ -63,6 +63,56 @@ def _access(gw: Gateway, request_id: str) -> dict[str, Any]:
     return found[0]
 
 
+def _four_requests(gw: Gateway, fake_openai: FakeUpstream, secret: str) -> None:
+    """A tenant's chat completion, its converted stream, a request without a
+    token (401) and one with a malformed body (400), each with its request id."""
+    # A tenant's chat completion (the OpenAI door, relayed to an OpenAI provider).
+    fake_openai.reply(
+        JSONReply(completion("hi", usage={"prompt_tokens": 11, "completion_tokens": 7}, model="m1"))
+    )
+    with openai.OpenAI(
+        base_url=gw.url + "/v1", api_key=secret, max_retries=0, timeout=20
+    ) as client:
+        client.chat.completions.create(
+            model="gpt-x",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-request-id": "rid-chat"},
+        )
+    # An Anthropic client's stream, converted from the OpenAI provider.
+    fake_openai.reply(
+        SSEReply(stream_of(completion("a b c", usage={"prompt_tokens": 5, "completion_tokens": 3})))
+    )
+    with (
+        anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0, timeout=20) as client,
+        client.messages.stream(
+            model="gpt-y",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-request-id": "rid-stream"},
+        ) as stream,
+    ):
+        assert stream.get_final_text() == "a b c"
+    # No token: refused, and logged.
+    refused = httpx.post(
+        gw.url + "/v1/messages",
+        json={"model": "ant:claude", "max_tokens": 5, "messages": []},
+        headers={"x-request-id": "rid-refused"},
+        timeout=10,
+    )
+    assert refused.status_code == 401
+    bad = httpx.post(
+        gw.url + "/v1/chat/completions",
+        content=b"{not json",
+        headers={
+            "x-request-id": "rid-bad",
+            "authorization": f"Bearer {secret}",
+            "content-type": "application/json",
+        },
+        timeout=10,
+    )
+    assert bad.status_code == 400
+
+
 def test_json_access_records_carry_their_fields(
     tmp_path: Path, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
 ) -> None:
@@ -84,57 +134,7 @@ def test_json_access_records_carry_their_fields(
             project = api.post("/manage/projects", json={"name": "team-a"}).json()
             token = api.post("/manage/tokens", json={"project_id": project["id"]}).json()
 
-        # A tenant's chat completion (the OpenAI door, relayed to an OpenAI provider).
-        fake_openai.reply(
-            JSONReply(
-                completion("hi", usage={"prompt_tokens": 11, "completion_tokens": 7}, model="m1")
-            )
-        )
-        with openai.OpenAI(
-            base_url=gw.url + "/v1", api_key=token["token"], max_retries=0, timeout=20
-        ) as client:
-            client.chat.completions.create(
-                model="gpt-x",
-                messages=[{"role": "user", "content": "hi"}],
-                extra_headers={"x-request-id": "rid-chat"},
-            )
-        # An Anthropic client's stream, converted from the OpenAI provider.
-        fake_openai.reply(
-            SSEReply(
-                stream_of(completion("a b c", usage={"prompt_tokens": 5, "completion_tokens": 3}))
-            )
-        )
-        with (
-            anthropic.Anthropic(
-                base_url=gw.url, api_key=token["token"], max_retries=0, timeout=20
-            ) as client,
-            client.messages.stream(
-                model="gpt-y",
-                max_tokens=20,
-                messages=[{"role": "user", "content": "hi"}],
-                extra_headers={"x-request-id": "rid-stream"},
-            ) as stream,
-        ):
-            assert stream.get_final_text() == "a b c"
-        # No token: refused, and logged.
-        refused = httpx.post(
-            gw.url + "/v1/messages",
-            json={"model": "ant:claude", "max_tokens": 5, "messages": []},
-            headers={"x-request-id": "rid-refused"},
-            timeout=10,
-        )
-        assert refused.status_code == 401
-        bad = httpx.post(
-            gw.url + "/v1/chat/completions",
-            content=b"{not json",
-            headers={
-                "x-request-id": "rid-bad",
-                "authorization": f"Bearer {token['token']}",
-                "content-type": "application/json",
-            },
-            timeout=10,
-        )
-        assert bad.status_code == 400
+        _four_requests(gw, fake_openai, token["token"])
 
         chat = _access(gw, "rid-chat")
         assert chat.keys() >= FIELDS

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.gateway import clean_env, run_gateway
+from tests.support.cli import run_vdm
+from tests.support.gateway import run_gateway
 
 
 def vdm(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vdm", *args],
-        env={**clean_env(), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_vdm(args, env, cwd=cwd, timeout=30)
 
 
 def test_version(tmp_path: Path) -> None:

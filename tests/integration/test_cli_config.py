@@ -11,6 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from tests.support.cli import run_vdm
 from tests.support.gateway import clean_env, free_port
 
 
@@ -27,15 +28,7 @@ def env_for(work: Path, **extra: str) -> dict[str, str]:
 
 
 def vdm(work: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vdm", *args],
-        env=env_for(work, **extra),
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_vdm(args, env_for(work, **extra), cwd=work, timeout=30)
 
 
 def test_validate_lists_every_problem_with_file_and_key(work: Path) -> None:

@@ -4,7 +4,6 @@ secrets), as real subprocesses against the real gateway and fake upstreams."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,43 +11,9 @@ import anthropic
 import openai
 import pytest
 
+from tests.support.cli import WRAPPED_CLIENT, vdm, wrap
 from tests.support.fakes import FakeUpstream, JSONReply, completion
-from tests.support.gateway import clean_env, free_port, run_gateway
-
-SCRIPT = """
-import json, os, sys, urllib.request
-base = os.environ["ANTHROPIC_BASE_URL"]
-body = json.dumps({"model": "m", "max_tokens": 5,
-                   "messages": [{"role": "user", "content": "wrapped hello"}]}).encode()
-req = urllib.request.Request(base + "/v1/messages", data=body,
-                             headers={"content-type": "application/json",
-                                      "x-api-key": os.environ["ANTHROPIC_API_KEY"]})
-answer = json.load(urllib.request.urlopen(req, timeout=10))
-print("BASE", base, os.environ["OPENAI_BASE_URL"], answer["content"][0]["text"])
-sys.exit(int(sys.argv[1]))
-"""
-
-
-def vdm(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
-    env = {
-        **clean_env(),
-        "HOME": str(home),
-        "XDG_STATE_HOME": str(tmp / "state"),
-        "MODELS_PREFETCH": "false",
-        "SHUTDOWN_TIMEOUT": "5",
-        **extra,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "vdm", *args],
-        env=env,
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+from tests.support.gateway import free_port, run_gateway
 
 
 def listening(port: int) -> bool:
@@ -60,7 +25,7 @@ def listening(port: int) -> bool:
 
 def test_wrap_starts_a_gateway_runs_the_command_and_stops_it(tmp_path: Path) -> None:
     port = free_port()
-    (tmp_path / "client.py").write_text(SCRIPT)
+    (tmp_path / "client.py").write_text(WRAPPED_CLIENT)
     result = vdm(tmp_path, "wrap", "--port", str(port), sys.executable, "client.py", "7")
     assert result.returncode == 7, result.stderr  # the child's exit code
     url = f"http://127.0.0.1:{port}"
@@ -70,18 +35,10 @@ def test_wrap_starts_a_gateway_runs_the_command_and_stops_it(tmp_path: Path) -> 
 
 
 def test_wrap_uses_a_running_gateway_and_leaves_it(tmp_path: Path) -> None:
-    (tmp_path / "client.py").write_text(SCRIPT)
+    (tmp_path / "client.py").write_text(WRAPPED_CLIENT)
     with run_gateway({"PROXY_API_KEY": "proxy-k"}, tmp_path) as gateway:
-        port = gateway.url.rsplit(":", 1)[1]
-        result = vdm(
-            tmp_path,
-            "wrap",
-            "--port",
-            port,
-            sys.executable,
-            "client.py",
-            "0",
-            PROXY_API_KEY="proxy-k",
+        result = wrap(
+            tmp_path, gateway.url, sys.executable, "client.py", "0", PROXY_API_KEY="proxy-k"
         )
         assert result.returncode == 0, result.stderr
         assert "wrapped hello" in result.stdout

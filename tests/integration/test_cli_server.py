@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_vdm
 from tests.support.gateway import clean_env, free_port
 
 
@@ -28,7 +29,6 @@ def vdm(
     home: Path, *args: str, timeout: float = 60, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
-        **clean_env(),
         "HOME": str(home / "home"),
         "XDG_CONFIG_HOME": str(home / "home/.config"),
         "XDG_STATE_HOME": str(home / "state"),
@@ -36,14 +36,7 @@ def vdm(
         "SHUTDOWN_TIMEOUT": "5",
         **extra,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "vdm", *args],
-        env=env,
-        cwd=home / "work",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_vdm(args, env, cwd=home / "work", timeout=timeout)
 
 
 def pid_of(home: Path) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.integration.test_cli_ops import vdm
+from tests.support.cli import vdm
 from tests.support.gateway import Gateway, clean_env, free_port, run_gateway
 
 MANAGEMENT = "mgmt-token-0123456789abcdef"

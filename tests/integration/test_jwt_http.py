@@ -4,7 +4,6 @@ with the same secret and the same revocation list (issue: control plane)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,8 @@ import jwt
 import openai
 import pytest
 
-from tests.support.gateway import Gateway, clean_env, run_gateway
+from tests.support.cli import run_vdm
+from tests.support.gateway import Gateway, run_gateway
 from tests.support.waiting import eventually
 
 SECRET = "s" * 48
@@ -23,20 +23,8 @@ ASK = [{"role": "user", "content": "hello"}]
 
 
 def vdm(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **clean_env(),
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "VDM_JWT_SECRET": SECRET,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "vdm", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "VDM_JWT_SECRET": SECRET}
+    return run_vdm(args, env)
 
 
 @pytest.fixture(scope="module")

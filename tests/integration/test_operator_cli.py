@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.integration.test_cli_ops import SCRIPT, vdm
+from tests.support.cli import WRAPPED_CLIENT, vdm, wrap
 from tests.support.gateway import run_gateway
 
 MANAGEMENT = "mgmt-token-0123456789abcdef"
@@ -42,34 +42,22 @@ def test_status_health_and_test_use_the_management_token(tmp_path: Path) -> None
 
 
 def test_wrap_tells_before_the_child_starts_when_no_token_is_set(tmp_path: Path) -> None:
-    (tmp_path / "client.py").write_text(SCRIPT)
+    (tmp_path / "client.py").write_text(WRAPPED_CLIENT)
     marker = tmp_path / "child-ran"
     with run_gateway({"MANAGEMENT_TOKEN": MANAGEMENT}, tmp_path) as gateway:
-        port = gateway.url.rsplit(":", 1)[1]
-        refused = vdm(
-            tmp_path,
-            "wrap",
-            "--port",
-            port,
-            sys.executable,
-            "-c",
-            f"open({str(marker)!r}, 'w')",
-        )
+        url = gateway.url
+        refused = wrap(tmp_path, url, sys.executable, "-c", f"open({str(marker)!r}, 'w')")
         assert refused.returncode == 2
         assert "requires a token" in refused.stderr and "Traceback" not in refused.stderr
         assert not marker.exists()
 
-        wrong = vdm(
-            tmp_path, "wrap", "--port", port, "--token", "sk-vdm-wrong", sys.executable, "-V"
-        )
+        wrong = wrap(tmp_path, url, "--token", "sk-vdm-wrong", sys.executable, "-V")
         assert wrong.returncode == 2 and "refused the token" in wrong.stderr
 
         # With the token, the child gets it as its credential, over a key of its own.
-        ok = vdm(
+        ok = wrap(
             tmp_path,
-            "wrap",
-            "--port",
-            port,
+            url,
             sys.executable,
             "client.py",
             "0",
@@ -81,14 +69,11 @@ def test_wrap_tells_before_the_child_starts_when_no_token_is_set(tmp_path: Path)
 
 
 def test_wrap_passes_the_proxy_key(tmp_path: Path) -> None:
-    (tmp_path / "client.py").write_text(SCRIPT)
+    (tmp_path / "client.py").write_text(WRAPPED_CLIENT)
     with run_gateway({"PROXY_API_KEY": "proxy-k"}, tmp_path) as gateway:
-        port = gateway.url.rsplit(":", 1)[1]
-        result = vdm(
+        result = wrap(
             tmp_path,
-            "wrap",
-            "--port",
-            port,
+            gateway.url,
             sys.executable,
             "client.py",
             "0",

@@ -4,13 +4,15 @@ exercised end to end through the SDKs and Claude Code in tests/integration)."""
 from __future__ import annotations
 
 import json
+from typing import get_args
 
+import msgspec
 import pytest
 
 from vdm import ir
 from vdm.errors import InvalidRequest
 from vdm.protocols import anthropic_door
-from vdm.protocols.sse import SSEParser
+from vdm.protocols.sse import SSEParser, frame
 
 _HI = [{"role": "user", "content": "hi"}]
 
@@ -95,3 +97,32 @@ def test_stream_events_follow_the_messages_grammar() -> None:
         "input": {},
     }
     assert frames[8][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+
+
+def test_every_ir_event_type_has_an_encoder() -> None:
+    """The encoder is a table keyed by event type: a new member of ir.Event
+    without its row would be a KeyError mid-stream."""
+    assert set(anthropic_door.EVENT_ENCODERS) == set(get_args(ir.Event))
+
+
+_AWKWARD = ['"quoted" \\ back', "line\nbreak\r\ttab \x00\x1f", "é ✓ 🙂 \u2028", "</script>", ""]
+
+
+@pytest.mark.parametrize("text", _AWKWARD)
+def test_a_delta_frame_is_the_json_a_dict_would_encode_to(text: str) -> None:
+    """The deltas are byte templates around one encoded string: the same bytes
+    as the dict they stand for, whatever the string holds."""
+    cases: list[tuple[ir.Event, dict[str, str]]] = [
+        (ir.TextDelta(7, text), {"type": "text_delta", "text": text}),
+        (ir.ToolInputDelta(7, text), {"type": "input_json_delta", "partial_json": text}),
+        (ir.ThinkingDelta(7, text), {"type": "thinking_delta", "thinking": text}),
+        (ir.SignatureDelta(7, text), {"type": "signature_delta", "signature": text}),
+    ]
+    for event, delta in cases:
+        body = {"type": "content_block_delta", "index": 7, "delta": delta}
+        assert anthropic_door.encode_event(event) == frame(
+            "content_block_delta", msgspec.json.encode(body)
+        )
+    assert anthropic_door.encode_event(ir.BlockStop(12345)) == frame(
+        "content_block_stop", b'{"type":"content_block_stop","index":12345}'
+    )

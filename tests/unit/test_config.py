@@ -72,6 +72,21 @@ def test_package_defaults(home: Path, cwd: Path) -> None:
     assert server.max_tokens_limit is None and server.proxy_api_key is None
 
 
+def test_timeouts_left_unset_follow_request_timeout(home: Path, cwd: Path) -> None:
+    def timeouts(settings: Settings) -> tuple[float, ...]:
+        server = settings.server
+        return (
+            server.connect_timeout,
+            server.first_byte_timeout,
+            server.idle_timeout,
+            settings.grpc.request_timeout,
+        )
+
+    assert timeouts(load(home, cwd, REQUEST_TIMEOUT="5")) == (5, 5, 5, 5)
+    assert timeouts(load(home, cwd, REQUEST_TIMEOUT="30")) == (10, 30, 30, 30)  # connect <= 10
+    assert timeouts(load(home, cwd, REQUEST_TIMEOUT="30", CONNECT_TIMEOUT="20"))[0] == 20
+
+
 def test_layers_user_then_local_then_env(home: Path, cwd: Path) -> None:
     user_toml(
         home,

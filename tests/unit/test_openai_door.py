@@ -168,3 +168,37 @@ def test_the_usage_chunk_comes_only_when_asked_for() -> None:
         "completion_tokens": 4,
         "total_tokens": 11,
     }
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            [{"type": "input_text", "text": "hi"}],
+            "'input_text' is not supported; use text, image_url",
+        ),
+        ([{"type": {"text": 1}, "text": "hi"}], r"\{'text': 1\} is not supported"),  # unhashable
+        ([{"type": "text", "text": 5}], r"messages.0.content.0.text: expected string"),
+        ([{"type": "file", "file": "x"}], r"messages.0.content.0.file: expected object"),
+        (["hi"], r"messages.0.content.0: expected object"),
+    ],
+)
+def test_content_parts_each_read_by_its_type_another_is_a_400(
+    content: object, message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        _decode(messages=[{"role": "user", "content": content}])
+
+
+def test_content_parts_of_every_supported_type() -> None:
+    content = [
+        {"type": "text", "text": "a"},
+        {"type": "refusal", "refusal": "no"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/i.png"}},
+    ]
+    (message,) = _decode(messages=[{"role": "user", "content": content}]).messages
+    assert message.content[:2] == [ir.TextPart("a"), ir.TextPart("no")]
+    assert isinstance(message.content[2], ir.ImagePart)
+    assert (
+        _decode(messages=[*_HI, {"role": "assistant", "content": None}]).messages[1].content == []
+    )

@@ -178,6 +178,11 @@ def test_reasoning_effort_is_a_thinking_budget(
             "not file_id",
         ),
         ({"input": [{"type": "function_call", "name": "f"}]}, "input.0.call_id"),
+        (
+            {"input": [{"role": "user", "content": [{"type": ["input_text"]}]}]},
+            r"input.0.content.0.type: content part \['input_text'\] is not supported; use input_text",
+        ),
+        ({"input": [{"role": "user", "content": None}]}, "input.0.content: expected string or"),
         ({"input": "x", "tools": [{"type": "function"}]}, "tools.0.name"),
         ({"input": "x", "tool_choice": 5}, "tool_choice"),
         ({"input": []}, "input: field required"),

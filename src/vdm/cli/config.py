@@ -313,6 +313,103 @@ def _check_before_writing(target: Path, toml: str, dotenv_text: str | None) -> S
     return settings
 
 
+@dataclasses.dataclass(frozen=True)
+class _SetupAnswers:
+    """What ``config setup`` asked for (flags, else answers, else defaults)."""
+
+    provider: str
+    builtin: dict[str, Any]  # the provider's built-in table ({} for another)
+    api_format: str
+    base_url: str
+    api_key: str
+    default: bool
+    host: str
+    port: int
+
+
+def _setup_answers(
+    provider: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    api_format: str | None,
+    default: bool | None,
+    host: str | None,
+    port: int | None,
+    interactive: bool,
+) -> _SetupAnswers:
+    """Each flag, else its prompt's answer, else its default; a format that is
+    none of vdm's, or no base URL or key where one is needed, is an error."""
+    name = str(_ask(provider, "Provider", "openai", interactive)).strip().lower()
+    builtin = _known_providers().get(name, {})
+    fmt = _ask(
+        api_format,
+        "API format (openai, anthropic, azure)",
+        builtin.get("api-format", "openai"),
+        interactive and not builtin,
+    )
+    if fmt not in API_FORMATS:
+        fail(f"--api-format must be one of {', '.join(API_FORMATS)}, got {fmt!r}")
+    url = _ask(base_url, "Base URL", builtin.get("base-url") or "", interactive)
+    if not url and not builtin.get("base-url"):
+        fail(f"provider '{name}' has no built-in base URL: pass --base-url")
+    key = _ask(api_key, f"API key for {name}", "", interactive, hide_input=True, show_default=False)
+    if not key:
+        fail(f"no API key for '{name}': pass --api-key (or answer the prompt)")
+    return _SetupAnswers(
+        provider=name,
+        builtin=builtin,
+        api_format=fmt,
+        base_url=url,
+        api_key=key,
+        default=_ask(default, f"Make {name} the default provider?", True, interactive),
+        host=_ask(host, "Host", "127.0.0.1", interactive),
+        port=int(_ask(port, "Port", 8082, interactive, type=int)),
+    )
+
+
+def _setup_toml(answers: _SetupAnswers, user: bool) -> str:
+    """The vdm.toml of ``answers``: only what differs from the built-in
+    provider's table; the key in it only for the user's file (--user)."""
+    name, builtin = answers.provider, answers.builtin
+    lines = ["# written by vdm config setup"]
+    if answers.default:
+        lines.append(f"default-provider = {_toml_string(name)}")
+    lines += [
+        "",
+        "[server]",
+        f"host = {_toml_string(answers.host)}",
+        f"port = {answers.port}",
+        "",
+        f"[providers.{name}]",
+    ]
+    if answers.base_url and answers.base_url != builtin.get("base-url"):
+        lines.append(f"base-url = {_toml_string(answers.base_url)}")
+    if answers.api_format != builtin.get("api-format", "openai"):
+        lines.append(f"api-format = {_toml_string(answers.api_format)}")
+    if user:
+        lines.append(f"api-key = {_toml_string(answers.api_key)}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_setup(target: Path, answers: _SetupAnswers, user: bool) -> Settings:
+    """Write ``target`` (and ./.env with the key, without --user) once the
+    configuration they make is checked valid; the files holding the key 0600."""
+    key = answers.api_key
+    files = {target: _setup_toml(answers, user)}
+    var = f"{answers.provider.upper()}_API_KEY"
+    dotenv = Path.cwd() / ".env"
+    if not user:
+        files[dotenv] = _dotenv_text(dotenv, var, key)
+    settings = _check_before_writing(target, files[target], files.get(dotenv))
+    written = []
+    for path, text in files.items():
+        secret = user or path == dotenv
+        _write_atomic(path, text, 0o600 if secret else None)
+        written.append(f"{path} ({var}, key {fingerprint(key)})" if path == dotenv else str(path))
+    console.print("wrote " + " and ".join(written), markup=False)
+    return settings
+
+
 @app.command("setup")
 def setup(
     provider: Annotated[
@@ -345,61 +442,15 @@ def setup(
 ) -> None:
     """Write vdm.toml (and .env with the key) from answers or flags."""
     interactive = not yes and sys.stdin.isatty()
-    known = _known_providers()
     target = user_config_path(os.environ) if user else Path.cwd() / "vdm.toml"
     if target.exists() and not force:
         fail(f"{target} exists; use --force to overwrite it")
-    name = str(_ask(provider, "Provider", "openai", interactive)).strip().lower()
-    builtin = known.get(name, {})
-    fmt = _ask(
-        api_format,
-        "API format (openai, anthropic, azure)",
-        builtin.get("api-format", "openai"),
-        interactive and not builtin,
+    answers = _setup_answers(
+        provider, api_key, base_url, api_format, default, host, port, interactive
     )
-    if fmt not in API_FORMATS:
-        fail(f"--api-format must be one of {', '.join(API_FORMATS)}, got {fmt!r}")
-    url = _ask(base_url, "Base URL", builtin.get("base-url") or "", interactive)
-    if not url and not builtin.get("base-url"):
-        fail(f"provider '{name}' has no built-in base URL: pass --base-url")
-    key = _ask(api_key, f"API key for {name}", "", interactive, hide_input=True, show_default=False)
-    if not key:
-        fail(f"no API key for '{name}': pass --api-key (or answer the prompt)")
-    make_default = _ask(default, f"Make {name} the default provider?", True, interactive)
-    bind = _ask(host, "Host", "127.0.0.1", interactive)
-    listen = int(_ask(port, "Port", 8082, interactive, type=int))
-
-    lines = ["# written by vdm config setup"]
-    if make_default:
-        lines.append(f"default-provider = {_toml_string(name)}")
-    lines += [
-        "",
-        "[server]",
-        f"host = {_toml_string(bind)}",
-        f"port = {listen}",
-        "",
-        f"[providers.{name}]",
-    ]
-    if url and url != builtin.get("base-url"):
-        lines.append(f"base-url = {_toml_string(url)}")
-    if fmt != builtin.get("api-format", "openai"):
-        lines.append(f"api-format = {_toml_string(fmt)}")
-    if user:
-        lines.append(f"api-key = {_toml_string(key)}")
-    files = {target: "\n".join(lines) + "\n"}
-    var = f"{name.upper()}_API_KEY"
-    dotenv = Path.cwd() / ".env"
-    if not user:
-        files[dotenv] = _dotenv_text(dotenv, var, key)
-    settings = _check_before_writing(target, files[target], files.get(dotenv))
-    written = []
-    for path, text in files.items():
-        secret = user or path == dotenv
-        _write_atomic(path, text, 0o600 if secret else None)
-        written.append(f"{path} ({var}, key {fingerprint(key)})" if path == dotenv else str(path))
-    console.print("wrote " + " and ".join(written), markup=False)
+    settings = _write_setup(target, answers, user)
     console.print(
         f"configuration is valid: default provider {settings.default_provider}, "
-        f"listening on http://{bind}:{listen}",
+        f"listening on http://{answers.host}:{answers.port}",
         markup=False,
     )

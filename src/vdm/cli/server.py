@@ -225,15 +225,44 @@ def start(
     grpc = _grpc_address(settings, host)
     _preflight(settings)
     if daemon:
-        pid_file = pid_file or process.default_pid_file()
-        _claim(pid_file, host, port, grpc)
-        for warning in warnings(settings):
-            errors.print(f"[yellow]warning:[/] {escape(warning)}")
-        run = process.RunInfo(0, host, port, workers, None, 0.0, settings.grpc.port, systemd)
-        _daemonize(run, pid_file, log_file or process.default_log_file(), grpc)
+        _start_daemon(settings, host, port, grpc, pid_file, log_file, workers, systemd)
         return
     _claim(pid_file, host, port, grpc)
+    _serve(settings, host, port, pid_file, reload=reload, workers=workers, systemd=systemd)
 
+
+def _start_daemon(
+    settings: Settings,
+    host: str,
+    port: int,
+    grpc: tuple[str, int] | None,
+    pid_file: Path | None,
+    log_file: Path | None,
+    workers: int,
+    systemd: bool,
+) -> None:
+    """``start --daemon``: claim the pid file and port, warn here (the child's
+    output goes to its log), start the detached child and wait for it."""
+    pid_file = pid_file or process.default_pid_file()
+    _claim(pid_file, host, port, grpc)
+    for warning in warnings(settings):
+        errors.print(f"[yellow]warning:[/] {escape(warning)}")
+    run = process.RunInfo(0, host, port, workers, None, 0.0, settings.grpc.port, systemd)
+    _daemonize(run, pid_file, log_file or process.default_log_file(), grpc)
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    pid_file: Path | None,
+    *,
+    reload: bool,
+    workers: int,
+    systemd: bool,
+) -> None:
+    """Serve in this process until stopped: logging configured, the pid file
+    written (and removed at the end), the summary printed once serving."""
     from vdm.logs import configure
     from vdm.server.runner import serve
 

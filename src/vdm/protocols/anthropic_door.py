@@ -12,7 +12,7 @@ for others).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
@@ -450,104 +450,55 @@ def encode_response(response: ir.ChatResponse) -> bytes:
 
 
 # ---------------------------------------------------------------- stream encoding
+#
+# One small encoder per IR event type, found by the event's type in one table
+# (a dict lookup, where a ``match`` tries the cases in turn).  The frames sent
+# many times per stream (the deltas, a block's stop) are byte templates around
+# the one value that changes, the same bytes msgspec writes for the dict; the
+# frames sent once per stream build their dict.  The table covers every member
+# of :data:`vdm.ir.Event` (tests/unit/test_anthropic_door.py checks it).
 
 _PING = frame("ping", b'{"type":"ping"}')
 _MESSAGE_STOP = frame("message_stop", b'{"type":"message_stop"}')
+_BLOCK_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
 
 
-def encode_event(event: ir.Event) -> bytes:
-    """One IR stream event -> one Anthropic SSE frame."""
-    match event:
-        case ir.TextDelta(index=i, text=text):
-            return frame(
-                "content_block_delta",
-                _encode(
-                    {
-                        "type": "content_block_delta",
-                        "index": i,
-                        "delta": {"type": "text_delta", "text": text},
-                    }
-                ),
-            )
-        case ir.ToolInputDelta(index=i, partial_json=pj):
-            return frame(
-                "content_block_delta",
-                _encode(
-                    {
-                        "type": "content_block_delta",
-                        "index": i,
-                        "delta": {"type": "input_json_delta", "partial_json": pj},
-                    }
-                ),
-            )
-        case ir.ThinkingDelta(index=i, thinking=thinking):
-            return frame(
-                "content_block_delta",
-                _encode(
-                    {
-                        "type": "content_block_delta",
-                        "index": i,
-                        "delta": {"type": "thinking_delta", "thinking": thinking},
-                    }
-                ),
-            )
-        case ir.SignatureDelta(index=i, signature=sig):
-            return frame(
-                "content_block_delta",
-                _encode(
-                    {
-                        "type": "content_block_delta",
-                        "index": i,
-                        "delta": {"type": "signature_delta", "signature": sig},
-                    }
-                ),
-            )
-        case ir.TextStart(index=i):
-            return _block_start(i, {"type": "text", "text": ""})
-        case ir.ToolUseStart(index=i, id=id_, name=name):
-            return _block_start(i, {"type": "tool_use", "id": id_, "name": name, "input": {}})
-        case ir.ThinkingStart(index=i):
-            return _block_start(i, {"type": "thinking", "thinking": "", "signature": ""})
-        case ir.RedactedThinkingStart(index=i, data=data):
-            return _block_start(i, {"type": "redacted_thinking", "data": data})
-        case ir.BlockStop(index=i):
-            return frame("content_block_stop", _encode({"type": "content_block_stop", "index": i}))
-        case ir.MessageStart(id=id_, model=model, usage=usage):
-            return frame(
-                "message_start",
-                _encode(
-                    {
-                        "type": "message_start",
-                        "message": {
-                            "id": id_,
-                            "type": "message",
-                            "role": "assistant",
-                            "model": model,
-                            "content": [],
-                            "stop_reason": None,
-                            "stop_sequence": None,
-                            "usage": _usage_dict(usage),
-                        },
-                    }
-                ),
-            )
-        case ir.MessageDelta(stop_reason=reason, usage=usage, stop_sequence=seq):
-            return frame(
-                "message_delta",
-                _encode(
-                    {
-                        "type": "message_delta",
-                        "delta": {"stop_reason": reason, "stop_sequence": seq},
-                        "usage": _usage_dict(usage),
-                    }
-                ),
-            )
-        case ir.MessageStop():
-            return _MESSAGE_STOP
-        case ir.Ping():
-            return _PING
-        case _:
-            assert_never(event)
+def _text_delta(event: ir.TextDelta) -> bytes:
+    return b'%b%d,"delta":{"type":"text_delta","text":%b}}\n\n' % (
+        _BLOCK_DELTA,
+        event.index,
+        _encode(event.text),
+    )
+
+
+def _tool_input_delta(event: ir.ToolInputDelta) -> bytes:
+    return b'%b%d,"delta":{"type":"input_json_delta","partial_json":%b}}\n\n' % (
+        _BLOCK_DELTA,
+        event.index,
+        _encode(event.partial_json),
+    )
+
+
+def _thinking_delta(event: ir.ThinkingDelta) -> bytes:
+    return b'%b%d,"delta":{"type":"thinking_delta","thinking":%b}}\n\n' % (
+        _BLOCK_DELTA,
+        event.index,
+        _encode(event.thinking),
+    )
+
+
+def _signature_delta(event: ir.SignatureDelta) -> bytes:
+    return b'%b%d,"delta":{"type":"signature_delta","signature":%b}}\n\n' % (
+        _BLOCK_DELTA,
+        event.index,
+        _encode(event.signature),
+    )
+
+
+def _block_stop(event: ir.BlockStop) -> bytes:
+    return b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n' % (
+        event.index
+    )
 
 
 def _block_start(index: int, block: dict[str, Any]) -> bytes:
@@ -555,6 +506,77 @@ def _block_start(index: int, block: dict[str, Any]) -> bytes:
         "content_block_start",
         _encode({"type": "content_block_start", "index": index, "content_block": block}),
     )
+
+
+def _text_start(event: ir.TextStart) -> bytes:
+    return _block_start(event.index, {"type": "text", "text": ""})
+
+
+def _tool_use_start(event: ir.ToolUseStart) -> bytes:
+    block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
+    return _block_start(event.index, block)
+
+
+def _thinking_start(event: ir.ThinkingStart) -> bytes:
+    return _block_start(event.index, {"type": "thinking", "thinking": "", "signature": ""})
+
+
+def _redacted_thinking_start(event: ir.RedactedThinkingStart) -> bytes:
+    return _block_start(event.index, {"type": "redacted_thinking", "data": event.data})
+
+
+def _message_start(event: ir.MessageStart) -> bytes:
+    message: dict[str, Any] = {
+        "id": event.id,
+        "type": "message",
+        "role": "assistant",
+        "model": event.model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _usage_dict(event.usage),
+    }
+    return frame("message_start", _encode({"type": "message_start", "message": message}))
+
+
+def _message_delta(event: ir.MessageDelta) -> bytes:
+    body = {
+        "type": "message_delta",
+        "delta": {"stop_reason": event.stop_reason, "stop_sequence": event.stop_sequence},
+        "usage": _usage_dict(event.usage),
+    }
+    return frame("message_delta", _encode(body))
+
+
+def _message_stop(event: ir.MessageStop) -> bytes:
+    return _MESSAGE_STOP
+
+
+def _ping(event: ir.Ping) -> bytes:
+    return _PING
+
+
+EVENT_ENCODERS: dict[type[ir.Event], Callable[[Any], bytes]] = {
+    ir.TextDelta: _text_delta,
+    ir.ToolInputDelta: _tool_input_delta,
+    ir.ThinkingDelta: _thinking_delta,
+    ir.SignatureDelta: _signature_delta,
+    ir.BlockStop: _block_stop,
+    ir.TextStart: _text_start,
+    ir.ToolUseStart: _tool_use_start,
+    ir.ThinkingStart: _thinking_start,
+    ir.RedactedThinkingStart: _redacted_thinking_start,
+    ir.MessageStart: _message_start,
+    ir.MessageDelta: _message_delta,
+    ir.MessageStop: _message_stop,
+    ir.Ping: _ping,
+}
+_encoder_of = EVENT_ENCODERS.__getitem__
+
+
+def encode_event(event: ir.Event) -> bytes:
+    """One IR stream event -> one Anthropic SSE frame."""
+    return _encoder_of(type(event))(event)
 
 
 # ---------------------------------------------------------------- errors

@@ -23,6 +23,7 @@ import msgspec
 from vdm import ir
 from vdm.errors import InvalidRequest, UpstreamProtocolError
 from vdm.ids import new_message_id, tool_use_id
+from vdm.protocols import outcome
 from vdm.protocols.sse import last_frame
 from vdm.protocols.structured import anthropic_schema
 
@@ -41,16 +42,6 @@ _EFFORT_TO_ANTHROPIC: dict[str, str] = {
     "medium": "medium",
     "high": "high",
     "max": "max",
-}
-
-_STOP_REASONS: dict[str, ir.StopReason] = {
-    "end_turn": "end_turn",
-    "max_tokens": "max_tokens",
-    "stop_sequence": "stop_sequence",
-    "tool_use": "tool_use",
-    "refusal": "refusal",
-    "pause_turn": "pause_turn",
-    "model_context_window_exceeded": "max_tokens",
 }
 
 
@@ -252,7 +243,7 @@ def _encode_thinking(thinking: ir.Thinking, max_tokens: int) -> dict[str, Any]:
 def _stop_reason(value: Any) -> ir.StopReason | None:
     if not isinstance(value, str):
         return None
-    return _STOP_REASONS.get(value, "end_turn")
+    return outcome.ANTHROPIC_STOP_REASONS.get(value, "end_turn")
 
 
 class EventDecoder:

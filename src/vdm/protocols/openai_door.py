@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, assert_never
 
 import msgspec
@@ -24,7 +24,7 @@ import msgspec
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
-from vdm.protocols import fields
+from vdm.protocols import fields, outcome
 from vdm.protocols.fields import decode_json_object
 from vdm.protocols.sse import frame
 
@@ -35,15 +35,6 @@ _encode = msgspec.json.Encoder().encode
 
 # reasoning_effort -> thinking budget for upstreams that take budgets.
 EFFORT_BUDGET = {"low": 2048, "medium": 8192, "high": 24576}
-_FINISH_REASON_MAP: dict[str | None, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    None: "stop",
-}
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
     "authentication": "authentication_error",
@@ -186,10 +177,23 @@ def _decode_message(
         )
 
 
-def _content(content: Any, path: str) -> list[ir.ResultPart]:
+PartReader = Callable[[dict[str, Any], str], ir.ResultPart]
+
+
+def content_parts(
+    content: Any,
+    path: str,
+    readers: Mapping[str, PartReader],
+    supported: str,
+    *,
+    none_is_empty: bool = False,
+) -> list[ir.ResultPart]:
+    """A message's ``content``, the Chat and Responses doors alike: a string is
+    one text part; an array, each part read by the reader its ``type`` names
+    (another type is a 400 that lists the ``supported`` ones)."""
     if isinstance(content, str):
         return [ir.TextPart(content)]
-    if content is None:
+    if content is None and none_is_empty:
         return []
     if not isinstance(content, list):
         raise _fail(f"{path}.content", "string or array of content parts", content)
@@ -199,25 +203,47 @@ def _content(content: Any, path: str) -> list[ir.ResultPart]:
         if not isinstance(part, dict):
             raise _fail(where, "object", part)
         kind = part.get("type")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise _fail(f"{where}.text", "string", text)
-            parts.append(ir.TextPart(text))
-        elif kind == "image_url":
-            parts.append(image_part(part.get("image_url"), where))
-        elif kind == "refusal":
-            parts.append(ir.TextPart(str(part.get("refusal", ""))))
-        elif kind == "file":
-            file = part.get("file")
-            if not isinstance(file, dict):
-                raise _fail(f"{where}.file", "object", file)
-            parts.append(document_part(file, f"{where}.file"))
-        else:
+        reader = readers.get(kind) if isinstance(kind, str) else None
+        if reader is None:
             raise InvalidRequest(
-                f"{where}.type: content part {kind!r} is not supported; use text, image_url or file"
+                f"{where}.type: content part {kind!r} is not supported; use {supported}"
             )
+        parts.append(reader(part, where))
     return parts
+
+
+def text_part(part: dict[str, Any], where: str) -> ir.TextPart:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise _fail(f"{where}.text", "string", text)
+    return ir.TextPart(text)
+
+
+def refusal_part(part: dict[str, Any], where: str) -> ir.TextPart:
+    return ir.TextPart(str(part.get("refusal", "")))
+
+
+def _image_url_part(part: dict[str, Any], where: str) -> ir.ImagePart:
+    return image_part(part.get("image_url"), where)
+
+
+def _file_part(part: dict[str, Any], where: str) -> ir.DocumentPart:
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise _fail(f"{where}.file", "object", file)
+    return document_part(file, f"{where}.file")
+
+
+_CHAT_PARTS: dict[str, PartReader] = {
+    "text": text_part,
+    "image_url": _image_url_part,
+    "refusal": refusal_part,
+    "file": _file_part,
+}
+
+
+def _content(content: Any, path: str) -> list[ir.ResultPart]:
+    return content_parts(content, path, _CHAT_PARTS, "text, image_url or file", none_is_empty=True)
 
 
 def document_part(
@@ -395,8 +421,7 @@ def new_completion_id() -> str:
 
 
 def usage_dict(usage: ir.Usage) -> dict[str, Any]:
-    cached = usage.cache_read_input_tokens or 0
-    prompt = usage.input_tokens + cached + (usage.cache_creation_input_tokens or 0)
+    prompt, cached = outcome.prompt_tokens(usage)
     out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": usage.output_tokens,
@@ -410,7 +435,7 @@ def usage_dict(usage: ir.Usage) -> dict[str, Any]:
 
 
 def finish_reason(stop_reason: str | None) -> str:
-    return _FINISH_REASON_MAP.get(stop_reason, "stop")
+    return outcome.FINISH_REASONS.get(stop_reason, "stop")
 
 
 def encode_response(response: ir.ChatResponse, model: str) -> bytes:

@@ -44,19 +44,12 @@ import msgspec
 
 from vdm import ir
 from vdm.ids import new_message_id, tool_use_id, upstream_tool_id
+from vdm.protocols import outcome
 from vdm.protocols.sse import last_frame
 from vdm.protocols.structured import openai_response_format
 
 _encode = msgspec.json.Encoder().encode
 _json_decoder = msgspec.json.Decoder()
-
-FINISH_REASON_MAP: dict[str, ir.StopReason] = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
 
 # A tool call's provider extras (Gemini's thought signatures), kept verbatim
 # in ``provider_details`` under the same name.
@@ -277,31 +270,17 @@ def usage_from_openai(usage: Any) -> ir.Usage:
     """OpenAI usage -> IR usage, Anthropic semantics (cached reads apart)."""
     if not isinstance(usage, dict):
         return ir.Usage()
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
-    details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return ir.Usage(
-        input_tokens=max(prompt - cached, 0),
-        output_tokens=completion,
-        cache_read_input_tokens=cached if cached else None,
-        reasoning_tokens=reasoning_tokens(usage.get("completion_tokens_details")),
+    return outcome.usage_from_prompt(
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        outcome.detail(usage.get("prompt_tokens_details"), "cached_tokens"),
+        outcome.detail(usage.get("completion_tokens_details"), "reasoning_tokens"),
     )
 
 
-def reasoning_tokens(details: Any) -> int | None:
-    """``reasoning_tokens`` of an OpenAI usage's output details, if reported."""
-    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def stop_reason(finish_reason: Any, saw_tool_call: bool) -> ir.StopReason:
-    if isinstance(finish_reason, str) and finish_reason in FINISH_REASON_MAP:
-        reason = FINISH_REASON_MAP[finish_reason]
+    if isinstance(finish_reason, str) and finish_reason in outcome.STOP_REASONS_OF_FINISH:
+        reason = outcome.STOP_REASONS_OF_FINISH[finish_reason]
         # Some upstreams say "stop" after tool calls.
         if reason == "end_turn" and saw_tool_call:
             return "tool_use"

@@ -45,7 +45,7 @@ import msgspec
 from vdm import ir
 from vdm.errors import GatewayError, InvalidRequest
 from vdm.ids import hex_id
-from vdm.protocols import fields, openai_door
+from vdm.protocols import fields, openai_door, outcome
 from vdm.protocols.sse import frame
 
 _encode = msgspec.json.Encoder().encode
@@ -65,8 +65,6 @@ _STATEFUL = {
     "prompt": "prompt: stored prompt templates are not supported by this gateway; "
     "send 'instructions' and 'input'",
 }
-# Stop reasons that leave a response incomplete, and why (Responses' words).
-_INCOMPLETE = {"max_tokens": "max_output_tokens", "refusal": "content_filter"}
 # An error's kind -> the ``code`` of a failed response (``response.failed``).
 _FAILED_CODES = {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt"}
 
@@ -251,39 +249,34 @@ def _decode_message(
         )
 
 
+def _input_image(part: dict[str, Any], where: str) -> ir.ImagePart:
+    if part.get("image_url") is None:
+        raise InvalidRequest(
+            f"{where}: only images given by image_url (an http(s) or "
+            "base64 data: URL) are supported, not file_id"
+        )
+    return openai_door.image_part(part.get("image_url"), where)
+
+
+def _input_file(part: dict[str, Any], where: str) -> ir.DocumentPart:
+    return openai_door.document_part(part, where, url_key="file_url")
+
+
+_PARTS: dict[str, openai_door.PartReader] = {
+    "input_text": openai_door.text_part,
+    "output_text": openai_door.text_part,
+    "text": openai_door.text_part,
+    "summary_text": openai_door.text_part,
+    "refusal": openai_door.refusal_part,
+    "input_image": _input_image,
+    "input_file": _input_file,
+}
+
+
 def _content(content: Any, path: str) -> list[ir.ResultPart]:
-    if isinstance(content, str):
-        return [ir.TextPart(content)]
-    if not isinstance(content, list):
-        raise _fail(f"{path}.content", "string or array of content parts", content)
-    parts: list[ir.ResultPart] = []
-    for i, part in enumerate(content):
-        where = f"{path}.content.{i}"
-        if not isinstance(part, dict):
-            raise _fail(where, "object", part)
-        kind = part.get("type")
-        if kind in ("input_text", "output_text", "text", "summary_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise _fail(f"{where}.text", "string", text)
-            parts.append(ir.TextPart(text))
-        elif kind == "refusal":
-            parts.append(ir.TextPart(str(part.get("refusal", ""))))
-        elif kind == "input_image":
-            if part.get("image_url") is None:
-                raise InvalidRequest(
-                    f"{where}: only images given by image_url (an http(s) or "
-                    "base64 data: URL) are supported, not file_id"
-                )
-            parts.append(openai_door.image_part(part.get("image_url"), where))
-        elif kind == "input_file":
-            parts.append(openai_door.document_part(part, where, url_key="file_url"))
-        else:
-            raise InvalidRequest(
-                f"{where}.type: content part {kind!r} is not supported; "
-                "use input_text, output_text, input_image or input_file"
-            )
-    return parts
+    return openai_door.content_parts(
+        content, path, _PARTS, "input_text, output_text, input_image or input_file"
+    )
 
 
 def _function_call(item: dict[str, Any], path: str) -> ir.ToolUsePart:
@@ -508,8 +501,7 @@ def output_items(content: list[ir.Part], response_id: str) -> Iterator[dict[str,
 
 
 def usage_dict(usage: ir.Usage) -> dict[str, Any]:
-    cached = usage.cache_read_input_tokens or 0
-    prompt = usage.input_tokens + cached + (usage.cache_creation_input_tokens or 0)
+    prompt, cached = outcome.prompt_tokens(usage)
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached},
@@ -529,7 +521,7 @@ def envelope(
     stop_reason: str | None = None,
 ) -> dict[str, Any]:
     """The response object around its output: in progress, finished or failed."""
-    reason = _INCOMPLETE.get(stop_reason or "")
+    reason = outcome.INCOMPLETE_REASONS.get(stop_reason or "")
     if reason is not None and status == "completed":
         status = "incomplete"
     return {

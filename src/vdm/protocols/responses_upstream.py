@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from vdm import ir
-from vdm.protocols.openai_upstream import reasoning_tokens
+from vdm.protocols import outcome
 from vdm.protocols.sse import last_frame
 
 _decoder = msgspec.json.Decoder()
@@ -32,16 +32,11 @@ class ResponsesAnswer(msgspec.Struct):
 def usage_from_responses(usage: Any) -> ir.Usage | None:
     if not isinstance(usage, dict):
         return None
-    details = usage.get("input_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    cached = cached if isinstance(cached, int) else 0
-    total = usage.get("input_tokens")
-    output = usage.get("output_tokens")
-    return ir.Usage(
-        input_tokens=max((total if isinstance(total, int) else 0) - cached, 0),
-        output_tokens=output if isinstance(output, int) else 0,
-        cache_read_input_tokens=cached or None,
-        reasoning_tokens=reasoning_tokens(usage.get("output_tokens_details")),
+    return outcome.usage_from_prompt(
+        usage.get("input_tokens"),
+        usage.get("output_tokens"),
+        outcome.detail(usage.get("input_tokens_details"), "cached_tokens"),
+        outcome.detail(usage.get("output_tokens_details"), "reasoning_tokens"),
     )
 
 

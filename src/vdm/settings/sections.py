@@ -8,6 +8,7 @@ variable.  ``[tenants]`` and ``[cache]`` are declared beside their code
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from vdm.settings.kinds import (
     Url,
 )
 from vdm.settings.provider import UPSTREAM_CONNECTIONS
-from vdm.settings.spec import setting
+from vdm.settings.spec import Derive, setting
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("console", "json")
@@ -93,19 +94,16 @@ def jwt_secret(secret: str, where: str, problems: list[str]) -> str | None:
     return secret
 
 
-def _up_to_request_timeout(limit: float) -> Any:
+def _request_timeout(*, section: str | None = None, at_most: float = math.inf) -> Derive:
+    """The default of a timeout that follows ``request-timeout``: its own
+    section's, or ``section``'s (loaded before it), at most ``at_most``."""
+
     def derive(values: Mapping[str, Any], context: Mapping[str, Any]) -> float:
-        return min(values["request_timeout"], limit)
+        if section is None:
+            return min(float(values["request_timeout"]), at_most)
+        return min(float(context[section].request_timeout), at_most)
 
     return derive
-
-
-def _request_timeout(values: Mapping[str, Any], context: Mapping[str, Any]) -> float:
-    return float(values["request_timeout"])
-
-
-def _server_request_timeout(values: Mapping[str, Any], context: Mapping[str, Any]) -> float:
-    return float(context["server"].request_timeout)
 
 
 _SECONDS = Seconds()
@@ -180,7 +178,7 @@ class ServerSettings:
         10.0,
         _SECONDS,
         "Seconds to connect to an upstream ([Timeouts](routing.md#timeouts)).",
-        derive=_up_to_request_timeout(10.0),
+        derive=_request_timeout(at_most=10.0),
         default_text="request-timeout, at most 10",
         example=3.0,
     )
@@ -188,7 +186,7 @@ class ServerSettings:
         90.0,
         _SECONDS,
         "Seconds from the upstream call to its first byte ([Timeouts](routing.md#timeouts)).",
-        derive=_request_timeout,
+        derive=_request_timeout(),
         default_text="request-timeout",
         example=45.0,
     )
@@ -196,7 +194,7 @@ class ServerSettings:
         90.0,
         _SECONDS,
         "Seconds an upstream stream may stay silent ([Timeouts](routing.md#timeouts)).",
-        derive=_request_timeout,
+        derive=_request_timeout(),
         default_text="request-timeout",
         example=45.0,
     )
@@ -473,7 +471,7 @@ class GrpcSettings:
         90.0,
         _SECONDS,
         "Seconds for a whole Execute / StreamExecute.",
-        derive=_server_request_timeout,
+        derive=_request_timeout(section="server"),
         default_text="server.request-timeout",
         example=30.0,
     )
