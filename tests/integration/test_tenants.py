@@ -456,11 +456,13 @@ def test_the_passthrough_holds_a_token_to_its_models_and_providers(
     ):
         r = httpx.post(gw.url + path, json=body, headers=bearer)
         assert r.status_code == 403 and "does not name" in r.text, (path, r.text)
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key=narrow, max_retries=0) as client:
-        with pytest.raises(openai.PermissionDeniedError):
-            client.batches.create(
-                input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h"
-            )
+    with (
+        openai.OpenAI(base_url=gw.url + "/v1", api_key=narrow, max_retries=0) as client,
+        pytest.raises(openai.PermissionDeniedError),
+    ):
+        client.batches.create(
+            input_file_id="file-1", endpoint="/v1/chat/completions", completion_window="24h"
+        )
     assert fake_openai.requests == []
     named = httpx.post(
         gw.url + "/v1/threads/thread-1/runs",
