@@ -49,7 +49,7 @@ from prometheus_client.core import (
 
 from vdm.errors import GatewayError
 from vdm.events import KINDS, REQUEST_FINISHED
-from vdm.totals import MAX_ROUTES, OTHER, Finished
+from vdm.totals import MAX_ROUTES, NANO, OTHER, Finished
 
 if TYPE_CHECKING:
     from vdm import ir
@@ -158,6 +158,7 @@ class RouteStats:
         "input_tokens",
         "output_tokens",
         "requests",
+        "spend",
         "statuses",
         "total",
         "ttft",
@@ -172,6 +173,7 @@ class RouteStats:
         self.output_tokens = 0
         self.cached_tokens = 0
         self.cache_hits = 0  # answered from the response cache
+        self.spend = 0.0  # USD, of the requests that had a price (vdm.pricing)
         self.total = Histogram()
         self.ttft = Histogram()
         self.upstream = Histogram()
@@ -239,8 +241,10 @@ class Metrics:
         *,
         cache_hit: bool = False,
         request_id: str = "",
+        cost: float | None = None,
     ) -> None:
-        """A request that reached a provider ended (streamed ones when the stream ends)."""
+        """A request that reached a provider ended (streamed ones when the stream ends);
+        ``cost``: USD, None when unpriced."""
         model = self.model_label(provider, model)
         stats = self._route(door, provider, model)
         if cache_hit:
@@ -258,6 +262,8 @@ class Metrics:
             stats.cached_tokens += usage.cache_read_input_tokens or 0
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
+        if cost is not None:
+            stats.spend += cost
         if self.bus is not None:
             self.bus.publish(
                 REQUEST_FINISHED,
@@ -270,6 +276,7 @@ class Metrics:
                     usage.input_tokens or 0 if usage else 0,
                     usage.output_tokens or 0 if usage else 0,
                     usage.cache_read_input_tokens or 0 if usage else 0,
+                    round(cost * NANO) if cost is not None else 0,
                 ),
             )
         self.recent.append(
@@ -355,6 +362,11 @@ class Metrics:
                 ),
             )
         }
+        spend = CounterMetricFamily(
+            "vdm_spend_usd",
+            "Spend in US dollars of the requests with a known price (vdm.pricing)",
+            labels=_ROUTE_LABELS,
+        )
         cache_hits = CounterMetricFamily(
             "vdm_cache_hits", "Requests answered from the response cache", labels=_ROUTE_LABELS
         )
@@ -372,6 +384,7 @@ class Metrics:
                 tokens.add_metric([*labels, "input"], s.input_tokens)
                 tokens.add_metric([*labels, "output"], s.output_tokens)
                 tokens.add_metric([*labels, "cached"], s.cached_tokens)
+                spend.add_metric(labels, s.spend)
             for name, hist in (
                 ("request_duration", s.total),
                 ("time_to_first_token", s.ttft),
@@ -399,6 +412,7 @@ class Metrics:
         yield requests
         yield errors
         yield tokens
+        yield spend
         yield cache_hits
         yield from hists.values()
         yield retries

@@ -69,6 +69,7 @@ class Route(msgspec.Struct, array_like=True):
     output_tokens: int
     cached_tokens: int
     cache_hits: int
+    spend: float = 0.0  # USD
 
 
 # One entry of Metrics.recent (vdm.metrics.Recent), typed for decoding.
@@ -126,6 +127,7 @@ def snapshot(metrics: Metrics, *, ring: bool = True) -> Snapshot:
             s.output_tokens,
             s.cached_tokens,
             s.cache_hits,
+            s.spend,
         )
         for (door, provider, model), s in list(metrics.routes.items())
     ]
@@ -168,6 +170,7 @@ def figures(own: Metrics, others: Iterable[Snapshot], alive: set[int]) -> Figure
             stats.output_tokens += r.output_tokens
             stats.cached_tokens += r.cached_tokens
             stats.cache_hits += r.cache_hits
+            stats.spend += r.spend
         out.recent.extend(snap.recent)
         for provider, status, n in snap.cooldowns:
             out.cooldowns[provider, status] = out.cooldowns.get((provider, status), 0) + n
@@ -185,6 +188,7 @@ def _copy(stats: RouteStats) -> RouteStats:
     out.output_tokens = stats.output_tokens
     out.cached_tokens = stats.cached_tokens
     out.cache_hits = stats.cache_hits
+    out.spend = stats.spend
     return out
 
 

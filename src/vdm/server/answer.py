@@ -113,6 +113,8 @@ async def answer(
                         await send_error(send, ShuttingDown(), request_id, door)
                 raise
             reply.headers.update(id_headers(request_id))
+            if reply.stream is None:
+                account.cost_header(reply, reply.headers)
             upstream_end = time.perf_counter()  # (a stream's: when it ends, below)
             if await _send(app, send, reply, door, account.answered(reply)):
                 upstream_end = time.perf_counter()

@@ -452,7 +452,9 @@ class TokenRegistry:
 
     # ------------------------------------------------------------ usage
 
-    async def record_usage(self, principal: Principal, usage: Usage | None) -> None:
+    async def record_usage(
+        self, principal: Principal, usage: Usage | None, cost: float | None = None
+    ) -> None:
         """Tokens a finished request used, for its token's TPM window: callers
         await this before the answer's last byte (with Redis, one round trip,
         for tokens with a TPM limit only)."""
