@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -20,11 +21,12 @@ from tests.support.fakes import (
     anthropic_message,
     anthropic_stream_of,
     completion,
+    stream_of,
 )
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.waiting import eventually
 
-ASK = [{"role": "user", "content": "hi"}]
+ASK: Any = [{"role": "user", "content": "hi"}]
 # gpt-4o: $2.50 input, $1.25 cached input, $10 output per million tokens.
 USAGE = {
     "prompt_tokens": 1000,
@@ -151,3 +153,71 @@ def test_the_metric_has_bounded_labels(priced: Gateway) -> None:
     for line in text.splitlines():
         if line.startswith("vdm_spend_usd_total{"):
             assert set(re.findall(r"(\w+)=", line.split("}")[0])) == {"door", "provider", "model"}
+
+
+# ---------------------------------------------------------------- usage for every stream
+
+
+def tokens(gw: Gateway, provider: str, kind: str) -> float:
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vdm_tokens_total{")
+        and f'provider="{provider}"' in line
+        and f'type="{kind}"' in line
+    )
+
+
+def test_a_stream_without_include_usage_is_counted_and_the_client_sees_no_usage_chunk(
+    priced: Gateway, fake_openai: FakeUpstream
+) -> None:
+    body = completion("Hello there!", usage=USAGE, model="gpt-4o")
+    fake_openai.reply(SSEReply(stream_of(body)))
+    before_out = tokens(priced, "openai", "output")
+    before_spend = spend(priced, "openai")
+    with sdk(priced) as client:
+        chunks = list(client.chat.completions.create(model="gpt-4o", messages=ASK, stream=True))
+    asked = fake_openai.last.json
+    assert asked["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello there!"
+    assert all(c.usage is None and c.choices for c in chunks)
+    after_out = eventually(lambda: tokens(priced, "openai", "output"), lambda v: v > before_out)
+    assert after_out == before_out + 500
+    assert spend(priced, "openai") == pytest.approx(before_spend + GPT_4O_COST)
+
+
+def test_raw_http_without_stream_options_gets_no_usage_bytes(
+    priced: Gateway, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reply(SSEReply(stream_of(completion("Hi", usage=USAGE, model="gpt-4o"))))
+    before = tokens(priced, "openai", "input")
+    with httpx.stream(
+        "POST",
+        priced.url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": ASK, "stream": True, "stream_options": {}},
+        timeout=30,
+    ) as response:
+        raw = b"".join(response.iter_bytes())
+    assert response.status_code == 200
+    assert b'"usage":{' not in raw.replace(b" ", b"") and raw.rstrip().endswith(b"[DONE]")
+    assert fake_openai.last.json["stream_options"] == {"include_usage": True}
+    after = eventually(lambda: tokens(priced, "openai", "input"), lambda v: v > before)
+    assert after == before + 800
+
+
+def test_a_client_that_asks_for_usage_still_gets_it(
+    priced: Gateway, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reply(SSEReply(stream_of(completion("Hi", usage=USAGE, model="gpt-4o"))))
+    with sdk(priced) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=ASK,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    usage = [c.usage for c in chunks if c.usage is not None]
+    assert len(usage) == 1 and usage[0].completion_tokens == 500

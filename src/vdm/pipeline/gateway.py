@@ -222,7 +222,7 @@ class Gateway:
                 up = Upstream(body, parsed, route.model, ctx, stream, self._max_tokens_limit)
                 forwarded = door.forward(provider, up)  # type: ignore[misc]  # (native: given)
                 return await relay(
-                    door, forwarded, route, outcome, model, stream, self._first_byte_timeout
+                    door, forwarded, route, outcome, model, stream, self._first_byte_timeout, parsed
                 )
             if not decoded:
                 decoded.append(self._decoded(door, parsed, route))
