@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +39,7 @@ from vdm.errors import GatewayError
 from vdm.routing import MODEL_NAME_MAX_LENGTH, MODEL_NAME_PATTERN
 from vdm.store import Conflict, Missing
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
+from vdm.tenants import budgets
 from vdm.tenants.audit import to_json
 from vdm.tenants.service import Actor, ControlPlane, UnknownProvider
 
@@ -61,13 +62,34 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Key = Annotated[str, StringConstraints(max_length=4096)]
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Limit = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Budget = Annotated[float, Field(ge=0, le=1e12, description="US dollars per budget_period")]
+BudgetPeriod = Annotated[
+    Literal["daily", "weekly", "monthly"],
+    Field(description="daily, weekly (from Monday) or monthly, in UTC; null: lifetime"),
+]
+
+
+class _Budget(BaseModel):
+    """A token's or project's budget (docs/spend.md#budgets)."""
+
+    max_budget_usd: Budget | None = None
+    budget_period: BudgetPeriod | None = None
+
+
+class _Spend(BaseModel):
+    max_budget_usd: float | None = None
+    budget_period: str | None = None
+    spend_usd: float = Field(0.0, description="spent in the current period (or lifetime)")
+    budget_started_at: datetime | None = Field(
+        None, description="the start of the period spend_usd belongs to"
+    )
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProjectCreate(_In):
+class ProjectCreate(_In, _Budget):
     name: Name
     api_key: Key | None = Field(None, description="the default provider's key for this project")
     api_keys: dict[Ident, Key] | None = Field(
@@ -76,7 +98,7 @@ class ProjectCreate(_In):
     is_active: StrictBool = True
 
 
-class ProjectPatch(_In):
+class ProjectPatch(_In, _Budget):
     name: Name | None = None
     api_key: Key | None = None
     api_keys: dict[Ident, Key] | None = Field(
@@ -89,7 +111,7 @@ class ProjectPut(ProjectPatch):
     name: Name
 
 
-class ProjectOut(BaseModel):
+class ProjectOut(_Spend):
     id: str
     name: str
     api_key: str = Field(description="the default provider's key, obfuscated ('' when none)")
@@ -100,7 +122,7 @@ class ProjectOut(BaseModel):
     updated_at: datetime
 
 
-class TokenCreate(_In):
+class TokenCreate(_In, _Budget):
     """The expiry is ``duration_minutes`` from now or ``expires_at``, not both;
     ``expires_at`` must be in the future (a token is never born expired)."""
 
@@ -143,7 +165,7 @@ class TokenCreate(_In):
         return self
 
 
-class TokenPatch(_In):
+class TokenPatch(_In, _Budget):
     name: Name | None = None
     expires_at: When | None = Field(None, description="a time in the past expires it now")
     max_requests: Limit | None = None
@@ -154,7 +176,7 @@ class TokenPatch(_In):
     is_active: StrictBool | None = None
 
 
-class TokenOut(BaseModel):
+class TokenOut(_Spend):
     id: str
     token: str = Field(description="obfuscated (the secret is shown only at creation)")
     project_id: str
@@ -268,6 +290,35 @@ def _actor(request: Request) -> Actor:
     return Actor("management", scope.get("vdm.request_id"), client[0] if client else None)
 
 
+def _keys_of(body: ProjectPatch | ProjectCreate, default_provider: str) -> dict[str, Any]:
+    keys: dict[str, Any] = dict(body.api_keys or {})
+    if body.api_key is not None:
+        keys[default_provider] = body.api_key
+    return keys
+
+
+def _budget_of(body: _Budget) -> dict[str, Any]:
+    """The budget fields the body sets (null clears one)."""
+    return {
+        k: getattr(body, k)
+        for k in ("max_budget_usd", "budget_period")
+        if k in body.model_fields_set
+    }
+
+
+def spend_fields(record: TokenRecord | ProjectRecord) -> dict[str, Any]:
+    """A budget and the spend of its current period, as of now."""
+    spend, started = budgets.current(
+        record.spend_usd, record.budget_started_at, record.budget_period, datetime.now(UTC)
+    )
+    return {
+        "max_budget_usd": record.max_budget_usd,
+        "budget_period": record.budget_period,
+        "spend_usd": round(spend, 9),
+        "budget_started_at": started,
+    }
+
+
 def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambda: None) -> FastAPI:
     api = FastAPI(
         title="vdm management API",
@@ -342,6 +393,7 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
             deactivated_at=p.deactivated_at,
             created_at=p.created_at,
             updated_at=p.updated_at,
+            **spend_fields(p),
         )
 
     def token_fields(t: TokenRecord) -> dict[str, Any]:
@@ -361,15 +413,14 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
             created_at=t.created_at,
             last_used_at=t.last_used_at,
             cache_hit_count=t.cache_hit_count,
+            **spend_fields(t),
         )
 
     def keys_of(body: ProjectPatch | ProjectCreate) -> dict[str, Any]:
-        keys: dict[str, Any] = dict(body.api_keys or {})
-        if body.api_key is not None:
-            keys[plane.default_provider] = body.api_key
-        return keys
+        return _keys_of(body, plane.default_provider)
 
     async def project_or_404(project_id: str) -> ProjectRecord:
+        await plane.settle()  # (spend written behind, before it is read)
         project = await plane.store.get_project(project_id)
         if project is None:
             raise Missing(f"no project {project_id!r}")
@@ -391,7 +442,9 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
     @api.post("/manage/projects", status_code=201, response_model=ProjectOut, tags=["projects"])
     async def create_project(request: Request, body: ProjectCreate) -> ProjectOut:
         return project_out(
-            await plane.create_project(_actor(request), body.name, keys_of(body), body.is_active)
+            await plane.create_project(
+                _actor(request), body.name, keys_of(body), body.is_active, _budget_of(body)
+            )
         )
 
     @api.get("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
@@ -406,6 +459,7 @@ def build(plane: ControlPlane, cache: Callable[[], ResponseCache | None] = lambd
                 name=body.name,
                 is_active=body.is_active,
                 keys=keys_of(body),
+                budget=_budget_of(body),
             )
         )
 
