@@ -179,6 +179,29 @@ class RouteStats:
         self.upstream = Histogram()
 
 
+class SpendToday:
+    """Spend of the current UTC day, in all and per project and per model, for
+    the dashboard (reset when the day changes; at most :data:`MAX_ROUTES`
+    projects and models each, later ones counted in the total only)."""
+
+    __slots__ = ("day", "models", "projects", "total")
+
+    def __init__(self, day: int = 0) -> None:
+        self.day = day
+        self.total = 0.0
+        self.projects: dict[str, float] = {}
+        self.models: dict[str, float] = {}  # "provider:model"
+
+    def add(self, when: float, cost: float, project: str | None, model: str) -> None:
+        day = int(when // 86400)
+        if day != self.day:
+            self.__init__(day)  # type: ignore[misc]
+        self.total += cost
+        for table, key in ((self.projects, project), (self.models, model)):
+            if key is not None and (key in table or len(table) < MAX_ROUTES):
+                table[key] = table.get(key, 0.0) + cost
+
+
 class UpstreamPool:
     """One provider's pool of upstream connections: the requests waiting for a
     free connection now, and how long each that waited did (those that found
@@ -209,6 +232,7 @@ class Metrics:
         # The last requests, newest last, for the dashboard: one tuple append per
         # request; formatted only when the dashboard asks (vdm.server.dashboard).
         self.recent: deque[Recent] = deque(maxlen=RECENT_REQUESTS)
+        self.today = SpendToday()  # the dashboard's spend today
         self.bus: Bus | None = None  # vdm.events: told of each finished request
         # The model's label: as given here; the gateway (vdm.pipeline.Gateway) sets
         # its ModelLabels. MAX_ROUTES holds either way.
@@ -242,6 +266,7 @@ class Metrics:
         cache_hit: bool = False,
         request_id: str = "",
         cost: float | None = None,
+        project: str | None = None,
     ) -> None:
         """A request that reached a provider ended (streamed ones when the stream ends);
         ``cost``: USD, None when unpriced."""
@@ -262,8 +287,10 @@ class Metrics:
             stats.cached_tokens += usage.cache_read_input_tokens or 0
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
+        now = time.time()
         if cost is not None:
             stats.spend += cost
+            self.today.add(now, cost, project, f"{provider}:{model}")
         if self.bus is not None:
             self.bus.publish(
                 REQUEST_FINISHED,
@@ -281,7 +308,7 @@ class Metrics:
             )
         self.recent.append(
             (
-                time.time(),
+                now,
                 door,
                 provider,
                 model,

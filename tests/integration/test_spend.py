@@ -221,3 +221,23 @@ def test_a_client_that_asks_for_usage_still_gets_it(
         )
     usage = [c.usage for c in chunks if c.usage is not None]
     assert len(usage) == 1 and usage[0].completion_tokens == 500
+
+
+def test_the_dashboard_shows_spend_today_and_the_top_models(
+    priced: Gateway, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reply(JSONReply(completion(usage=USAGE, model="gpt-4o")))
+    with sdk(priced) as client:
+        client.chat.completions.create(model="gpt-4o", messages=ASK)
+
+    def snapshot() -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(priced.url + "/dashboard/api/snapshot", timeout=10).json()
+        return data
+
+    snap = eventually(snapshot, lambda s: s["spend_today"]["usd"] >= GPT_4O_COST)
+    today = snap["spend_today"]
+    assert today["usd"] >= GPT_4O_COST and today["projects"] == []  # (no tenants here)
+    assert {"name": "openai:gpt-4o", "usd": pytest.approx(today["models"][0]["usd"])} in today[
+        "models"
+    ]
+    assert snap["totals"]["spend_usd"] == pytest.approx(today["usd"], abs=1e-6)

@@ -153,6 +153,7 @@ class Account:
             cache_hit=cache_hit,
             request_id=self.request_id,
             cost=cost,
+            project=self.principal.project_name if self.principal is not None else None,
         )
         if self._tenants is not None and self.principal is not None:
             await self._count()  # (a no-op unless the client left before the end)

@@ -62,7 +62,9 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Key = Annotated[str, StringConstraints(max_length=4096)]
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Limit = Annotated[int, Field(ge=1, le=2**31 - 1)]
-Budget = Annotated[float, Field(ge=0, le=1e12, description="US dollars per budget_period")]
+Budget = Annotated[
+    float, Field(strict=True, ge=0, le=1e12, description="US dollars per budget_period")
+]
 BudgetPeriod = Annotated[
     Literal["daily", "weekly", "monthly"],
     Field(description="daily, weekly (from Monday) or monthly, in UTC; null: lifetime"),
