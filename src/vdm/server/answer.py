@@ -182,6 +182,7 @@ def log_outcome(
             cache=reply.headers.get(CACHE_HEADER),
             error=o.error,
             disconnected=gone,
+            cost=o.cost,
         )
     access.info(
         "%s %s %d %s:%s in=%s out=%s %.1fms%s",
