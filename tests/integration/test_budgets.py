@@ -6,6 +6,7 @@ shape), audited; GET shows the spend and the period's start."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ import pytest
 
 from tests.support.databases import database_env
 from tests.support.fakes import FakeUpstream, JSONReply, SSEReply, completion, stream_of
-from tests.support.gateway import Gateway, run_gateway
+from tests.support.gateway import Gateway, run_gateway, run_gateways
 from tests.support.waiting import eventually
 
 MGMT = "mgmt-secret-0123456789abcdef"
@@ -153,3 +154,39 @@ def test_bad_budgets_are_422s(gw: Gateway) -> None:
         for bad in ({"max_budget_usd": -1}, {"budget_period": "hourly"}):
             r = api.post("/manage/tokens", json={"project_id": project["id"], **bad})
             assert r.status_code == 422, r.text
+
+
+def test_two_instances_count_every_cost_once_and_refuse_together(
+    fake_openai: FakeUpstream, tmp_path: Path
+) -> None:
+    """Concurrent requests on two instances sharing PostgreSQL: no cost lost
+    (each addition is one atomic statement), and once the project's budget
+    is spent both instances refuse."""
+    fake_openai.responder = lambda r: JSONReply(completion("ok", usage=USAGE, model="gpt-4o"))
+    for db in database_env("postgresql", tmp_path):
+        envs = [(env_for(fake_openai, tmp_path / n, db), tmp_path / n) for n in ("a", "b")]
+        for _, tmp in envs:
+            tmp.mkdir()
+        with run_gateways(envs) as (a, b), manage(a) as api:
+            project = made(api, "/manage/projects", {"name": "shared", "max_budget_usd": 1.0})
+            token = made(api, "/manage/tokens", {"project_id": project["id"]})
+
+            def one(gw: Gateway, secret: str = token["token"]) -> int:
+                r = httpx.post(
+                    gw.url + "/v1/chat/completions",
+                    json={"model": "gpt-4o", "messages": ASK},
+                    headers={"authorization": f"Bearer {secret}"},
+                    timeout=30,
+                )
+                return r.status_code
+
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                statuses = list(pool.map(one, [a, b] * 20))
+            assert statuses == [200] * 40
+            shown = api.get(f"/manage/projects/{project['id']}").json()
+            assert shown["spend_usd"] == pytest.approx(40 * COST)  # (0.30 of 1.00)
+            # Spend the rest: the budget lowered below what is spent refuses on both.
+            assert api.patch(
+                f"/manage/projects/{project['id']}", json={"max_budget_usd": 0.25}
+            ).is_success
+            assert one(a) == 429 and one(b) == 429
