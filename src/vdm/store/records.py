@@ -93,7 +93,6 @@ class UsageDelta:
 
     requests: int = 0
     cache_hits: int = 0
-    spend: float = 0.0  # USD (added by add_spend, with its period's reset)
     last_used_at: datetime | None = None
 
 

@@ -16,7 +16,7 @@ own cost, as many as were admitted before it ran out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -127,3 +127,24 @@ def settings(budget: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             raise ValueError(f"budget_period must be one of {', '.join(PERIODS)} or null")
         out["budget_started_at"] = period_start(out["budget_period"], now)
     return out
+
+
+def encode(spends: list[Spend]) -> list[list[Any]]:
+    """Spends as an event carries them (JSON through Redis)."""
+    return [
+        [s.table, s.id, s.cost, s.start.isoformat() if s.start is not None else None]
+        for s in spends
+    ]
+
+
+def summed(batches: Iterable[Any]) -> list[Spend]:
+    """The spends of a batch of events, summed per row and period."""
+    total: dict[tuple[str, str, str | None], float] = {}
+    for batch in batches:
+        for table, ident, cost, start in batch:
+            key = (str(table), str(ident), start)
+            total[key] = total.get(key, 0.0) + float(cost)
+    return [
+        Spend(table, ident, cost, datetime.fromisoformat(start) if start else None)
+        for (table, ident, start), cost in total.items()
+    ]

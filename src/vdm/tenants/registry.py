@@ -50,7 +50,7 @@ from vdm.errors import (
     Unavailable,
 )
 from vdm.events import CONFIG_CHANGED, TOKEN_USAGE
-from vdm.store.records import ProjectRecord, Spend, TokenRecord, UsageDelta
+from vdm.store.records import ProjectRecord, TokenRecord, UsageDelta
 from vdm.tenants import budgets
 from vdm.tenants.limits import Counters, SharedWindows, now
 from vdm.tenants.secrets import Cipher, CredentialError, hash_token
@@ -248,19 +248,12 @@ class TokenRegistry:
                 delta = deltas[d["token"]] = UsageDelta()
             delta.requests += int(d.get("requests", 0))
             delta.cache_hits += int(d.get("cache_hits", 0))
-            delta.spend += float(d.get("spend", 0.0))
             if d.get("at") is not None:
                 at = datetime.fromtimestamp(float(d["at"]), UTC)
                 if delta.last_used_at is None or at > delta.last_used_at:
                     delta.last_used_at = at
         await self._store.add_usage(deltas)
-        moment = datetime.now(UTC)
-        spends: list[Spend] = []
-        for token_id, delta in deltas.items():
-            entry = self._by_id.get(token_id)
-            if delta.spend and entry is not None:
-                project = self._projects.get(entry.token.project_id)
-                spends += budgets.spends(entry.token, project, delta.spend, moment)
+        spends = budgets.summed(e.data["spend"] for e in events if e.data.get("spend"))
         if spends:
             await self._store.add_spend(spends)
 
@@ -512,8 +505,9 @@ class TokenRegistry:
                 await asyncio.shield(write)
             except Exception as exc:  # (the answer is out: log, never fail it)
                 log.warning("spend of token %s not counted: %s", token.id, exc)
-        else:
-            self._bus.publish(TOKEN_USAGE, {"token": token.id, "spend": cost})
+        else:  # (as [table, id, cost, period start]: whichever instance writes it)
+            spends = budgets.spends(token, project, cost, datetime.now(UTC))
+            self._bus.publish(TOKEN_USAGE, {"token": token.id, "spend": budgets.encode(spends)})
 
     def record_cache_hit(self, principal: Principal) -> None:
         """A request answered from the response cache (the token's ``cache_hit_count``)."""
