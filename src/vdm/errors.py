@@ -15,6 +15,7 @@ at the provider boundary (``providers.http.upstream_errors``) with
     ├── PayloadTooLarge               413
     ├── RateLimited                   429  every key of a provider is cooling down
     ├── QuotaExceeded                 429  a token's max_requests, RPM or TPM is used up
+    │   └── BudgetExceeded            429  a token's or project's budget in USD is spent
     ├── ShuttingDown                  503  the gateway ended the request to stop
     ├── Unavailable                   503  a shared store the answer needs (Redis, the database) is away
     └── UpstreamError                 an upstream said no, or could not be reached
@@ -122,6 +123,12 @@ class QuotaExceeded(GatewayError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         headers = {"retry-after": str(max(1, int(retry_after + 0.999)))} if retry_after else None
         super().__init__(message, headers=headers)
+
+
+class BudgetExceeded(QuotaExceeded):
+    """A token's or its project's budget in US dollars is spent (vdm.tenants.budgets)."""
+
+    code = "insufficient_quota"  # (OpenAI's code for a spent balance)
 
 
 class ShuttingDown(GatewayError):

@@ -49,7 +49,7 @@ from prometheus_client.core import (
 
 from vdm.errors import GatewayError
 from vdm.events import KINDS, REQUEST_FINISHED
-from vdm.totals import MAX_ROUTES, OTHER, Finished
+from vdm.totals import MAX_ROUTES, NANO, OTHER, Finished
 
 if TYPE_CHECKING:
     from vdm import ir
@@ -158,6 +158,7 @@ class RouteStats:
         "input_tokens",
         "output_tokens",
         "requests",
+        "spend",
         "statuses",
         "total",
         "ttft",
@@ -172,9 +173,33 @@ class RouteStats:
         self.output_tokens = 0
         self.cached_tokens = 0
         self.cache_hits = 0  # answered from the response cache
+        self.spend = 0.0  # USD, of the requests that had a price (vdm.pricing)
         self.total = Histogram()
         self.ttft = Histogram()
         self.upstream = Histogram()
+
+
+class SpendToday:
+    """Spend of the current UTC day, in all and per project and per model, for
+    the dashboard (reset when the day changes; at most :data:`MAX_ROUTES`
+    projects and models each, later ones counted in the total only)."""
+
+    __slots__ = ("day", "models", "projects", "total")
+
+    def __init__(self, day: int = 0) -> None:
+        self.day = day
+        self.total = 0.0
+        self.projects: dict[str, float] = {}
+        self.models: dict[str, float] = {}  # "provider:model"
+
+    def add(self, when: float, cost: float, project: str | None, model: str) -> None:
+        day = int(when // 86400)
+        if day != self.day:
+            self.__init__(day)  # type: ignore[misc]
+        self.total += cost
+        for table, key in ((self.projects, project), (self.models, model)):
+            if key is not None and (key in table or len(table) < MAX_ROUTES):
+                table[key] = table.get(key, 0.0) + cost
 
 
 class UpstreamPool:
@@ -207,6 +232,7 @@ class Metrics:
         # The last requests, newest last, for the dashboard: one tuple append per
         # request; formatted only when the dashboard asks (vdm.server.dashboard).
         self.recent: deque[Recent] = deque(maxlen=RECENT_REQUESTS)
+        self.today = SpendToday()  # the dashboard's spend today
         self.bus: Bus | None = None  # vdm.events: told of each finished request
         # The model's label: as given here; the gateway (vdm.pipeline.Gateway) sets
         # its ModelLabels. MAX_ROUTES holds either way.
@@ -239,8 +265,11 @@ class Metrics:
         *,
         cache_hit: bool = False,
         request_id: str = "",
+        cost: float | None = None,
+        project: str | None = None,
     ) -> None:
-        """A request that reached a provider ended (streamed ones when the stream ends)."""
+        """A request that reached a provider ended (streamed ones when the stream ends);
+        ``cost``: USD, None when unpriced."""
         model = self.model_label(provider, model)
         stats = self._route(door, provider, model)
         if cache_hit:
@@ -258,6 +287,10 @@ class Metrics:
             stats.cached_tokens += usage.cache_read_input_tokens or 0
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
+        now = time.time()
+        if cost is not None:
+            stats.spend += cost
+            self.today.add(now, cost, project, f"{provider}:{model}")
         if self.bus is not None:
             self.bus.publish(
                 REQUEST_FINISHED,
@@ -270,11 +303,12 @@ class Metrics:
                     usage.input_tokens or 0 if usage else 0,
                     usage.output_tokens or 0 if usage else 0,
                     usage.cache_read_input_tokens or 0 if usage else 0,
+                    round(cost * NANO) if cost is not None else 0,
                 ),
             )
         self.recent.append(
             (
-                time.time(),
+                now,
                 door,
                 provider,
                 model,
@@ -370,6 +404,11 @@ class Metrics:
                 ),
             )
         }
+        spend = CounterMetricFamily(
+            "vdm_spend_usd",
+            "Spend in US dollars of the requests with a known price (vdm.pricing)",
+            labels=_ROUTE_LABELS,
+        )
         cache_hits = CounterMetricFamily(
             "vdm_cache_hits", "Requests answered from the response cache", labels=_ROUTE_LABELS
         )
@@ -387,6 +426,7 @@ class Metrics:
                 tokens.add_metric([*labels, "input"], s.input_tokens)
                 tokens.add_metric([*labels, "output"], s.output_tokens)
                 tokens.add_metric([*labels, "cached"], s.cached_tokens)
+                spend.add_metric(labels, s.spend)
             for name, hist in (
                 ("request_duration", s.total),
                 ("time_to_first_token", s.ttft),
@@ -397,6 +437,7 @@ class Metrics:
         yield requests
         yield errors
         yield tokens
+        yield spend
         yield cache_hits
         yield from hists.values()
 

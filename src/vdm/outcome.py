@@ -27,6 +27,7 @@ class Outcome:
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)  # this attempt's start
     first_byte: float | None = None  # perf_counter() at the upstream's first event / chunk
+    cost: float | None = None  # USD, once its usage is known and priced (vdm.pricing)
 
 
 @dataclass(slots=True)

@@ -33,7 +33,15 @@ MAX_ROUTES = 256  # (door, provider, model) routes kept (here and in vdm.metrics
 Key = tuple[str, str, str]  # (door, provider, model)
 Stats = tuple[dict[str, int], float, list[float]]  # counters, latency sum, recent latencies
 _SEP = "\x1f"  # between door, provider and model in Redis field names
-_COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens")
+_COUNTERS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "spend_nusd",
+)
+NANO = 1_000_000_000  # spend is counted in billionths of a dollar (an integer, for HINCRBY)
 
 
 class Finished(NamedTuple):
@@ -48,6 +56,7 @@ class Finished(NamedTuple):
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+    spend_nusd: int = 0  # USD * NANO, of a priced request
 
 
 @dataclass
@@ -61,8 +70,9 @@ def _fold(events: list[Event]) -> dict[Key, _Route]:
     """One batch of events summed per route (one write per route, not per event)."""
     routes: dict[Key, _Route] = {}
     for event in events:
-        door, provider, model, seconds, error, tokens_in, tokens_out, cached = event.data
-        # (a Finished here; a plain list when it came through Redis)
+        door, provider, model, seconds, error, tokens_in, tokens_out, cached, *more = event.data
+        # (a Finished here; a plain list when it came through Redis, from an older
+        # instance without the spend)
         key = (str(door), str(provider), str(model))
         route = routes.get(key)
         if route is None:
@@ -73,6 +83,7 @@ def _fold(events: list[Event]) -> dict[Key, _Route]:
         counts["input_tokens"] += int(tokens_in)
         counts["output_tokens"] += int(tokens_out)
         counts["cached_tokens"] += int(cached)
+        counts["spend_nusd"] += int(more[0]) if more else 0
         route.seconds += float(seconds)
         route.recent.append(float(seconds))
     return routes
@@ -230,6 +241,7 @@ def _summary(group: list[Stats]) -> dict[str, Any]:
         "input_tokens": sum(c["input_tokens"] for c, _, _ in group),
         "output_tokens": sum(c["output_tokens"] for c, _, _ in group),
         "cached_tokens": sum(c["cached_tokens"] for c, _, _ in group),
+        "spend_usd": round(sum(c.get("spend_nusd", 0) for c, _, _ in group) / NANO, 9),
         "avg_latency_ms": round(seconds / requests * 1000, 1) if requests else None,
         "p95_latency_ms": round(p95 * 1000, 1) if p95 is not None else None,
     }

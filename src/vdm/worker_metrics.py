@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -41,7 +41,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 
 from vdm import ir
-from vdm.metrics import RECENT_REQUESTS, Metrics, RouteStats
+from vdm.metrics import RECENT_REQUESTS, Metrics, RouteStats, SpendToday
 
 INTERVAL = 1.0
 WATCHED = "dashboard.watched"  # touched while a dashboard polls; rings written then
@@ -69,6 +69,7 @@ class Route(msgspec.Struct, array_like=True):
     output_tokens: int
     cached_tokens: int
     cache_hits: int
+    spend: float = 0.0  # USD
 
 
 # One entry of Metrics.recent (vdm.metrics.Recent), typed for decoding.
@@ -86,6 +87,11 @@ class Snapshot(msgspec.Struct):
     routes: list[Route] = []
     recent: list[RecentEntry] = []
     cooldowns: list[tuple[str, int, int]] = []  # (provider, status, count)
+    # The spend of the UTC day ``spend_day`` (vdm.metrics.SpendToday).
+    spend_day: int = 0
+    spend_today: float = 0.0
+    spend_projects: dict[str, float] = {}
+    spend_models: dict[str, float] = {}
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Figures:
     routes: dict[tuple[str, str, str], RouteStats]
     recent: list[RecentEntry]
     cooldowns: dict[tuple[str, int], int]
+    today: SpendToday = field(default_factory=SpendToday)
 
 
 _encoder = msgspec.json.Encoder()
@@ -126,6 +133,7 @@ def snapshot(metrics: Metrics, *, ring: bool = True) -> Snapshot:
             s.output_tokens,
             s.cached_tokens,
             s.cache_hits,
+            s.spend,
         )
         for (door, provider, model), s in list(metrics.routes.items())
     ]
@@ -138,6 +146,10 @@ def snapshot(metrics: Metrics, *, ring: bool = True) -> Snapshot:
         routes,
         list(metrics.recent) if ring else [],
         [(provider, status, n) for (provider, status), n in list(metrics.cooldowns.items())],
+        metrics.today.day,
+        metrics.today.total,
+        dict(metrics.today.projects),
+        dict(metrics.today.models),
     )
 
 
@@ -151,6 +163,10 @@ def figures(own: Metrics, others: Iterable[Snapshot], alive: set[int]) -> Figure
         list(own.recent),
         dict(own.cooldowns),
     )
+    mine = own.today
+    out.today = SpendToday(mine.day)
+    out.today.total = mine.total
+    out.today.projects, out.today.models = dict(mine.projects), dict(mine.models)
     for snap in others:
         out.started = min(out.started, snap.started or out.started)
         if snap.pid in alive:
@@ -168,12 +184,26 @@ def figures(own: Metrics, others: Iterable[Snapshot], alive: set[int]) -> Figure
             stats.output_tokens += r.output_tokens
             stats.cached_tokens += r.cached_tokens
             stats.cache_hits += r.cache_hits
+            stats.spend += r.spend
         out.recent.extend(snap.recent)
         for provider, status, n in snap.cooldowns:
             out.cooldowns[provider, status] = out.cooldowns.get((provider, status), 0) + n
+        _add_today(out.today, snap)
     out.recent.sort(key=lambda entry: entry[0])
     del out.recent[:-RECENT_REQUESTS]
     return out
+
+
+def _add_today(today: SpendToday, snap: Snapshot) -> None:
+    """A worker's spend today added to ``today`` (the same day only)."""
+    if snap.spend_day != today.day:
+        if snap.spend_day < today.day:
+            return
+        today.__init__(snap.spend_day)  # type: ignore[misc]
+    today.total += snap.spend_today
+    for mine, theirs in ((today.projects, snap.spend_projects), (today.models, snap.spend_models)):
+        for key, cost in theirs.items():
+            mine[key] = mine.get(key, 0.0) + cost
 
 
 def _copy(stats: RouteStats) -> RouteStats:
@@ -185,6 +215,7 @@ def _copy(stats: RouteStats) -> RouteStats:
     out.output_tokens = stats.output_tokens
     out.cached_tokens = stats.cached_tokens
     out.cache_hits = stats.cache_hits
+    out.spend = stats.spend
     return out
 
 

@@ -40,6 +40,7 @@ FIELDS = {
     "input_tokens",
     "output_tokens",
     "cache_read_tokens",
+    "cost_usd",
     "project_id",
     "token_id",
     "client_ip",
@@ -146,6 +147,7 @@ def test_json_access_records_carry_their_fields(
         assert chat["client_ip"] == "127.0.0.1"
         assert isinstance(chat["latency_ms"], float) and chat["latency_ms"] >= 0
         assert chat["error"] is None and chat["client_disconnected"] is False
+        assert chat["cost_usd"] is None  # (gpt-x has no price: no cost, never 0)
 
         streamed = _access(gw, "rid-stream")
         assert streamed["door"] == "anthropic" and streamed["status"] == 200

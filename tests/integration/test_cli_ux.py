@@ -315,3 +315,32 @@ def test_waits_show_a_spinner_on_a_terminal_and_nothing_when_piped(tmp_path: Pat
     assert (
         "stopping the gateway" not in piped.stderr and "starting a gateway on" not in piped.stderr
     )
+
+
+def test_budgets_are_set_and_shown_by_vdm_manage(plane: tuple[Gateway, Path]) -> None:
+    gateway, _ = plane
+    owner = project(gateway, "budgeted")
+    code, out, err = manage(
+        plane, "project", "update", owner, "--max-budget-usd", "12.5", "--budget-period", "monthly"
+    )
+    assert code == 0, err
+    code, out, err = manage(plane, "project", "show", owner, "--json")
+    shown = json.loads(out)
+    assert (shown["max_budget_usd"], shown["budget_period"], shown["spend_usd"]) == (
+        12.5,
+        "monthly",
+        0,
+    )
+    assert shown["budget_started_at"][8:10] == "01"  # (the month's first day)
+    code, out, err = manage(
+        plane, "token", "create", "--project", owner, "--max-budget-usd", "2", "--quiet"
+    )
+    assert code == 0, err
+    code, out, err = manage(plane, "token", "list", "--project", owner, "--json")
+    [token] = json.loads(out)
+    assert token["max_budget_usd"] == 2 and token["budget_period"] is None
+    code, out, err = manage(plane, "token", "update", token["id"], "--budget-period", "daily")
+    assert code == 0, err
+    assert "spend_usd" in out and "daily" in out
+    code, out, err = manage(plane, "token", "update", token["id"], "--budget-period", "hourly")
+    assert code != 0

@@ -211,6 +211,7 @@ def test_stream_is_text_chunks_then_complete_then_final_metrics(
     assert chunks[3].complete.actual_model_used == "openai:gpt-4o"
     metrics = chunks[4].final_metrics
     assert (metrics.input_tokens, metrics.output_tokens, metrics.total_tokens) == (25, 20, 45)
+    assert metrics.cost_usd == pytest.approx((25 * 2.5 + 20 * 10) / 1e6)  # gpt-4o's prices
     assert {c.request_id for c in chunks} == {"s-1"}
     body = fake_openai.last.json
     assert body["stream"] is True  # real streaming from the provider
@@ -228,6 +229,7 @@ def test_stream_from_an_anthropic_native_provider(
     assert chunks[3].complete.actual_model_used == "ant:claude-x"
     assert chunks[4].final_metrics.input_tokens == 25
     assert chunks[4].final_metrics.output_tokens == 20
+    assert not chunks[4].final_metrics.HasField("cost_usd")  # (claude-x has no price)
     assert fake_anthropic.last.json["stream"] is True
 
 

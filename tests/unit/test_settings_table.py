@@ -164,6 +164,11 @@ PROVIDER_VALUES: dict[str, tuple[Callable[[Settings], Any], Any, dict[str, str]]
     "forward-organization": (lambda s: s.providers["foo"].forward_organization, True, {}),
     "structured-output": (lambda s: s.providers["foo"].structured_output, "tool", {}),
     "max-connections": (lambda s: s.providers["foo"].max_connections, 8, {}),
+    "prices": (
+        lambda s: {m: dict(p) for m, p in s.providers["foo"].prices.items()},
+        {"my-model": {"input": 0.5, "output": 1.5}},
+        {},
+    ),
 }
 
 

@@ -63,7 +63,7 @@ def test_migrations_upgrade_once_and_report_status(db_env: dict[str, str]) -> No
     async def body(store: SqlStore) -> None:
         await migrate.upgrade(store.engine, db_env.get("DATABASE_SCHEMA"))  # idempotent
         status = await migrate.status(store.engine, db_env.get("DATABASE_SCHEMA"))
-        assert status.up_to_date and status.current == "0002"
+        assert status.up_to_date and status.current == "0003"
 
     run(db_env, body)
 
@@ -233,3 +233,27 @@ def test_the_gateway_s_sessions_are_ended_when_idle_in_a_transaction(tmp_path: P
                 assert limit.scalar() == f"{int(IDLE_IN_TRANSACTION_SECONDS)}s"
 
         run(env, body)
+
+
+def test_spend_is_added_atomically_and_reset_by_a_new_period(db_env: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    from vdm.store.records import Spend
+
+    day1 = datetime(2030, 1, 1, tzinfo=UTC)
+    day2 = day1 + timedelta(days=1)
+
+    async def body(store: SqlStore) -> None:
+        await store.create_project(project())
+        await store.create_token(token())
+        both = [Spend("token", "t1", 0.25, day1), Spend("project", "p1", 0.25, None)]
+        assert await store.add_spend(both) == [0.25, 0.25]
+        assert await store.add_spend(both) == [0.5, 0.5]
+        # A new period: the token's spend starts again from this cost; the lifetime one goes on.
+        later = [Spend("token", "t1", 0.125, day2), Spend("project", "p1", 0.125, None)]
+        assert await store.add_spend(later) == [0.125, 0.625]
+        (spend, started), (project_spend, _) = await store.spend_of("t1", "p1")
+        assert (spend, started, project_spend) == (0.125, day2, 0.625)
+        assert await store.add_spend([Spend("token", "t1", 1.0, day1)]) == [1.125]  # (late)
+
+    run(db_env, body)

@@ -137,7 +137,9 @@ class ResponseCache:
             "x-vdm-provider": plan.provider,
             "x-vdm-model": plan.model,
         }
-        outcome = Outcome(provider=plan.provider, model=plan.model, stop_reason=entry.stop_reason)
+        outcome = Outcome(  # (cost: nothing was spent upstream on a hit)
+            provider=plan.provider, model=plan.model, stop_reason=entry.stop_reason, cost=0.0
+        )
         if entry.stream:
             headers["cache-control"] = "no-cache"
             return Reply(200, headers, stream=_replay(entry.body), outcome=outcome)

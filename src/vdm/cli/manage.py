@@ -128,7 +128,8 @@ def _pairs(values: list[str] | None) -> dict[str, str]:
     return out
 
 
-_PROJECT_COLS = ["id", "name", "is_active", "api_keys", "created_at"]
+_BUDGET_COLS = ["spend_usd", "max_budget_usd", "budget_period", "budget_started_at"]
+_PROJECT_COLS = ["id", "name", "is_active", "api_keys", "created_at", *_BUDGET_COLS]
 _TOKEN_COLS = [
     "id",
     "token",
@@ -140,7 +141,30 @@ _TOKEN_COLS = [
     "tpm",
     "expires_at",
     "last_used_at",
+    *_BUDGET_COLS,
 ]
+MaxBudget = Annotated[
+    float | None, typer.Option(min=0, help="Budget in US dollars per --budget-period.")
+]
+_PERIODS = ("daily", "weekly", "monthly", "lifetime")
+BudgetPeriod = Annotated[
+    str | None,
+    typer.Option(help="daily, weekly, monthly (in UTC) or lifetime (never resets)."),
+]
+
+
+def _budget(max_budget_usd: float | None, budget_period: str | None) -> dict[str, Any]:
+    """The budget fields given (``lifetime``: no period, null)."""
+    out: dict[str, Any] = {}
+    if max_budget_usd is not None:
+        out["max_budget_usd"] = max_budget_usd
+    if budget_period is not None:
+        if budget_period not in _PERIODS:
+            fail(f"--budget-period must be one of {', '.join(_PERIODS)}, got {budget_period!r}")
+        out["budget_period"] = None if budget_period == "lifetime" else budget_period
+    return out
+
+
 _AUDIT_COLS = [
     "id",
     "timestamp",
@@ -174,11 +198,14 @@ def project_show(project_id: ProjectId, url: Url = None, as_json: Json = False) 
 def project_create(
     name: Annotated[str, typer.Option()],
     api_key: ApiKeys = None,
+    max_budget_usd: MaxBudget = None,
+    budget_period: BudgetPeriod = None,
     url: Url = None,
     as_json: Json = False,
 ) -> None:
+    body = {"name": name, "api_keys": _pairs(api_key), **_budget(max_budget_usd, budget_period)}
     _show(
-        _call(url, "POST", "/manage/projects", {"name": name, "api_keys": _pairs(api_key)}),
+        _call(url, "POST", "/manage/projects", body),
         as_json,
         _PROJECT_COLS,
     )
@@ -190,6 +217,8 @@ def project_update(
     name: Annotated[str | None, typer.Option()] = None,
     active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
     api_key: ApiKeys = None,
+    max_budget_usd: MaxBudget = None,
+    budget_period: BudgetPeriod = None,
     url: Url = None,
     as_json: Json = False,
 ) -> None:
@@ -197,7 +226,7 @@ def project_update(
         k: v
         for k, v in {"name": name, "is_active": active, "api_keys": _pairs(api_key) or None}.items()
         if v is not None
-    }
+    } | _budget(max_budget_usd, budget_period)
     _show(
         _call(url, "PATCH", _path(url, "project", project_id), body),
         as_json,
@@ -246,6 +275,8 @@ def token_create(
     model: Models = None,
     provider: Providers = None,
     name: Annotated[str | None, typer.Option()] = None,
+    max_budget_usd: MaxBudget = None,
+    budget_period: BudgetPeriod = None,
     url: Url = None,
     as_json: Json = False,
     quiet: Annotated[
@@ -267,7 +298,7 @@ def token_create(
             "name": name,
         }.items()
         if v is not None
-    }
+    } | _budget(max_budget_usd, budget_period)
     created = _call(url, "POST", "/manage/tokens", body)
     if as_json:
         output.emit_json(created)
@@ -289,6 +320,8 @@ def token_update(
     rpm: Opt = None,
     tpm: Opt = None,
     active: Annotated[bool | None, typer.Option("--active/--inactive")] = None,
+    max_budget_usd: MaxBudget = None,
+    budget_period: BudgetPeriod = None,
     url: Url = None,
     as_json: Json = False,
 ) -> None:
@@ -301,7 +334,7 @@ def token_update(
             "is_active": active,
         }.items()
         if v is not None
-    }
+    } | _budget(max_budget_usd, budget_period)
     _show(
         _call(url, "PATCH", _path(url, "token", token_id), body),
         as_json,

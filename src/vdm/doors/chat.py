@@ -15,6 +15,8 @@ from vdm import ir
 from vdm.cache.keys import DoorKey
 from vdm.doors.door import Decoded, Relay, Rendering, Upstream, WireDoor
 from vdm.protocols import openai_door as openai_ingress
+from vdm.protocols import openai_usage
+from vdm.protocols.body import rewrite
 from vdm.protocols.openai_upstream import UsageTap, usage_from_openai
 from vdm.providers.base import OpenAIChatNative, RawResponse
 
@@ -49,7 +51,12 @@ def _render(decoded: Decoded, model: str) -> Rendering:
 
 
 def _forward(provider: OpenAIChatNative, up: Upstream) -> Awaitable[RawResponse]:
-    return provider.forward_chat(up.body, up.parsed, up.model, up.ctx)
+    body, parsed = up.body, up.parsed
+    options = openai_usage.asking_usage(parsed)
+    if options is not None:  # usage for every stream (openai_usage): asked for here
+        parsed = {**parsed, "stream_options": options}
+        body = rewrite(body, up.parsed, {"stream_options": options})
+    return provider.forward_chat(body, parsed, up.model, up.ctx)
 
 
 def _usage(answer: _Answer) -> tuple[ir.Usage | None, str | None]:
@@ -70,7 +77,7 @@ DOOR = WireDoor(
     ping=openai_ingress.PING,
     native=lambda provider, settings: isinstance(provider, OpenAIChatNative),
     forward=_forward,
-    relay=Relay(UsageTap, msgspec.json.Decoder(_Answer), _usage, True),
+    relay=Relay(UsageTap, msgspec.json.Decoder(_Answer), _usage, True, openai_usage.unasked),
     cache=DoorKey(
         "openai",
         (

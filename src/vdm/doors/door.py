@@ -94,6 +94,10 @@ class Relay:
     answer: msgspec.json.Decoder[Any]  # a whole answer, just the fields below (and ``model``)
     usage: Callable[[Any], tuple[ir.Usage | None, str | None]]  # (usage, stop reason)
     model_in_every_chunk: bool  # else in the stream's first event only
+    # Given the client's body: what to keep from a client of the stream's frames
+    # that the gateway asked for and it did not (Chat Completions: the usage
+    # chunk of include_usage), or None when nothing is to be kept from it.
+    unasked: Callable[[Mapping[str, Any]], Callable[[bytes], bytes] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,9 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
                 success=pb.ExecuteSuccess(
                     response_text=text,
                     actual_model_used=_served(completion),
-                    metrics=translate.metrics(response.usage, started, completion.attempts),
+                    metrics=translate.metrics(
+                        response.usage, started, completion.attempts, _cost(completion)
+                    ),
                 ),
             )
         except Exception as exc:
@@ -157,7 +159,9 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
         )
         yield pb.StreamChunk(
             request_id=request_id,
-            final_metrics=translate.metrics(state.usage, started, completion.attempts),
+            final_metrics=translate.metrics(
+                state.usage, started, completion.attempts, _cost(completion)
+            ),
         )
 
     # ------------------------------------------------------------ GetServerInfo
@@ -324,3 +328,8 @@ def _alias_targets(gateway: Gateway) -> dict[str, tuple[str, str]]:
                 if route.alias is not None:
                     out.setdefault(name, (route.provider, route.model))
     return dict(sorted(out.items()))
+
+
+def _cost(completion: Completion) -> float | None:
+    """What the call cost, in USD, as its accounting priced it (None: no price)."""
+    return completion.outcome.cost

@@ -138,8 +138,11 @@ def to_error(exc: GatewayError) -> pb.ExecuteError:
     return error
 
 
-def metrics(usage: ir.Usage | None, started: float, attempts: int) -> pb.ExecutionMetrics:
-    """``started`` is a ``time.perf_counter()`` reading; ``timestamp`` is Unix seconds."""
+def metrics(
+    usage: ir.Usage | None, started: float, attempts: int, cost: float | None = None
+) -> pb.ExecutionMetrics:
+    """``started`` is a ``time.perf_counter()`` reading; ``timestamp`` is Unix seconds;
+    ``cost``: USD (unset when the model has no price)."""
     out = pb.ExecutionMetrics(
         duration_ms=int((time.perf_counter() - started) * 1000),
         retry_count=max(0, attempts - 1),
@@ -149,4 +152,6 @@ def metrics(usage: ir.Usage | None, started: float, attempts: int) -> pb.Executi
         out.input_tokens = usage.input_tokens
         out.output_tokens = usage.output_tokens
         out.total_tokens = usage.input_tokens + usage.output_tokens
+    if cost is not None:
+        out.cost_usd = cost
     return out

@@ -11,6 +11,11 @@ A tenant's usage is counted **before the answer's last byte goes out**
 (:mod:`vdm.tenants.limits`): the client cannot ask again, on any instance,
 before its tokens count.  If the client leaves first, they are counted when
 the transport learns it (:meth:`Account.ended`): they were used all the same.
+
+The cost (:mod:`vdm.pricing`, from the usage and who served) is priced once,
+when the usage is final, and goes wherever the tokens go: the metrics and
+totals, the tenant's usage, the outcome (``x-vdm-cost-usd``, gRPC's
+``final_metrics.cost_usd``, the access record).
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ from vdm.metrics import Metrics
 from vdm.outcome import Outcome
 
 if TYPE_CHECKING:
+    from vdm.pricing import Prices
     from vdm.tenants.registry import Principal, TokenRegistry
+
+
+COST_HEADER = "x-vdm-cost-usd"
 
 
 class Answer(Protocol):
@@ -55,6 +64,7 @@ class Account:
         "_answer",
         "_counted",
         "_metrics",
+        "_prices",
         "_tenants",
         "door",
         "principal",
@@ -68,9 +78,11 @@ class Account:
         tenants: TokenRegistry | None,
         door: str,
         principal: Principal | None,
+        prices: Prices | None = None,
     ) -> None:
         self.started = time.perf_counter()
         self._metrics = metrics
+        self._prices = prices
         # A JWT admits a principal with no control plane (PROXY_API_KEY +
         # VDM_JWT_SECRET): then no token registry counts its usage.
         self._tenants = tenants if principal is not None else None
@@ -99,7 +111,22 @@ class Account:
         self._counted = True
         outcome = self._answer.outcome if self._answer is not None else None
         if outcome is not None:
-            await self._tenants.record_usage(self.principal, outcome.usage)
+            await self._tenants.record_usage(self.principal, outcome.usage, self.priced(outcome))
+
+    def priced(self, outcome: Outcome) -> float | None:
+        """``outcome``'s cost in USD (None: no usage, or no price), priced once
+        its usage is known."""
+        if outcome.cost is None and self._prices is not None and outcome.usage is not None:
+            outcome.cost = self._prices.cost(outcome.provider, outcome.model, outcome.usage)
+        return outcome.cost
+
+    def cost_header(self, answer: Answer, headers: dict[str, str]) -> None:
+        """``x-vdm-cost-usd`` of a complete answer, when it has a price."""
+        outcome = answer.outcome
+        if outcome is not None:
+            cost = self.priced(outcome)
+            if cost is not None:
+                headers[COST_HEADER] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
 
     async def ended(
         self, status: int, upstream_end: float | None, *, cache_hit: bool = False
@@ -112,6 +139,7 @@ class Account:
             return  # (an answer of the gateway's own: no provider, nothing to count)
         now = time.perf_counter()
         started = self.started
+        cost = self.priced(outcome)
         self._metrics.finished(
             self.door,
             outcome.provider,
@@ -124,6 +152,8 @@ class Account:
             "stream" if outcome.error else None,
             cache_hit=cache_hit,
             request_id=self.request_id,
+            cost=cost,
+            project=self.principal.project_name if self.principal is not None else None,
         )
         if self._tenants is not None and self.principal is not None:
             await self._count()  # (a no-op unless the client left before the end)

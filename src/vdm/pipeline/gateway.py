@@ -44,6 +44,7 @@ from vdm.pipeline.relay import relay
 from vdm.pipeline.results import Completion
 from vdm.pipeline.streams import SSE_HEADERS, first_event, fold, observed, opened, render_stream
 from vdm.pipeline.tenancy import client_context, permitted
+from vdm.pricing import Prices
 from vdm.protocols import anthropic_door, fields, structured
 from vdm.protocols.body import rewrite
 from vdm.providers import build
@@ -119,6 +120,10 @@ class Gateway:
             wait=server.models_wait,
             per_client=[n for n, p in settings.providers.items() if PASSTHROUGH_KEY in p.api_keys],
         )
+        self.prices = Prices(
+            {n: p.base_url for n, p in settings.providers.items()},
+            {n: p.prices for n, p in settings.providers.items() if p.prices},
+        )
         # Metric labels: configured and listed models only (a client's names are "other").
         self.metrics.model_label = ModelLabels(
             configured_models(settings, self.router.resolve), self.catalog.lists
@@ -160,6 +165,7 @@ class Gateway:
         return gateway
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.prices.warm)  # (the price table's import, off the loop)
         await self.cooldowns.start()
 
     async def close(self) -> None:
@@ -171,7 +177,7 @@ class Gateway:
 
     def account(self, door: Door, principal: Principal | None) -> Account:
         """The accounting of one request by ``door`` (:mod:`vdm.pipeline.accounting`)."""
-        return Account(self.metrics, self.tenants, door.name, principal)
+        return Account(self.metrics, self.tenants, door.name, principal, self.prices)
 
     # ------------------------------------------------------------ wire doors
 
@@ -218,7 +224,7 @@ class Gateway:
                 up = Upstream(body, parsed, route.model, ctx, stream, self._max_tokens_limit)
                 forwarded = door.forward(provider, up)  # type: ignore[misc]  # (native: given)
                 return await relay(
-                    door, forwarded, route, outcome, model, stream, self._first_byte_timeout
+                    door, forwarded, route, outcome, model, stream, self._first_byte_timeout, parsed
                 )
             if not decoded:
                 decoded.append(self._decoded(door, parsed, route))

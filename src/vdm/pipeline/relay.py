@@ -9,7 +9,8 @@ the client's model is named, and fed to the door's usage tap.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -35,6 +36,7 @@ async def relay(
     model: str,
     stream: bool,
     first_byte_timeout: float | None,
+    parsed: Mapping[str, Any] | None = None,
 ) -> Reply:
     """One native attempt: the answer relayed as bytes while a tap reads
     usage, naming ``model`` (the client's) where the upstream named its own.
@@ -58,6 +60,7 @@ async def relay(
                     rules.tap(),
                     door.encode_stream_error,
                     StreamRenamer(model, every=rules.model_in_every_chunk),
+                    rules.unasked(parsed) if rules.unasked and parsed is not None else None,
                 ),
             )
     data = b"".join([chunk async for chunk in raw.body])
@@ -110,13 +113,15 @@ async def tap_stream(
     tap: UsageTap,
     encode_error: Callable[[GatewayError], bytes],
     rename: StreamRenamer | None,
+    hide: Callable[[bytes], bytes] | None = None,
 ) -> AsyncIterator[bytes]:
     """Relay ``first`` and then the rest of ``body`` while ``tap`` reads usage,
     in whole SSE frames: the start of a frame is held back until its end
     arrives, so an upstream that dies mid-frame ends the stream with a clean
     error frame, not one glued to half an event (which the client's SSE parser
     would choke on).  ``rename`` names the client's model in the frames until
-    it is done (Anthropic: after the first event).  (The first chunk comes in
+    it is done (Anthropic: after the first event); ``hide`` takes out, once
+    the tap has read them, the frames the client did not ask for.  (The first chunk comes in
     as an argument rather than through a chaining generator: one generator
     layer less per chunk.)"""
     cutter = FrameCutter()
@@ -131,7 +136,8 @@ async def tap_stream(
                         if rename.done:
                             rename = None
                     tap.feed(frames)
-                    yield frames
+                    if hide is None or (frames := hide(frames)):
+                        yield frames
             try:
                 chunk = await anext(body)
             except StopAsyncIteration:
@@ -139,7 +145,7 @@ async def tap_stream(
         if cutter.held:  # the upstream's last frame had no blank line: relayed as it is
             frames = cutter.held if rename is None else rename(cutter.held)
             tap.feed(frames)
-            yield frames
+            yield frames if hide is None else hide(frames)
     except GatewayError as exc:
         outcome.error = exc.message
         log.warning("stream from %s ended with an error: %s", outcome.provider, exc.message)

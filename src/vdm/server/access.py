@@ -44,6 +44,7 @@ def fields(
     cache: str | None = None,
     error: str | None = None,
     disconnected: bool = False,
+    cost: float | None = None,
 ) -> dict[str, Any]:
     """``started`` and ``first_byte`` are ``time.perf_counter()`` readings."""
     client = scope.get("client")
@@ -61,6 +62,7 @@ def fields(
         "input_tokens": usage.input_tokens if usage is not None else None,
         "output_tokens": usage.output_tokens if usage is not None else None,
         "cache_read_tokens": usage.cache_read_input_tokens if usage is not None else None,
+        "cost_usd": cost,  # (None: no price known, vdm.pricing)
         "project_id": getattr(principal, "project_id", None),
         "token_id": getattr(principal, "token_id", None),
         "client_ip": client[0] if client else None,

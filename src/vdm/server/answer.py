@@ -113,6 +113,8 @@ async def answer(
                         await send_error(send, ShuttingDown(), request_id, door)
                 raise
             reply.headers.update(id_headers(request_id))
+            if reply.stream is None:
+                account.cost_header(reply, reply.headers)
             upstream_end = time.perf_counter()  # (a stream's: when it ends, below)
             if await _send(app, send, reply, door, account.answered(reply)):
                 upstream_end = time.perf_counter()
@@ -180,6 +182,7 @@ def log_outcome(
             cache=reply.headers.get(CACHE_HEADER),
             error=o.error,
             disconnected=gone,
+            cost=o.cost,
         )
     access.info(
         "%s %s %d %s:%s in=%s out=%s %.1fms%s",

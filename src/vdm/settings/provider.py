@@ -180,6 +180,16 @@ PROVIDER_SETTINGS: Final = {
             example="tool",
         ),
         _row(
+            "prices",
+            None,
+            Table(
+                "table of model = {input, output, cache-read, cache-write}, USD per million tokens"
+            ),
+            {},
+            "Its models' prices, over the genai-prices table's (self-hosted or unlisted models) ([Spend](spend.md#prices)).",
+            example={"my-model": {"input": 0.5, "output": 1.5}},
+        ),
+        _row(
             "max-connections",
             "MAX_CONNECTIONS",
             UPSTREAM_CONNECTIONS,
@@ -224,6 +234,9 @@ class ProviderSettings:
     # Upstream connections open at once ({NAME}_MAX_CONNECTIONS); None: the
     # server's UPSTREAM_MAX_CONNECTIONS.
     max_connections: int | None = _DEFAULT["max-connections"]
+    # model -> {input, output, cache-read, cache-write}: USD per million tokens
+    # (vdm.pricing; over the genai-prices table).
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
     def has_key(self) -> bool:

@@ -174,6 +174,7 @@ def _provider(
         forward_organization=organization,
         structured_output=structured,
         max_connections=connections,
+        prices=_prices(name, table.get("prices", {}), problems),
     )
 
 
@@ -285,6 +286,37 @@ def _add_deployment(
         )
         return
     out[model] = deployment
+
+
+PRICE_KEYS = ("input", "output", "cache-read", "cache-write")
+
+
+def _prices(provider: str, table: Any, problems: list[str]) -> dict[str, dict[str, float]]:
+    """``[providers.NAME.prices]``: model -> {input, output, cache-read,
+    cache-write}, USD per million tokens, each a number >= 0."""
+    where = f"providers.{provider}.prices"
+    if not isinstance(table, dict):
+        problems.append(f"{where}: must be a table of model = {{input = ..., output = ...}}")
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for model, prices in table.items():
+        if not isinstance(prices, dict) or not prices:
+            problems.append(
+                f"{where}.{model}: expected a table such as {{input = 1.0, output = 2.0}}"
+            )
+            continue
+        row: dict[str, float] = {}
+        for key, value in prices.items():
+            if key not in PRICE_KEYS:
+                problems.append(
+                    f"{where}.{model}: unknown key {key!r} (one of {', '.join(PRICE_KEYS)})"
+                )
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                problems.append(f"{where}.{model}.{key}: expected a number >= 0, got {value!r}")
+            else:
+                row[key] = float(value)
+        out[str(model)] = row
+    return out
 
 
 def _alias_table(table: Any, provider: str, problems: list[str]) -> dict[str, str]:

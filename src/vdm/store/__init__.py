@@ -8,14 +8,16 @@ migrations in :mod:`vdm.store.migrations`, applied at start-up.
 
 Nothing here is called on the request path except :meth:`UsageStore.consume`
 (several instances or workers, tokens with a lifetime quota: the atomic
-conditional update that makes ``max_requests`` hold across them) and
-:meth:`TokenStore.find_tokens` (a token this instance does not know yet,
+conditional update that makes ``max_requests`` hold across them),
+:meth:`UsageStore.spend_of` and :meth:`UsageStore.add_spend` (tokens and
+projects with a budget: their spend read at admission, counted atomically at
+the end) and :meth:`TokenStore.find_tokens` (a token this instance does not know yet,
 batched and bounded by :class:`vdm.tenants.registry.TokenRegistry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,6 +26,7 @@ from vdm.store.records import (
     AuditRecord,
     InstanceRecord,
     ProjectRecord,
+    Spend,
     TokenRecord,
     UsageDelta,
 )
@@ -68,6 +71,10 @@ class AuditStore(Protocol):
 class UsageStore(Protocol):
     async def add_usage(self, deltas: Mapping[str, UsageDelta]) -> None: ...
     async def consume(self, token_id: str, now: datetime) -> bool: ...
+    async def add_spend(self, spends: Sequence[Spend]) -> list[float]: ...
+    async def spend_of(
+        self, token_id: str, project_id: str
+    ) -> tuple[tuple[float, datetime | None], tuple[float, datetime | None]]: ...
 
 
 class InstanceStore(Protocol):

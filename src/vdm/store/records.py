@@ -16,6 +16,12 @@ class ProjectRecord:
     created_at: datetime
     updated_at: datetime
     deactivated_at: datetime | None = None
+    # Budget (vdm.tenants.budgets): USD per period (None: no budget), the spend
+    # of the period that began at budget_started_at.
+    max_budget_usd: float | None = None
+    budget_period: str | None = None
+    spend_usd: float = 0.0
+    budget_started_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -37,6 +43,21 @@ class TokenRecord:
     request_count: int = 0
     cache_hit_count: int = 0
     last_used_at: datetime | None = None
+    max_budget_usd: float | None = None  # (as a project's)
+    budget_period: str | None = None
+    spend_usd: float = 0.0
+    budget_started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Cost to add to a token's or a project's spend: ``start`` is the start of
+    its budget period now (None: lifetime), earlier spend is reset to it."""
+
+    table: str  # "token" or "project"
+    id: str
+    cost: float
+    start: datetime | None
 
 
 @dataclass(slots=True)

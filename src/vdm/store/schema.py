@@ -34,6 +34,10 @@ projects = Table(
     Column("deactivated_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("max_budget_usd", Float),
+    Column("budget_period", String(16)),
+    Column("spend_usd", Float, nullable=False, default=0.0),
+    Column("budget_started_at", DateTime(timezone=True)),
 )
 
 tokens = Table(
@@ -62,6 +66,10 @@ tokens = Table(
     Column("last_used_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("max_budget_usd", Float),
+    Column("budget_period", String(16)),
+    Column("spend_usd", Float, nullable=False, default=0.0),
+    Column("budget_started_at", DateTime(timezone=True)),
 )
 
 audit_events = Table(

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import DateTime, Float, case, event, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -26,6 +26,7 @@ from vdm.store.records import (
     AuditRecord,
     InstanceRecord,
     ProjectRecord,
+    Spend,
     TokenRecord,
     UsageDelta,
 )
@@ -122,6 +123,10 @@ def _project(row: Any) -> ProjectRecord:
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),  # type: ignore[arg-type]
         deactivated_at=utc(row.deactivated_at),
+        max_budget_usd=row.max_budget_usd,
+        budget_period=row.budget_period,
+        spend_usd=row.spend_usd or 0.0,
+        budget_started_at=utc(row.budget_started_at),
     )
 
 
@@ -144,6 +149,10 @@ def _token(row: Any) -> TokenRecord:
         last_used_at=utc(row.last_used_at),
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+        max_budget_usd=row.max_budget_usd,
+        budget_period=row.budget_period,
+        spend_usd=row.spend_usd or 0.0,
+        budget_started_at=utc(row.budget_started_at),
     )
 
 
@@ -297,6 +306,65 @@ class SqlStore:
                 if delta.last_used_at is not None:
                     values["last_used_at"] = delta.last_used_at
                 await conn.execute(update(tokens).where(tokens.c.id == token_id).values(**values))
+
+    async def add_spend(self, spends: Sequence[Spend]) -> list[float]:
+        """Add each cost to its row's spend, atomically (one statement a row,
+        one transaction): a spend of a period before ``start`` is reset to the
+        cost first, and the period's start recorded.  The spends after, in order."""
+        out: list[float] = []
+        if not spends:
+            return out
+        async with self.engine.begin() as conn:
+            for spend in spends:
+                table = tokens if spend.table == "token" else projects
+                values: dict[str, Any]
+                if spend.start is None:
+                    values = {"spend_usd": table.c.spend_usd + spend.cost}
+                else:
+                    start = literal(spend.start, DateTime(timezone=True))
+                    stale = or_(
+                        table.c.budget_started_at.is_(None), table.c.budget_started_at < start
+                    )
+                    values = {
+                        "spend_usd": case(
+                            (stale, literal(spend.cost, Float)),
+                            else_=table.c.spend_usd + spend.cost,
+                        ),
+                        "budget_started_at": case((stale, start), else_=table.c.budget_started_at),
+                    }
+                result = await conn.execute(
+                    update(table)
+                    .where(table.c.id == spend.id)
+                    .values(**values)
+                    .returning(table.c.spend_usd)
+                )
+                row = result.first()
+                out.append(float(row[0]) if row is not None else 0.0)
+        return out
+
+    async def spend_of(
+        self, token_id: str, project_id: str
+    ) -> tuple[tuple[float, datetime | None], tuple[float, datetime | None]]:
+        """(spend, its period's start) of the token and of the project, as stored."""
+        async with self.engine.connect() as conn:
+            token = (
+                await conn.execute(
+                    select(tokens.c.spend_usd, tokens.c.budget_started_at).where(
+                        tokens.c.id == token_id
+                    )
+                )
+            ).first()
+            project = (
+                await conn.execute(
+                    select(projects.c.spend_usd, projects.c.budget_started_at).where(
+                        projects.c.id == project_id
+                    )
+                )
+            ).first()
+        return (
+            (float(token[0] or 0.0), utc(token[1])) if token else (0.0, None),
+            (float(project[0] or 0.0), utc(project[1])) if project else (0.0, None),
+        )
 
     async def consume(self, token_id: str, now: datetime) -> bool:
         """Count one request against a lifetime quota, atomically: the row is

@@ -20,8 +20,11 @@ and a token the database does not know either is remembered as unknown for
 random tokens is therefore at most one indexed query in flight per instance,
 and the same wrong token sent again costs no query at all.
 
-Usage counters (requests, cache hits) are ``token.usage`` events; one
+Usage counters (requests, cache hits, spend) are ``token.usage`` events; one
 consumer for the whole deployment writes them to the database in batches.
+A token or project with a budget (:mod:`vdm.tenants.budgets`) is the
+exception: its spend is read from the database at admission and added to it,
+atomically, when each request ends.
 
 :meth:`TokenRegistry.admit` is the request path: a dict lookup, a few
 comparisons and counter increments, no ``await`` except for the one
@@ -37,11 +40,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from vdm.errors import AuthenticationFailed, PermissionDenied, QuotaExceeded, Unavailable
+from vdm.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    PermissionDenied,
+    QuotaExceeded,
+    Unavailable,
+)
 from vdm.events import CONFIG_CHANGED, TOKEN_USAGE
 from vdm.store.records import ProjectRecord, TokenRecord, UsageDelta
+from vdm.tenants import budgets
 from vdm.tenants.limits import Counters, SharedWindows, now
 from vdm.tenants.secrets import Cipher, CredentialError, hash_token
 
@@ -243,6 +253,9 @@ class TokenRegistry:
                 if delta.last_used_at is None or at > delta.last_used_at:
                     delta.last_used_at = at
         await self._store.add_usage(deltas)
+        spends = budgets.summed(e.data["spend"] for e in events if e.data.get("spend"))
+        if spends:
+            await self._store.add_spend(spends)
 
     # ------------------------------------------------------------ changes
 
@@ -347,6 +360,14 @@ class TokenRegistry:
         if limit is not None and counters.used >= limit:
             self._deny(entry, "quota exhausted", request_id, client_ip)
             raise QuotaExceeded(f"this API token's quota of {limit} requests is used up")
+        project = self._projects.get(record.project_id)
+        if budgets.budgeted(record, project):
+            refused = await budgets.spent(
+                self._store, record, project, datetime.fromtimestamp(moment, UTC)
+            )
+            if refused is not None:
+                self._deny(entry, "budget spent", request_id, client_ip)
+                raise BudgetExceeded(refused)
         windows = self._windows
         if windows is not None and (record.rpm is not None or record.tpm is not None):
             verdict = await windows.admit(record.id, record.rpm, record.tpm, moment)
@@ -452,19 +473,41 @@ class TokenRegistry:
 
     # ------------------------------------------------------------ usage
 
-    async def record_usage(self, principal: Principal, usage: Usage | None) -> None:
+    async def record_usage(
+        self, principal: Principal, usage: Usage | None, cost: float | None = None
+    ) -> None:
         """Tokens a finished request used, for its token's TPM window: callers
         await this before the answer's last byte (with Redis, one round trip,
         for tokens with a TPM limit only)."""
         if usage is None or principal.token_id is None:
             return
         entry = self._by_id.get(principal.token_id)
+        if cost and entry is not None:
+            await self._spend(entry.token, cost)
         if entry is not None and entry.token.tpm is not None:
             tokens = usage.input_tokens + usage.output_tokens
             entry.counters.window.roll(now())
             entry.counters.window.tokens += tokens
             if self._windows is not None:
                 await self._windows.add_tokens(principal.token_id, tokens)
+
+    async def _spend(self, token: TokenRecord, cost: float) -> None:
+        """``cost`` added to the token's and its project's spend: at once with a
+        budget (before the answer's end, as the TPM window), else written behind."""
+        project = self._projects.get(token.project_id)
+        if budgets.budgeted(token, project):
+            spends = budgets.spends(token, project, cost, datetime.now(UTC))
+            # Shielded: a client that leaves mid-write must not cancel the
+            # transaction half-way (SQLite would stay locked); it was spent.
+            write = asyncio.ensure_future(self._store.add_spend(spends))
+            write.add_done_callback(_retrieved)
+            try:
+                await asyncio.shield(write)
+            except Exception as exc:  # (the answer is out: log, never fail it)
+                log.warning("spend of token %s not counted: %s", token.id, exc)
+        else:  # (as [table, id, cost, period start]: whichever instance writes it)
+            spends = budgets.spends(token, project, cost, datetime.now(UTC))
+            self._bus.publish(TOKEN_USAGE, {"token": token.id, "spend": budgets.encode(spends)})
 
     def record_cache_hit(self, principal: Principal) -> None:
         """A request answered from the response cache (the token's ``cache_hit_count``)."""
@@ -485,3 +528,9 @@ class TokenRegistry:
             token_id=token.id if token else None,
             details={"reason": reason},
         )
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Read a shielded write's failure (logged by its awaiter, if still there)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a shielded write failed: %s", task.exception())

@@ -20,6 +20,7 @@ from vdm.errors import StartRefused
 from vdm.events import CONFIG_CHANGED, Bus
 from vdm.store import Conflict, Missing, Store
 from vdm.store.records import AuditQuery, AuditRecord, ProjectRecord, TokenRecord
+from vdm.tenants import budgets
 from vdm.tenants.audit import AuditLog
 from vdm.tenants.fleet import Fleet
 from vdm.tenants.limits import SharedWindows
@@ -273,7 +274,12 @@ class ControlPlane:
         return out
 
     async def create_project(
-        self, actor: Actor, name: str, keys: Mapping[str, str], is_active: bool = True
+        self,
+        actor: Actor,
+        name: str,
+        keys: Mapping[str, str],
+        is_active: bool = True,
+        budget: Mapping[str, Any] | None = None,
     ) -> ProjectRecord:
         self._check_providers(keys, "api_keys")
         now = utcnow()
@@ -285,6 +291,7 @@ class ControlPlane:
             now,
             now,
             None if is_active else now,
+            **budgets.settings(budget or {}, now),
         )
         async with self.registry.lock:
             await self.store.create_project(record)
@@ -307,11 +314,13 @@ class ControlPlane:
         name: str | None = None,
         is_active: bool | None = None,
         keys: Mapping[str, str | None] | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> ProjectRecord:
         current = await self.store.get_project(project_id)
         if current is None:
             raise Missing(f"no project {project_id!r}")
         changes: dict[str, Any] = {"updated_at": utcnow()}
+        changes.update(budgets.settings(budget or {}, changes["updated_at"]))
         if name is not None:
             changes["name"] = name
         if is_active is not None and is_active != current.is_active:
@@ -331,7 +340,11 @@ class ControlPlane:
             target=project.name,
             project_id=project_id,
             details={
-                "fields": sorted(k for k in changes if k != "updated_at" and k != "deactivated_at")
+                "fields": sorted(
+                    k
+                    for k in changes
+                    if k not in ("updated_at", "deactivated_at", "budget_started_at")
+                )
             },
         )
         return project
@@ -354,6 +367,7 @@ class ControlPlane:
         self._check_token_fields(fields)
         secret = new_token()
         now = utcnow()
+        fields = budgets.settings(fields, now)
         record = TokenRecord(
             id=uuid.uuid4().hex,
             project_id=project_id,
@@ -386,8 +400,10 @@ class ControlPlane:
         self, actor: Actor, token_id: str, changes: Mapping[str, Any], action: str = "token.update"
     ) -> TokenRecord:
         self._check_token_fields(changes)
+        moment = utcnow()
+        stored = {**budgets.settings(changes, moment), "updated_at": moment}
         async with self.registry.lock:
-            token = await self.store.update_token(token_id, {**changes, "updated_at": utcnow()})
+            token = await self.store.update_token(token_id, stored)
             self.registry.put_token(token)
         self.changed("token", token_id)
         await self.everywhere()

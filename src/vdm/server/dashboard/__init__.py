@@ -134,6 +134,7 @@ def routes(app: App, view: Metrics | Figures | None = None) -> list[dict[str, An
                 "output_tokens": 0,
                 "cached_tokens": 0,
                 "cache_hits": 0,
+                "spend_usd": 0.0,
             },
         )
         row["requests"] += s.requests
@@ -142,6 +143,7 @@ def routes(app: App, view: Metrics | Figures | None = None) -> list[dict[str, An
         row["output_tokens"] += s.output_tokens
         row["cached_tokens"] += s.cached_tokens
         row["cache_hits"] += s.cache_hits
+        row["spend_usd"] += s.spend
     ring: dict[tuple[str, str], list[Recent]] = {}
     for entry in view.recent:
         ring.setdefault((entry[2], entry[3]), []).append(entry)
@@ -246,6 +248,7 @@ def snapshot(app: App) -> dict[str, Any]:
             "output_tokens",
             "cached_tokens",
             "cache_hits",
+            "spend_usd",
         )
     }
     return {
@@ -259,4 +262,23 @@ def snapshot(app: App) -> dict[str, Any]:
         "key_cooldowns": sum(view.cooldowns.values()),
         "recent": _recent(view),
         "audit": _audit(app),
+        "spend_today": _today(view),
+    }
+
+
+def _today(view: Metrics | Figures, top: int = 5) -> dict[str, Any]:
+    """The spend of the current UTC day (of the priced requests): in all, and
+    the top projects and models."""
+    today = view.today
+    if today.day != int(time.time() // 86400):
+        return {"usd": 0.0, "projects": [], "models": []}
+
+    def ranked(table: dict[str, float]) -> list[dict[str, Any]]:
+        best = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [{"name": name, "usd": round(usd, 6)} for name, usd in best]
+
+    return {
+        "usd": round(today.total, 6),
+        "projects": ranked(today.projects),
+        "models": ranked(today.models),
     }

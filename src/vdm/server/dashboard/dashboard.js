@@ -71,6 +71,11 @@ function render(snap) {
   $("total-cache").textContent = t.requests ? `${fmt(t.cache_hits)} (${(100 * t.cache_hits / t.requests).toFixed(1)}%)` : "0";
   $("in-flight").textContent = pair(snap.in_flight, snap.open_streams);
   $("uptime").textContent = duration(snap.uptime_seconds);
+  const usd = (x) => (x === null || x === undefined ? "–" : `$${x.toFixed(4)}`);
+  const today = snap.spend_today;
+  $("spend-today").textContent = usd(today.usd);
+  fill("#spend-projects tbody", today.projects, (p) => [[p.name], [usd(p.usd), "num"]]);
+  fill("#spend-models tbody", today.models, (m) => [[m.name], [usd(m.usd), "num"]]);
   const current = {
     uptime_seconds: snap.uptime_seconds, requests: t.requests,
     routes: Object.fromEntries(snap.routes.map((r) => [routeKey(r), r.requests])),
@@ -82,6 +87,7 @@ function render(snap) {
     [fmt(r.errors), r.errors ? "num error" : "num"],
     [fmt(r.input_tokens), "num"], [fmt(r.output_tokens), "num"], [fmt(r.cached_tokens), "num"],
     [r.cache_hit_rate === null ? null : `${(100 * r.cache_hit_rate).toFixed(1)}%`, "num"],
+    [usd(r.spend_usd), "num"],
     [pair(r.p50_ms, r.p95_ms), "num"], [pair(r.upstream_p50_ms, r.upstream_p95_ms), "num"],
     [pair(r.overhead_p50_ms, r.overhead_p95_ms), "num"],
   ]);

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -37,13 +37,36 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Key = Annotated[str, StringConstraints(max_length=4096)]
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Limit = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Budget = Annotated[
+    float, Field(strict=True, ge=0, le=1e12, description="US dollars per budget_period")
+]
+BudgetPeriod = Annotated[
+    Literal["daily", "weekly", "monthly"],
+    Field(description="daily, weekly (from Monday) or monthly, in UTC; null: lifetime"),
+]
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProjectCreate(_In):
+class BudgetFields(BaseModel):
+    """A token's or project's budget (docs/spend.md#budgets)."""
+
+    max_budget_usd: Budget | None = None
+    budget_period: BudgetPeriod | None = None
+
+
+class SpendFields(BaseModel):
+    max_budget_usd: float | None = None
+    budget_period: str | None = None
+    spend_usd: float = Field(0.0, description="spent in the current period (or lifetime)")
+    budget_started_at: datetime | None = Field(
+        None, description="the start of the period spend_usd belongs to"
+    )
+
+
+class ProjectCreate(_In, BudgetFields):
     name: Name
     api_key: Key | None = Field(None, description="the default provider's key for this project")
     api_keys: dict[Ident, Key] | None = Field(
@@ -52,7 +75,7 @@ class ProjectCreate(_In):
     is_active: StrictBool = True
 
 
-class ProjectPatch(_In):
+class ProjectPatch(_In, BudgetFields):
     name: Name | None = None
     api_key: Key | None = None
     api_keys: dict[Ident, Key] | None = Field(
@@ -65,7 +88,7 @@ class ProjectPut(ProjectPatch):
     name: Name
 
 
-class ProjectOut(BaseModel):
+class ProjectOut(SpendFields):
     id: str
     name: str
     api_key: str = Field(description="the default provider's key, obfuscated ('' when none)")
@@ -76,7 +99,7 @@ class ProjectOut(BaseModel):
     updated_at: datetime
 
 
-class TokenCreate(_In):
+class TokenCreate(_In, BudgetFields):
     """The expiry is ``duration_minutes`` from now or ``expires_at``, not both;
     ``expires_at`` must be in the future (a token is never born expired)."""
 
@@ -119,7 +142,7 @@ class TokenCreate(_In):
         return self
 
 
-class TokenPatch(_In):
+class TokenPatch(_In, BudgetFields):
     name: Name | None = None
     expires_at: When | None = Field(None, description="a time in the past expires it now")
     max_requests: Limit | None = None
@@ -130,7 +153,7 @@ class TokenPatch(_In):
     is_active: StrictBool | None = None
 
 
-class TokenOut(BaseModel):
+class TokenOut(SpendFields):
     id: str
     token: str = Field(description="obfuscated (the secret is shown only at creation)")
     project_id: str

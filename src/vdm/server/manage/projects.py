@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from vdm.server.manage.models import ProjectCreate, ProjectOut, ProjectPatch, ProjectPut
+from vdm.server.manage.models import (
+    BudgetFields,
+    ProjectCreate,
+    ProjectOut,
+    ProjectPatch,
+    ProjectPut,
+)
 from vdm.server.manage.problems import actor
 from vdm.store import Missing
+from vdm.tenants import budgets
 
 if TYPE_CHECKING:
-    from vdm.store.records import ProjectRecord
+    from vdm.store.records import ProjectRecord, TokenRecord
     from vdm.tenants.service import ControlPlane
+
+
+def spend_fields(record: TokenRecord | ProjectRecord) -> dict[str, Any]:
+    """A budget and the spend of its current period, as of now."""
+    spend, started = budgets.current(
+        record.spend_usd, record.budget_started_at, record.budget_period, datetime.now(UTC)
+    )
+    return {
+        "max_budget_usd": record.max_budget_usd,
+        "budget_period": record.budget_period,
+        "spend_usd": round(spend, 9),
+        "budget_started_at": started,
+    }
+
+
+def budget_of(body: BudgetFields) -> dict[str, Any]:
+    """The budget fields the body sets (null clears one)."""
+    return {
+        k: getattr(body, k)
+        for k in ("max_budget_usd", "budget_period")
+        if k in body.model_fields_set
+    }
 
 
 def project_out(plane: ControlPlane, p: ProjectRecord) -> ProjectOut:
@@ -27,6 +57,7 @@ def project_out(plane: ControlPlane, p: ProjectRecord) -> ProjectOut:
         deactivated_at=p.deactivated_at,
         created_at=p.created_at,
         updated_at=p.updated_at,
+        **spend_fields(p),
     )
 
 
@@ -40,6 +71,7 @@ def keys_of(plane: ControlPlane, body: ProjectPatch | ProjectCreate) -> dict[str
 
 def add_routes(api: FastAPI, plane: ControlPlane) -> None:
     async def project_or_404(project_id: str) -> ProjectRecord:
+        await plane.settle()  # (spend written behind, before it is read)
         project = await plane.store.get_project(project_id)
         if project is None:
             raise Missing(f"no project {project_id!r}")
@@ -52,7 +84,9 @@ def add_routes(api: FastAPI, plane: ControlPlane) -> None:
     @api.post("/manage/projects", status_code=201, response_model=ProjectOut, tags=["projects"])
     async def create_project(request: Request, body: ProjectCreate) -> ProjectOut:
         keys = keys_of(plane, body)
-        created = await plane.create_project(actor(request), body.name, keys, body.is_active)
+        created = await plane.create_project(
+            actor(request), body.name, keys, body.is_active, budget_of(body)
+        )
         return project_out(plane, created)
 
     @api.get("/manage/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
@@ -66,6 +100,7 @@ def add_routes(api: FastAPI, plane: ControlPlane) -> None:
             name=body.name,
             is_active=body.is_active,
             keys=keys_of(plane, body),
+            budget=budget_of(body),
         )
         return project_out(plane, changed)
 

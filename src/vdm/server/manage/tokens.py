@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from vdm.server.manage.models import TokenCreate, TokenCreated, TokenOut, TokenPatch
 from vdm.server.manage.problems import actor
+from vdm.server.manage.projects import spend_fields
 from vdm.store import Missing
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def token_fields(t: TokenRecord) -> dict[str, Any]:
         created_at=t.created_at,
         last_used_at=t.last_used_at,
         cache_hit_count=t.cache_hit_count,
+        **spend_fields(t),
     )
 
 
