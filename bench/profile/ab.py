@@ -2,6 +2,8 @@
 
     python bench/profile/ab.py /tmp/base/src src --scenario passthrough [--stream] [-n 3000]
     (scenarios: conversion, passthrough, openai-passthrough)
+    python bench/profile/ab.py src src+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9
+    (a tree followed by ``+KEY=VALUE`` settings: the same tree configured otherwise)
 
 Each round starts a gateway per source tree (``PYTHONPATH`` first, pinned to CPU 0,
 the bench's environment), warms it up, drives ``n`` requests at concurrency ``-c`` and
@@ -34,7 +36,9 @@ def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, 
     port = free_port()
     home = tmp / f"home{port}"
     home.mkdir()
+    src, *settings = src.split("+")
     env = gateway_env(home, up_port)
+    env.update(pair.split("=", 1) for pair in settings)
     env["PYTHONPATH"] = str(Path(src).resolve())
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "vdm", "server", "start"]
     proc = subprocess.Popen(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from vdm import tracing
-from vdm.tracing import export
+from vdm.tracing import export, spans
 from vdm.tracing.spans import key_hash
 
 
@@ -113,3 +116,45 @@ def test_off_the_gateway_imports_nothing_of_opentelemetry() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+class _Collector(SpanExporter):
+    """An exporter that answers as the test says."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS if self.up else SpanExportResult.FAILURE
+
+
+def test_while_the_collector_does_not_answer_only_a_probe_is_traced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(export.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(spans.time, "monotonic", lambda: now[0])
+    collector = _Collector()
+    watched = export.Watched(collector, "http://collector")
+    tracer = spans.Tracer(TracerProvider(), exporter=watched)
+
+    def traced() -> bool:
+        trace = tracer.request("anthropic", {}, None)
+        if trace is None:
+            return False
+        trace.finish(None, 200, None, False)
+        return True
+
+    assert [traced() for _ in range(3)] == [True, True, True]
+    collector.up = False
+    watched.export([])
+    assert [traced() for _ in range(3)] == [True, False, False]  # the probe, then none
+    now[0] += export.PROBE_SECONDS
+    assert [traced() for _ in range(2)] == [True, False]
+    collector.up = True
+    watched.export([])  # the probe's spans reached it
+    assert [traced() for _ in range(3)] == [True, True, True]
+    # an export under way for longer than a collector takes: not reaching it
+    watched._since = now[0]
+    now[0] += export.STUCK_SECONDS + 0.1
+    assert watched.reaching is False

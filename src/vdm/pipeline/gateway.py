@@ -182,9 +182,11 @@ class Gateway:
     ) -> Account:
         """The accounting of one request by ``door`` (:mod:`vdm.pipeline.accounting`);
         when tracing is on, its span too (``headers``: the client's, its traceparent)."""
-        if self.tracing is None:
+        if (
+            self.tracing is None
+            or (trace := self.tracing.request(door.name, headers, principal)) is None
+        ):
             return Account(self.metrics, self.tenants, door.name, principal)
-        trace = self.tracing.request(door.name, headers, principal)
         return TracedAccount(self.metrics, self.tenants, door.name, principal, trace)
 
     # ------------------------------------------------------------ wire doors

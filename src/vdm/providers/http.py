@@ -59,9 +59,7 @@ HOP_BY_HOP_REQUEST = frozenset(
 _TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 FORWARDED_REQUEST = {
     "openai": frozenset({"openai-beta", "idempotency-key", "user-agent"}) | _TRACE_CONTEXT,
-    "anthropic": frozenset(
-        {"anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"}
-    )
+    "anthropic": frozenset({"anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"})
     | _TRACE_CONTEXT,
 }
 SDK_PREFIX = "x-stainless-"  # the official SDKs' own description (language, version, retry)

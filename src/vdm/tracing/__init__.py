@@ -14,8 +14,9 @@ imported and a request pays one check (:meth:`vdm.pipeline.Gateway.account`).
   conventions plus vdm's own attributes), a child per upstream attempt, the
   W3C ``traceparent`` read from the client and sent upstream;
 * :mod:`vdm.tracing.export` — the SDK's tracer provider, its batch span
-  processor (a request never waits for an export) and OTLP exporter, and the
-  quiet of a dead collector (its failures logged once a minute at most).
+  processor (a request never waits for an export) and OTLP exporter, and a
+  dead collector's cost: its failures logged once a minute at most, and no
+  request traced while it does not answer (but a probe every few seconds).
 """
 
 from __future__ import annotations
@@ -58,4 +59,5 @@ def build(record_content: bool = False, environ: Mapping[str, str] | None = None
     from vdm.tracing.export import tracer_provider
     from vdm.tracing.spans import Tracer
 
-    return Tracer(tracer_provider(os.environ if environ is None else environ), record_content)
+    provider, watched = tracer_provider(os.environ if environ is None else environ)
+    return Tracer(provider, record_content, watched)

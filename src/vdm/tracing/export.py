@@ -8,20 +8,25 @@ dropped rather than held.  The exporter speaks ``http/protobuf`` (the
 default of ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``)
 or, with ``opentelemetry-exporter-otlp-proto-grpc`` installed, ``grpc``.
 
-A collector that does not answer must not flood the log: the SDK logs every
-failed batch and, once its queue is full, every dropped span; :class:`Throttle`
-lets one of its lines through a minute and counts the rest.
+A collector that does not answer must cost neither the log nor the requests.
+The SDK logs every failed batch and, once its queue is full, every dropped
+span: :class:`Throttle` lets one of its lines through a minute and counts the
+rest.  And a span recorded while the exports fail is dropped all the same, so
+:class:`Watched` tells the tracer whether the last export reached the
+collector: while it did not, requests are not traced (their client's
+``traceparent`` still goes upstream as it came), but for one probe every
+:data:`PROBE_SECONDS`, whose spans find out when the collector is back.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 SERVICE_NAME = "vdm"
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -34,6 +39,10 @@ NOISY_LOGGERS = (
     "opentelemetry.sdk.trace.export",
 )
 THROTTLE_SECONDS = 60.0
+PROBE_SECONDS = 5.0  # while the collector does not answer: one request traced this often
+STUCK_SECONDS = 1.0  # an export under way this long: the collector does not answer
+
+log = logging.getLogger("vdm.tracing")
 
 
 class Throttle(logging.Filter):
@@ -58,6 +67,54 @@ class Throttle(logging.Filter):
             )
             self._held = 0
         return True
+
+
+class Watched(SpanExporter):
+    """An exporter, and whether it reaches the collector (:attr:`reaching`):
+    its last export did, and the one under way (if any) has not been at it
+    for :data:`STUCK_SECONDS` (the SDK retries a refused connection for up to
+    ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s: spans queued meanwhile would only be
+    dropped).  Written by the SDK's export thread, read by the tracer: plain
+    values, no lock."""
+
+    def __init__(self, inner: SpanExporter, endpoint: str = "") -> None:
+        self.inner = inner
+        self.endpoint = endpoint
+        self._failed = False
+        self._since: float | None = None  # when the export under way began
+
+    @property
+    def reaching(self) -> bool:
+        since = self._since
+        if since is not None and time.monotonic() - since > STUCK_SECONDS:
+            return False
+        return not self._failed
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._since = time.monotonic()
+        try:
+            result = self.inner.export(spans)
+        finally:
+            self._since = None
+        failed = result is not SpanExportResult.SUCCESS
+        if failed != self._failed:
+            if not failed:
+                log.warning("traces: the collector at %s answers again", self.endpoint)
+            else:
+                log.warning(
+                    "traces: the collector at %s does not answer; requests are not traced "
+                    "until it does (one is, every %g s, to find out)",
+                    self.endpoint,
+                    PROBE_SECONDS,
+                )
+            self._failed = failed
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 def quieten(names: tuple[str, ...] = NOISY_LOGGERS) -> None:
@@ -112,11 +169,15 @@ def resource() -> Resource:
     return detected
 
 
-def tracer_provider(environ: Mapping[str, str]) -> TracerProvider:
+def tracer_provider(environ: Mapping[str, str]) -> tuple[TracerProvider, Watched]:
     """A provider exporting in batches, not the process's global one (vdm
     reads no global state) and not shut down at exit by the SDK: the gateway
     shuts it down when it closes (:meth:`vdm.tracing.spans.Tracer.close`)."""
     provider = TracerProvider(resource=resource(), shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(exporter(environ)))
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+    )
+    watched = Watched(exporter(environ), endpoint.strip())
+    provider.add_span_processor(BatchSpanProcessor(watched))
     quieten()
-    return provider
+    return provider, watched

@@ -39,6 +39,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from vdm.errors import GatewayError
 from vdm.outcome import Outcome
+from vdm.tracing.export import PROBE_SECONDS, Watched
 
 if TYPE_CHECKING:
     from vdm.tenants.registry import Principal
@@ -77,21 +78,35 @@ class Tracer:
     """This process's tracer (one tracer provider, shared by the gateways a
     reload makes)."""
 
-    def __init__(self, provider: TracerProvider, record_content: bool = False) -> None:
+    def __init__(
+        self,
+        provider: TracerProvider,
+        record_content: bool = False,
+        exporter: Watched | None = None,
+    ) -> None:
         self.provider = provider
         self.record_content = record_content
+        self._exporter = exporter
         self._tracer = provider.get_tracer("vdm")
+        self._probe_at = 0.0
 
     def configured(self, record_content: bool) -> Tracer:
         """This tracer, with the content setting of a reloaded configuration."""
         if record_content == self.record_content:
             return self
-        return Tracer(self.provider, record_content)
+        return Tracer(self.provider, record_content, self._exporter)
 
     def request(
         self, door: str, headers: Mapping[str, str] | None, principal: Principal | None
-    ) -> RequestTrace:
-        """Open the span of one request by ``door``."""
+    ) -> RequestTrace | None:
+        """Open the span of one request by ``door``; None, while the collector
+        does not answer, for all requests but a probe every
+        :data:`~vdm.tracing.export.PROBE_SECONDS`."""
+        if self._exporter is not None and not self._exporter.reaching:
+            now = time.monotonic()
+            if now < self._probe_at:
+                return None
+            self._probe_at = now + PROBE_SECONDS
         parent = _PROPAGATOR.extract(headers) if headers and "traceparent" in headers else None
         attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "vdm.door": door}
         if headers and (hashed := key_hash(headers)) is not None:
@@ -187,12 +202,15 @@ class RequestTrace:
     def routed(self, model: str, parsed: Mapping[str, Any]) -> None:
         """The model the client asked for (and, when content is recorded, its messages)."""
         self.span.update_name(f"chat {model}")
-        self.span.set_attribute("gen_ai.request.model", model)
-        self.span.set_attribute("vdm.stream", bool(parsed.get("stream")))
+        attributes: dict[str, Any] = {
+            "gen_ai.request.model": model,
+            "vdm.stream": bool(parsed.get("stream")),
+        }
         if self.record_content:
             messages = parsed.get("messages", parsed.get("input"))
             if messages is not None:
-                self.span.set_attribute("gen_ai.input.messages", _encode(messages).decode())
+                attributes["gen_ai.input.messages"] = _encode(messages).decode()
+        self.span.set_attributes(attributes)
 
     def attempt(self, provider: str, model: str) -> AttemptTrace:
         """Open the span of the next upstream attempt (a retry when the route
@@ -234,15 +252,16 @@ class RequestTrace:
             return
         self._ended = True
         span = self.span
-        span.set_attribute("http.response.status_code", status)
-        self._counts(cache_hit)
+        attributes = self._counts(cache_hit)
+        attributes["http.response.status_code"] = status
         if outcome is not None:
-            _outcome_attributes(span, outcome)
+            _outcome_attributes(attributes, outcome)
             if outcome.first_byte is not None:
                 span.add_event("vdm.first_byte", timestamp=_wall_ns(outcome.first_byte))
             if outcome.error is not None:
-                span.set_attribute("error.type", "stream")
+                attributes["error.type"] = "stream"
                 span.set_status(Status(StatusCode.ERROR, "the stream broke off"))
+        span.set_attributes(attributes)  # (one call: the SDK takes its lock once)
         if self._answering is not None:
             self._answering.end(upstream_end)
         span.end()
@@ -253,43 +272,43 @@ class RequestTrace:
             return
         self._ended = True
         span = self.span
-        kind = error_type(exc)
-        span.set_attribute("error.type", kind)
+        attributes = self._counts(False)
+        kind = attributes["error.type"] = error_type(exc)
         message = kind
         if isinstance(exc, GatewayError):
-            span.set_attribute("http.response.status_code", exc.status)
+            attributes["http.response.status_code"] = exc.status
             message = exc.message
+        span.set_attributes(attributes)
         span.set_status(Status(StatusCode.ERROR, message))
-        self._counts(False)
         if self._answering is not None:
             self._answering.end()
         span.end()
 
-    def _counts(self, cache_hit: bool) -> None:
-        span = self.span
-        span.set_attribute("vdm.attempts", self.attempts)
-        span.set_attribute("vdm.retries", self.retries)
-        span.set_attribute("vdm.fallbacks", self.fallbacks)
+    def _counts(self, cache_hit: bool) -> dict[str, Any]:
+        counts: dict[str, Any] = {
+            "vdm.attempts": self.attempts,
+            "vdm.retries": self.retries,
+            "vdm.fallbacks": self.fallbacks,
+        }
         if cache_hit:
-            span.set_attribute("vdm.cache.hit", True)
+            counts["vdm.cache.hit"] = True
+        return counts
 
 
-def _outcome_attributes(span: Span, outcome: Outcome) -> None:
+def _outcome_attributes(attributes: dict[str, Any], outcome: Outcome) -> None:
     """Who answered, and what it used."""
-    span.set_attribute("gen_ai.provider.name", outcome.provider)
-    span.set_attribute("gen_ai.response.model", outcome.model)
-    span.set_attribute("vdm.route", f"{outcome.provider}:{outcome.model}")
+    attributes["gen_ai.provider.name"] = outcome.provider
+    attributes["gen_ai.response.model"] = outcome.model
+    attributes["vdm.route"] = f"{outcome.provider}:{outcome.model}"
     if outcome.stop_reason is not None:
-        span.set_attribute("gen_ai.response.finish_reasons", (outcome.stop_reason,))
+        attributes["gen_ai.response.finish_reasons"] = (outcome.stop_reason,)
     usage = outcome.usage
     if usage is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+        attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
         if usage.cache_read_input_tokens is not None:
-            span.set_attribute(
-                "gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens
-            )
+            attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_input_tokens
         if usage.cache_creation_input_tokens is not None:
-            span.set_attribute(
-                "gen_ai.usage.cache_creation.input_tokens", usage.cache_creation_input_tokens
+            attributes["gen_ai.usage.cache_creation.input_tokens"] = (
+                usage.cache_creation_input_tokens
             )
