@@ -54,7 +54,7 @@ def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, 
 async def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[float, int]:
     path, body, headers, validator = scenario_request(args.scenario, args.stream)
     url = f"http://127.0.0.1:{port}{path}"
-    await run_load(url, body, headers, n=300, concurrency=args.c, stream=args.stream)
+    await run_load(url, body, headers, n=args.warmup, concurrency=args.c, stream=args.stream)
     before = cpu_seconds(pid)
     result = await run_load(
         url, body, headers, n=args.n, concurrency=args.c, stream=args.stream, validator=validator
@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=3000)
     parser.add_argument("-c", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=300, help="untimed requests first")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     tmp = Path(tempfile.mkdtemp(prefix="vdm-ab-"))
