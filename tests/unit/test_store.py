@@ -195,7 +195,7 @@ def test_a_frozen_holder_of_a_token_row_cannot_block_a_revocation_for_long(
             database_url=env["DATABASE_URL"], database_schema=env["DATABASE_SCHEMA"]
         )
 
-        async def body(store: SqlStore) -> None:
+        async def body(store: SqlStore, settings: TenantSettings = settings) -> None:
             await store.create_project(project())
             await store.create_token(token("t1"))
             frozen = create_engine(
