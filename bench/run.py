@@ -698,7 +698,15 @@ def main() -> int:
     parser.add_argument(
         "--stream-delay-ms", type=float, default=0.0, help="upstream delay between stream events"
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the gateway (e.g. OTEL_EXPORTER_OTLP_ENDPOINT=...); repeatable",
+    )
     args = parser.parse_args()
+    extra_env = dict(pair.split("=", 1) for pair in args.env)
     counts = QUICK if args.quick else FULL
 
     gw_cpu, client_cpu = cpu_layout()
@@ -710,7 +718,7 @@ def main() -> int:
     try:
         up = start_upstream(tmp, client_cpu, chunk_delay_ms=args.stream_delay_ms)
         if not args.direct_only:
-            gw = start_gateway(tmp, gw_cpu, up.port)
+            gw = start_gateway(tmp, gw_cpu, up.port, extra_env=extra_env)
             if not args.no_floor:
                 fl = start_floor(tmp, gw_cpu, up.port)
         print(

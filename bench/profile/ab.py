@@ -2,6 +2,8 @@
 
     python bench/profile/ab.py /tmp/base/src src --scenario passthrough [--stream] [-n 3000]
     (scenarios: conversion, passthrough, openai-passthrough)
+    python bench/profile/ab.py src src+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9
+    (a tree followed by ``+KEY=VALUE`` settings: the same tree configured otherwise)
 
 Each round starts a gateway per source tree (``PYTHONPATH`` first, pinned to CPU 0,
 the bench's environment), warms it up, drives ``n`` requests at concurrency ``-c`` and
@@ -33,7 +35,9 @@ from loadgen import run_load  # noqa: E402
 def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     home = Path(tempfile.mkdtemp(prefix="home", dir=tmp))  # (a port can come round again)
+    src, *settings = src.split("+")
     env = gateway_env(home, up_port)
+    env.update(pair.split("=", 1) for pair in settings)
     env["PYTHONPATH"] = str(Path(src).resolve())
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "vdm", "server", "start"]
     proc = subprocess.Popen(
@@ -49,7 +53,7 @@ def start_gateway(src: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen, 
 async def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[float, int]:
     path, body, headers, validator = scenario_request(args.scenario, args.stream)
     url = f"http://127.0.0.1:{port}{path}"
-    await run_load(url, body, headers, n=300, concurrency=args.c, stream=args.stream)
+    await run_load(url, body, headers, n=args.warmup, concurrency=args.c, stream=args.stream)
     before = cpu_seconds(pid)
     result = await run_load(
         url, body, headers, n=args.n, concurrency=args.c, stream=args.stream, validator=validator
@@ -65,6 +69,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=3000)
     parser.add_argument("-c", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=300, help="untimed requests first")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     tmp = Path(tempfile.mkdtemp(prefix="vdm-ab-"))

@@ -2,7 +2,7 @@
 
 The core install (``pipx install vdm``, ``uv tool install vdm``, ``pip install
 vdm``) serves every HTTP door with SQLite and this process's own memory.
-Three features need libraries of their own, installed by an extra:
+Four features need libraries of their own, installed by an extra:
 
 ==============  ============================  ======================
 extra           feature                       library
@@ -11,6 +11,8 @@ extra           feature                       library
 ``redis``       ``REDIS_URL`` (shared state)  redis
 ``grpc``        ``GRPC_PORT``, ``vdm grpc``,  grpcio, protobuf
                 ``vdm proxy``
+``otel``        ``OTEL_EXPORTER_OTLP_…``      opentelemetry-sdk,
+                (OpenTelemetry traces)        its OTLP/HTTP exporter
 ``all``         all of the above
 ==============  ============================  ======================
 
@@ -31,6 +33,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("asyncpg",),
     "redis": ("redis",),
     "grpc": ("grpc", "google.protobuf"),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from vdm import config
+from vdm import config, tracing
 from vdm.config import Settings
 from vdm.extras import MissingExtra, installed
 from vdm.middleware.chain import FACTORIES
@@ -36,4 +36,6 @@ def missing(settings: Settings) -> list[MissingExtra]:
         asked.append(("postgres", "DATABASE_URL is PostgreSQL"))
     if settings.grpc.port is not None:
         asked.append(("grpc", "GRPC_PORT (--grpc-port) is set"))
+    if tracing.enabled():
+        asked.append(("otel", "OTEL_EXPORTER_OTLP_ENDPOINT is set"))
     return [MissingExtra(feature, extra) for extra, feature in asked if not installed(extra)]

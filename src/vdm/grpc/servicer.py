@@ -81,7 +81,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             chat = await self._chat_request(request, stream=False)
             await self._limiter.check_shared(current_subject())
             with (
-                gateway.account(doors.GRPC, principal) as account,
+                gateway.account(doors.GRPC, principal, _traced(gateway, context)) as account,
                 self._limiter.admit(current_subject()),
                 gateway.leases,
             ):
@@ -125,7 +125,7 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             state = _Stream(ir.Usage(), held_text=[] if chat.tools else None)
             await self._limiter.check_shared(current_subject())
             with (
-                gateway.account(doors.GRPC, principal) as account,
+                gateway.account(doors.GRPC, principal, _traced(gateway, context)) as account,
                 self._limiter.admit(current_subject()),
                 gateway.leases,
             ):
@@ -259,6 +259,18 @@ class LLMProxyServicer(pb_grpc.VibectlLLMProxyServicer):
             )
         log.error("internal error in an LLMProxy call", exc_info=exc)
         return GatewayError(f"internal gateway error ({type(exc).__name__}); see the server log")
+
+
+def _traced(gateway: Gateway, context: grpc.aio.ServicerContext) -> dict[str, str] | None:
+    """The call's metadata (its ``traceparent``, its credential's hash) when
+    the gateway traces; None, unread, when it does not."""
+    if gateway.tracing is None:
+        return None
+    return {
+        key.lower(): value
+        for key, value in context.invocation_metadata() or ()
+        if isinstance(value, str)
+    }
 
 
 def _served(completion: Completion) -> str:

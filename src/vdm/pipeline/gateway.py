@@ -44,6 +44,7 @@ from vdm.pipeline.relay import relay
 from vdm.pipeline.results import Completion
 from vdm.pipeline.streams import SSE_HEADERS, first_event, fold, observed, opened, render_stream
 from vdm.pipeline.tenancy import client_context, permitted
+from vdm.pipeline.traced import TracedAccount, traced
 from vdm.pricing import Prices
 from vdm.protocols import anthropic_door, fields, structured
 from vdm.protocols.body import rewrite
@@ -51,10 +52,12 @@ from vdm.providers import build
 from vdm.providers.base import AnthropicNative, ClientContext, ModelLister, Provider
 from vdm.providers.cooldowns import Cooldowns, MemoryCooldowns
 from vdm.routing import Route, Router
+from vdm.tracing import build as build_tracing
 
 if TYPE_CHECKING:
     from vdm.events import Bus
     from vdm.tenants.registry import Principal, TokenRegistry
+    from vdm.tracing.spans import Tracer
 
 log = logging.getLogger("vdm.pipeline")
 
@@ -74,8 +77,10 @@ class Gateway:
         metrics: Metrics | None = None,
         cache: ResponseCache | None = None,
         tenants: TokenRegistry | None = None,
+        tracing: Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing  # OpenTelemetry traces (None: off, vdm.tracing.enabled)
         self.leases = Leases()  # the requests it serves (a reload closes it after them)
         self.metrics = metrics if metrics is not None else Metrics()
         self.tenants = tenants  # the control plane's tokens: their usage is counted
@@ -154,7 +159,8 @@ class Gateway:
             n: build(p, settings.server, cooldowns, metrics.pool)
             for n, p in settings.providers.items()
         }
-        gateway = cls(settings, providers, cooldowns, metrics, tenants=tenants)
+        tracer = build_tracing(settings.server.trace_content)
+        gateway = cls(settings, providers, cooldowns, metrics, tenants=tenants, tracing=tracer)
         if settings.cache.backend == "redis":
             gateway.cache = ResponseCache.build(
                 settings.cache,
@@ -174,10 +180,20 @@ class Gateway:
             await provider.close()
         await self.cooldowns.close()
         await self.cache.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
-    def account(self, door: Door, principal: Principal | None) -> Account:
-        """The accounting of one request by ``door`` (:mod:`vdm.pipeline.accounting`)."""
-        return Account(self.metrics, self.tenants, door.name, principal, self.prices)
+    def account(
+        self, door: Door, principal: Principal | None, headers: Mapping[str, str] | None = None
+    ) -> Account:
+        """The accounting of one request by ``door`` (:mod:`vdm.pipeline.accounting`);
+        when tracing is on, its span too (``headers``: the client's, its traceparent)."""
+        if (
+            self.tracing is None
+            or (trace := self.tracing.request(door.name, headers, principal)) is None
+        ):
+            return Account(self.metrics, self.tenants, door.name, principal, self.prices)
+        return TracedAccount(self.metrics, self.tenants, door.name, principal, self.prices, trace)
 
     # ------------------------------------------------------------ wire doors
 
@@ -350,6 +366,8 @@ class Gateway:
         one starts an answer; raise the last failure when none does.  A tenant's
         ``principal`` limits the routes (allowed models/providers: fallbacks it
         may not use are skipped) and lends its project's keys."""
+        if self.tracing is not None:
+            attempt = traced(attempt, model, parsed)
         primary = self.router.resolve(model)
         candidates = (primary, *self._fallbacks.get(_key(primary), ()))
         if principal is not None:

@@ -54,13 +54,14 @@ HOP_BY_HOP_REQUEST = frozenset(
     }
 )
 # Client request headers forwarded upstream, an allowlist per wire family:
-# the API's own options and the SDK's description of itself; never a
-# credential, a cookie, a method override or any header not named here.
+# the API's own options, the SDK's description of itself and the W3C trace
+# context (vdm.tracing puts its attempt's traceparent there when it traces);
+# never a credential, a cookie, a method override or any header not named here.
+_TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 FORWARDED_REQUEST = {
-    "openai": frozenset({"openai-beta", "idempotency-key", "user-agent"}),
-    "anthropic": frozenset(
-        {"anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"}
-    ),
+    "openai": frozenset({"openai-beta", "idempotency-key", "user-agent"}) | _TRACE_CONTEXT,
+    "anthropic": frozenset({"anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"})
+    | _TRACE_CONTEXT,
 }
 USER_AGENT = f"vdm/{__version__}"  # what a request whose client sent none says it is
 SDK_PREFIX = "x-stainless-"  # the official SDKs' own description (language, version, retry)

@@ -90,7 +90,7 @@ async def answer(
     assert gateway is not None
     principal = scope.get(PRINCIPAL)
     reply: Reply | None = None
-    with gateway.account(door, principal) as account:
+    with gateway.account(door, principal, headers) as account:
         body = await read_body(receive, headers, app.max_body)
         client_key = app.provider_key(headers)  # (never the gateway's own credential)
         async with cancel_on_disconnect(receive, hook=scope.get(DISCONNECT_HOOK)) as watch:

@@ -54,7 +54,7 @@ async def passthrough(
     principal = scope.get(PRINCIPAL)
     limited = principal is not None and principal.allowed_models is not None
     request = _Request(app, gateway, scope, headers)
-    with gateway.account(doors.CHAT, principal) as account:
+    with gateway.account(doors.CHAT, principal, headers) as account:
         if pt.is_json(headers) or (
             limited and pt.is_form(headers) and pt.names_model_in_form(normal)
         ):

@@ -101,7 +101,8 @@ def successor(old: Gateway, settings: Settings) -> Gateway:
     cache = None
     if old.settings.cache == settings.cache:
         cache = old.cache  # its entries stay; its routing follows the new router below
-    gateway = Gateway(settings, providers, old.cooldowns, old.metrics, cache, old.tenants)
+    tracer = old.tracing.configured(settings.server.trace_content) if old.tracing else None
+    gateway = Gateway(settings, providers, old.cooldowns, old.metrics, cache, old.tenants, tracer)
     if cache is None:
         gateway.cache = ResponseCache.build(
             settings.cache,

@@ -283,6 +283,13 @@ class ServerSettings:
         default_text="default (the OpenAI API surface)",
         example=["GET /v1/files", "POST /v1/embeddings"],
     )
+    trace_content: bool = setting(
+        False,
+        Flag(),
+        "Record prompts and whole answers in the OpenTelemetry traces (off: never recorded) ([Tracing](tracing.md)).",
+        env="VDM_TRACE_CONTENT",
+        example=True,
+    )
     # vdm.loops: this deployment's id in the hop header of every upstream request.
     gateway_id: str = ""
     trusted_proxies: tuple[str, ...] = setting(
