@@ -149,6 +149,7 @@ def test_an_anthropic_request_is_a_span_in_the_clients_trace_with_its_attempt(
     check_attempt(attempt, request, fake_anthropic, "ant")
     assert attempt.attributes["gen_ai.request.model"] == "claude-x"
     assert attempt.end <= request.end
+    assert "vdm.cost_usd" not in request.attributes  # claude-x has no price: none, not 0
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -182,6 +183,8 @@ def test_an_openai_chat_request_is_a_span_with_its_usage(
     assert attrs["gen_ai.provider.name"] == "openai"
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (11, 7)
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)  # (relayed: the upstream's word)
+    # gpt-4o-mini's price list: $0.15 and $0.60 per million input and output tokens
+    assert attrs["vdm.cost_usd"] == pytest.approx((11 * 0.15 + 7 * 0.60) / 1e6)
     (attempt,) = receiver.children(request)
     check_attempt(attempt, request, fake_openai, "openai")
 
