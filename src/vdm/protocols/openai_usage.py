@@ -20,6 +20,9 @@ import msgspec
 
 _decoder = msgspec.json.Decoder()
 _NEEDLE = b'"usage"'
+# The API's other chunks say "usage": null; only the last one has usage and no choices.
+_NULL_USAGE = b'"usage":null'
+_NULL_USAGE_SPACED = b'"usage": null'
 
 
 def asked_usage(parsed: Mapping[str, Any]) -> bool:
@@ -54,6 +57,8 @@ def hide_usage_chunks(frames: bytes) -> bytes:
 
 
 def _usage_only(frame: bytes) -> bool:
+    if _NULL_USAGE in frame or _NULL_USAGE_SPACED in frame:
+        return False  # every other chunk of such a stream: no decode for it
     data = b"\n".join(
         line[5:].lstrip(b" ") for line in frame.split(b"\n") if line.startswith(b"data:")
     )
