@@ -39,8 +39,8 @@ log = logging.getLogger("vdm.events")
 # reader: a blocked XREADGROUP is not cancelled (redis-py would then hold the
 # connection until its socket timeout); the reader sees the stop when it returns.
 _BLOCK_MS = 500
-_CLAIM_IDLE_MS = 60_000  # unacknowledged this long: the consumer is presumed gone
-_CLAIM_EVERY = 30.0  # seconds between looks for such entries
+CLAIM_IDLE_MS = 60_000  # unacknowledged this long: the consumer is presumed gone
+CLAIM_EVERY = 30.0  # seconds between looks for such entries
 _decode = msgspec.json.Decoder(Event).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -205,7 +205,7 @@ class RedisBus(Bus):
     # ------------------------------------------------------------ reading
 
     async def _read(self, sub: Subscription) -> None:
-        claim_at = time.monotonic() + _CLAIM_EVERY
+        claim_at = time.monotonic() + CLAIM_EVERY
         streams = dict.fromkeys(self._streams(sub), ">")
         while not self._stopping:
             try:
@@ -216,7 +216,7 @@ class RedisBus(Bus):
                     async with sub.lock:  # (handled even when stopping: it was taken)
                         await self._process_reply(sub, reply)
                 if sub.scope == "shared" and time.monotonic() >= claim_at:
-                    claim_at = time.monotonic() + _CLAIM_EVERY
+                    claim_at = time.monotonic() + CLAIM_EVERY
                     await self._claim(sub)
                 self._link.ok()
             except asyncio.CancelledError:
@@ -246,7 +246,7 @@ class RedisBus(Bus):
         """Take over entries another consumer of the group left unacknowledged."""
         for stream in self._streams(sub):
             reply = await self._redis.xautoclaim(
-                stream, self.group(sub), self.source, min_idle_time=_CLAIM_IDLE_MS, count=BATCH
+                stream, self.group(sub), self.source, min_idle_time=CLAIM_IDLE_MS, count=BATCH
             )
             entries = reply[1] if reply else []
             if entries:
