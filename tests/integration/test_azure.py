@@ -364,7 +364,12 @@ def test_sse_bytes_are_relayed_untouched(azure_gateway: Gateway, fake_azure: Fak
         "POST",
         azure_gateway.url + "/v1/chat/completions",
         timeout=10,
-        json={"model": "gpt-4o", "messages": ASK, "stream": True},
+        json={
+            "model": "gpt-4o",
+            "messages": ASK,
+            "stream": True,
+            "stream_options": {"include_usage": True},  # (else its chunk is kept from us)
+        },
     ) as response:
         data = b"".join(response.iter_bytes())
     # as the upstream sent them, but for the model: the one the client asked for

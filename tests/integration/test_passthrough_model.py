@@ -256,7 +256,12 @@ def test_openai_stream_bytes_change_only_in_the_model_fields(
     with httpx.stream(
         "POST",
         gateway.url + "/v1/chat/completions",
-        json={"model": FAST, "messages": ASK, "stream": True},
+        json={
+            "model": FAST,
+            "messages": ASK,
+            "stream": True,
+            "stream_options": {"include_usage": True},  # (else its chunk is kept from us)
+        },
         timeout=20,
     ) as response:
         assert response.status_code == 200
