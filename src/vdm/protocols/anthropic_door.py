@@ -26,14 +26,12 @@ from vdm.protocols.structured import strict_compatible
 if TYPE_CHECKING:
     from vdm.protocols.model_list import ModelEntry
 
-_decoder = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
 
 # ---------------------------------------------------------------- request decoding
 
 
 _fail = fields.fail
-_type_name = fields.type_name
 
 
 def _str(obj: dict[str, Any], key: str, path: str, *, required: bool = False) -> str | None:

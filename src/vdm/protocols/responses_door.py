@@ -49,7 +49,6 @@ from vdm.protocols import fields, openai_door, outcome
 from vdm.protocols.sse import frame
 
 _encode = msgspec.json.Encoder().encode
-_decoder = msgspec.json.Decoder()
 
 THINKING_PREFIX = "vdm:thinking:"
 REDACTED_PREFIX = "vdm:redacted:"
