@@ -360,28 +360,8 @@ class TokenRegistry:
         if limit is not None and counters.used >= limit:
             self._deny(entry, "quota exhausted", request_id, client_ip)
             raise QuotaExceeded(f"this API token's quota of {limit} requests is used up")
-        project = self._projects.get(record.project_id)
-        if budgets.budgeted(record, project):
-            refused = await budgets.spent(
-                self._store, record, project, datetime.fromtimestamp(moment, UTC)
-            )
-            if refused is not None:
-                self._deny(entry, "budget spent", request_id, client_ip)
-                raise BudgetExceeded(refused)
+        await self._shared_limits(entry, moment, request_id, client_ip)
         windows = self._windows
-        if windows is not None and (record.rpm is not None or record.tpm is not None):
-            verdict = await windows.admit(record.id, record.rpm, record.tpm, moment)
-            if verdict:
-                reason, limit_text = (
-                    ("rpm limit", f"{record.rpm} requests")
-                    if verdict == 1
-                    else ("tpm limit", f"{record.tpm} tokens")
-                )
-                self._deny(entry, reason, request_id, client_ip)
-                raise QuotaExceeded(
-                    f"this API token's limit of {limit_text} per minute is reached",
-                    retry_after=max(60.0 - moment % 60.0, 1.0),
-                )
         stamp = datetime.fromtimestamp(moment, UTC)
         counters.last_used = moment
         if limit is not None and self._shared:
@@ -405,6 +385,35 @@ class TokenRegistry:
         window.requests += 1
         self._bus.publish(TOKEN_USAGE, {"token": record.id, "requests": 1, "at": moment})
         return entry.principal
+
+    async def _shared_limits(
+        self, entry: _Entry, moment: float, request_id: str, client_ip: str | None
+    ) -> None:
+        """The limits counted with the other instances: the token's and its
+        project's budget, and the per-minute windows kept in Redis."""
+        record = entry.token
+        project = self._projects.get(record.project_id)
+        if budgets.budgeted(record, project):
+            refused = await budgets.spent(
+                self._store, record, project, datetime.fromtimestamp(moment, UTC)
+            )
+            if refused is not None:
+                self._deny(entry, "budget spent", request_id, client_ip)
+                raise BudgetExceeded(refused)
+        windows = self._windows
+        if windows is not None and (record.rpm is not None or record.tpm is not None):
+            verdict = await windows.admit(record.id, record.rpm, record.tpm, moment)
+            if verdict:
+                reason, limit_text = (
+                    ("rpm limit", f"{record.rpm} requests")
+                    if verdict == 1
+                    else ("tpm limit", f"{record.tpm} tokens")
+                )
+                self._deny(entry, reason, request_id, client_ip)
+                raise QuotaExceeded(
+                    f"this API token's limit of {limit_text} per minute is reached",
+                    retry_after=max(60.0 - moment % 60.0, 1.0),
+                )
 
     # ------------------------------------------------------------ read-through
 
