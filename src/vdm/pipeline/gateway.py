@@ -21,6 +21,7 @@ across wire formats if need be.  Every reply names who served it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -82,6 +83,7 @@ class Gateway:
         self.settings = settings
         self.tracing = tracing  # OpenTelemetry traces (None: off, vdm.tracing.enabled)
         self.leases = Leases()  # the requests it serves (a reload closes it after them)
+        self._warming: asyncio.Future[None] | None = None  # the price table's import
         self.metrics = metrics if metrics is not None else Metrics()
         self.tenants = tenants  # the control plane's tokens: their usage is counted
         self.providers = dict(providers)
@@ -171,10 +173,16 @@ class Gateway:
         return gateway
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.prices.warm)  # (the price table's import, off the loop)
+        # The price table's import (about 0.2 s) runs off the loop and is not
+        # waited for: the gateway serves meanwhile (a priced request that comes
+        # first waits for the import, once).
+        self._warming = asyncio.ensure_future(asyncio.to_thread(self.prices.warm))
         await self.cooldowns.start()
 
     async def close(self) -> None:
+        if self._warming is not None:
+            with contextlib.suppress(Exception):
+                await self._warming
         await self.catalog.close()
         for provider in self.providers.values():
             await provider.close()
