@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.test_tenants import MGMT, env_for, make_project, make_token
 from tests.support.databases import fresh_database_env
@@ -166,6 +167,9 @@ def audit_events(api: httpx.Client, action: str) -> list[dict[str, Any]]:
             return events
 
 
+# The soak itself takes about a minute; a refusal's audit event read by the killed
+# instance adds up to CLAIM_WAIT before a live one writes it.
+@pytest.mark.timeout(120 + CLAIM_WAIT)
 def test_two_instances_keep_every_promise_through_churn_and_a_kill(
     fake_openai: FakeUpstream, fake_anthropic: FakeUpstream, tmp_path: Path
 ) -> None:
